@@ -1,0 +1,115 @@
+"""Argument checks shared by every public entry point.
+
+Convention: a wrong type or dtype raises TypeError, a wrong shape, layout or value raises
+ValueError, and the message names the argument, what it got and what it expected. Callers check
+everything first and only then touch an array, so a call that raises has changed nothing.
+"""
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"ndarray of dtype {value.dtype} and shape {value.shape}"
+    return type(value).__name__
+
+
+def check_array(name, a, *, writeable=False, contiguous=True, dtype=None, shape=None):
+    """`a` must be a float32/float64 ndarray (of `dtype`/`shape` when given), C-contiguous if asked.
+
+    Parameters are never copied silently: a copy would break in-place semantics, so a
+    non-contiguous or read-only array is refused rather than fixed.
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array of float32 or float64, got {_describe(a)}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} (matching its partner), got {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    if contiguous and not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (it is updated in place and never copied); "
+                         f"pass np.ascontiguousarray(...) and keep that array")
+    if writeable and not a.flags.writeable:
+        raise ValueError(f"{name} must be writeable: it is updated in place")
+    return a
+
+
+def check_like(name, a, ref_name, ref, *, writeable=False):
+    """`a` must be an array with `ref`'s dtype and shape (a grad beside its param, a state buffer)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array like {ref_name} "
+                        f"({ref.dtype}, shape {ref.shape}), got {_describe(a)}")
+    if a.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {a.dtype}")
+    if a.shape != ref.shape:
+        raise ValueError(f"{name} must have the shape of {ref_name} {ref.shape}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writeable and not a.flags.writeable:
+        raise ValueError(f"{name} must be writeable: it is updated in place")
+    return a
+
+
+def check_distinct(named_arrays):
+    """No array (or overlapping view) may appear twice among arrays that are written or read.
+
+    `named_arrays` is a sequence of (name, array). Identity is checked first (cheap), then memory
+    overlap of the remaining pairs (bounds only: may_share_memory never scans the data).
+    """
+    seen = {}
+    for name, a in named_arrays:
+        other = seen.get(id(a))
+        if other is not None:
+            raise ValueError(f"{name} is the same array as {other}; each array may be given once")
+        seen[id(a)] = name
+    items = list(named_arrays)
+    if len(items) > 64:
+        # Sort by start address so overlapping ranges are neighbours: O(n log n) instead of O(n^2).
+        spans = sorted((a.__array_interface__["data"][0], a.__array_interface__["data"][0] + a.nbytes, name)
+                       for name, a in items if a.nbytes)
+        for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
+            if s1 < e0:
+                raise ValueError(f"{n1} overlaps the memory of {n0}; each array may be given once")
+        return
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            if np.may_share_memory(items[i][1], items[j][1]):
+                raise ValueError(f"{items[j][0]} overlaps the memory of {items[i][0]}; "
+                                 f"each array may be given once")
+
+
+def check_scalar(name, value, *, low=None, high=None, low_open=False, high_open=False, integer=False):
+    """A finite real number (an int when `integer`) within [low, high]; `*_open` excludes the bound.
+
+    Returns it as a Python float (or int). bool, None, strings and arrays are refused.
+    """
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
+        expected = "an int" if integer else "a real number"
+        raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
+    value = int(value) if integer else float(value)
+    if not integer and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+def check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
