@@ -4,7 +4,8 @@
                     lr_decay=0.95, num_epochs=10, batch_size=100, seed=0)
     solver.train()
 
-`model` needs ``params`` (dict name -> array, updated IN PLACE: the Solver never rebinds an entry)
+`model` needs ``params`` (a dict or any Mapping name -> array, e.g. fastopt.flat's views into one
+buffer; updated IN PLACE: the Solver never rebinds an entry)
 and ``loss(X, y=None)`` (scores without y; ``(loss, grads)`` with y). When the model also has
 ``state_dict()`` / ``load_state_dict()`` (fastopt.nn.FullyConnectedNet does: params, batchnorm
 running statistics, dropout RNG) checkpoints and the best-model snapshot use them.
@@ -149,8 +150,8 @@ class Solver:
     """Train `model` on `data` (see the module docstring for every keyword argument)."""
 
     def __init__(self, model, data, **kwargs):
-        if not isinstance(getattr(model, "params", None), dict) or not callable(getattr(model, "loss", None)):
-            raise TypeError(f"model must have a dict `params` and a method `loss(X, y=None)`, "
+        if not isinstance(getattr(model, "params", None), Mapping) or not callable(getattr(model, "loss", None)):
+            raise TypeError(f"model must have a mapping `params` (name -> array) and a method `loss(X, y=None)`, "
                             f"got {type(model).__name__}")
         self.model = model
         data = _check_data(data)
@@ -241,7 +242,9 @@ class Solver:
                 self._base_lr = self.optimizer.param_groups[0]["lr"]
 
     def _make_optimizer(self):
-        return self.update_rule(self.model.params, **_class_kwargs(self.optim_config))
+        # A plain dict of the model's own arrays (params may be a read-only Mapping of views into
+        # one flat buffer, fastopt.flat): the optimizer updates exactly those arrays in place.
+        return self.update_rule(dict(self.model.params), **_class_kwargs(self.optim_config))
 
     @property
     def iteration(self):

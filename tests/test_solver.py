@@ -242,3 +242,23 @@ def test_solver_rejects_bad_data_and_model():
         Solver(make_model(), [data])
     with pytest.raises(TypeError, match="model must have"):
         Solver(object(), data)
+
+
+@pytest.mark.parametrize("rule", ["adam", optim.Adam])
+def test_read_only_params_mapping_is_never_rebound(tmp_path, rule):
+    """params may be a read-only Mapping (flat storage hands out views): training, best-params
+    restore and checkpoint loading must all update the arrays in place."""
+    from types import MappingProxyType
+
+    def model():
+        m = make_model()
+        m.params = MappingProxyType(m.params)
+        return m
+
+    data = blob_data()
+    full = Solver(model(), data, checkpoint_name=str(tmp_path / "ro"), **solver_kwargs(update_rule=rule, num_epochs=2))
+    full.train()
+    resumed = Solver(model(), data, **solver_kwargs(update_rule=rule, num_epochs=2))
+    resumed.load_checkpoint(tmp_path / "ro_epoch_1.pkl")
+    resumed.train()
+    assert_same_run(full, resumed)
