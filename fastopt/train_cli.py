@@ -296,6 +296,7 @@ def write_plot(path, results, title):
     # The object API with an explicit Agg canvas: no pyplot global state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(fig)
@@ -306,6 +307,7 @@ def write_plot(path, results, title):
     ax_acc.plot(epochs, results["train_acc_history"], "o-", ms=3, label="train")
     ax_acc.plot(epochs, results["val_acc_history"], "o-", ms=3, label="val")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.legend()
     fig.suptitle(title)
     fig.savefig(path, format="png", dpi=100)

@@ -14,7 +14,8 @@ def check_dtype(dtype):
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in FLOAT_DTYPES:
+    # `dt is None` first: a dtype compares equal to None (np.dtype(None) is float64).
+    if dtype is None or dt is None or dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
 
