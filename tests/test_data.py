@@ -187,17 +187,25 @@ class _Evil:
         return (os.system, ("echo hacked",))
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    (b"not a pickle at all", "unpickling failed"),
-    (pickle.dumps([1, 2, 3]), "holds a list"),
-    (pickle.dumps({b"data": np.zeros((20, 3072), np.uint8)}), "labels"),
-    (pickle.dumps({b"data": np.zeros((20, 100), np.uint8), b"labels": [0] * 20}), "shape (n, 3072)"),
-    (pickle.dumps({b"data": np.zeros((20, 3072), np.float32), b"labels": [0] * 20}), "uint8"),
-    (pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 19}), "labels of shape"),
-    (pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [10] * 20}), "0..9"),
-    (pickle.dumps({b"data": _Evil(), b"labels": [0] * 20}), "refusing to load"),
-])
-def test_cifar_malformed_batch(tmp_path, payload, fragment):
+def _batch(X, labels):
+    return pickle.dumps({b"data": X, b"labels": labels})
+
+
+MALFORMED = {  # id: (payload, message fragment)
+    "garbage": (b"not a pickle at all", "unpickling failed"),
+    "not-a-dict": (pickle.dumps([1, 2, 3]), "holds a list"),
+    "no-labels": (pickle.dumps({b"data": np.zeros((20, 3072), np.uint8)}), "labels"),
+    "wrong-width": (_batch(np.zeros((20, 100), np.uint8), [0] * 20), "shape (n, 3072)"),
+    "wrong-dtype": (_batch(np.zeros((20, 3072), np.float32), [0] * 20), "uint8"),
+    "short-labels": (_batch(np.zeros((20, 3072), np.uint8), [0] * 19), "labels of shape"),
+    "label-10": (_batch(np.zeros((20, 3072), np.uint8), [10] * 20), "0..9"),
+    "code-execution": (pickle.dumps({b"data": _Evil(), b"labels": [0] * 20}), "refusing to load"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_cifar_malformed_batch(tmp_path, case):
+    payload, fragment = MALFORMED[case]
     write_cifar(tmp_path)
     (tmp_path / "data_batch_1").write_bytes(payload)
     with pytest.raises(ValueError, match=re.escape(fragment)) as info:
