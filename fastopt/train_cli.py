@@ -227,8 +227,9 @@ def train_model(cfg, data, on_event):
     if cfg["resume"]:
         try:
             solver.load_checkpoint(cfg["resume"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"--resume {cfg['resume']!r}: cannot load it into this model ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is the user's input
+            raise UsageError(f"--resume {cfg['resume']!r}: cannot load it into this model "
+                             f"({type(exc).__name__}: {exc})") from None
     start = time.perf_counter()
     solver.train()
     seconds = time.perf_counter() - start
@@ -278,12 +279,13 @@ class Progress:
         elif event == "epoch":
             loss = float(np.mean(self.losses)) if self.losses else float("nan")
             self.losses = []
-            text = (f"epoch {info['epoch']}/{self.epochs}  loss {loss:.4f}  "
-                    f"train_acc {info['train_acc']:.4f}  val_acc {info['val_acc']:.4f}  lr {info['lr']:.3g}")
+            epoch = info.get("epoch", "?")
+            train_acc, val_acc = info.get("train_acc", math.nan), info.get("val_acc", math.nan)
+            text = (f"epoch {epoch}/{self.epochs}  loss {loss:.4f}  train_acc {train_acc:.4f}  "
+                    f"val_acc {val_acc:.4f}  lr {info.get('lr', math.nan):.3g}")
             if self.bar is not None:
-                self.bar.set_description_str(f"epoch {info['epoch']}/{self.epochs}", refresh=False)
-                self.bar.set_postfix_str(f"loss {loss:.4f} train {info['train_acc']:.3f} "
-                                         f"val {info['val_acc']:.3f}")
+                self.bar.set_description_str(f"epoch {epoch}/{self.epochs}", refresh=False)
+                self.bar.set_postfix_str(f"loss {loss:.4f} train {train_acc:.3f} val {val_acc:.3f}")
             elif not self.quiet:
                 print(text, file=sys.stderr, flush=True)
 

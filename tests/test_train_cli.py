@@ -111,6 +111,14 @@ def test_resume_into_a_different_model_is_a_usage_error(tmp_path, capsys):
     assert "--resume" in err and "Traceback" not in err
 
 
+def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"definitely not a checkpoint")
+    assert main([*FAST, "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load it" in err and "Traceback" not in err
+
+
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "curves.png"
