@@ -2,7 +2,6 @@ import functools
 import json
 import sys
 
-import numpy as np
 import pytest
 
 import fastopt.data
