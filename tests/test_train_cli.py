@@ -1,0 +1,188 @@
+import functools
+import json
+import sys
+
+import pytest
+
+import fastopt.data
+from fastopt.cli import main
+
+from test_data import write_cifar
+
+FAST = ["train", "--epochs", "2", "--threads", "1", "--quiet"]
+
+
+def run_json(tmp_path, *extra, name="out.json"):
+    path = tmp_path / name
+    assert main([*FAST, "--json", str(path), *extra]) == 0
+    return json.loads(path.read_text())
+
+
+def test_tiny_digits_run_writes_a_sane_summary(tmp_path, capsys):
+    summary = run_json(tmp_path, "--hidden", "32", "--seed", "3")
+    assert {"val_acc", "test_acc", "best_val_acc", "epochs", "iterations", "seconds", "config"} <= set(summary)
+    assert summary["epochs"] == 2
+    assert summary["iterations"] == 2 * (1258 // 64)
+    assert 0.5 < summary["test_acc"] <= 1 and 0.5 < summary["val_acc"] <= 1
+    assert summary["seconds"] > 0
+    cfg = summary["config"]
+    assert cfg["hidden"] == [32] and cfg["seed"] == 3 and cfg["threads"] == 1
+    assert cfg["data"] == "digits" and cfg["normalization"] == "batchnorm" and cfg["optimizer"] == "adam"
+    assert len(summary["history"]["val_acc"]) == 2
+    out = capsys.readouterr()
+    assert "test acc" in out.out and "config:" in out.out
+    assert "epoch" not in out.err              # --quiet
+
+
+def test_same_seed_same_result(tmp_path):
+    a = run_json(tmp_path, "--hidden", "16", name="a.json")
+    b = run_json(tmp_path, "--hidden", "16", name="b.json")
+    assert a["test_acc"] == b["test_acc"] and a["history"] == b["history"]
+
+
+def test_plain_progress_lines_without_a_terminal(capsys):
+    assert main(["train", "--epochs", "2", "--hidden", "16", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "val_acc" in err
+
+
+def test_tqdm_bar_on_a_terminal(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["train", "--epochs", "2", "--hidden", "16", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "38/38" in err                     # 2 epochs of 1258 // 64 iterations
+    assert "epoch 1/2  loss" not in err       # no plain lines when the bar is drawn
+
+
+@pytest.mark.parametrize("extra", [
+    ["--normalization", "layernorm", "--optimizer", "sgd_momentum", "--lr", "0.05", "--dropout", "0.9"],
+    ["--normalization", "none", "--optimizer", "rmsprop", "--weight-init", "small", "--weight-scale", "0.05"],
+    ["--optimizer", "adamw", "--weight-init", "xavier", "--reg", "0", "--backend", "numpy"],
+])
+def test_option_combinations_train(tmp_path, extra):
+    summary = run_json(tmp_path, "--hidden", "32", *extra)
+    assert 0.3 < summary["test_acc"] <= 1
+    if "--backend" in extra:
+        assert summary["config"]["backend"] == "numpy"
+
+
+def test_spiral(tmp_path):
+    summary = run_json(tmp_path, "--data", "spiral", "--hidden", "64", "--epochs", "30", "--batch-size", "32",
+                       "--lr", "1e-2")
+    assert summary["config"]["data"] == "spiral"
+    assert summary["test_acc"] > 0.6          # a linear model gets ~1/3
+
+
+def test_cifar10_from_generated_batches(tmp_path, monkeypatch):
+    write_cifar(tmp_path / "cifar")
+    # The files hold 100 training rows, not 50000: shrink the loader's defaults for this test.
+    small = functools.partial(fastopt.data.load_cifar10, num_training=80, num_validation=20, num_test=20)
+    monkeypatch.setattr(fastopt.data, "load_cifar10", small)
+    summary = run_json(tmp_path, "--data", "cifar10", "--data-dir", str(tmp_path / "cifar"), "--hidden", "8",
+                       "--batch-size", "10")
+    assert summary["config"]["data_dir"] == str(tmp_path / "cifar")
+    assert 0 <= summary["test_acc"] <= 1 and summary["iterations"] == 2 * 8
+
+
+def test_cifar10_too_few_rows_is_a_usage_error(tmp_path, capsys):
+    write_cifar(tmp_path)
+    assert main([*FAST, "--data", "cifar10", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "hold 100 rows" in err and "Traceback" not in err
+
+
+def test_checkpoint_then_resume(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    run_json(tmp_path, "--hidden", "16", "--checkpoint", str(ckpt))
+    assert ckpt.is_file() and ckpt.stat().st_size > 0
+    summary = run_json(tmp_path, "--hidden", "16", "--resume", str(ckpt), "--epochs", "3", name="r.json")
+    assert summary["config"]["resume"] == str(ckpt)
+    assert 0.5 < summary["test_acc"] <= 1
+
+
+def test_resume_into_a_different_model_is_a_usage_error(tmp_path, capsys):
+    ckpt = tmp_path / "model.ckpt"
+    run_json(tmp_path, "--hidden", "16", "--checkpoint", str(ckpt))
+    capsys.readouterr()
+    assert main([*FAST, "--hidden", "24", "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "Traceback" not in err
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"definitely not a checkpoint")
+    assert main([*FAST, "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load it" in err and "Traceback" not in err
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    assert main([*FAST, "--hidden", "16", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # makes `import matplotlib` fail
+    out_json = tmp_path / "out.json"
+    assert main([*FAST, "--plot", str(tmp_path / "c.png"), "--json", str(out_json)]) == 2
+    captured = capsys.readouterr()
+    assert "pip install 'fastopt[plot]'" in captured.err
+    assert captured.out == "" and not out_json.exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--hidden", "12,x"], "--hidden must be a comma-separated list of positive integers"),
+    (["--hidden", "12,0"], "--hidden"),
+    (["--hidden", ""], "--hidden"),
+    (["--epochs", "0"], "--epochs must be an integer >= 1, got '0'"),
+    (["--epochs", "2.5"], "--epochs must be an integer"),
+    (["--batch-size", "-4"], "--batch-size must be an integer >= 1"),
+    (["--lr", "-1"], "--lr must be a number > 0, got '-1'"),
+    (["--lr", "nan"], "--lr must be a number > 0"),
+    (["--lr", "fast"], "--lr must be a number > 0"),
+    (["--lr-decay", "1.5"], "--lr-decay must be a number > 0 and <= 1"),
+    (["--dropout", "1.5"], "--dropout must be a number > 0 and <= 1, got '1.5'"),
+    (["--dropout", "0"], "--dropout must be a number > 0"),
+    (["--reg", "-0.1"], "--reg must be a number >= 0"),
+    (["--threads", "0"], "--threads must be an integer >= 1"),
+    (["--seed", "-1"], "--seed must be an integer >= 0"),
+    (["--data", "mnist"], "--data must be one of digits, cifar10, spiral; got 'mnist'"),
+    (["--normalization", "groupnorm"], "--normalization must be one of"),
+    (["--optimizer", "lbfgs"], "--optimizer must be one of"),
+    (["--weight-init", "orthogonal"], "--weight-init must be one of"),
+    (["--backend", "cuda"], "--backend must be one of cython, numpy"),
+    (["--weight-scale", "0.1"], "--weight-scale applies only to --weight-init small"),
+    (["--weight-init", "small", "--weight-scale", "0"], "--weight-scale must be a number > 0"),
+    (["--data", "cifar10"], "--data cifar10 needs --data-dir"),
+    (["--data", "cifar10", "--data-dir", "/nonexistent/cifar"], "is not an existing folder"),
+    (["--data-dir", "/tmp"], "--data-dir applies only to --data cifar10"),
+    (["--resume", "/nonexistent/model.ckpt"], "--resume '/nonexistent/model.ckpt' is not an existing file"),
+    (["--json", "/nonexistent/dir/out.json"], "folder '/nonexistent/dir' does not exist"),
+    (["--checkpoint", "/nonexistent/dir/m.ckpt"], "--checkpoint"),
+    (["--plot", "/nonexistent/dir/c.png"], "--plot"),
+])
+def test_bad_options_exit_2_with_one_line_and_no_training(argv, fragment, capsys):
+    assert main(["train", *argv]) == 2
+    captured = capsys.readouterr()
+    assert fragment in captured.err
+    assert captured.err.startswith("fastopt train: error: ") and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+    assert captured.out == ""                  # nothing was trained
+
+
+def test_json_path_that_is_a_directory(tmp_path, capsys):
+    assert main([*FAST, "--json", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_default_configuration_reaches_95_percent(tmp_path):
+    """`fastopt train` with no options (one thread): >= 95% test accuracy on the digits."""
+    path = tmp_path / "default.json"
+    assert main(["train", "--threads", "1", "--quiet", "--json", str(path)]) == 0
+    summary = json.loads(path.read_text())
+    assert summary["config"]["hidden"] == [128, 64] and summary["config"]["epochs"] == 20
+    assert summary["test_acc"] >= 0.95
