@@ -36,23 +36,26 @@ def global_rng_state():
        kind=st.sampled_from(sorted(BIT_GENERATORS)), seed=st.integers(0, 2**32 - 1),
        p=st.floats(1e-3, 1.0))
 def test_kernel_matches_twin(size, dtype, kind, seed, p):
+    x = np.random.default_rng(seed).standard_normal(size).astype(dtype)
     bg_k, bg_r = BIT_GENERATORS[kind](seed), BIT_GENERATORS[kind](seed)
-    mask_k = np.full(size, 7, np.uint8)
-    mask_r = np.full(size, 7, np.uint8)
-    K.dropout_mask(bg_k, p, mask_k)
-    R.dropout_mask(bg_r, p, mask_r)
+    mask_k, mask_r = np.full(size, 7, np.uint8), np.full(size, 7, np.uint8)
+    out_k, out_r = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    K.dropout_train(x, p, 1.0 / p, bg_k, mask_k, out_k)
+    R.dropout_train(x, p, 1.0 / p, bg_r, mask_r, out_r)
     np.testing.assert_array_equal(mask_k, mask_r)
     assert set(np.unique(mask_k)) <= {0, 1}
+    assert out_k.tobytes() == out_r.tobytes()
     # Both consumed the stream identically: the generators are in the same state afterwards.
     assert bg_k.random_raw() == bg_r.random_raw()
 
-    x = np.random.default_rng(seed).standard_normal(size).astype(dtype)
-    out_r = np.empty_like(x)
-    R.dropout_apply(x, mask_r, 1.0 / p, out_r, 1)
+    # The backward product, on 1 and 2 threads, bitwise equal to the twin.
+    dout = np.random.default_rng(seed + 1).standard_normal(size).astype(dtype)
+    dx_r = np.empty_like(dout)
+    R.dropout_apply(dout, mask_r, 1.0 / p, dx_r, 1)
     for threads in (1, 2):
-        out_k = np.full_like(x, np.nan)
-        K.dropout_apply(x, mask_k, 1.0 / p, out_k, threads)
-        assert out_k.tobytes() == out_r.tobytes()
+        dx_k = np.full_like(dout, np.nan)
+        K.dropout_apply(dout, mask_k, 1.0 / p, dx_k, threads)
+        assert dx_k.tobytes() == dx_r.tobytes()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -73,14 +76,15 @@ def test_api_backends_and_threads_bitwise_identical(dtype, size):
 
 
 def test_threads_split_large_input():
-    # Large enough that the scaling pass really runs on 2 threads (GRAIN elements per thread).
+    # Large enough that the backward product really runs on 2 threads (GRAIN elements per thread).
     from fastopt.layers.dropout import GRAIN
     x = np.random.default_rng(0).standard_normal(4 * GRAIN + 3)
-    outs = []
+    results = []
     for threads in (1, 2):
         fastopt.set_num_threads(threads)
-        outs.append(dropout_forward(x, {"p": 0.5, "mode": "train", "seed": 1})[0].tobytes())
-    assert outs[0] == outs[1]
+        out, cache = dropout_forward(x, {"p": 0.5, "mode": "train", "seed": 1})
+        results.append((out.tobytes(), dropout_backward(x, cache).tobytes()))
+    assert results[0] == results[1]
 
 
 # ---------------------------------------------------------------- where the mask comes from
