@@ -40,9 +40,9 @@ def dropout_train(const floating[::1] x, double p, double scale, bit_generator,
     x (IN), mask (OUT, uint8 0/1), out (OUT, may not alias x); scale is rounded to x's precision.
     Consumes x.size doubles from `bit_generator`, holding its lock like NumPy's own samplers.
     Serial on purpose: the draws must be sequential and cost ~10x the multiply. Measured on the
-    shared 2-core machine (1M float32, PCG64, min of 41, interleaved): this fused loop 3.6 ms;
-    draw, then a 2-thread scaling pass 19 ms (OpenMP's spinning workers slow the serial draws);
-    the NumPy twin 9.1 ms.
+    shared, loaded 2-core machine (1M float32, PCG64, min of 41, interleaved): this fused loop
+    3.6 ms; the same draws followed by a 2-thread scaling pass 19 ms (OpenMP's spinning workers
+    compete with the serial draws).
     """
     cdef bitgen_t *rng = _bitgen_of(bit_generator)
     with bit_generator.lock, nogil:
