@@ -82,8 +82,8 @@ def format_text(record):
         ("NumPy BLAS", blas_text),
     ]
     for pool in record["threadpools"] or ():
-        lines.append(("threadpool", f"{pool.get('internal_api')} {pool.get('version')} "
-                                    f"num_threads={pool.get('num_threads')}"))
+        name = " ".join(str(pool[k]) for k in ("internal_api", "version") if pool.get(k))
+        lines.append(("threadpool", f"{name} num_threads={pool.get('num_threads')}"))
     lines += [
         ("Python", f"{record['python']} ({record['python_implementation']})"),
         ("platform", record["platform"]),

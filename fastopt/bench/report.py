@@ -134,11 +134,12 @@ def _bars(ax, suite, suite_rows):
     labels = [f"{row['kernel']} {row['size']} {row['dtype']}" for row in suite_rows]
     width = 0.8 / len(IMPLS)
     for i, name in enumerate(IMPLS):
-        values = [1e3 * row[f"{name}_s"] if row[f"{name}_s"] else 0.0 for row in suite_rows]
-        if any(values):
+        values = [1e3 * row[f"{name}_s"] if row[f"{name}_s"] else math.nan for row in suite_rows]
+        if any(math.isfinite(v) for v in values):
             ax.bar([j + (i - 1) * width for j in range(len(labels))], values, width, label=name)
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("ms per call")
+    ax.set_xticklabels(labels, fontsize=8, rotation=30, ha="right")
+    ax.set_yscale("log")  # implementations can differ by orders of magnitude
+    ax.set_ylabel("ms per call (log scale)")
     ax.set_title(f"{suite}: time per call")
     ax.legend()
