@@ -93,7 +93,6 @@ def _run(settings, suite_funcs, skipped, torch, threads, out):
     document = {
         "fastopt_version": fastopt.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": sys.argv,
         "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("json_path", "plot_path")},
                      "threads": threads, "copy_mb": COPY_MB, "copy_repeat": COPY_REPEAT},
         "machine": machine,

@@ -28,6 +28,7 @@ OPTIMIZERS = {
 
 
 def optim_cases(config):
+    """Every optimizer at every size (config.sizes overrides the defaults) and dtype."""
     sizes = config.sizes or (OPTIM_SIZES_QUICK if config.quick else OPTIM_SIZES)
     for kernel in OPTIMIZERS:
         for n in sizes:
@@ -36,6 +37,7 @@ def optim_cases(config):
 
 
 def make_optim_case(kernel, n, dtype, torch=None, seed=0):
+    """The Case of optimizer `kernel` (a key of OPTIMIZERS) stepping one parameter array of n elements."""
     from fastopt import optim
 
     class_name, kwargs, arrays_moved = OPTIMIZERS[kernel]
@@ -89,6 +91,7 @@ NORM_EPS = 1e-5
 
 
 def norm_cases(config):
+    """Every norm kernel at every shape and dtype, in forward, backward and forward+backward rows."""
     shapes = NORM_SHAPES_QUICK if config.quick else NORM_SHAPES
     for kernel, kernel_shapes in shapes.items():
         for shape in kernel_shapes:
@@ -112,6 +115,7 @@ def _norm_api(kernel):
 
 
 def make_norm_case(kernel, shape, dtype, part, torch=None, seed=0):
+    """The Case of `kernel` (a key of NORM_SHAPES) on an x of `shape`, timing `part` (a key of NORM_PASSES)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal(shape).astype(dtype)
