@@ -1,5 +1,6 @@
 """`fastopt bench` and `fastopt info` from the command-line entry point. No timing assertions: only
 that the commands run, report what they promise and refuse bad options."""
+import importlib.util
 import json
 import math
 
@@ -192,3 +193,30 @@ def test_info_json(capsys):
     assert record["threads"] == fastopt.get_num_threads()
     assert isinstance(record["openmp"], bool) and isinstance(record["simd"], list)
     assert record["numpy_version"] and record["python"]
+
+
+def fake_mlp_cases(config):
+    """A suite shaped like the mlp one: one size, no bytes formula; counts which backend each call saw."""
+    counts = {}
+
+    def record(impl):
+        key = f"{impl} ran on {fastopt.backend()}"
+        counts[key] = counts.get(key, 0) + 1
+
+    yield cases.Case(kernel="mlp train step", size="8-4-2 b4", elements=4, dtype="float32",
+                     bytes_moved=None, fastopt=lambda: record("fastopt"), numpy=lambda: record("numpy"),
+                     notes={"counts": counts})
+
+
+def test_registered_suite_plugs_in(monkeypatch, tmp_path):
+    monkeypatch.setitem(cases.SUITES, "mlp", f"{__name__}:fake_mlp_cases")
+    path = tmp_path / "mlp.json"
+    argv = ["bench", "--quick", "--suite", "mlp", "--no-torch", "--repeat", "2", "--json", str(path)]
+    if importlib.util.find_spec("matplotlib"):
+        argv += ["--plot", str(tmp_path / "mlp.png")]
+    assert cli.main(argv) == 0
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["suite"] == "mlp" and row["gbps"] is None and row["copy_fraction"] is None
+    assert row["speedup"] > 0 and row["torch"] is None
+    # the runner selected the compiled backend for fastopt and the NumPy one for numpy, every call
+    assert set(row["note_counts"]) == {"fastopt ran on cython", "numpy ran on numpy"}

@@ -24,7 +24,8 @@ def configure(parser):
                         help="small sizes and few repeats: finishes in seconds (tests, CI)")
     parser.add_argument("--json", metavar="PATH", help="write every number and the machine record here")
     parser.add_argument("--plot", metavar="PATH",
-                        help="write a PNG of speedup against size (needs matplotlib)")
+                        help="write a PNG: speedup against size per kernel, time per step for mlp "
+                             "(needs matplotlib)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="threads for fastopt and PyTorch (default: fastopt.get_num_threads())")
     parser.add_argument("--repeat", type=int, metavar="N",

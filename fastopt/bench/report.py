@@ -137,6 +137,7 @@ def _bars(ax, suite, suite_rows):
         values = [1e3 * row[f"{name}_s"] if row[f"{name}_s"] else math.nan for row in suite_rows]
         if any(math.isfinite(v) for v in values):
             ax.bar([j + (i - 1) * width for j in range(len(labels))], values, width, label=name)
+    ax.set_xlim(-0.6, len(labels) - 0.4)  # keeps a lone case (mlp) from stretching into wide slabs
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=8, rotation=30, ha="right")
     ax.set_yscale("log")  # implementations can differ by orders of magnitude
