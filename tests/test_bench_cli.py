@@ -220,3 +220,11 @@ def test_registered_suite_plugs_in(monkeypatch, tmp_path):
     assert row["speedup"] > 0 and row["torch"] is None
     # the runner selected the compiled backend for fastopt and the NumPy one for numpy, every call
     assert set(row["note_counts"]) == {"fastopt ran on cython", "numpy ran on numpy"}
+
+
+def test_bench_without_compiled_core_exits_2(monkeypatch, capsys):
+    def no_core(name):
+        raise ImportError("the compiled core is not built")
+    monkeypatch.setattr(fastopt, "set_backend", no_core)
+    assert run_cli(["bench", "--quick", "--suite", "optim"]) == 2
+    assert "compiled core is not built" in capsys.readouterr().err
