@@ -1,0 +1,230 @@
+"""`fastopt bench` and `fastopt info` from the command-line entry point. No timing assertions: only
+that the commands run, report what they promise and refuse bad options."""
+import importlib.util
+import json
+import math
+
+import pytest
+
+import fastopt
+from fastopt import cli
+from fastopt.bench import cases, timing
+
+
+def run_cli(argv):
+    """Exit code of `fastopt <argv>`, whether it returns or argparse exits."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+ROW_KEYS = {"suite", "kernel", "size", "elements", "dtype", "bytes_moved", "fastopt", "numpy", "torch",
+            "fastopt_s", "numpy_s", "torch_s", "speedup", "torch_ratio", "gbps", "copy_fraction", "torch_impl"}
+
+
+@pytest.fixture(scope="module")
+def quick_optim_json(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "optim.json"
+    code = cli.main(["bench", "--quick", "--suite", "optim", "--no-torch", "--json", str(path)])
+    return code, json.loads(path.read_text())
+
+
+def test_bench_quick_optim_writes_rows(quick_optim_json):
+    code, doc = quick_optim_json
+    assert code == 0
+    assert doc["fastopt_version"] == fastopt.__version__
+    assert doc["copy_bandwidth_gbps"] > 0
+    assert doc["machine"]["backend"] == "cython"
+    assert "OPENBLAS_CORETYPE" in doc["machine"]["env"]
+    rows = doc["rows"]
+    # every optimizer at both quick sizes, float32 only by default
+    assert {(r["kernel"], r["size"]) for r in rows} == {
+        (k, s) for k in ("adam", "adamw", "sgd-momentum", "rmsprop", "adagrad") for s in ("10k", "100k")}
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert row["suite"] == "optim" and row["dtype"] == "float32"
+        for impl in ("fastopt", "numpy"):
+            assert 0 < row[impl]["min_s"] <= row[impl]["median_s"]
+            assert row[impl]["repeats"] == 3 and row[impl]["number"] >= 1
+        assert row["torch"] is None and row["torch_ratio"] is None
+        assert row["speedup"] == pytest.approx(row["numpy_s"] / row["fastopt_s"])
+        assert row["gbps"] == pytest.approx(row["bytes_moved"] / row["fastopt_s"] / 1e9)
+
+
+def test_bench_bytes_moved_formulas(quick_optim_json):
+    rows = {(r["kernel"], r["elements"]): r for r in quick_optim_json[1]["rows"]}
+    assert rows[("adam", 10_000)]["bytes_moved"] == 7 * 4 * 10_000
+    assert rows[("sgd-momentum", 100_000)]["bytes_moved"] == 5 * 4 * 100_000
+
+
+def test_bench_prints_table_and_header(capsys):
+    assert cli.main(["bench", "--quick", "--suite", "optim", "--no-torch", "--sizes", "1000",
+                     "--repeat", "1", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "copy bandwidth" in out and "OPENBLAS_CORETYPE=" in out
+    assert "speedup" in out and "GB/s" in out
+    table = [line for line in out.splitlines() if line.startswith("adam ")]
+    assert len(table) == 1 and "1k" in table[0] and "float64" in table[0]
+
+
+def test_bench_norm_quick_rows(tmp_path):
+    path = tmp_path / "norm.json"
+    assert cli.main(["bench", "--quick", "--suite", "norm", "--no-torch", "--repeat", "1",
+                     "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    kernels = {r["kernel"] for r in rows}
+    assert kernels == {f"{k} {p}" for k in ("batchnorm", "layernorm", "spatial batchnorm")
+                       for p in ("fwd", "bwd", "fwd+bwd")}
+    for row in rows:
+        passes = {"fwd": 3, "bwd": 5, "fwd+bwd": 8}[row["kernel"].rsplit(" ", 1)[1]]
+        assert row["bytes_moved"] == passes * 4 * row["elements"]
+        assert row["fastopt_s"] > 0 and row["numpy_s"] > 0
+
+
+def test_bench_with_torch(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "t.json"
+    assert cli.main(["bench", "--quick", "--suite", "optim", "--sizes", "1000", "--repeat", "1",
+                     "--threads", "1", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert rows and all(r["torch_s"] > 0 and r["torch_impl"] in ("fused", "foreach") for r in rows)
+    assert all(r["torch_ratio"] == pytest.approx(r["torch_s"] / r["fastopt_s"]) for r in rows)
+
+
+def test_bench_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "speedup.png"
+    assert cli.main(["bench", "--quick", "--suite", "optim", "--no-torch", "--repeat", "1",
+                     "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_restores_backend_and_threads():
+    fastopt.set_num_threads(1)
+    assert cli.main(["bench", "--quick", "--suite", "optim", "--no-torch", "--sizes", "100",
+                     "--repeat", "1", "--threads", "2"]) == 0
+    assert fastopt.get_num_threads() == 1 and fastopt.backend() == "cython"
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--suite", "nope"], "invalid choice"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--repeat", "0"], "--repeat must be >= 1"),
+    (["--sizes", "10k,zero"], "--sizes"),
+    (["--dtype", "float16"], "invalid choice"),
+])
+def test_bench_bad_options_exit_2(argv, fragment, capsys):
+    assert run_cli(["bench", "--quick"] + argv) == 2
+    captured = capsys.readouterr()
+    assert fragment in captured.err
+    assert "kernel" not in captured.out  # refused before anything ran
+
+
+def test_bench_unwritable_json_path_exits_2_before_running(tmp_path, capsys):
+    target = tmp_path / "missing-folder" / "out.json"
+    assert run_cli(["bench", "--quick", "--json", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err and "--json" in captured.err
+    assert captured.out == "" and not target.exists()
+    assert run_cli(["bench", "--quick", "--json", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_bench_plot_without_matplotlib_exits_2(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    assert run_cli(["bench", "--quick", "--plot", str(tmp_path / "p.png")]) == 2
+    assert "matplotlib" in capsys.readouterr().err
+
+
+def test_missing_suite_module_is_reported(monkeypatch, capsys):
+    monkeypatch.setitem(cases.SUITES, "optim", "fastopt.bench.no_such_module:cases")
+    with pytest.raises(cases.SuiteUnavailable, match="no_such_module"):
+        cases.load_suite("optim")
+    # named explicitly: an error; as part of "all": a note, and the other suites still run
+    assert run_cli(["bench", "--quick", "--suite", "optim"]) == 2
+    assert "not installed" in capsys.readouterr().err
+    monkeypatch.setitem(cases.SUITES, "norm", "fastopt.bench.no_such_module:cases")
+    monkeypatch.setitem(cases.SUITES, "mlp", "fastopt.bench.no_such_module:cases")
+    assert run_cli(["bench", "--quick", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no_such_module, which is not installed; skipped") == 3
+
+
+def test_copy_bandwidth_probe_is_positive_finite():
+    bandwidth = timing.copy_bandwidth(nbytes=2**20, repeat=3)
+    assert math.isfinite(bandwidth) and bandwidth > 0
+
+
+def test_measure_interleaves_and_counts_calls():
+    calls = []
+    result = timing.measure({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                            repeat=4, min_time=0.0, before=lambda name: calls.append(name.upper()))
+    assert set(result) == {"a", "b"}
+    assert all(t.number == 1 and t.repeats == 4 and t.min <= t.median for t in result.values())
+    timed = [c for c in calls if c.isupper()]
+    assert timed[2:] == ["A", "B", "B", "A", "A", "B", "B", "A"]  # after calibration, rotated order
+    with pytest.raises(ValueError, match="repeat"):
+        timing.measure({"a": lambda: None}, repeat=0, min_time=0.0)
+
+
+@pytest.mark.parametrize("text, value", [("10k", 10_000), ("1M", 1_000_000), ("16M", 16_000_000),
+                                         ("2500", 2500)])
+def test_size_labels_round_trip(text, value):
+    assert cases.parse_size(text) == value
+    assert cases.size_label(value) == text
+
+
+def test_info_prints_version_and_backend(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"fastopt:          {fastopt.__version__}" in out and "backend:" in out and "cython" in out
+    assert "OpenMP:" in out and "NumPy:" in out and "instruction sets:" in out
+
+
+def test_info_json(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["fastopt_version"] == fastopt.__version__
+    assert record["backend"] == fastopt.backend()
+    assert record["threads"] == fastopt.get_num_threads()
+    assert isinstance(record["openmp"], bool) and isinstance(record["simd"], list)
+    assert record["numpy_version"] and record["python"]
+
+
+def fake_mlp_cases(config):
+    """A suite shaped like the mlp one: one size, no bytes formula; counts which backend each call saw."""
+    counts = {}
+
+    def record(impl):
+        key = f"{impl} ran on {fastopt.backend()}"
+        counts[key] = counts.get(key, 0) + 1
+
+    yield cases.Case(kernel="mlp train step", size="8-4-2 b4", elements=4, dtype="float32",
+                     bytes_moved=None, fastopt=lambda: record("fastopt"), numpy=lambda: record("numpy"),
+                     notes={"counts": counts})
+
+
+def test_registered_suite_plugs_in(monkeypatch, tmp_path):
+    monkeypatch.setitem(cases.SUITES, "mlp", f"{__name__}:fake_mlp_cases")
+    path = tmp_path / "mlp.json"
+    argv = ["bench", "--quick", "--suite", "mlp", "--no-torch", "--repeat", "2", "--json", str(path)]
+    if importlib.util.find_spec("matplotlib"):
+        argv += ["--plot", str(tmp_path / "mlp.png")]
+    assert cli.main(argv) == 0
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["suite"] == "mlp" and row["gbps"] is None and row["copy_fraction"] is None
+    assert row["speedup"] > 0 and row["torch"] is None
+    # the runner selected the compiled backend for fastopt and the NumPy one for numpy, every call
+    assert set(row["note_counts"]) == {"fastopt ran on cython", "numpy ran on numpy"}
+
+
+def test_bench_without_compiled_core_exits_2(monkeypatch, capsys):
+    def no_core(name):
+        raise ImportError("the compiled core is not built")
+    monkeypatch.setattr(fastopt, "set_backend", no_core)
+    assert run_cli(["bench", "--quick", "--suite", "optim"]) == 2
+    assert "compiled core is not built" in capsys.readouterr().err
