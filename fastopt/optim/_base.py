@@ -20,6 +20,7 @@ rebinding an entry to a new array is not seen by the cached views (use ``load_st
 """
 import copy
 import numbers
+import operator
 
 import numpy as np
 
@@ -81,6 +82,7 @@ class Optimizer:
     _HAS_STEP = True
 
     def __init__(self, params, defaults):
+        self._hyper_getter = operator.itemgetter(*(key for key, _ in self._HYPER))
         self.defaults = {}
         for key, check in self._HYPER:
             self.defaults[key] = check(key, defaults[key])
@@ -221,14 +223,16 @@ class Optimizer:
         """Group gi's validated hyperparameters; revalidated only when an entry was rebound."""
         group = self.param_groups[gi]
         cached = self._hyper_cache[gi]
-        try:
-            raw = tuple([group[key] for key, _ in self._HYPER])
-        except KeyError as exc:
-            raise ValueError(f"param_groups[{gi}] has no {exc.args[0]!r} entry") from None
         if group.get("params") is not self._group_params[gi]:
             raise ValueError(f"param_groups[{gi}]['params'] was replaced; parameters are fixed at "
                              f"construction (use add_param_group to add some)")
-        if cached is not None and all(a is b for a, b in zip(raw, cached[0])):
+        try:
+            raw = self._hyper_getter(group)
+        except KeyError as exc:
+            raise ValueError(f"param_groups[{gi}] has no {exc.args[0]!r} entry") from None
+        # Identity, not equality: an entry rebound to an equal value of another type (True for 1.0)
+        # is still revalidated.
+        if cached is not None and all(map(operator.is_, raw, cached[0])):
             return cached[1]
         values = self._validate_group(f"param_groups[{gi}]", group)
         self._hyper_cache[gi] = (raw, values)
@@ -282,13 +286,14 @@ class Optimizer:
 
         Everything (grads and every group's hyperparameters) is checked before any array changes.
         """
-        if len(self.param_groups) != len(self._group_params):
+        n_groups = len(self._group_params)
+        if len(self.param_groups) != n_groups:
             raise ValueError("param_groups was changed by adding or removing a group; use add_param_group")
         flat = self._collect_grads(grads)
-        hypers = [self._group_hyper(gi) for gi in range(len(self.param_groups))]
+        hypers = [self._group_hyper(gi) for gi in range(n_groups)]
         k = _backend.kernels("optim")
-        for gi, hyper in enumerate(hypers):
-            self._step_group(k, gi, flat, hyper)
+        for gi in range(n_groups):
+            self._step_group(k, gi, flat, hypers[gi])
 
     def _step_group(self, k, gi, flat_grads, hyper):
         update = self._update
