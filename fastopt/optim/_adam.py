@@ -37,7 +37,8 @@ class Adam(Optimizer):
         p = self._flat[i]
         exp_avg, exp_avg_sq, max_exp_avg_sq = self._views[i]
         if not amsgrad:
-            max_exp_avg_sq = empty_like_dtype(p.dtype)
+            if max_exp_avg_sq.size:  # amsgrad was switched off: the kernel wants the empty array
+                max_exp_avg_sq = empty_like_dtype(p.dtype)
         elif max_exp_avg_sq.size == 0 and p.size:
             max_exp_avg_sq = self._buffer(i, "max_exp_avg_sq", 2)
         k.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
