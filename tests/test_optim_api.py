@@ -425,3 +425,37 @@ def test_rules_registry():
         optim.get_rule("adamw")
     with pytest.raises(TypeError, match="update rule"):
         optim.get_rule(3)
+
+
+def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
+    """The kernel module is looked up per step (so set_backend takes effect at once) and each call
+    gets n_threads = threads_for(size, GRAIN)."""
+    real = kernels("optim")
+    calls = []
+
+    class Spy:
+        GRAIN = real.GRAIN
+
+        def __getattr__(self, name):
+            def call(*args):
+                calls.append((name, args[0].size, args[-1]))
+                return getattr(real, name)(*args)
+            return call
+
+    fetched = []
+
+    def fake_kernels(family):
+        fetched.append(family)
+        return Spy()
+
+    monkeypatch.setattr(fastopt._backend, "kernels", fake_kernels)
+    fastopt.set_num_threads(2)
+    big = np.zeros(2 * real.GRAIN + 1)
+    opt = optim.SGD([np.zeros(3), big], lr=0.1)
+    opt.step([np.ones(3), np.ones_like(big)])
+    opt.step([np.ones(3), np.ones_like(big)])
+    optim.adam(np.zeros(4), np.ones(4))
+    assert fetched == ["optim"] * 3
+    expected_threads = fastopt._backend.threads_for(big.size, real.GRAIN)
+    assert calls == [("sgd_step", 3, 1), ("sgd_step", big.size, expected_threads)] * 2 + [("adam_step", 4, 1)]
+    assert expected_threads == 2
