@@ -214,7 +214,7 @@ def train_model(cfg, data, on_event):
         dtype=np.dtype(cfg["dtype"]).type, seed=cfg["seed"])
 
     def callback(solver, event, info):
-        if event == "epoch" and cfg["checkpoint"]:
+        if is_epoch_end(event, info) and cfg["checkpoint"]:
             solver.save_checkpoint(cfg["checkpoint"])
         on_event(event, info)
 
@@ -250,6 +250,11 @@ def train_model(cfg, data, on_event):
 
 # ---------------------------------------------------------------- progress and reports
 
+def is_epoch_end(event, info):
+    """The Solver reports accuracies with event "eval" after the first iteration and at each epoch end."""
+    return event == "eval" and bool(info.get("epoch_end"))
+
+
 class Progress:
     """A tqdm bar over all iterations when tqdm is installed and stderr is a terminal, else one
     plain line per epoch (a redirected log stays readable)."""
@@ -276,7 +281,7 @@ class Progress:
                 self.bar.update(1)
                 if len(self.losses) % 10 == 1:
                     self.bar.set_postfix_str(f"loss {self.losses[-1]:.4f}", refresh=False)
-        elif event == "epoch":
+        elif is_epoch_end(event, info):
             loss = float(np.mean(self.losses)) if self.losses else float("nan")
             self.losses = []
             epoch = info.get("epoch", "?")
