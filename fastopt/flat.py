@@ -1,0 +1,198 @@
+"""Flat parameter storage: every parameter of a model is a view into one contiguous buffer per dtype.
+
+Why: an optimizer step over a model stored this way is ONE kernel call over the whole buffer
+(PyTorch's ``fused=True`` path plays the same role) instead of one call, one validation and one
+dispatch per parameter; a 3072-1024-1024-10 MLP has 10 parameters, a deeper model has hundreds.
+
+Adopting it in your own NumPy model (once, at construction)::
+
+    flat = FlatParams(model.params)          # dict name -> array; values are copied in once
+    model.params = flat.params               # rebind: from now on every parameter is a view
+    grads = flat.grads                       # views of one zeroed gradient buffer, same names
+
+Afterwards update IN PLACE only: write gradients with ``out=`` / ``[...] =`` into ``grads[name]``
+(``np.matmul(x.T, dout, out=grads["W1"])``, ``grads["b1"][...] = dout.sum(0)``) and never rebind
+``params[name] = new_array`` -- a rebound name is no longer part of the buffer, and an optimizer that
+steps the buffer would silently skip it. ``tiles_one_buffer`` lets an optimizer check that cheaply.
+
+The layout: parameters of one dtype follow each other in the order given, with no gaps, so that
+``FlatParams.buffer(dtype)`` is exactly the concatenation of their ravelled values.
+"""
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._validation import FLOAT_DTYPES, _describe
+
+__all__ = ["FlatParams", "FlatArrays", "tiles_one_buffer"]
+
+
+class FlatArrays(Mapping):
+    """Read-only mapping name -> C-contiguous view into one 1-D buffer per dtype.
+
+    The mapping itself cannot be rebound (that would detach a view from its buffer); the arrays it
+    holds are writeable and meant to be updated in place.
+    """
+
+    def __init__(self, buffers, views):
+        self._buffers = buffers          # dtype -> 1-D C-contiguous ndarray
+        self._views = views              # name -> view, in the order the parameters were given
+
+    def __getitem__(self, name):
+        return self._views[name]
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def __len__(self):
+        return len(self._views)
+
+    def __repr__(self):
+        sizes = ", ".join(f"{dt}: {buf.size}" for dt, buf in self._buffers.items())
+        return f"FlatArrays({list(self._views)}, buffers {{{sizes}}})"
+
+    @property
+    def buffers(self):
+        """dict dtype -> the 1-D buffer that the views of that dtype tile, in order."""
+        return dict(self._buffers)
+
+    def buffer(self, dtype):
+        """The 1-D buffer holding every array of `dtype`."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._buffers:
+            raise KeyError(f"no array of dtype {dtype} here; dtypes present: {list(self._buffers)}")
+        return self._buffers[dtype]
+
+    def zero_(self):
+        """Set every array to zero (one fill per buffer)."""
+        for buf in self._buffers.values():
+            buf.fill(0)
+
+
+def _layout(arrays):
+    """dtype -> (total size, [(name, offset, shape)]) in the given order."""
+    layout = {}
+    for name, a in arrays:
+        total, entries = layout.setdefault(a.dtype, [0, []])
+        entries.append((name, total, a.shape))
+        layout[a.dtype][0] = total + a.size
+    return layout
+
+
+def _allocate(layout, fill):
+    buffers, views = {}, {}
+    for dtype, (total, entries) in layout.items():
+        buf = np.empty(total, dtype=dtype) if fill is None else np.full(total, fill, dtype=dtype)
+        buffers[dtype] = buf
+        for name, offset, shape in entries:
+            views[name] = buf[offset:offset + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+    return buffers, views
+
+
+class FlatParams:
+    """Parameters, gradients and (on request) optimizer state in one contiguous buffer per dtype.
+
+    ``FlatParams(arrays, dtype=None)``: `arrays` is a dict name -> ndarray (or a sequence of
+    ndarrays, named "0", "1", ...). Each array must be float32 or float64; its values are copied
+    into the buffer once (the originals are left untouched and no longer used). With `dtype` given
+    every parameter is stored in that dtype (one buffer); otherwise each keeps its own dtype.
+
+    Attributes: ``params`` and ``grads`` (FlatArrays: name -> view), ``names``.
+    """
+
+    def __init__(self, arrays, dtype=None):
+        items = self._check(arrays, dtype)
+        target = None if dtype is None else np.dtype(dtype)
+        self._layout = _layout((name, a if target is None else a.astype(target, copy=False))
+                               for name, a in items)
+        p_buffers, p_views = _allocate(self._layout, None)
+        for name, a in items:
+            p_views[name][...] = a
+        self.params = FlatArrays(p_buffers, p_views)
+        self.grads = self.zeros_like_flat()
+        self.names = tuple(name for name, _ in items)
+
+    @staticmethod
+    def _check(arrays, dtype):
+        if dtype is not None:
+            try:
+                dt = np.dtype(dtype)
+            except TypeError:
+                raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+            if dt not in FLOAT_DTYPES:
+                raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        if isinstance(arrays, Mapping):
+            items = list(arrays.items())
+        elif isinstance(arrays, (list, tuple)):
+            items = [(str(i), a) for i, a in enumerate(arrays)]
+        else:
+            raise TypeError(f"arrays must be a dict name -> ndarray or a list of ndarrays, "
+                            f"got {_describe(arrays)}")
+        if not items:
+            raise ValueError("arrays must hold at least one parameter, got none")
+        seen = {}
+        for name, a in items:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"parameter names must be non-empty str, got {name!r}")
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"parameter {name!r} must be a NumPy array of float32 or float64, "
+                                f"got {_describe(a)}")
+            if a.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"parameter {name!r} must have dtype float32 or float64, got {a.dtype}")
+            # The same array under two names would become two independent copies: refuse.
+            other = seen.get(id(a))
+            if other is not None:
+                raise ValueError(f"parameter {name!r} is the same array as {other!r}; "
+                                 f"each parameter may be given once")
+            seen[id(a)] = name
+        return items
+
+    def zeros_like_flat(self, fill=0):
+        """A new FlatArrays with the params' layout (same names, shapes, dtypes), filled with `fill`.
+
+        Use it for optimizer state (exp_avg, exp_avg_sq, momentum buffers): state laid out like the
+        params lets one kernel call update everything.
+        """
+        buffers, views = _allocate(self._layout, fill)
+        return FlatArrays(buffers, views)
+
+    def __repr__(self):
+        return f"FlatParams({list(self.names)}, dtypes {[str(d) for d in self._layout]})"
+
+
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+def tiles_one_buffer(arrays):
+    """The 1-D view of the memory that `arrays` tile in order, or None.
+
+    Positive when every array is a C-contiguous ndarray of one float dtype, all are views of the
+    same base array, and each one starts exactly where the previous one ends (no gap, no overlap,
+    the given order). The result then covers exactly those arrays' elements, so an elementwise
+    kernel run once on it does what a loop over the arrays would do. Cost: O(len(arrays)), no data
+    is read. A group that is a contiguous run inside a bigger buffer is also positive.
+    """
+    if not isinstance(arrays, (list, tuple)) or not arrays:
+        return None
+    first = arrays[0]
+    if not isinstance(first, np.ndarray):
+        return None
+    base, dtype = first.base, first.dtype
+    if (not isinstance(base, np.ndarray) or dtype not in FLOAT_DTYPES or base.dtype != dtype
+            or not base.flags.c_contiguous):
+        return None
+    start = _address(first)
+    end = start
+    for a in arrays:
+        if (not isinstance(a, np.ndarray) or a.base is not base or a.dtype != dtype
+                or not a.flags.c_contiguous or _address(a) != end):
+            return None
+        end += a.nbytes
+    base_start = _address(base)
+    flat = base.reshape(-1)                  # a view: base is C-contiguous
+    lo = (start - base_start) // dtype.itemsize
+    hi = (end - base_start) // dtype.itemsize
+    if lo < 0 or hi > flat.size:
+        return None
+    return flat[lo:hi]
