@@ -33,6 +33,35 @@ ctypedef fused label_t:
     int64_t
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* g where o > 0, else +0, as a bit mask: no branch for GCC to if-convert. A plain select
+       (Cython's `a if c else b`, or C's `c ? a : b`) stayed control flow in the accumulating
+       batchnorm-backward loop ("not vectorized: control flow in loop") and, on the ~50/50 random
+       sign of `o`, mispredicted: 2.4 ms instead of ~0.3 ms for 256 x 1024 float32. */
+    static inline float fo_select_pos_f(float g, float o) {
+        uint32_t bits, mask = (uint32_t)0 - (uint32_t)(o > 0.0f);
+        memcpy(&bits, &g, sizeof bits); bits &= mask; memcpy(&g, &bits, sizeof bits); return g;
+    }
+    static inline double fo_select_pos_d(double g, double o) {
+        uint64_t bits, mask = (uint64_t)0 - (uint64_t)(o > 0.0);
+        memcpy(&bits, &g, sizeof bits); bits &= mask; memcpy(&g, &bits, sizeof bits); return g;
+    }
+    """
+    float fo_select_pos_f(float g, float o) noexcept nogil
+    double fo_select_pos_d(double g, double o) noexcept nogil
+
+
+cdef inline floating _relu_grad(floating g, floating out) noexcept nogil:
+    # g where out > 0, else 0 (a select: NaN/inf in g where out <= 0 become 0, as in torch).
+    if floating is float:
+        return fo_select_pos_f(g, out)
+    else:
+        return fo_select_pos_d(g, out)
+
+
 cdef inline Py_ssize_t _n_blocks(Py_ssize_t d) noexcept nogil:
     return (d + COLS - 1) // COLS
 
@@ -87,8 +116,7 @@ def relu_backward_inplace(floating[:, ::1] dout,      # INOUT (N, D) upstream gr
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             for j in range(d):
-                if not (op[i * d + j] > 0):
-                    gp[i * d + j] = 0
+                gp[i * d + j] = _relu_grad(gp[i * d + j], op[i * d + j])
 
 
 cdef void _colsum_block(const floating* x, floating* db, Py_ssize_t n, Py_ssize_t d,
@@ -135,9 +163,9 @@ cdef void _relu_colsum_block(floating* g, const floating* o, floating* db, Py_ss
     for i in range(n):
         grow = g + i * d + j0
         orow = o + i * d + j0
-        for j in range(w):
-            if not (orow[j] > 0):
-                grow[j] = 0
+        for j in range(w):          # two simple loops over the (L1-resident) row segment: the
+            grow[j] = _relu_grad(grow[j], orow[j])      # merged loop did not vectorize (1.5 ms
+        for j in range(w):          # instead of 0.1 ms on 256 x 1024 float32)
             acc[j] += grow[j]
     for j in range(w):
         db[j0 + j] = <floating>acc[j]
@@ -281,7 +309,7 @@ cdef void _bn_relu_bwd_block(const floating* dout, const floating* out, const fl
     for i in range(n):                          # pass 1: dbeta = sum(g), dgamma = sum(g * xhat)
         off = i * d + j0
         for j in range(w):
-            g = dout[off + j] if out[off + j] > 0 else 0
+            g = _relu_grad(dout[off + j], out[off + j])
             xh = ((z[off + j] + bb[j]) - mm[j]) * ss[j]
             sdy[j] += g
             sdx[j] += g * xh
@@ -295,7 +323,7 @@ cdef void _bn_relu_bwd_block(const floating* dout, const floating* out, const fl
     for i in range(n):                          # pass 2: dz = gamma*istd/N * (N*g - dbeta - xhat*dgamma)
         off = i * d + j0
         for j in range(w):
-            g = dout[off + j] if out[off + j] > 0 else 0
+            g = _relu_grad(dout[off + j], out[off + j])
             xh = ((z[off + j] + bb[j]) - mm[j]) * ss[j]
             dx = c[j] * ((nf * g - dbf[j]) - xh * dgf[j])
             dz[off + j] = dx
