@@ -34,9 +34,16 @@ class FlatArrays(Mapping):
     holds are writeable and meant to be updated in place.
     """
 
-    def __init__(self, buffers, views):
+    def __init__(self, buffers, layout):
         self._buffers = buffers          # dtype -> 1-D C-contiguous ndarray
-        self._views = views              # name -> view, in the order the parameters were given
+        self._layout = layout            # [(name, dtype, offset, shape)] in the order given
+        self._views = {name: buffers[dt][off:off + _size(shape)].reshape(shape)
+                       for name, dt, off, shape in layout}
+
+    def __reduce__(self):
+        # Pickle the buffers once and rebuild the views on load: pickling the views themselves
+        # would store copies that no longer share the buffer.
+        return (FlatArrays, (self._buffers, self._layout))
 
     def __getitem__(self, name):
         return self._views[name]
@@ -60,7 +67,7 @@ class FlatArrays(Mapping):
         """The 1-D buffer holding every array of `dtype`."""
         dtype = np.dtype(dtype)
         if dtype not in self._buffers:
-            raise KeyError(f"no array of dtype {dtype} here; dtypes present: {list(self._buffers)}")
+            raise KeyError(f"no array of dtype {dtype} here; dtypes present: {[str(d) for d in self._buffers]}")
         return self._buffers[dtype]
 
     def zero_(self):
@@ -69,24 +76,24 @@ class FlatArrays(Mapping):
             buf.fill(0)
 
 
-def _layout(arrays):
-    """dtype -> (total size, [(name, offset, shape)]) in the given order."""
-    layout = {}
-    for name, a in arrays:
-        total, entries = layout.setdefault(a.dtype, [0, []])
-        entries.append((name, total, a.shape))
-        layout[a.dtype][0] = total + a.size
-    return layout
+def _size(shape):
+    return int(np.prod(shape, dtype=np.int64))
 
 
-def _allocate(layout, fill):
-    buffers, views = {}, {}
-    for dtype, (total, entries) in layout.items():
-        buf = np.empty(total, dtype=dtype) if fill is None else np.full(total, fill, dtype=dtype)
-        buffers[dtype] = buf
-        for name, offset, shape in entries:
-            views[name] = buf[offset:offset + int(np.prod(shape, dtype=np.int64))].reshape(shape)
-    return buffers, views
+def _layout(entries):
+    """[(name, dtype, shape)] -> ([(name, dtype, offset, shape)] in that order, {dtype: total size})."""
+    layout, totals = [], {}
+    for name, dtype, shape in entries:
+        offset = totals.get(dtype, 0)
+        layout.append((name, dtype, offset, shape))
+        totals[dtype] = offset + _size(shape)
+    return layout, totals
+
+
+def _allocate(layout, totals, fill):
+    buffers = {dt: np.empty(n, dtype=dt) if fill is None else np.full(n, fill, dtype=dt)
+               for dt, n in totals.items()}
+    return FlatArrays(buffers, layout)
 
 
 class FlatParams:
@@ -103,12 +110,11 @@ class FlatParams:
     def __init__(self, arrays, dtype=None):
         items = self._check(arrays, dtype)
         target = None if dtype is None else np.dtype(dtype)
-        self._layout = _layout((name, a if target is None else a.astype(target, copy=False))
-                               for name, a in items)
-        p_buffers, p_views = _allocate(self._layout, None)
+        self._layout, self._totals = _layout(
+            (name, a.dtype if target is None else target, a.shape) for name, a in items)
+        self.params = _allocate(self._layout, self._totals, None)
         for name, a in items:
-            p_views[name][...] = a
-        self.params = FlatArrays(p_buffers, p_views)
+            self.params[name][...] = a          # casts when `dtype` was given
         self.grads = self.zeros_like_flat()
         self.names = tuple(name for name, _ in items)
 
@@ -153,11 +159,10 @@ class FlatParams:
         Use it for optimizer state (exp_avg, exp_avg_sq, momentum buffers): state laid out like the
         params lets one kernel call update everything.
         """
-        buffers, views = _allocate(self._layout, fill)
-        return FlatArrays(buffers, views)
+        return _allocate(self._layout, self._totals, fill)
 
     def __repr__(self):
-        return f"FlatParams({list(self.names)}, dtypes {[str(d) for d in self._layout]})"
+        return f"FlatParams({list(self.names)}, dtypes {[str(d) for d in self._totals]})"
 
 
 def _address(a):
