@@ -28,10 +28,11 @@ __all__ = ["FlatParams", "FlatArrays", "tiles_one_buffer"]
 
 
 class FlatArrays(Mapping):
-    """Read-only mapping name -> C-contiguous view into one 1-D buffer per dtype.
+    """Mapping name -> C-contiguous view into one 1-D buffer per dtype.
 
-    The mapping itself cannot be rebound (that would detach a view from its buffer); the arrays it
-    holds are writeable and meant to be updated in place.
+    Names cannot be rebound: ``flat[name] = value`` COPIES value into the existing view (so code
+    like CS231n's Solver, ``model.params[p] = next_w``, keeps working and the buffer stays whole);
+    the shape must match, the dtype may be cast within float kinds. No names are added or removed.
     """
 
     def __init__(self, buffers, layout):
@@ -47,6 +48,20 @@ class FlatArrays(Mapping):
 
     def __getitem__(self, name):
         return self._views[name]
+
+    def __setitem__(self, name, value):
+        if name not in self._views:
+            raise KeyError(f"{name!r} is not one of the flat arrays {list(self._views)}; "
+                           f"the layout is fixed when FlatParams is built")
+        view = self._views[name]
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be assigned a real NumPy array of shape {view.shape}, "
+                            f"got {_describe(value)}")
+        if value.shape != view.shape:
+            raise ValueError(f"{name} has shape {view.shape} (a view of a flat buffer); "
+                             f"cannot assign an array of shape {value.shape}")
+        if value is not view:
+            np.copyto(view, value, casting="same_kind" if value.dtype.kind == "f" else "unsafe")
 
     def __iter__(self):
         return iter(self._views)

@@ -65,10 +65,26 @@ def test_zeros_like_flat_has_the_same_layout(rng):
     assert np.all(flat.zeros_like_flat(fill=1.5).buffer(np.float64) == 1.5)
 
 
-def test_mapping_cannot_be_rebound(rng):
+def test_assignment_writes_through_and_never_rebinds(rng):
     flat = FlatParams(_model(rng))
-    with pytest.raises(TypeError):
-        flat.params["W1"] = np.zeros((5, 4), np.float32)
+    view = flat.params["W1"]
+    new = np.full((5, 4), 2.5, np.float32)
+    flat.params["W1"] = new                              # CS231n Solver: model.params[p] = next_w
+    assert flat.params["W1"] is view and not np.shares_memory(view, new)
+    assert np.all(flat.params.buffer(np.float32)[:20] == 2.5)
+    flat.params["W1"] = flat.params["W1"]                # an in-place rule returning the same array
+    assert np.all(view == 2.5)
+    before = flat.params.buffer(np.float32).copy()
+    with pytest.raises(ValueError, match=r"W1 has shape \(5, 4\).*shape \(4, 5\)"):
+        flat.params["W1"] = np.zeros((4, 5), np.float32)
+    with pytest.raises(KeyError, match="'W9' is not one of the flat arrays"):
+        flat.params["W9"] = np.zeros(3)
+    with pytest.raises(TypeError, match="W1 must be assigned a real NumPy array"):
+        flat.params["W1"] = [[0.0] * 4] * 5
+    np.testing.assert_array_equal(flat.params.buffer(np.float32), before)
+    with pytest.raises(AttributeError):                  # names are never removed
+        del flat.params["W1"]
+    assert list(flat.params) == ["W1", "b1", "W2", "b2"]
 
 
 def test_flat_buffers_pickle_round_trip(rng):

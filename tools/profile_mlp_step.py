@@ -61,8 +61,10 @@ class FlatAdam:
         self.g = flat.grads.buffers
         self.m = flat.zeros_like_flat().buffers
         self.v = flat.zeros_like_flat().buffers
-        self.tmp = flat.zeros_like_flat().buffers     # scratch for the NumPy fallback only
         self.kernel = adam_step
+        # scratch for the NumPy fallback only; the kernel takes an empty max_exp_avg_sq (no amsgrad)
+        self.tmp = flat.zeros_like_flat().buffers if adam_step is None else {}
+        self.empty = {dt: np.empty(0, dt) for dt in self.p}
         self.lr, self.t = lr, 0
 
     def step(self, n_threads=1):
@@ -73,7 +75,7 @@ class FlatAdam:
         for dt, p in self.p.items():
             g, m, v = self.g[dt], self.m[dt], self.v[dt]
             if self.kernel is not None:
-                self.kernel(p, g, m, v, v, self.lr, BETA1, BETA2, ADAM_EPS, 0.0, step_size, bc2_sqrt,
+                self.kernel(p, g, m, v, self.empty[dt], self.lr, BETA1, BETA2, ADAM_EPS, 0.0, step_size, bc2_sqrt,
                             False, False, False, n_threads)
                 continue
             tmp = self.tmp[dt]                        # in-place ufuncs: no allocation per step
@@ -260,18 +262,24 @@ def blas_limit(n):
     return threadpool_limits(n, user_api="blas")
 
 
-def best_of(fns, rounds):
-    """Interleave: each round calls every fn once; min seconds per fn."""
+def best_of(fns, rounds, block=1):
+    """Each round calls every fn `block` times in a row; min seconds per call per fn.
+
+    Blocks, not call-by-call interleaving, at 2 threads: a library's worker threads keep spinning
+    for a while after its last call (OpenBLAS, OpenMP) and would steal the cores from the next
+    library's first call; only the first call of a block pays for that.
+    """
     best = {k: float("inf") for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t0)
     return best
 
 
-def raw_matmul(threads, rounds):
+def raw_matmul(threads, rounds, block):
     import torch
     rng = np.random.default_rng(0)
     a = rng.standard_normal((256, 3072), dtype=np.float32)
@@ -282,13 +290,14 @@ def raw_matmul(threads, rounds):
            "torch (256x3072)@(3072x1024)": lambda: torch.mm(ta, tb, out=to),
            "numpy X.T@dZ (3072x256)@(256x1024)": lambda: np.matmul(a.T, o, out=b),
            "torch X.T@dZ (3072x256)@(256x1024)": lambda: torch.mm(ta.T, to, out=tb)}
-    return best_of(fns, rounds)
+    return best_of(fns, rounds, block)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--block", type=int, default=3, help="consecutive calls per method per round")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--adam-so", default=None)
     ap.add_argument("--no-naive", action="store_true")
@@ -301,6 +310,9 @@ def main(argv=None):
     except ImportError:
         blas_note = f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
     adam_step = load_adam(args.adam_so)
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT",
+                                                       "GOMP_SPINCOUNT") if k in os.environ)
+    print(f"env: {env or '(no thread-pool settings)'}")
     print(f"numpy {np.__version__}, torch {torch.__version__}, fastopt backend {fastopt.backend()}, "
           f"BLAS threads via {blas_note}, Adam: {'kernel adam_step' if adam_step else 'in-place NumPy'}")
     problem = make_problem(args.batch, DIMS, seed=0)
@@ -317,7 +329,7 @@ def main(argv=None):
             l_f, l_t = fused.step(), torch_step(sync=True)
             for fn in fns.values():                         # warm up
                 fn()
-            best = best_of(fns, args.rounds)
+            best = best_of(fns, args.rounds, args.block)
             fused.timer.enabled = True
             parts = {}
             for _ in range(args.rounds):
@@ -328,7 +340,7 @@ def main(argv=None):
                 if total <= parts.get("total", float("inf")):
                     parts = dict(fused.timer.totals, total=total)
             fused.timer.enabled = False
-            mm = raw_matmul(n, args.rounds)
+            mm = raw_matmul(n, args.rounds, args.block)
         print(f"\n== {n} thread(s), batch {args.batch}, dims {DIMS}; first losses fused {l_f:.4f} torch {l_t:.4f}")
         for k, v in best.items():
             print(f"  {k:6s} {v * 1e3:8.1f} ms/step   {v / best['torch']:.2f}x torch")
