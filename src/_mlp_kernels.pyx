@@ -287,6 +287,60 @@ def batchnorm_relu_forward(const floating[:, ::1] z,        # IN  (N, D) x @ W (
                                k * COLS, min(COLS, d - k * COLS))
 
 
+cdef void _bn_relu_eval_block(const floating* z, const floating* b, const floating* gamma,
+                              const floating* beta, const floating* rmean, const floating* rvar,
+                              double eps, floating* out, Py_ssize_t n, Py_ssize_t d, Py_ssize_t j0,
+                              Py_ssize_t w) noexcept nogil:
+    cdef floating sf[COLS]
+    cdef Py_ssize_t i, j
+    cdef const floating* zr
+    cdef floating* orow
+    cdef const floating* bb = b + j0
+    cdef const floating* gg = gamma + j0
+    cdef const floating* be = beta + j0
+    cdef const floating* mm = rmean + j0
+    for j in range(w):
+        sf[j] = <floating>(1.0 / sqrt(<double>rvar[j0 + j] + eps))
+    for i in range(n):
+        zr = z + i * d + j0
+        orow = out + i * d + j0
+        for j in range(w):
+            orow[j] = f_max(gg[j] * (((zr[j] + bb[j]) - mm[j]) * sf[j]) + be[j], <floating>0)
+
+
+def batchnorm_relu_eval(const floating[:, ::1] z,          # IN  (N, D) x @ W
+                        const floating[::1] b,             # IN  (D,)
+                        const floating[::1] gamma,         # IN  (D,)
+                        const floating[::1] beta,          # IN  (D,)
+                        const floating[::1] running_mean,  # IN  (D,)
+                        const floating[::1] running_var,   # IN  (D,)
+                        double eps,
+                        floating[:, ::1] out,              # OUT (N, D); may be z itself
+                        int n_threads=1):
+    """Test-mode out = max(gamma * (z + b - running_mean) * inv_std + beta, 0),
+    inv_std = 1 / sqrt(running_var + eps) computed in double once per feature."""
+    cdef Py_ssize_t n = z.shape[0], d = z.shape[1], k
+    _check_1d("b", b.shape[0], d)
+    _check_1d("gamma", gamma.shape[0], d)
+    _check_1d("beta", beta.shape[0], d)
+    _check_1d("running_mean", running_mean.shape[0], d)
+    _check_1d("running_var", running_var.shape[0], d)
+    _check_2d("out", out.shape[0], out.shape[1], n, d)
+    if n == 0 or d == 0:
+        return
+    cdef const floating* zp = &z[0, 0]
+    cdef const floating* bp = &b[0]
+    cdef const floating* gp = &gamma[0]
+    cdef const floating* bep = &beta[0]
+    cdef const floating* rmp = &running_mean[0]
+    cdef const floating* rvp = &running_var[0]
+    cdef floating* op = &out[0, 0]
+    with nogil:
+        for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
+            _bn_relu_eval_block(zp, bp, gp, bep, rmp, rvp, eps, op, n, d, k * COLS,
+                                min(COLS, d - k * COLS))
+
+
 cdef void _bn_relu_bwd_block(const floating* dout, const floating* out, const floating* z,
                              const floating* b, const floating* gamma, const floating* mean,
                              const floating* istd, floating* dz, floating* dgamma,

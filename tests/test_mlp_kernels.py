@@ -112,6 +112,24 @@ def test_batchnorm_relu_forward_matches_twin(dtype, n, d, seed, eps, momentum, s
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@given(n=ROWS, d=COLS, seed=st.integers(0, 2**32 - 1), eps=st.floats(1e-8, 1e-1))
+def test_batchnorm_relu_eval_matches_twin(dtype, n, d, seed, eps):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d)).astype(dtype)
+    b, gamma, beta, rm = (rng.standard_normal(d).astype(dtype) for _ in range(4))
+    rv = (rng.random(d) + 0.1).astype(dtype)
+    k, _, _, _ = _run_three("batchnorm_relu_eval",
+                            lambda: [z, b, gamma, beta, rm, rv, eps, np.empty((n, d), dtype)], [7], dtype)
+    f = [a.astype(np.float64) for a in (z, b, gamma, beta, rm, rv)]
+    expect = np.maximum(f[2] * (f[0] + f[1] - f[4]) / np.sqrt(f[5] + eps) + f[3], 0)
+    loose = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(k[0], expect, **loose)
+    zz = z.copy()                                   # in place: out is z
+    K.batchnorm_relu_eval(zz, b, gamma, beta, rm, rv, eps, zz, 2)
+    np.testing.assert_array_equal(zz, k[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @given(n=st.sampled_from([1, 2, 7, 256]), d=COLS, seed=st.integers(0, 2**32 - 1))
 def test_relu_batchnorm_backward_matches_twin(dtype, n, d, seed):
     rng = np.random.default_rng(seed)

@@ -55,6 +55,12 @@ def batchnorm_relu_forward(z, b, gamma, beta, eps, momentum, running_mean, runni
     np.maximum(gamma * xhat + beta, dt.type(0), out=out)
 
 
+def batchnorm_relu_eval(z, b, gamma, beta, running_mean, running_var, eps, out, n_threads=1):
+    """Test-mode out = relu(gamma * (z + b - running_mean) * inv_std + beta) (out may be z)."""
+    inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(z.dtype)
+    np.maximum(gamma * (((z + b) - running_mean) * inv_std) + beta, z.dtype.type(0), out=out)
+
+
 def relu_batchnorm_backward(dout, out, z, b, gamma, mean, inv_std, dz, dgamma, dbeta, db,
                             n_threads=1):
     """Backward of batchnorm_relu_forward (ReLU mask, batchnorm backward, bias grad)."""
