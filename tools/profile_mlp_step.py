@@ -14,6 +14,7 @@ OPENBLAS_NUM_THREADS set by the caller).
 
     python tools/profile_mlp_step.py [--threads 1 2] [--rounds 7] [--batch 256]
         [--adam-so PATH]   load adam_step from a built _optim_kernels .so (measurement only)
+    python tools/profile_mlp_step.py --grain   kernel times on (N, 1024) at 1 vs 2 threads
 """
 import argparse
 import contextlib
@@ -293,6 +294,33 @@ def raw_matmul(threads, rounds, block):
     return best_of(fns, rounds, block)
 
 
+def grain_scan(rounds, dtype=np.float32, d=1024):
+    """Time the kernels on (N, d) at 1 and 2 threads: where does a 2nd thread start to pay?"""
+    K = _backend.kernels("mlp")
+    rng = np.random.default_rng(0)
+    print(f"grain scan ({np.dtype(dtype).name}, d={d}): us at 1 thread / 2 threads")
+    for n in (8, 16, 32, 64, 128, 256, 1024):
+        z = rng.standard_normal((n, d)).astype(dtype)
+        g = rng.standard_normal((n, d)).astype(dtype)
+        v = {k: rng.random(d).astype(dtype) + 0.5 for k in ("b", "gamma", "beta", "rm", "rv", "mean", "istd")}
+        out, dz, db = np.empty_like(z), np.empty_like(z), np.empty(d, dtype)
+        dg, dbe = np.empty(d, dtype), np.empty(d, dtype)
+        K.batchnorm_relu_forward(z, v["b"], v["gamma"], v["beta"], BN_EPS, BN_MOMENTUM, v["rm"], v["rv"],
+                                 out, v["mean"], v["istd"], 1)
+        row = []
+        for name, fn in (
+                ("bias_relu_forward", lambda t: K.bias_relu_forward(z, v["b"], out, t)),
+                ("relu_bias_backward", lambda t: K.relu_bias_backward(dz, out, db, t)),
+                ("batchnorm_relu_forward", lambda t: K.batchnorm_relu_forward(
+                    z, v["b"], v["gamma"], v["beta"], BN_EPS, BN_MOMENTUM, v["rm"], v["rv"], out,
+                    v["mean"], v["istd"], t)),
+                ("relu_batchnorm_backward", lambda t: K.relu_batchnorm_backward(
+                    g, out, z, v["b"], v["gamma"], v["mean"], v["istd"], dz, dg, dbe, db, t))):
+            best = best_of({1: lambda: fn(1), 2: lambda: fn(2)}, rounds, 5)
+            row.append(f"{name} {best[1] * 1e6:.0f}/{best[2] * 1e6:.0f}")
+        print(f"  N={n:5d} ({n * d:8d} elements): " + ", ".join(row))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -301,7 +329,11 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--adam-so", default=None)
     ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--grain", action="store_true", help="only scan kernel sizes at 1 vs 2 threads")
     args = ap.parse_args(argv)
+    if args.grain:
+        grain_scan(args.rounds)
+        return
 
     import torch
     try:
