@@ -5,6 +5,8 @@ Three steps on the same network, data and initial weights (fastopt.bench.mlp_tor
   fused  flat parameters (fastopt.flat), np.matmul(out=) into preallocated workspaces with
          transposed views, fastopt._mlp_kernels for everything between the matmuls, and ONE Adam
          call over the flat buffer (fastopt._optim_kernels.adam_step when built, else in-place NumPy)
+  numpy  the fused step's code on fastopt's pure-NumPy backend: the twins in fastopt.reference.mlp
+         and the in-place NumPy Adam (what the fused step costs without the compiled core)
   naive  CS231n-style layer functions with temporaries and a per-parameter CS231n Adam
 
 Timing: the methods run interleaved in one process (one call each per round), min over rounds.
@@ -119,8 +121,9 @@ class Timer:
 class FusedMLP:
     """The batchnorm MLP on flat parameters, preallocated workspaces and fused kernels."""
 
-    def __init__(self, X, y, params, adam_step=None):
-        self.K = _backend.kernels("mlp")
+    def __init__(self, X, y, params, adam_step=None, kernels=None, max_threads=None):
+        self.K = kernels if kernels is not None else _backend.kernels("mlp")
+        self.max_threads = max_threads       # cap for the OpenMP kernels (BLAS threads unaffected)
         self.X, self.y = X, y
         self.flat = FlatParams(params)
         self.p, self.g = self.flat.params, self.flat.grads
@@ -148,7 +151,7 @@ class FusedMLP:
             z = ws[f"z{i}"]
             with t("matmul"):
                 np.matmul(x, p[f"W{i}"], out=z)
-            nt = _backend.threads_for(z.size, K.GRAIN)
+            nt = self._threads(z.size)
             with t("kernels"):
                 if i < L:
                     K.batchnorm_relu_forward(z, p[f"b{i}"], p[f"gamma{i}"], p[f"beta{i}"], BN_EPS,
@@ -169,15 +172,19 @@ class FusedMLP:
                     np.matmul(dz, p[f"W{i}"].T, out=dh)
             if i > 1:
                 j = i - 1
-                nt = _backend.threads_for(dh.size, K.GRAIN)
+                nt = self._threads(dh.size)
                 with t("kernels"):
                     K.relu_batchnorm_backward(dh, ws[f"h{j}"], ws[f"z{j}"], p[f"b{j}"], p[f"gamma{j}"],
                                               ws[f"mean{j}"], ws[f"inv_std{j}"], dh, g[f"gamma{j}"],
                                               g[f"beta{j}"], g[f"b{j}"], nt)
                 dz = dh
         with t("adam"):
-            self.adam.step(_backend.get_num_threads())
+            self.adam.step(self._threads(None))
         return loss
+
+    def _threads(self, work):
+        n = _backend.get_num_threads() if work is None else _backend.threads_for(work, self.K.GRAIN)
+        return n if self.max_threads is None else min(n, self.max_threads)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,7 +335,7 @@ def main(argv=None):
     ap.add_argument("--block", type=int, default=3, help="consecutive calls per method per round")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--adam-so", default=None)
-    ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--no-naive", action="store_true", help="time only torch and fused")
     ap.add_argument("--grain", action="store_true", help="only scan kernel sizes at 1 vs 2 threads")
     args = ap.parse_args(argv)
     if args.grain:
@@ -355,7 +362,11 @@ def main(argv=None):
             torch_step = build_torch_step(args.batch, DIMS, n, problem=problem)
             fused = FusedMLP(X, y, params, adam_step)
             fns = {"torch": torch_step, "fused": fused.step}
+            if n > 1:                       # OpenBLAS on n threads, the OpenMP kernels on one
+                fns["fused-k1"] = FusedMLP(X, y, params, adam_step, max_threads=1).step
             if not args.no_naive:
+                import fastopt.reference.mlp as twins
+                fns["numpy"] = FusedMLP(X, y, params, None, twins).step
                 naive = NaiveMLP(X, y, params)
                 fns["naive"] = naive.step
             l_f, l_t = fused.step(), torch_step(sync=True)
@@ -375,7 +386,8 @@ def main(argv=None):
             mm = raw_matmul(n, args.rounds, args.block)
         print(f"\n== {n} thread(s), batch {args.batch}, dims {DIMS}; first losses fused {l_f:.4f} torch {l_t:.4f}")
         for k, v in best.items():
-            print(f"  {k:6s} {v * 1e3:8.1f} ms/step   {v / best['torch']:.2f}x torch")
+            print(f"  {k:8s} {v * 1e3:8.1f} ms/step   {v / best['torch']:.2f}x torch   "
+                  f"{v / best['fused']:.2f}x fused")
         other = parts["total"] - sum(v for k, v in parts.items() if k != "total")
         print("  fused breakdown (best instrumented step): " +
               ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in parts.items()) + f", python/other {other * 1e3:.1f} ms")
