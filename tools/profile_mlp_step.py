@@ -9,6 +9,14 @@ Three steps on the same network, data and initial weights (fastopt.bench.mlp_tor
          and the in-place NumPy Adam (what the fused step costs without the compiled core)
   naive  CS231n-style layer functions with temporaries and a per-parameter CS231n Adam
 
+  fused-k1  (2+ threads) the fused step with OpenBLAS on n threads but the OpenMP kernels on one
+
+Thread pools: NumPy's OpenBLAS has its own pthread pool, the fastopt kernels use libgomp. Measured
+at 2 threads on the 2-core box: with OpenMP kernels on 2 threads between the BLAS calls the fused
+step took 83 ms against 44 ms for fused-k1 (torch 43 ms); idle workers of one pool spin while the
+other pool wants the cores. With OMP_WAIT_POLICY=PASSIVE (libgomp workers sleep at once) fused and
+fused-k1 were equal (43 ms; torch 52 ms in that run: the variable reaches torch's libgomp too).
+
 Timing: the methods run interleaved in one process (one call each per round), min over rounds.
 Threads: torch.set_num_threads(n), fastopt.set_num_threads(n) and NumPy's BLAS (OpenBLAS) limited
 with threadpoolctl.threadpool_limits(n) when threadpoolctl is installed (else say so and rely on
