@@ -1,0 +1,98 @@
+"""Pure-NumPy twins of fastopt._mlp_kernels: same names, same signatures, same operation order.
+
+They are the test oracle and the baseline; n_threads is accepted and ignored. Column sums run in
+float64 (np.sum over axis 0 adds rows in order, like the kernels).
+"""
+import numpy as np
+
+GRAIN = 32768
+
+
+def _check_labels(y, c):
+    bad = np.flatnonzero((y < 0) | (y >= c))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"y must hold class indices in [0, {c}), got y[{i}] = {y[i]}")
+
+
+def bias_relu_forward(z, b, out, n_threads=1):
+    """out = max(z + b, 0) (out may be z)."""
+    np.add(z, b, out=out)
+    np.maximum(out, 0, out=out)
+
+
+def relu_backward_inplace(dout, out, n_threads=1):
+    """dout[out <= 0] = 0 (a select: NaN upstream grads are zeroed)."""
+    np.copyto(dout, 0, where=~(out > 0))
+
+
+def bias_grad(dout, db, n_threads=1):
+    """db = dout.sum(0), summed in double."""
+    db[...] = dout.sum(axis=0, dtype=np.float64)
+
+
+def relu_bias_backward(dout, out, db, n_threads=1):
+    """relu_backward_inplace(dout, out); bias_grad(dout, db)."""
+    relu_backward_inplace(dout, out)
+    bias_grad(dout, db)
+
+
+def batchnorm_relu_forward(z, b, gamma, beta, eps, momentum, running_mean, running_var,
+                           out, mean, inv_std, n_threads=1):
+    """Training-mode out = relu(gamma * (a - mean) * inv_std + beta) with a = z + b."""
+    if z.shape[0] == 0:
+        raise ValueError("z must have at least one row: batch statistics of an empty batch are undefined")
+    dt = z.dtype
+    n = z.shape[0]
+    a = z + b
+    mu = a.sum(axis=0, dtype=np.float64) / n
+    var = ((a.astype(np.float64) - mu) ** 2).sum(axis=0) / n
+    mean[...] = mu
+    inv_std[...] = 1.0 / np.sqrt(var + eps)
+    running_mean[...] = momentum * running_mean.astype(np.float64) + (1.0 - momentum) * mu
+    running_var[...] = momentum * running_var.astype(np.float64) + (1.0 - momentum) * var
+    xhat = (a - mean) * inv_std
+    np.maximum(gamma * xhat + beta, dt.type(0), out=out)
+
+
+def batchnorm_relu_eval(z, b, gamma, beta, running_mean, running_var, eps, out, n_threads=1):
+    """Test-mode out = relu(gamma * (z + b - running_mean) * inv_std + beta) (out may be z)."""
+    inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(z.dtype)
+    np.maximum(gamma * (((z + b) - running_mean) * inv_std) + beta, z.dtype.type(0), out=out)
+
+
+def relu_batchnorm_backward(dout, out, z, b, gamma, mean, inv_std, dz, dgamma, dbeta, db,
+                            n_threads=1):
+    """Backward of batchnorm_relu_forward (ReLU mask, batchnorm backward, bias grad)."""
+    if dout.shape[0] == 0:
+        raise ValueError("dout must have at least one row")
+    dt = dout.dtype
+    nf = dt.type(dout.shape[0])
+    g = np.where(out > 0, dout, dt.type(0))
+    xhat = ((z + b) - mean) * inv_std
+    dbeta[...] = g.sum(axis=0, dtype=np.float64)
+    dgamma[...] = (g * xhat).sum(axis=0, dtype=np.float64)
+    c = gamma * inv_std / nf
+    dz[...] = c * ((nf * g - dbeta) - xhat * dgamma)
+    db[...] = dz.sum(axis=0, dtype=np.float64)
+
+
+def softmax_loss_grad(scores, y, dscores, n_threads=1):
+    """Mean softmax cross-entropy; writes its gradient into dscores (which may be scores)."""
+    n, c = scores.shape
+    if n == 0:
+        raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
+    if c == 0:
+        raise ValueError("scores must have at least one class column")
+    _check_labels(y, c)
+    dt = scores.dtype
+    rows = np.arange(n)
+    m = scores.max(axis=1, keepdims=True)
+    sy = scores[rows, y] - m[:, 0]
+    e = np.exp(scores - m)
+    total = e.sum(axis=1, dtype=np.float64)
+    inv_n = dt.type(1.0 / n)
+    scale = (1.0 / total).astype(dt) * inv_n
+    np.multiply(e, scale[:, None], out=dscores)
+    dscores[rows, y] -= inv_n
+    return float((np.log(total) - sy.astype(np.float64)).sum() / n)
