@@ -8,185 +8,145 @@
 # a few standard deviations and the subtraction loses no meaningful bits, even for float32 data such as
 # 1e4 + N(0, 1); one pass over x suffices (a two-pass scheme would read x three times in the forward).
 #
-# Determinism: each statistic is owned by exactly one thread and summed in a fixed order.
-#   * batchnorm: threads own blocks of columns and walk all rows in order; a column's sums do not
-#     depend on how the columns are blocked, so the result does not depend on the thread count.
+# Determinism: every sum is taken in an order fixed by the shapes alone, never by the thread count.
+#   * batchnorm and the layernorm dgamma/dbeta (sums over rows): the rows are cut into at most
+#     MAX_CHUNKS chunks whose bounds depend only on N; a thread sums whole chunks into the chunk's own
+#     partial sums, which are then added in chunk order. The element-wise passes split rows freely.
+#     (Splitting columns between threads instead made 2 threads slower than 1: each core's prefetcher
+#     streams on into the other thread's half of every row, doubling the memory traffic.)
 #   * spatial batchnorm: threads own channels; a channel's S-long runs are summed into LANES partial
-#     sums (element k goes to lane k % LANES, fixed) combined in lane order at the end.
-#   * layernorm: threads own rows (row sums with the same lanes); dgamma/dbeta, which are sums over
-#     rows, come from a separate pass in which threads own blocks of columns, as in batchnorm.
+#     sums (element k goes to lane k % LANES) combined in lane order at the end.
+#   * layernorm statistics: threads own rows, summed with the same lanes.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport malloc, free
 
-# Work (elements of x) per thread below which a kernel runs on one thread. Measured with
-# benchmarks/bench_norm_grain.py (batchnorm fwd+bwd, float32, 2 threads vs 1 on this 2-core machine):
-# 2 threads break even near 64K elements (256x256) and win ~1.7x at 1M; 2**16 keeps small calls serial.
+# Work (elements of x) per thread below which a kernel runs on one thread; see benchmarks/bench_norm.py
+# --grain for the measurement this value comes from.
 GRAIN = 1 << 16
 
 cdef enum:
-    # Widest column block in the column-blocked passes. Blocks walk their rows in order, so each
-    # row's slice of a block should be long and contiguous for the prefetchers: 1 KB slices
-    # (256 float32 columns) ran the 1024x4096 float32 forward 3x slower than whole 16 KB rows.
-    # 8192 columns keep a block's double accumulators (3 x 64 KB) within the 512 KB L2.
+    # Row chunks for the sums over rows: at most MAX_CHUNKS (so at most that many threads share a
+    # reduction), each at least MIN_CHUNK_ROWS rows, a multiple of ROWS.
+    MAX_CHUNKS = 8
+    MIN_CHUNK_ROWS = 64
+    # Widest column block a chunk's rows are walked in: 8192 columns keep the block's double
+    # accumulators (2 x 64 KB) within the 512 KB L2; rows' slices stay long and contiguous.
     CB = 8192
-    # Rows handled together in the column-blocked reductions: their terms are added together before
-    # they reach the accumulators in memory, ROWS times fewer accumulator loads and stores.
-    # The grouping depends only on N, never on the thread count.
+    # Rows handled together in the sums over rows: their terms are added together before they reach
+    # the accumulators in memory, ROWS times fewer accumulator loads and stores.
     ROWS = 4
     # Independent partial sums for reductions along a contiguous run: lets the compiler keep several
     # vector accumulators in flight without reassociating (no -ffast-math).
     LANES = 8
 
 
-# ---------------------------------------------------------------------------------------------------
-# batchnorm on (N, D): column blocks. Each helper gets pointers at its block's first column (row
-# stride d) and a workspace of 6 * w doubles from the caller's single per-call allocation.
+cdef inline Py_ssize_t _chunk_rows(Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t r = (n + MAX_CHUNKS - 1) // MAX_CHUNKS
+    if r < MIN_CHUNK_ROWS:
+        r = MIN_CHUNK_ROWS
+    return ((r + ROWS - 1) // ROWS) * ROWS
 
 
-cdef inline Py_ssize_t _block_width(Py_ssize_t d, int n_threads) noexcept nogil:
-    # Enough blocks to feed every thread, none wider than CB; a multiple of 8 keeps vector loops whole.
-    cdef Py_ssize_t w = (d + n_threads - 1) // n_threads
-    w = ((w + 7) // 8) * 8
-    return CB if w > CB else w
-
-
-cdef double* _workspace(Py_ssize_t d) except NULL:
-    """6 doubles per column: per-block accumulators and per-column coefficients."""
-    cdef double* work = <double*>malloc(6 * d * sizeof(double))
+cdef double* _workspace(Py_ssize_t count) except NULL:
+    """One allocation per call (partial sums and per-column coefficients), freed by the caller."""
+    cdef double* work = <double*>malloc(count * sizeof(double))
     if work == NULL:
-        raise MemoryError(f"cannot allocate the {6 * d * 8} byte workspace")
+        raise MemoryError(f"cannot allocate a {count * 8} byte workspace")
     return work
 
 
-cdef void _normalize_cols(const floating* x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t w,
-                          const floating* mean, const floating* inv_std, const floating* gamma,
-                          const floating* beta, floating* out) noexcept nogil:
-    # out = gamma * ((x - mean) * inv_std) + beta (read x, write out). Kept in this form rather than
-    # x*A + B: for data like 1e4 + N(0, 1) the latter cancels catastrophically in float32.
-    cdef Py_ssize_t i, j
-    cdef const floating* r
-    cdef floating* o
-    for i in range(n):
-        r = x + i * d
-        o = out + i * d
-        for j in range(w):
-            o[j] = gamma[j] * ((r[j] - mean[j]) * inv_std[j]) + beta[j]
+# ---------------------------------------------------------------------------------------------------
+# batchnorm on (N, D)
 
 
-cdef void _bn_train_cols(const floating* x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t w,
-                         const floating* gamma, const floating* beta, double eps, double momentum,
-                         floating* out, floating* mean, floating* inv_std,
-                         floating* running_mean, floating* running_var, double* work) noexcept nogil:
-    cdef double* shift = work
-    cdef double* s1 = work + w
-    cdef double* s2 = work + 2 * w
-    cdef Py_ssize_t i, j
+cdef void _bn_chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t d, const double* shift,
+                          double* s1, double* s2) noexcept nogil:
+    # s1[j] = sum(x[i, j] - shift[j]), s2[j] = sum((x[i, j] - shift[j])^2) over this chunk's n rows.
+    cdef Py_ssize_t i, j, j0, w
     cdef const floating* r
-    cdef double t0, t1, t2, t3, mu, var
-    for j in range(w):
-        shift[j] = x[j]
+    cdef double t0, t1, t2, t3
+    for j in range(d):
         s1[j] = 0.0
         s2[j] = 0.0
-    i = 0                                           # pass 1: read x
-    while i + ROWS <= n:
-        r = x + i * d
-        for j in range(w):
-            t0 = <double>r[j] - shift[j]
-            t1 = <double>r[j + d] - shift[j]
-            t2 = <double>r[j + 2 * d] - shift[j]
-            t3 = <double>r[j + 3 * d] - shift[j]
-            s1[j] += (t0 + t1) + (t2 + t3)
-            s2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
-        i += ROWS
-    while i < n:
-        r = x + i * d
-        for j in range(w):
-            t0 = <double>r[j] - shift[j]
-            s1[j] += t0
-            s2[j] += t0 * t0
-        i += 1
-    for j in range(w):
-        mu = s1[j] / n
-        var = s2[j] / n - mu * mu
-        if var < 0.0:
-            var = 0.0
-        mu = mu + shift[j]
-        mean[j] = <floating>mu
-        inv_std[j] = <floating>(1.0 / sqrt(var + eps))
-        running_mean[j] = <floating>(momentum * running_mean[j] + (1.0 - momentum) * mu)
-        running_var[j] = <floating>(momentum * running_var[j] + (1.0 - momentum) * var)
-    _normalize_cols(x, n, d, w, mean, inv_std, gamma, beta, out)   # pass 2: read x, write out
+    j0 = 0
+    while j0 < d:
+        w = min(<Py_ssize_t>CB, d - j0)
+        i = 0
+        while i + ROWS <= n:
+            r = x + i * d + j0
+            for j in range(w):
+                t0 = <double>r[j] - shift[j0 + j]
+                t1 = <double>r[j + d] - shift[j0 + j]
+                t2 = <double>r[j + 2 * d] - shift[j0 + j]
+                t3 = <double>r[j + 3 * d] - shift[j0 + j]
+                s1[j0 + j] += (t0 + t1) + (t2 + t3)
+                s2[j0 + j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+            i += ROWS
+        while i < n:
+            r = x + i * d + j0
+            for j in range(w):
+                t0 = <double>r[j] - shift[j0 + j]
+                s1[j0 + j] += t0
+                s2[j0 + j] += t0 * t0
+            i += 1
+        j0 += w
 
 
-cdef void _bn_test_cols(const floating* x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t w,
-                        const floating* gamma, const floating* beta,
-                        const floating* running_mean, const floating* running_var, double eps,
-                        floating* out, double* work) noexcept nogil:
-    cdef floating* a = <floating*>work
-    cdef Py_ssize_t j
-    for j in range(w):
-        a[j] = <floating>(1.0 / sqrt(<double>running_var[j] + eps))
-    _normalize_cols(x, n, d, w, running_mean, a, gamma, beta, out)
-
-
-cdef void _bn_backward_cols(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
-                            Py_ssize_t w, const floating* mean, const floating* inv_std,
-                            const floating* gamma, floating* dx, floating* dgamma, floating* dbeta,
-                            double* work) noexcept nogil:
-    cdef double* sb = work
-    cdef double* sg = work + w
-    cdef floating* k0 = <floating*>(work + 2 * w)
-    cdef floating* kb = <floating*>(work + 3 * w)
-    cdef floating* kg = <floating*>(work + 4 * w)
-    cdef Py_ssize_t i, j
+cdef void _bn_chunk_grads(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
+                          const floating* mean, double* sb, double* sg) noexcept nogil:
+    # sb[j] = sum(dout), sg[j] = sum(dout * (x - mean)) over this chunk's n rows (times inv_std later).
+    # The products are formed in the array's precision, as xhat is, and a group of ROWS of them is
+    # added in that precision before the double accumulator; forming them in double made this pass
+    # 2x slower (conversions, half-width vectors) for no gain: x - mean is already rounded in xhat.
+    cdef Py_ssize_t i, j, j0, w
     cdef const floating* xr
     cdef const floating* dr
-    cdef floating* o
-    cdef double inv, scale, dg, db
     cdef floating mj
-    for j in range(w):
+    for j in range(d):
         sb[j] = 0.0
         sg[j] = 0.0
-    # Pass 1: read dout, x. The products dout * (x - mean) are formed in the array's precision, as
-    # xhat is, and a group of ROWS of them is added in that precision before the double accumulator;
-    # forming them in double made this pass 2x slower (float->double conversions, half-width vectors)
-    # for no gain: the float32 rounding of x - mean is already in xhat.
-    i = 0
-    while i + ROWS <= n:
-        xr = x + i * d
-        dr = dout + i * d
-        for j in range(w):
-            mj = mean[j]
-            sb[j] += <double>((dr[j] + dr[j + d]) + (dr[j + 2 * d] + dr[j + 3 * d]))
-            sg[j] += <double>((dr[j] * (xr[j] - mj) + dr[j + d] * (xr[j + d] - mj))
-                              + (dr[j + 2 * d] * (xr[j + 2 * d] - mj) + dr[j + 3 * d] * (xr[j + 3 * d] - mj)))
-        i += ROWS
-    while i < n:
-        xr = x + i * d
-        dr = dout + i * d
-        for j in range(w):
-            sb[j] += <double>dr[j]
-            sg[j] += <double>(dr[j] * (xr[j] - mean[j]))
-        i += 1
-    for j in range(w):
-        inv = inv_std[j]
-        db = sb[j]
-        dg = sg[j] * inv                           # sum(dout * xhat)
-        dbeta[j] = <floating>db
-        dgamma[j] = <floating>dg
-        # dx = gamma*inv_std/N * (N*dout - dbeta - xhat*dgamma) = k0*dout - kb - kg*xhat
-        scale = <double>gamma[j] * inv
-        k0[j] = <floating>scale
-        kb[j] = <floating>(scale * db / n)
-        kg[j] = <floating>(scale * dg / n)
-    for i in range(n):                              # pass 2: read dout, x, write dx
-        xr = x + i * d
-        dr = dout + i * d
-        o = dx + i * d
-        for j in range(w):
-            o[j] = k0[j] * dr[j] - kb[j] - kg[j] * ((xr[j] - mean[j]) * inv_std[j])
+    j0 = 0
+    while j0 < d:
+        w = min(<Py_ssize_t>CB, d - j0)
+        i = 0
+        while i + ROWS <= n:
+            xr = x + i * d + j0
+            dr = dout + i * d + j0
+            for j in range(w):
+                mj = mean[j0 + j]
+                sb[j0 + j] += <double>((dr[j] + dr[j + d]) + (dr[j + 2 * d] + dr[j + 3 * d]))
+                sg[j0 + j] += <double>((dr[j] * (xr[j] - mj) + dr[j + d] * (xr[j + d] - mj))
+                                       + (dr[j + 2 * d] * (xr[j + 2 * d] - mj)
+                                          + dr[j + 3 * d] * (xr[j + 3 * d] - mj)))
+            i += ROWS
+        while i < n:
+            xr = x + i * d + j0
+            dr = dout + i * d + j0
+            for j in range(w):
+                sb[j0 + j] += <double>dr[j]
+                sg[j0 + j] += <double>(dr[j] * (xr[j] - mean[j0 + j]))
+            i += 1
+        j0 += w
+
+
+cdef inline void _normalize_row(const floating* x, Py_ssize_t d, const floating* mean,
+                                const floating* inv_std, const floating* gamma, const floating* beta,
+                                floating* out) noexcept nogil:
+    # out = gamma * ((x - mean) * inv_std) + beta. Kept in this form rather than x*A + B: for data
+    # like 1e4 + N(0, 1) the latter cancels catastrophically in float32.
+    cdef Py_ssize_t j
+    for j in range(d):
+        out[j] = gamma[j] * ((x[j] - mean[j]) * inv_std[j]) + beta[j]
+
+
+cdef inline void _bn_dx_row(const floating* dout, const floating* x, Py_ssize_t d,
+                            const floating* mean, const floating* inv_std, const floating* k0,
+                            const floating* kb, const floating* kg, floating* dx) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(d):
+        dx[j] = k0[j] * dout[j] - kb[j] - kg[j] * ((x[j] - mean[j]) * inv_std[j])
 
 
 def batchnorm_train_forward(const floating[:, ::1] x, const floating[::1] gamma,
@@ -199,18 +159,38 @@ def batchnorm_train_forward(const floating[:, ::1] x, const floating[::1] gamma,
     OUT out (N, D) = gamma * (x - mean) * inv_std + beta; mean (D,); inv_std (D,) = 1/sqrt(var + eps)
     with the biased batch variance var. INOUT running_mean, running_var (D,):
     running = momentum * running + (1 - momentum) * batch statistic (CS231n convention).
+    Passes: read x (statistics), read x and write out.
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t w = _block_width(d, n_threads)
-    cdef Py_ssize_t nb = (d + w - 1) // w
-    cdef Py_ssize_t blk, j0
-    cdef double* work = _workspace(d)
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
-        j0 = blk * w
-        _bn_train_cols(&x[0, j0], n, d, min(w, d - j0), &gamma[j0], &beta[j0], eps, momentum,
-                       &out[0, j0], &mean[j0], &inv_std[j0], &running_mean[j0], &running_var[j0],
-                       work + 6 * j0)
-    free(work)
+    cdef Py_ssize_t cr = _chunk_rows(n)
+    cdef Py_ssize_t nch = (n + cr - 1) // cr
+    cdef Py_ssize_t k, kk, i, j
+    cdef double* shift = _workspace((2 * nch + 1) * d)
+    cdef double* part = shift + d                    # chunk k: s1 at part[2kd], s2 at part[(2k+1)d]
+    cdef double s1, s2, mu, var
+    for j in range(d):
+        shift[j] = x[0, j]
+    for k in prange(nch, nogil=True, schedule='static', num_threads=n_threads):
+        _bn_chunk_stats(&x[k * cr, 0], min(cr, n - k * cr), d, shift,
+                        part + 2 * k * d, part + (2 * k + 1) * d)
+    for j in prange(d, nogil=True, schedule='static', num_threads=n_threads):
+        s1 = 0.0
+        s2 = 0.0
+        for kk in range(nch):                        # chunk order
+            s1 = s1 + part[2 * kk * d + j]
+            s2 = s2 + part[(2 * kk + 1) * d + j]
+        mu = s1 / n
+        var = s2 / n - mu * mu
+        if var < 0.0:
+            var = 0.0
+        mu = mu + shift[j]
+        mean[j] = <floating>mu
+        inv_std[j] = <floating>(1.0 / sqrt(var + eps))
+        running_mean[j] = <floating>(momentum * running_mean[j] + (1.0 - momentum) * mu)
+        running_var[j] = <floating>(momentum * running_var[j] + (1.0 - momentum) * var)
+    free(shift)
+    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
+        _normalize_row(&x[i, 0], d, &mean[0], &inv_std[0], &gamma[0], &beta[0], &out[i, 0])
 
 
 def batchnorm_test_forward(const floating[:, ::1] x, const floating[::1] gamma,
@@ -219,15 +199,13 @@ def batchnorm_test_forward(const floating[:, ::1] x, const floating[::1] gamma,
                            int n_threads):
     """Test-mode batchnorm: out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta."""
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t w = _block_width(d, n_threads)
-    cdef Py_ssize_t nb = (d + w - 1) // w
-    cdef Py_ssize_t blk, j0
-    cdef double* work = _workspace(d)
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
-        j0 = blk * w
-        _bn_test_cols(&x[0, j0], n, d, min(w, d - j0), &gamma[j0], &beta[j0],
-                      &running_mean[j0], &running_var[j0], eps, &out[0, j0], work + 6 * j0)
-    free(work)
+    cdef Py_ssize_t i, j
+    cdef floating* a = <floating*>_workspace(d)
+    for j in range(d):
+        a[j] = <floating>(1.0 / sqrt(<double>running_var[j] + eps))
+    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
+        _normalize_row(&x[i, 0], d, &running_mean[0], a, &gamma[0], &beta[0], &out[i, 0])
+    free(a)
 
 
 def batchnorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
@@ -236,18 +214,39 @@ def batchnorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
                        floating[::1] dbeta, int n_threads):
     """Backward of batchnorm_train_forward from its saved mean and inv_std; xhat is recomputed.
 
-    OUT dx (N, D), dgamma = sum_rows(dout * xhat), dbeta = sum_rows(dout) (D,).
+    OUT dx (N, D) = gamma*inv_std/N * (N*dout - dbeta - xhat*dgamma), dgamma = sum_rows(dout * xhat),
+    dbeta = sum_rows(dout) (D,). Passes: read dout and x (sums), read dout and x and write dx.
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t w = _block_width(d, n_threads)
-    cdef Py_ssize_t nb = (d + w - 1) // w
-    cdef Py_ssize_t blk, j0
-    cdef double* work = _workspace(d)
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
-        j0 = blk * w
-        _bn_backward_cols(&dout[0, j0], &x[0, j0], n, d, min(w, d - j0), &mean[j0], &inv_std[j0],
-                          &gamma[j0], &dx[0, j0], &dgamma[j0], &dbeta[j0], work + 6 * j0)
-    free(work)
+    cdef Py_ssize_t cr = _chunk_rows(n)
+    cdef Py_ssize_t nch = (n + cr - 1) // cr
+    cdef Py_ssize_t k, kk, i, j
+    cdef double* part = _workspace((2 * nch + 3) * d)
+    cdef floating* k0 = <floating*>(part + 2 * nch * d)
+    cdef floating* kb = <floating*>(part + (2 * nch + 1) * d)
+    cdef floating* kg = <floating*>(part + (2 * nch + 2) * d)
+    cdef double sb, sg, inv, scale
+    for k in prange(nch, nogil=True, schedule='static', num_threads=n_threads):
+        _bn_chunk_grads(&dout[k * cr, 0], &x[k * cr, 0], min(cr, n - k * cr), d, &mean[0],
+                        part + 2 * k * d, part + (2 * k + 1) * d)
+    for j in prange(d, nogil=True, schedule='static', num_threads=n_threads):
+        sb = 0.0
+        sg = 0.0
+        for kk in range(nch):                        # chunk order
+            sb = sb + part[2 * kk * d + j]
+            sg = sg + part[(2 * kk + 1) * d + j]
+        inv = inv_std[j]
+        sg = sg * inv                                # sum(dout * xhat)
+        dbeta[j] = <floating>sb
+        dgamma[j] = <floating>sg
+        # dx = k0*dout - kb - kg*xhat
+        scale = <double>gamma[j] * inv
+        k0[j] = <floating>scale
+        kb[j] = <floating>(scale * sb / n)
+        kg[j] = <floating>(scale * sg / n)
+    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
+        _bn_dx_row(&dout[i, 0], &x[i, 0], d, &mean[0], &inv_std[0], k0, kb, kg, &dx[i, 0])
+    free(part)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -398,7 +397,7 @@ def spatial_batchnorm_backward(const floating[:, :, ::1] dout, const floating[:,
 
 
 # ---------------------------------------------------------------------------------------------------
-# layernorm on (N, D): rows for the normalization, column blocks for dgamma/dbeta
+# layernorm on (N, D): rows for the normalization, row chunks for the dgamma/dbeta sums
 
 
 cdef void _ln_forward_row(const floating* x, Py_ssize_t d, const floating* gamma,
@@ -467,32 +466,43 @@ cdef void _ln_backward_row(const floating* dout, const floating* x, Py_ssize_t d
         dx[k] = a * (dout[k] * gamma[k]) - kb - kg * ((x[k] - m) * a)
 
 
-cdef void _ln_param_grad_cols(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
-                              Py_ssize_t w, const floating* mean, const floating* inv_std,
-                              floating* dgamma, floating* dbeta, double* work) noexcept nogil:
-    # dbeta = sum_rows(dout), dgamma = sum_rows(dout * xhat) for one column block (pointers at its
-    # first column), rows in order.
-    cdef double* sb = work
-    cdef double* sg = work + w
-    cdef Py_ssize_t i, j
+cdef void _ln_backward_chunk(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
+                             const floating* mean, const floating* inv_std, const floating* gamma,
+                             floating* dx, double* sb, double* sg) noexcept nogil:
+    # One row chunk: dx row by row, and the chunk's partial dbeta = sum(dout) and
+    # dgamma = sum(dout * xhat) from the same rows while they are in cache, ROWS rows at a time
+    # (products and the ROWS-term group in the array's precision, as in batchnorm's backward).
+    cdef Py_ssize_t i, j, r
     cdef const floating* xr
     cdef const floating* dr
-    cdef double md, a, t
-    for j in range(w):
+    cdef floating m0, m1, m2, m3, a0, a1, a2, a3
+    for j in range(d):
         sb[j] = 0.0
         sg[j] = 0.0
-    for i in range(n):
+    i = 0
+    while i + ROWS <= n:
+        for r in range(i, i + ROWS):
+            _ln_backward_row(dout + r * d, x + r * d, d, mean[r], inv_std[r], gamma, dx + r * d)
         xr = x + i * d
         dr = dout + i * d
-        md = mean[i]
-        a = inv_std[i]
-        for j in range(w):
-            t = dr[j]
-            sb[j] += t
-            sg[j] += t * ((<double>xr[j] - md) * a)
-    for j in range(w):
-        dbeta[j] = <floating>sb[j]
-        dgamma[j] = <floating>sg[j]
+        m0, m1, m2, m3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
+        a0, a1, a2, a3 = inv_std[i], inv_std[i + 1], inv_std[i + 2], inv_std[i + 3]
+        for j in range(d):
+            sb[j] += <double>((dr[j] + dr[j + d]) + (dr[j + 2 * d] + dr[j + 3 * d]))
+            sg[j] += <double>((dr[j] * ((xr[j] - m0) * a0) + dr[j + d] * ((xr[j + d] - m1) * a1))
+                              + (dr[j + 2 * d] * ((xr[j + 2 * d] - m2) * a2)
+                                 + dr[j + 3 * d] * ((xr[j + 3 * d] - m3) * a3)))
+        i += ROWS
+    while i < n:
+        _ln_backward_row(dout + i * d, x + i * d, d, mean[i], inv_std[i], gamma, dx + i * d)
+        xr = x + i * d
+        dr = dout + i * d
+        m0 = mean[i]
+        a0 = inv_std[i]
+        for j in range(d):
+            sb[j] += <double>dr[j]
+            sg[j] += <double>(dr[j] * ((xr[j] - m0) * a0))
+        i += 1
 
 
 def layernorm_forward(const floating[:, ::1] x, const floating[::1] gamma, const floating[::1] beta,
@@ -501,6 +511,7 @@ def layernorm_forward(const floating[:, ::1] x, const floating[::1] gamma, const
     """Layernorm over each row of x (N, D): out = gamma * (x - mean) * inv_std + beta.
 
     OUT out (N, D); mean, inv_std (N,) per row (biased variance), saved for layernorm_backward.
+    Passes: read x, write out (each row is normalized while it is in cache).
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
     cdef Py_ssize_t i
@@ -512,16 +523,26 @@ def layernorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
                        const floating[::1] mean, const floating[::1] inv_std,
                        const floating[::1] gamma, floating[:, ::1] dx, floating[::1] dgamma,
                        floating[::1] dbeta, int n_threads):
-    """Backward of layernorm_forward. OUT dx (N, D); dgamma, dbeta (D,) summed over rows."""
+    """Backward of layernorm_forward. OUT dx (N, D); dgamma, dbeta (D,) summed over rows.
+
+    Passes: read dout and x, write dx (the sums over rows reuse the rows while in cache).
+    """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t w = _block_width(d, n_threads)
-    cdef Py_ssize_t nb = (d + w - 1) // w
-    cdef Py_ssize_t i, blk, j0
-    cdef double* work = _workspace(d)
-    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
-        _ln_backward_row(&dout[i, 0], &x[i, 0], d, mean[i], inv_std[i], &gamma[0], &dx[i, 0])
-    for blk in prange(nb, nogil=True, schedule='static', num_threads=n_threads):
-        j0 = blk * w
-        _ln_param_grad_cols(&dout[0, j0], &x[0, j0], n, d, min(w, d - j0), &mean[0], &inv_std[0],
-                            &dgamma[j0], &dbeta[j0], work + 6 * j0)
-    free(work)
+    cdef Py_ssize_t cr = _chunk_rows(n)
+    cdef Py_ssize_t nch = (n + cr - 1) // cr
+    cdef Py_ssize_t k, kk, j
+    cdef double* part = _workspace(2 * nch * d)
+    cdef double sb, sg
+    for k in prange(nch, nogil=True, schedule='static', num_threads=n_threads):
+        _ln_backward_chunk(&dout[k * cr, 0], &x[k * cr, 0], min(cr, n - k * cr), d, &mean[k * cr],
+                           &inv_std[k * cr], &gamma[0], &dx[k * cr, 0],
+                           part + 2 * k * d, part + (2 * k + 1) * d)
+    for j in prange(d, nogil=True, schedule='static', num_threads=n_threads):
+        sb = 0.0
+        sg = 0.0
+        for kk in range(nch):                        # chunk order
+            sb = sb + part[2 * kk * d + j]
+            sg = sg + part[(2 * kk + 1) * d + j]
+        dbeta[j] = <floating>sb
+        dgamma[j] = <floating>sg
+    free(part)

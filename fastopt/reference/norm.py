@@ -127,4 +127,4 @@ def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threa
     dx -= kb
     dx -= kg * xhat
     dbeta[...] = d64.sum(axis=0)
-    dgamma[...] = (d64 * ((x - m64) * a64)).sum(axis=0)
+    dgamma[...] = (dout * xhat).astype(np.float64).sum(axis=0)   # products in x's dtype, as the kernel
