@@ -3,11 +3,14 @@
     python benchmarks/bench_norm.py                 # the timing table (float32, 1 thread)
     python benchmarks/bench_norm.py --grain         # 1 vs 2 threads by size: how GRAIN was chosen
 
-Times are the minimum over interleaved repeats (the machine is shared and noisy), in milliseconds,
-through the public layer functions (validation and allocation included). The roofline counts the
-minimal passes over the (N, D) arrays, each pass priced at half of a same-size np.copyto measured in
-the same run (a copy reads one array and writes one): forward 3 (stats: read x; write: read x,
-write out), backward 5 (sums: read x, dout; dx: read x, dout, write dx).
+Times are the minimum over interleaved repeats (the machine is shared and noisy), in milliseconds.
+Rows "fastopt", "twin" (fastopt.reference via the numpy backend) and "torch" go through the public
+functions, so they include validation and allocating the outputs (fresh 16 MB arrays cost page faults
+in every implementation). Row "kernel" calls fastopt._norm_kernels on preallocated outputs: that is
+what the roofline bounds. The roofline counts the minimal passes over the (N, D) arrays, each priced
+at half of a same-size np.copyto measured in the same run (a copy reads one array and writes one):
+forward 3 (statistics: read x; normalize: read x, write out), backward 5 (sums: read x, dout;
+dx: read x, dout, write dx).
 """
 import argparse
 import time
@@ -53,6 +56,34 @@ def cases(kind, shape, dtype, rng):
     return x, dout, fwd, (lambda: bwd_of(dout, cache)), (lambda: bwd_of(dout, fwd()[1]))
 
 
+def kernel_cases(kind, x, dout):
+    """fastopt._norm_kernels on preallocated outputs (1 thread)."""
+    from fastopt import _norm_kernels as K
+    dtype, c = x.dtype, x.shape[1]
+    g, b = np.ones(c, dtype), np.zeros(c, dtype)
+    out, dx = np.empty_like(x), np.empty_like(x)
+    dg, db, rm, rv = (np.zeros(c, dtype) for _ in range(4))
+    if kind == "layernorm":
+        mean, inv = np.empty(x.shape[0], dtype), np.empty(x.shape[0], dtype)
+        f = lambda: K.layernorm_forward(x, g, b, 1e-5, out, mean, inv, 1)                 # noqa: E731
+        bw = lambda: K.layernorm_backward(dout, x, mean, inv, g, dx, dg, db, 1)          # noqa: E731
+    else:
+        mean, inv = np.empty(c, dtype), np.empty(c, dtype)
+        if kind == "spatial":
+            x, dout = x.reshape(x.shape[0], c, -1), dout.reshape(x.shape[0], c, -1)
+            out, dx = out.reshape(x.shape), dx.reshape(x.shape)
+        pre = "spatial_" if kind == "spatial" else ""
+        ftr, fbw = getattr(K, pre + "batchnorm_train_forward"), getattr(K, pre + "batchnorm_backward")
+        f = lambda: ftr(x, g, b, 1e-5, 0.9, out, mean, inv, rm, rv, 1)                   # noqa: E731
+        bw = lambda: fbw(dout, x, mean, inv, g, dx, dg, db, 1)                            # noqa: E731
+    f()
+
+    def both():
+        f()
+        bw()
+    return f, bw, both
+
+
 def torch_cases(torch, kind, x, dout):
     F = torch.nn.functional
     xt = torch.tensor(x, requires_grad=True)
@@ -89,7 +120,7 @@ def table(repeats):
     for kind, shape in shapes:
         x, dout, fwd, bwd, both = cases(kind, shape, np.float32, rng)
         src, dst = np.ones(x.size, np.float32), np.empty(x.size, np.float32)
-        impls = {"fastopt": (fwd, bwd, both)}
+        impls = {"fastopt": (fwd, bwd, both), "kernel": kernel_cases(kind, x, dout)}
         if torch is not None:
             impls["torch"] = torch_cases(torch, kind, x, dout)
         res = {}
@@ -102,7 +133,7 @@ def table(repeats):
         copy = best(lambda: np.copyto(dst, src), repeats)
         roof = {"fwd": 1.5 * copy, "bwd": 2.5 * copy, "both": 4.0 * copy}
         res["roofline"] = roof
-        for name in ("fastopt", "twin", "torch", "roofline"):
+        for name in ("fastopt", "kernel", "twin", "torch", "roofline"):
             if name not in res:
                 continue
             r = res[name]
@@ -110,7 +141,9 @@ def table(repeats):
             if name == "fastopt":
                 tw = res["twin"]["both"] / r["both"]
                 to = f"{r['both'] / res['torch']['both']:6.2f}" if "torch" in res else "     -"
-                extra = f"   {tw:6.1f} {to} {r['both'] / roof['both']:6.2f}"
+                extra = f"   {tw:6.1f} {to}"
+            if name == "kernel":
+                extra = f"   {'':6} {'':6} {r['both'] / roof['both']:6.2f}"
             print(f"{kind:9} {'x'.join(map(str, shape)):16} {name:8} {r['fwd']:7.2f} {r['bwd']:7.2f} "
                   f"{r['both']:8.2f}{extra}")
 

@@ -171,16 +171,22 @@ def test_non_contiguous_inputs_are_accepted(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_thread_count_does_not_change_results(rng, dtype):
-    x = rng.standard_normal((512, 300)).astype(dtype) + 3     # above 2 * GRAIN: split on 2 threads
+    from fastopt import _backend
+    from fastopt._norm_kernels import GRAIN
+    x = rng.standard_normal((512, 300)).astype(dtype) + 3     # 8 row chunks, split on 2 threads
+    x4 = rng.standard_normal((16, 8, 16, 16)).astype(dtype)
     g, b = rng.standard_normal(300).astype(dtype), rng.standard_normal(300).astype(dtype)
-    dout = rng.standard_normal(x.shape).astype(dtype)
+    dout, dout4 = rng.standard_normal(x.shape).astype(dtype), rng.standard_normal(x4.shape).astype(dtype)
     results = []
     for n in (1, 2):
         fastopt.set_num_threads(n)
-        p = {"mode": "train"}
+        assert _backend.threads_for(x4.size, GRAIN) == n      # the larger x as well
+        p, p4 = {"mode": "train"}, {"mode": "train"}
         out, cache = batchnorm_forward(x, g, b, p)
+        out4, cache4 = spatial_batchnorm_forward(x4, g[:8], b[:8], p4)
         lout, lcache = layernorm_forward(x, g, b, {})
         results.append((out, p["running_mean"], p["running_var"]) + batchnorm_backward(dout, cache)
+                       + (out4, p4["running_var"]) + spatial_batchnorm_backward(dout4, cache4)
                        + (lout,) + layernorm_backward(dout, lcache))
     for a, c in zip(*results):
         np.testing.assert_array_equal(a, c)
