@@ -320,7 +320,7 @@ cdef void _sbn_backward_channel(const floating* dout, const floating* x, Py_ssiz
                                 floating* dx, floating* dgamma, floating* dbeta) noexcept nogil:
     cdef double lb[LANES]
     cdef double lg[LANES]
-    cdef double md = m, t, sb = 0.0, sg = 0.0, cnt = <double>n * s, scale
+    cdef double sb = 0.0, sg = 0.0, cnt = <double>n * s, scale
     cdef Py_ssize_t i, k, l
     cdef const floating* p
     cdef const floating* dp
@@ -329,20 +329,19 @@ cdef void _sbn_backward_channel(const floating* dout, const floating* x, Py_ssiz
     for l in range(LANES):
         lb[l] = 0.0
         lg[l] = 0.0
-    for i in range(n):                              # pass 1: read dout, x
+    # Pass 1: read dout, x. Products dout * (x - mean) in the array's precision, as in batchnorm.
+    for i in range(n):
         p = x + (i * nc + c) * s
         dp = dout + (i * nc + c) * s
         k = 0
         while k + LANES <= s:
             for l in range(LANES):
-                t = dp[k + l]
-                lb[l] += t
-                lg[l] += t * (<double>p[k + l] - md)
+                lb[l] += <double>dp[k + l]
+                lg[l] += <double>(dp[k + l] * (p[k + l] - m))
             k += LANES
         for l in range(s - k):
-            t = dp[k + l]
-            lb[l] += t
-            lg[l] += t * (<double>p[k + l] - md)
+            lb[l] += <double>dp[k + l]
+            lg[l] += <double>(dp[k + l] * (p[k + l] - m))
     for l in range(LANES):
         sb += lb[l]
         sg += lg[l]
