@@ -7,6 +7,9 @@
 # t = x - K with K = the feature's first value, var = E[t^2] - E[t]^2. Since K is a sample, |mean - K| is
 # a few standard deviations and the subtraction loses no meaningful bits, even for float32 data such as
 # 1e4 + N(0, 1); one pass over x suffices (a two-pass scheme would read x three times in the forward).
+# In the backward sums (dbeta, dgamma) the products dout * (x - mean) are formed in the array's
+# precision, as xhat itself is, and only a group of ROWS (or one lane's) terms is added in that
+# precision before the double accumulator: float32 rounding already present in xhat, 2x faster.
 #
 # Determinism: every sum is taken in an order fixed by the shapes alone, never by the thread count.
 #   * batchnorm and the layernorm dgamma/dbeta (sums over rows): the rows are cut into at most

@@ -3,7 +3,9 @@
 Same function names and signatures as the compiled kernels; n_threads is accepted and ignored.
 Every function writes into the outputs the caller allocated. Statistics are computed in float64
 (two-pass: mean, then mean of squared deviations) and cast to the array's dtype; the per-element
-arithmetic (xhat, out, dx) is done in the array's dtype, in the kernels' order.
+arithmetic (xhat, out, dx, and the products dout * (x - mean) summed into dgamma) is done in the
+array's dtype, in the kernels' order. The kernels' sums run in a different order (shifted one-pass
+statistics, row chunks), so results agree to rounding, not bit for bit.
 
 Shapes: batchnorm x (N, D), per-feature parameters/statistics (D,); spatial batchnorm x (N, C, S)
 (an (N, C, H, W) array viewed with S = H*W), per-channel parameters/statistics (C,); layernorm
