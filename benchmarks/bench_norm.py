@@ -102,7 +102,12 @@ def torch_cases(torch, kind, x, dout):
     return f, bwd, both
 
 
-def table(repeats):
+SHAPES = [("batchnorm", (256, 1024)), ("batchnorm", (1024, 4096)), ("batchnorm", (8192, 512)),
+          ("spatial", (32, 64, 32, 32)), ("layernorm", (256, 1024)), ("layernorm", (1024, 4096)),
+          ("layernorm", (8192, 512))]
+
+
+def table(repeats, only=None):
     try:
         import torch
         torch.set_num_threads(1)
@@ -110,9 +115,7 @@ def table(repeats):
         torch = None
     fastopt.set_num_threads(1)
     rng = np.random.default_rng(0)
-    shapes = [("batchnorm", (256, 1024)), ("batchnorm", (1024, 4096)), ("batchnorm", (8192, 512)),
-              ("spatial", (32, 64, 32, 32)), ("layernorm", (256, 1024)), ("layernorm", (1024, 4096)),
-              ("layernorm", (8192, 512))]
+    shapes = [s for s in SHAPES if only is None or f"{s[0]}:{'x'.join(map(str, s[1]))}" == only]
     head = (f"{'layer':9} {'shape':16} {'impl':8} {'fwd':>7} {'bwd':>7} {'fwd+bwd':>8}   "
             f"{'x twin':>6} {'/torch':>6} {'/roof':>6}")
     print(f"float32, 1 thread, ms (min of {repeats}); torch {torch.__version__ if torch else 'absent'}")
@@ -179,5 +182,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grain", action="store_true", help="1 vs 2 threads by size")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only", help="one case of the table, e.g. batchnorm:1024x4096")
     args = ap.parse_args()
-    (grain if args.grain else table)(args.repeats)
+    if args.grain:
+        grain(args.repeats)
+    else:
+        table(args.repeats, args.only)
