@@ -43,9 +43,11 @@ cdef enum:
     # Rows handled together in the sums over rows: their terms are added together before they reach
     # the accumulators in memory, ROWS times fewer accumulator loads and stores.
     ROWS = 4
-    # Independent partial sums for reductions along a contiguous run: lets the compiler keep several
-    # vector accumulators in flight without reassociating (no -ffast-math).
-    LANES = 8
+    # Independent partial sums for reductions along a contiguous run (element k goes to lane
+    # k % LANES): vector accumulators without reassociation (no -ffast-math). With 8 lanes GCC fully
+    # unrolled the lane loop into scalar code; 32 keeps it a vectorized loop: layernorm forward
+    # 1024x4096 float32 4.3 -> 3.3 ms, spatial forward 32x64x32x32 2.1 -> 1.9 ms (64 was no better).
+    LANES = 32
 
 
 cdef inline Py_ssize_t _chunk_rows(Py_ssize_t n) noexcept nogil:
@@ -444,23 +446,25 @@ cdef void _ln_backward_row(const floating* dout, const floating* x, Py_ssize_t d
                            floating a, const floating* gamma, floating* dx) noexcept nogil:
     cdef double lb[LANES]
     cdef double lg[LANES]
-    cdef double md = m, t, sb = 0.0, sg = 0.0
+    cdef double sb = 0.0, sg = 0.0
     cdef Py_ssize_t k, l
-    cdef floating kb, kg
+    cdef floating kb, kg, g
     for l in range(LANES):
         lb[l] = 0.0
         lg[l] = 0.0
+    # dxhat = dout * gamma and dxhat * (x - mean) in the array's precision (the module's policy for
+    # backward sums), accumulated in double lanes.
     k = 0
     while k + LANES <= d:
         for l in range(LANES):
-            t = <double>dout[k + l] * gamma[k + l]  # dxhat
-            lb[l] += t
-            lg[l] += t * (<double>x[k + l] - md)
+            g = dout[k + l] * gamma[k + l]
+            lb[l] += <double>g
+            lg[l] += <double>(g * (x[k + l] - m))
         k += LANES
     for l in range(d - k):
-        t = <double>dout[k + l] * gamma[k + l]
-        lb[l] += t
-        lg[l] += t * (<double>x[k + l] - md)
+        g = dout[k + l] * gamma[k + l]
+        lb[l] += <double>g
+        lg[l] += <double>(g * (x[k + l] - m))
     for l in range(LANES):
         sb += lb[l]
         sg += lg[l]

@@ -114,18 +114,17 @@ def layernorm_forward(x, gamma, beta, eps, out, mean, inv_std, n_threads):
 def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads):
     """dx (N, D) and dgamma, dbeta (D,) (sums over rows) of layernorm_forward."""
     d = x.shape[1]
-    m64 = mean.astype(np.float64)[:, None]
     a64 = inv_std.astype(np.float64)[:, None]
     d64 = dout.astype(np.float64)
-    dxhat = d64 * gamma                              # float64
-    sb = dxhat.sum(axis=1, keepdims=True)
-    sg = (dxhat * (x - m64)).sum(axis=1, keepdims=True)
+    dxhat = dout * gamma                             # x's dtype, as the kernel
+    sb = dxhat.astype(np.float64).sum(axis=1, keepdims=True)
+    sg = (dxhat * (x - mean[:, None])).astype(np.float64).sum(axis=1, keepdims=True)
     # dx = inv_std/D * (D*dxhat - sum(dxhat) - xhat*sum(dxhat*xhat)), sum(dxhat*xhat) = inv_std*sg
     kb = (a64 * sb / d).astype(x.dtype)
     kg = (a64 * a64 * sg / d).astype(x.dtype)
     a = inv_std[:, None]
     xhat = (x - mean[:, None]) * a
-    np.multiply(a, dout * gamma, out=dx)
+    np.multiply(a, dxhat, out=dx)
     dx -= kb
     dx -= kg * xhat
     dbeta[...] = d64.sum(axis=0)
