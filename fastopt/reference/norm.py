@@ -1,0 +1,131 @@
+"""Pure-NumPy twin of fastopt._norm_kernels: the test oracle and the benchmark baseline.
+
+Same function names and signatures as the compiled kernels; n_threads is accepted and ignored.
+Every function writes into the outputs the caller allocated. Statistics are computed in float64
+(two-pass: mean, then mean of squared deviations) and cast to the array's dtype; the per-element
+arithmetic (xhat, out, dx, and the products dout * (x - mean) summed into dgamma) is done in the
+array's dtype, in the kernels' order. The kernels' sums run in a different order (shifted one-pass
+statistics, row chunks), so results agree to rounding, not bit for bit.
+
+Shapes: batchnorm x (N, D), per-feature parameters/statistics (D,); spatial batchnorm x (N, C, S)
+(an (N, C, H, W) array viewed with S = H*W), per-channel parameters/statistics (C,); layernorm
+x (N, D), gamma/beta (D,), per-row mean/inv_std (N,).
+"""
+import numpy as np
+
+GRAIN = 1 << 14   # same constant as the compiled module (elements of x per thread); unused here
+
+
+def _stats(x, axes):
+    """Mean and biased variance over `axes`, computed in float64."""
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=axes)
+    var = np.square(x64 - np.expand_dims(mu, axes)).mean(axis=axes)
+    return mu, var
+
+
+def _normalize(x, mean, inv_std, gamma, beta, out):
+    """out = gamma * ((x - mean) * inv_std) + beta, broadcast, in x's dtype."""
+    np.multiply(gamma, (x - mean) * inv_std, out=out)
+    out += beta
+
+
+def _train_forward(x, axes, gamma, beta, eps, momentum, out, mean, inv_std, running_mean, running_var):
+    mu, var = _stats(x, axes)
+    mean[...] = mu
+    inv_std[...] = 1.0 / np.sqrt(var + eps)
+    running_mean[...] = momentum * running_mean.astype(np.float64) + (1.0 - momentum) * mu
+    running_var[...] = momentum * running_var.astype(np.float64) + (1.0 - momentum) * var
+    bshape = [1] * x.ndim
+    bshape[1] = -1
+    r = lambda a: a.reshape(bshape)  # noqa: E731  per-feature/channel vector -> broadcastable
+    _normalize(x, r(mean), r(inv_std), r(gamma), r(beta), out)
+
+
+def _test_forward(x, gamma, beta, running_mean, running_var, eps, out):
+    bshape = [1] * x.ndim
+    bshape[1] = -1
+    inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype)
+    _normalize(x, running_mean.reshape(bshape), inv_std.reshape(bshape), gamma.reshape(bshape),
+               beta.reshape(bshape), out)
+
+
+def _backward(dout, x, axes, mean, inv_std, gamma, dx, dgamma, dbeta):
+    bshape = [1] * x.ndim
+    bshape[1] = -1
+    count = x.size // x.shape[1]
+    db = dout.astype(np.float64).sum(axis=axes)
+    # dout * (x - mean) in x's dtype (as xhat is), summed in float64
+    dg = (dout * (x - mean.reshape(bshape))).astype(np.float64).sum(axis=axes)
+    dg *= inv_std                                   # sum(dout * xhat)
+    dbeta[...] = db
+    dgamma[...] = dg
+    # dx = gamma*inv_std/N * (N*dout - dbeta - xhat*dgamma) = k0*dout - kb - kg*xhat
+    scale = gamma.astype(np.float64) * inv_std
+    k0 = scale.astype(x.dtype).reshape(bshape)
+    kb = (scale * db / count).astype(x.dtype).reshape(bshape)
+    kg = (scale * dg / count).astype(x.dtype).reshape(bshape)
+    xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
+    np.multiply(k0, dout, out=dx)
+    dx -= kb
+    dx -= kg * xhat
+
+
+def batchnorm_train_forward(x, gamma, beta, eps, momentum, out, mean, inv_std, running_mean,
+                            running_var, n_threads):
+    """Training-mode batchnorm over the rows of x (N, D); see fastopt._norm_kernels."""
+    _train_forward(x, 0, gamma, beta, eps, momentum, out, mean, inv_std, running_mean, running_var)
+
+
+def batchnorm_test_forward(x, gamma, beta, running_mean, running_var, eps, out, n_threads):
+    """out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta."""
+    _test_forward(x, gamma, beta, running_mean, running_var, eps, out)
+
+
+def batchnorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads):
+    """dx (N, D), dgamma = sum(dout * xhat), dbeta = sum(dout) from the saved mean and inv_std."""
+    _backward(dout, x, 0, mean, inv_std, gamma, dx, dgamma, dbeta)
+
+
+def spatial_batchnorm_train_forward(x, gamma, beta, eps, momentum, out, mean, inv_std, running_mean,
+                                    running_var, n_threads):
+    """batchnorm_train_forward per channel of x (N, C, S): statistics over N and S."""
+    _train_forward(x, (0, 2), gamma, beta, eps, momentum, out, mean, inv_std, running_mean, running_var)
+
+
+def spatial_batchnorm_test_forward(x, gamma, beta, running_mean, running_var, eps, out, n_threads):
+    """batchnorm_test_forward per channel of x (N, C, S)."""
+    _test_forward(x, gamma, beta, running_mean, running_var, eps, out)
+
+
+def spatial_batchnorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads):
+    """batchnorm_backward per channel of x (N, C, S)."""
+    _backward(dout, x, (0, 2), mean, inv_std, gamma, dx, dgamma, dbeta)
+
+
+def layernorm_forward(x, gamma, beta, eps, out, mean, inv_std, n_threads):
+    """Layernorm of each row of x (N, D); mean and inv_std (N,) are saved for the backward."""
+    mu, var = _stats(x, 1)
+    mean[...] = mu
+    inv_std[...] = 1.0 / np.sqrt(var + eps)
+    _normalize(x, mean[:, None], inv_std[:, None], gamma, beta, out)
+
+
+def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads):
+    """dx (N, D) and dgamma, dbeta (D,) (sums over rows) of layernorm_forward."""
+    d = x.shape[1]
+    a64 = inv_std.astype(np.float64)[:, None]
+    d64 = dout.astype(np.float64)
+    dxhat = dout * gamma                             # x's dtype, as the kernel
+    sb = dxhat.astype(np.float64).sum(axis=1, keepdims=True)
+    sg = (dxhat * (x - mean[:, None])).astype(np.float64).sum(axis=1, keepdims=True)
+    # dx = inv_std/D * (D*dxhat - sum(dxhat) - xhat*sum(dxhat*xhat)), sum(dxhat*xhat) = inv_std*sg
+    kb = (a64 * sb / d).astype(x.dtype)
+    kg = (a64 * a64 * sg / d).astype(x.dtype)
+    a = inv_std[:, None]
+    xhat = (x - mean[:, None]) * a
+    np.multiply(a, dxhat, out=dx)
+    dx -= kb
+    dx -= kg * xhat
+    dbeta[...] = d64.sum(axis=0)
+    dgamma[...] = (dout * xhat).astype(np.float64).sum(axis=0)   # products in x's dtype, as the kernel
