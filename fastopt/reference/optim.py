@@ -122,7 +122,7 @@ def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, 
                avg = sqrt(square_avg - grad_avg * grad_avg) + eps
     else:      avg = sqrt(square_avg) + eps
     momentum > 0:  buf = momentum * buf + g / avg;  param = param - lr * buf
-    else:          param = param - lr * g / avg
+    else:          param = param - lr * (g / avg)          (torch: addcdiv, lr * (g/avg))
 
     grad_avg is empty unless centered, momentum_buffer empty unless momentum > 0. CS231n's rmsprop is
     this with alpha = decay_rate, square_avg = cache, not centered, no momentum and no weight decay.
@@ -147,7 +147,7 @@ def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, 
         momentum_buffer[...] = t(momentum) * momentum_buffer + g / avg
         param[...] = param - lr_ * momentum_buffer
     else:
-        param[...] = param - lr_ * g / avg
+        param[...] = param - lr_ * (g / avg)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
