@@ -27,9 +27,12 @@ from cython.parallel cimport prange
 
 from _fastmath cimport f_sqrt, f_max
 
-# Elements per thread below which a second thread costs more than it saves (fastopt._backend.threads_for).
-# Measured on 2-core Zen 1, float32 Adam, 1 vs 2 threads (min of repeats, in one process):
-# see the GRAIN block at the end of this file's commit message / report; chosen = 65536.
+# Elements per thread below which a second thread costs more than it saves; the caller passes
+# n_threads = fastopt._backend.threads_for(n, GRAIN), i.e. two threads from n >= 2*GRAIN.
+# Measured (benchmarks/optim_kernels_roofline.py --grain; 2-core Zen 1, shared, min of 9), float32,
+# 1 thread vs 2 threads:  n=32k Adam 1.03x SGD 0.69x;  n=64k Adam 1.20x SGD 0.90x;
+# n=128k Adam 1.28x SGD 1.60x;  n=256k Adam 1.78x SGD 1.71x;  n=1M Adam 1.90x SGD 1.68x.
+# 64k per thread is where the lightest kernel (SGD) starts to gain as well.
 GRAIN = 65536
 
 
