@@ -225,6 +225,32 @@ cdef inline void _adam_block8(floating* param, const floating* grad, floating* e
 
 
 
+cdef inline void _adam_tail8(floating* param, const floating* grad, floating* exp_avg,
+                             floating* exp_avg_sq, floating* max_exp_avg_sq, Py_ssize_t i,
+                             Py_ssize_t k, floating sign, floating beta1c, floating beta2_,
+                             floating beta2c, floating eps_, floating wd, floating decay,
+                             floating step, floating inv_bc2, bint l2, bint amsgrad) noexcept nogil:
+    # The last k < 8 elements: through _adam_block8 on a padded copy, so there is one formula.
+    cdef floating P[8]
+    cdef floating G[8]
+    cdef floating M[8]
+    cdef floating V[8]
+    cdef floating X[8]
+    cdef Py_ssize_t j
+    for j in range(8):  # harmless padding: g = 0, v = 1 keeps every operation finite
+        P[j], G[j], M[j], V[j], X[j] = 0, 0, 0, 1, 1
+    for j in range(k):
+        P[j], G[j], M[j], V[j] = param[i + j], grad[i + j], exp_avg[i + j], exp_avg_sq[i + j]
+        if amsgrad:
+            X[j] = max_exp_avg_sq[i + j]
+    _adam_block8(P, G, M, V, X, 0, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step, inv_bc2,
+                 l2, amsgrad)
+    for j in range(k):
+        param[i + j], exp_avg[i + j], exp_avg_sq[i + j] = P[j], M[j], V[j]
+        if amsgrad:
+            max_exp_avg_sq[i + j] = X[j]
+
+
 def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
               floating[::1] exp_avg_sq, floating[::1] max_exp_avg_sq,
               double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -250,56 +276,55 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_a
     cdef floating inv_bc2 = <floating>(1.0 / bias_correction2_sqrt)
     cdef bint l2 = weight_decay != 0 and not decoupled
     cdef bint decay_param = weight_decay != 0 and decoupled
-    cdef Py_ssize_t b, start = 0
-    cdef int tail_threads = n_threads
+    cdef Py_ssize_t b, nb = n // 8
     cdef floating decay_all = decay if decay_param else 1
     cdef floating* pp = &param[0] if n else NULL
     cdef const floating* gp = &grad[0] if n else NULL
     cdef floating* mp = &exp_avg[0] if n else NULL
     cdef floating* vp = &exp_avg_sq[0] if n else NULL
     cdef floating* xp = &max_exp_avg_sq[0] if amsgrad and n else NULL
+    cdef floating g, p, m, v, vmax
     if floating is float:
-        # Whole blocks of 8 (the layout fix above); the < 8 remaining elements go through the
-        # per-element loop below on one thread.
-        start = 8 * (n // 8)
-        tail_threads = 1
+        # Whole blocks of 8 (see "Layout" above), then the < 8 remaining elements.
         if amsgrad and l2:
-            for b in prange(n // 8, schedule='static', num_threads=n_threads, nogil=True):
+            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
                 _adam_block8(pp, gp, mp, vp, xp, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
                              decay_all, step, inv_bc2, True, True)
         elif amsgrad:
-            for b in prange(n // 8, schedule='static', num_threads=n_threads, nogil=True):
+            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
                 _adam_block8(pp, gp, mp, vp, xp, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
                              decay_all, step, inv_bc2, False, True)
         elif l2:
-            for b in prange(n // 8, schedule='static', num_threads=n_threads, nogil=True):
+            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
                 _adam_block8(pp, gp, mp, vp, xp, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
                              decay_all, step, inv_bc2, True, False)
         else:
-            for b in prange(n // 8, schedule='static', num_threads=n_threads, nogil=True):
+            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
                 _adam_block8(pp, gp, mp, vp, xp, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
                              decay_all, step, inv_bc2, False, False)
-    cdef floating g, p, m, v, vmax
-    # float64: every element (blocks of 4 doubles compiled to slow code, measured 2x slower);
-    # float32: the tail.
-    for i in prange(start, n, schedule='static', num_threads=tail_threads, nogil=True):
-        g = sign * grad[i]
-        p = param[i]
-        m = exp_avg[i]
-        v = exp_avg_sq[i]
-        if amsgrad:
-            vmax = max_exp_avg_sq[i]
-        if decay_param:
-            p = p * decay
-        elif l2:
-            g = g + wd * p
-        m = m + beta1c * (g - m)
-        v = beta2_ * v + beta2c * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        if amsgrad:
-            v = f_max(vmax, v)
-            max_exp_avg_sq[i] = v
-        param[i] = p - step * m / (f_sqrt(v) * inv_bc2 + eps_)
+        if n > 8 * nb:
+            _adam_tail8(pp, gp, mp, vp, xp, 8 * nb, n - 8 * nb, sign, beta1c, beta2_, beta2c, eps_,
+                        wd, decay_all, step, inv_bc2, l2, amsgrad)
+    else:
+        # float64: per element (blocks of 4 doubles compiled to 2x slower code).
+        for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
+            g = sign * grad[i]
+            p = param[i]
+            m = exp_avg[i]
+            v = exp_avg_sq[i]
+            if amsgrad:
+                vmax = max_exp_avg_sq[i]
+            if decay_param:
+                p = p * decay
+            elif l2:
+                g = g + wd * p
+            m = m + beta1c * (g - m)
+            v = beta2_ * v + beta2c * g * g
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+            if amsgrad:
+                v = f_max(vmax, v)
+                max_exp_avg_sq[i] = v
+            param[i] = p - step * m / (f_sqrt(v) * inv_bc2 + eps_)
 
 
