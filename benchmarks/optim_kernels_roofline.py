@@ -1,0 +1,135 @@
+"""Adam step time against the memory roofline and PyTorch's fused Adam; GRAIN measurement.
+
+    PYTHONPATH=. python benchmarks/optim_kernels_roofline.py [--grain] [--repeats N] [--stagger K]
+
+The roofline is bandwidth-bound: an Adam step moves 7 arrays (reads param, grad, m, v; writes param,
+m, v); the bandwidth is that of np.copyto on a 64 MB array (2 arrays moved), measured in the same
+process, interleaved with the kernel timings. Every figure is the minimum over the repeats: the
+machine is shared, so quote ratios. torch is optional; "torch" runs on the very same buffers as the
+kernel, "torch own" on tensors torch allocated (a different placement within pages, see the layout
+note in src/_optim_kernels.pyx).
+"""
+import argparse
+import time
+
+import numpy as np
+
+from fastopt import _optim_kernels as K
+from fastopt.reference import optim as R
+
+
+def best(fn, repeats, inner=1):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t0) / inner)
+    return min(times)
+
+
+def adam_arrays(n, dtype, stagger=0, seed=0):
+    """param, grad, exp_avg, exp_avg_sq (+ empty max_exp_avg_sq).
+
+    stagger=0: plain NumPy allocations, which all start at the same offset within a 4 KiB page
+    (the layout users get). stagger=k: array j starts j*k elements into its buffer instead.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for j in range(4):
+        buf = np.zeros(n + 4 * stagger, dtype)
+        a = buf[j * stagger: j * stagger + n]
+        if j < 2:
+            a[...] = rng.standard_normal(n)
+        out.append(a)
+    return out + [np.empty(0, dtype)]
+
+
+SCALARS = [1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-3 / (1 - 0.9 ** 5), (1 - 0.999 ** 5) ** 0.5,
+           False, False, False]
+
+
+def kernel_call(arrays, n_threads):
+    return lambda: K.adam_step(*arrays, *SCALARS, n_threads)
+
+
+def torch_call(arrays, own=False):
+    """torch.optim.Adam(fused=True).step, one thread, on the SAME memory as `arrays` or, with
+    own=True, on tensors torch allocated itself (same values)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    wrap = (lambda a: torch.from_numpy(a).clone()) if own else torch.from_numpy
+    p = torch.nn.Parameter(wrap(arrays[0]))
+    p.grad = wrap(arrays[1])
+    opt = torch.optim.Adam([p], lr=1e-3, fused=True)
+    opt.step()  # creates the state
+    if not own:
+        opt.state[p]["exp_avg"] = torch.from_numpy(arrays[2])
+        opt.state[p]["exp_avg_sq"] = torch.from_numpy(arrays[3])
+    return opt.step
+
+
+def roofline_table(repeats, stagger):
+    n_big, n_small = 16 * 1024 * 1024, 10_000
+    src = np.ones(n_big, np.float32)
+    dst = np.empty_like(src)
+    rows = []
+    for dtype in (np.float32, np.float64):
+        big = adam_arrays(n_big, dtype, stagger)
+        small = adam_arrays(n_small, dtype, stagger)
+        tb_big, tb_small, tb_own = torch_call(big), torch_call(small), torch_call(big, own=True)
+        t = {k: [] for k in ("copy", "k1", "k2", "torch", "torch_own", "k1s", "torchs")}
+        for _ in range(repeats):  # interleaved, so that load from other processes hits all alike
+            t["copy"].append(best(lambda: np.copyto(dst, src), 1))
+            t["k1"].append(best(kernel_call(big, 1), 1))
+            t["k2"].append(best(kernel_call(big, 2), 1))
+            if tb_big:
+                t["torch"].append(best(tb_big, 1))
+                t["torch_own"].append(best(tb_own, 1))
+            t["k1s"].append(best(kernel_call(small, 1), 5, inner=200))
+            if tb_small:
+                t["torchs"].append(best(tb_small, 5, inner=50))
+        numpy_twin = best(lambda: R.adam_step(*big, *SCALARS, 1), 2)
+        m = {k: min(v) if v else float("nan") for k, v in t.items()}
+        bandwidth = 2 * src.nbytes / m["copy"]
+        roof = 7 * big[0].nbytes / bandwidth
+        rows.append((dtype.__name__, bandwidth, roof, m, numpy_twin))
+    print(f"layout: {'NumPy default (same page offset)' if not stagger else f'staggered by {stagger} elements'}")
+    print(f"{'dtype':8} {'copy GB/s':>9} {'roof ms':>8} {'1 thr ms':>9} {'/roof':>6} {'2 thr ms':>9} "
+          f"{'torch ms':>9} {'torch/1thr':>10} {'torch own':>9} {'numpy ms':>9} {'10k us':>7} "
+          f"{'torch 10k us':>12}")
+    for name, bw, roof, m, numpy_twin in rows:
+        print(f"{name:8} {bw / 1e9:9.1f} {roof * 1e3:8.1f} {m['k1'] * 1e3:9.2f} {m['k1'] / roof:6.2f} "
+              f"{m['k2'] * 1e3:9.2f} {m['torch'] * 1e3:9.2f} {m['torch'] / m['k1']:10.2f} "
+              f"{m['torch_own'] * 1e3:9.2f} "
+              f"{numpy_twin * 1e3:9.1f} {m['k1s'] * 1e6:7.1f} {m['torchs'] * 1e6:12.1f}")
+
+
+def grain_table(repeats):
+    print("float32 Adam and SGD, 1 vs 2 threads (us, min of repeats)")
+    for n in (8192, 16384, 32768, 65536, 131072, 262144, 1048576):
+        inner = max(1, 2_000_000 // n)
+        arrays = adam_arrays(n, np.float32)
+        sgd = [arrays[0], arrays[1], np.empty(0, np.float32)]
+        t1 = best(kernel_call(arrays, 1), repeats, inner)
+        t2 = best(kernel_call(arrays, 2), repeats, inner)
+        s1 = best(lambda: K.sgd_step(*sgd, 0.1, 0.0, 0.0, 0.0, False, False, False, 1), repeats, inner)
+        s2 = best(lambda: K.sgd_step(*sgd, 0.1, 0.0, 0.0, 0.0, False, False, False, 2), repeats, inner)
+        print(f"n={n:8d} adam 1thr {t1 * 1e6:9.1f} 2thr {t2 * 1e6:9.1f} ({t1 / t2:4.2f}x)   "
+              f"sgd 1thr {s1 * 1e6:9.1f} 2thr {s2 * 1e6:9.1f} ({s1 / s2:4.2f}x)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grain", action="store_true", help="only the 1 vs 2 threads table")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--stagger", type=int, default=0,
+                        help="offset array j by j*STAGGER elements (0: plain NumPy allocations)")
+    args = parser.parse_args()
+    if args.grain:
+        grain_table(args.repeats)
+    else:
+        roofline_table(args.repeats, args.stagger)
