@@ -195,6 +195,14 @@ def load_data(cfg):
         raise UsageError(str(exc)) from None
 
 
+def update_rule(name):
+    """A CS231n rule name, or the optimizer class for the torch-style AdamW (no CS231n form exists)."""
+    if name == "adamw":
+        from .optim import AdamW
+        return AdamW
+    return name
+
+
 def train_model(cfg, data, on_event):
     """Build the model and Solver, train, evaluate. Every call into fastopt.nn/fastopt.solver is here.
 
@@ -220,7 +228,7 @@ def train_model(cfg, data, on_event):
 
     solver = Solver(
         model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")},
-        update_rule=cfg["optimizer"], optim_config={"learning_rate": cfg["lr"]},
+        update_rule=update_rule(cfg["optimizer"]), optim_config={"learning_rate": cfg["lr"]},
         lr_decay=cfg["lr_decay"], batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
         seed=cfg["seed"], callback=callback)
@@ -239,7 +247,7 @@ def train_model(cfg, data, on_event):
         "val_acc": float(solver.check_accuracy(data["X_val"], data["y_val"])),
         "test_acc": float(solver.check_accuracy(data["X_test"], data["y_test"])),
         "best_val_acc": float(solver.best_val_acc),
-        "epochs": len(solver.val_acc_history),
+        "epochs": solver.epoch,
         "iterations": len(solver.loss_history),
         "seconds": seconds,
         "loss_history": [float(v) for v in solver.loss_history],
