@@ -132,6 +132,24 @@ def _dout(dout, cache):
     return np.ascontiguousarray(dout)
 
 
+def _backward(kind, dout, cache):
+    """(dx, dgamma, dbeta) from the `{kind}_backward` kernel, for a cache of `{kind}_forward`.
+
+    Spatial batchnorm's kernel sees (N, C, H, W) arrays as (N, C, H*W) views.
+    """
+    cache = _cache_for(cache, kind, f"{kind}_forward")
+    dout = _dout(dout, cache)
+    x = cache.x
+    dx = np.empty_like(x)
+    shape3 = (x.shape[0], x.shape[1], -1) if kind == "spatial_batchnorm" else x.shape
+    k = _backend.kernels("norm")
+    n_threads = _backend.threads_for(x.size, k.GRAIN)
+    dgamma, dbeta = np.empty_like(cache.gamma), np.empty_like(cache.gamma)
+    getattr(k, f"{kind}_backward")(dout.reshape(shape3), x.reshape(shape3), cache.mean, cache.inv_std,
+                                   cache.gamma, dx.reshape(shape3), dgamma, dbeta, n_threads)
+    return dx, dgamma, dbeta
+
+
 # ---------------------------------------------------------------------------------------------------
 # batchnorm on (N, D)
 
@@ -167,15 +185,7 @@ def batchnorm_backward(dout, cache):
     recomputed from x and the saved statistics), then a pass that writes
     dx = gamma * inv_std / N * (N * dout - dbeta - xhat * dgamma).
     """
-    cache = _cache_for(cache, "batchnorm", "batchnorm_forward")
-    dout = _dout(dout, cache)
-    x = cache.x
-    k = _backend.kernels("norm")
-    n_threads = _backend.threads_for(x.size, k.GRAIN)
-    dx = np.empty_like(x)
-    dgamma, dbeta = np.empty_like(cache.gamma), np.empty_like(cache.gamma)
-    k.batchnorm_backward(dout, x, cache.mean, cache.inv_std, cache.gamma, dx, dgamma, dbeta, n_threads)
-    return dx, dgamma, dbeta
+    return _backward("batchnorm", dout, cache)
 
 
 def batchnorm_backward_alt(dout, cache):
@@ -220,17 +230,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 
 def spatial_batchnorm_backward(dout, cache):
     """Gradients (dx (N, C, H, W), dgamma (C,), dbeta (C,)) of a training-mode spatial_batchnorm_forward."""
-    cache = _cache_for(cache, "spatial_batchnorm", "spatial_batchnorm_forward")
-    dout = _dout(dout, cache)
-    n, c, h, w = cache.x.shape
-    x3 = cache.x.reshape(n, c, h * w)
-    k = _backend.kernels("norm")
-    n_threads = _backend.threads_for(x3.size, k.GRAIN)
-    dx = np.empty_like(cache.x)
-    dgamma, dbeta = np.empty_like(cache.gamma), np.empty_like(cache.gamma)
-    k.spatial_batchnorm_backward(dout.reshape(n, c, h * w), x3, cache.mean, cache.inv_std, cache.gamma,
-                                 dx.reshape(n, c, h * w), dgamma, dbeta, n_threads)
-    return dx, dgamma, dbeta
+    return _backward("spatial_batchnorm", dout, cache)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,12 +260,4 @@ def layernorm_forward(x, gamma, beta, ln_param):
 
 def layernorm_backward(dout, cache):
     """Gradients (dx (N, D), dgamma (D,), dbeta (D,)) of layernorm_forward."""
-    cache = _cache_for(cache, "layernorm", "layernorm_forward")
-    dout = _dout(dout, cache)
-    x = cache.x
-    k = _backend.kernels("norm")
-    n_threads = _backend.threads_for(x.size, k.GRAIN)
-    dx = np.empty_like(x)
-    dgamma, dbeta = np.empty_like(cache.gamma), np.empty_like(cache.gamma)
-    k.layernorm_backward(dout, x, cache.mean, cache.inv_std, cache.gamma, dx, dgamma, dbeta, n_threads)
-    return dx, dgamma, dbeta
+    return _backward("layernorm", dout, cache)
