@@ -1,6 +1,6 @@
 """Per-call overhead of the optimizer APIs on the active backend: a whole Adam.step() on one
 10k-element float32 parameter against the bare kernel call it makes (target: step < 25 us with
-the compiled kernel). Run: python -m pytest -q benchmarks/test_bench_optim_api.py
+the compiled kernel). Run: python -m pytest -q benchmarks/bench_optim_api.py --benchmark-only
 """
 import math
 
