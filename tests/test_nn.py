@@ -36,6 +36,7 @@ def test_gradients_match_numerical(normalization, reg, reg_type, keep):
 
     loss, grads = loss_fixed_masks()
     assert sorted(grads) == sorted(model.params)
+    grads = {k: v.copy() for k, v in grads.items()}  # the next loss() overwrites the returned grads
     for name, param in model.params.items():
         num = eval_numerical_gradient(lambda _: loss_fixed_masks()[0], param, verbose=False, h=1e-5)
         if normalization == "batchnorm" and name in ("b1", "b2"):

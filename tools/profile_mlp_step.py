@@ -9,7 +9,9 @@ Three steps on the same network, data and initial weights (fastopt.bench.mlp_tor
          and the in-place NumPy Adam (what the fused step costs without the compiled core)
   naive  CS231n-style layer functions with temporaries and a per-parameter CS231n Adam
 
+  model     the shipped path: FullyConnectedNet.loss (fast path) + fastopt.optim.Adam
   fused-k1  (2+ threads) the fused step with OpenBLAS on n threads but the OpenMP kernels on one
+  model-k2  (2+ threads) `model` with the kernels on n threads too (fastopt.nn.threads' policy off)
 
 Thread pools: NumPy's OpenBLAS has its own pthread pool, the fastopt kernels use libgomp. Measured
 at 2 threads on the 2-core box: with OpenMP kernels on 2 threads between the BLAS calls the fused
@@ -271,11 +273,34 @@ class NaiveMLP:
 # ------------------------------------------------------------------------------------------------
 
 def blas_limit(n):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(n, user_api="blas")
+    """NumPy's OpenBLAS on n threads (fastopt.nn.threads talks to the library through ctypes)."""
+    from fastopt.nn.threads import limit_blas_threads
+    return limit_blas_threads(n)
+
+
+def model_step(problem, kernel_threads_2=False):
+    """The shipped path: FullyConnectedNet.loss (fast path) + fastopt.optim.Adam, as `fastopt bench`.
+
+    kernel_threads_2: ignore fastopt.nn.threads' policy (kernels on threads_for(), even while
+    OpenBLAS runs 2 threads) -- the contended configuration, to measure what the policy buys.
+    """
+    from fastopt.bench.mlp import build_fastopt_step
+    from fastopt.nn import fully_connected, threads
+    step = build_fastopt_step(problem, DIMS)
+    inner = step.model._fast_loss
+
+    def loss_with_policy(X, y):
+        if not kernel_threads_2:
+            return inner(X, y)
+        saved = fully_connected.kernel_threads
+        fully_connected.kernel_threads = _backend.threads_for
+        try:
+            return inner(X, y)
+        finally:
+            fully_connected.kernel_threads = saved
+    step.model._fast_loss = loss_with_policy
+    del threads
+    return step
 
 
 def best_of(fns, rounds, block=1):
@@ -351,11 +376,7 @@ def main(argv=None):
         return
 
     import torch
-    try:
-        import threadpoolctl  # noqa: F401
-        blas_note = "threadpoolctl"
-    except ImportError:
-        blas_note = f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+    blas_note = "fastopt.nn.threads.limit_blas_threads"
     adam_step = load_adam(args.adam_so)
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT",
                                                        "GOMP_SPINCOUNT") if k in os.environ)
@@ -369,9 +390,10 @@ def main(argv=None):
         with blas_limit(n):
             torch_step = build_torch_step(args.batch, DIMS, n, problem=problem)
             fused = FusedMLP(X, y, params, adam_step)
-            fns = {"torch": torch_step, "fused": fused.step}
+            fns = {"torch": torch_step, "fused": fused.step, "model": model_step(problem)}
             if n > 1:                       # OpenBLAS on n threads, the OpenMP kernels on one
                 fns["fused-k1"] = FusedMLP(X, y, params, adam_step, max_threads=1).step
+                fns["model-k2"] = model_step(problem, kernel_threads_2=True)
             if not args.no_naive:
                 import fastopt.reference.mlp as twins
                 fns["numpy"] = FusedMLP(X, y, params, None, twins).step

@@ -17,12 +17,33 @@ Randomness: weights come from a Generator seeded by ``seed`` (one child stream o
 forward pass draws one integer seed per dropout layer from ``self.rng`` and hands it to
 ``dropout_forward`` in ``dropout_param["seed"]``. Training is therefore deterministic given ``seed``,
 and ``state_dict()`` captures ``self.rng`` so that a resumed run draws the same masks.
+
+Storage and the fast path: ``self.params`` is a :class:`fastopt.flat.FlatArrays` (every parameter a
+view into one buffer, in the order W1, b1, gamma1, beta1, ..., WL, bL) and ``loss(X, y)`` returns
+the gradients as a new dict of the views of a second buffer with the same layout. Those gradient arrays are
+REUSED: the next ``loss(X, y)`` overwrites them (as ``.grad`` in PyTorch); copy them to keep them.
+Because params and grads each tile one buffer, fastopt's optimizers can step a whole group in one
+kernel call (``fastopt.flat.tiles_one_buffer``).
+
+``loss`` runs the fast path (``_fast_loss``) unless ``self.fast_path`` is False or a subclass
+overrides one of the block methods: the same mathematics as the block methods, but every
+intermediate goes into preallocated buffers (``fastopt.nn.workspace``), matmuls write with ``out=``
+through transposed views, no gradient is computed for the input, bias+batchnorm+ReLU and
+softmax-loss+gradient are single fused kernels (``fastopt._mlp_kernels``), dropout masks are drawn
+inside the dropout kernel, and the kernels between matmuls follow ``fastopt.nn.threads``' policy.
+The block methods stay as the readable definition (and the path for what subclasses change);
+tests check both paths agree to ~1e-12 in float64.
 """
 import numpy as np
 
-from .. import layers
-from .._validation import check_choice, check_scalar
+from .. import _backend, layers
+from .._validation import check_array, check_choice, check_scalar
+from ..flat import FlatParams
+from ..layers import dropout as _dropout
+from ..layers.normalization import _eps
 from .init import WEIGHT_INITS, init_weight
+from .threads import kernel_threads
+from .workspace import WorkspaceCache
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 REG_TYPES = ("l2", "l1")
@@ -110,16 +131,21 @@ class FullyConnectedNet:
         init_rng = np.random.default_rng(init_ss)
         self.rng = np.random.default_rng(dropout_ss)  # dropout seeds; saved by state_dict()
 
-        self.params = {}
+        params = {}
         dims = [input_dim] + hidden_dims + [num_classes]
         for i in range(self.num_layers):
             k = i + 1
-            self.params[f"W{k}"] = init_weight(init_rng, dims[i], dims[i + 1], weight_init=weight_init,
-                                               weight_scale=weight_scale, dtype=dt)
-            self.params[f"b{k}"] = np.zeros(dims[i + 1], dtype=dt)
+            params[f"W{k}"] = init_weight(init_rng, dims[i], dims[i + 1], weight_init=weight_init,
+                                          weight_scale=weight_scale, dtype=dt)
+            params[f"b{k}"] = np.zeros(dims[i + 1], dtype=dt)
             if normalization is not None and k < self.num_layers:
-                self.params[f"gamma{k}"] = np.ones(dims[i + 1], dtype=dt)
-                self.params[f"beta{k}"] = np.zeros(dims[i + 1], dtype=dt)
+                params[f"gamma{k}"] = np.ones(dims[i + 1], dtype=dt)
+                params[f"beta{k}"] = np.zeros(dims[i + 1], dtype=dt)
+        flat = FlatParams(params)
+        self.params = flat.params      # FlatArrays: views into one buffer (module docstring)
+        self._grads = flat.grads       # returned by loss(); overwritten by the next call
+        self.fast_path = True          # False: always run the layer-by-layer block methods
+        self._init_buffers()
 
         n_hidden = len(hidden_dims)
         # Per-layer parameter dicts of the layer functions; batchnorm keeps its running statistics here.
@@ -127,6 +153,21 @@ class FullyConnectedNet:
         self.ln_params = [{} for _ in range(n_hidden)] if normalization == "layernorm" else []
         self.dropout_params = ([{"mode": "train", "p": keep} for _ in range(n_hidden)]
                                if self.use_dropout else [])
+
+    def _init_buffers(self):
+        self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype,
+                                          self.normalization, self.use_dropout)
+        self._reg_scratch = None       # one weight-sized array for the regularisation terms
+
+    def __getstate__(self):
+        # Workspaces are scratch memory (tens of MB): rebuilt on first use, never pickled.
+        state = self.__dict__.copy()
+        del state["_workspaces"], state["_reg_scratch"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_buffers()
 
     def __repr__(self):
         return (f"FullyConnectedNet(hidden_dims={self.hidden_dims}, input_dim={self.input_dim}, "
@@ -250,6 +291,8 @@ class FullyConnectedNet:
             y = self._check_y(y, X.shape[0])
         mode = "test" if y is None else "train"
         self._set_mode(mode)
+        if self._uses_fast_path():
+            return self._fast_loss(X, y)
 
         caches = []
         h = X
@@ -268,9 +311,160 @@ class FullyConnectedNet:
             dh = self._hidden_backward(i, dh, caches[i], grads)
         self._add_reg_grads(grads)
         for key, g in grads.items():
-            # The optimizers want C-contiguous gradients of the parameter's dtype (no-op normally).
-            grads[key] = np.ascontiguousarray(g, dtype=self.dtype)
-        return loss, grads
+            self._grads[key] = g       # copied into the flat gradient buffer (same as the fast path)
+        return loss, dict(self._grads)
+
+    # ---------------------------------------------------------------- fast path
+    _BLOCK_METHODS = ("_hidden_forward", "_hidden_backward", "_output_forward", "_output_backward",
+                      "_data_loss", "_weight_keys", "_reg_loss", "_add_reg_grads")
+
+    def _uses_fast_path(self):
+        cls = type(self)
+        return self.fast_path and all(getattr(cls, m) is getattr(FullyConnectedNet, m)
+                                      for m in self._BLOCK_METHODS)
+
+    def _fast_loss(self, X, y):
+        """loss() on preallocated workspaces and fused kernels (module docstring)."""
+        K = _backend.kernels("mlp")
+        p, g = self.params, self._grads
+        ws = self._workspaces.get(X.shape[0])
+        train = y is not None
+        x = X
+        for i in range(self.num_layers - 1):
+            x = self._fast_hidden_forward(K, i, x, ws, train)
+        k = self.num_layers
+        scores = ws.scores
+        np.matmul(x, p[f"W{k}"], out=scores)
+        np.add(scores, p[f"b{k}"], out=scores)
+        if not train:
+            return scores.copy()       # the workspace is overwritten by the next call
+
+        dz = ws.dscores                # grad wrt the output layer's pre-activation
+        nt = kernel_threads(scores.size, K.GRAIN)
+        loss = K.softmax_loss_grad(scores, y, dz, nt) + self._fast_reg_loss()
+        K.bias_grad(dz, g[f"b{k}"], nt)
+        for i in reversed(range(self.num_layers)):
+            k = i + 1
+            np.matmul(X.T if i == 0 else ws.h[i - 1].T, dz, out=g[f"W{k}"])
+            if i > 0:                  # no gradient for the input X
+                np.matmul(dz, p[f"W{k}"].T, out=ws.dh[i - 1])
+                dz = self._fast_hidden_backward(K, i - 1, ws)
+        self._fast_reg_grads()
+        return float(loss), dict(g)    # a dict (what the optimizers accept) of the flat grad views
+
+    def _bn_state(self, i, d):
+        """(eps, momentum, running_mean, running_var) of batchnorm layer i, validated as the layer does."""
+        bp = self.bn_params[i]
+        eps = _eps("bn_param", bp)
+        momentum = check_scalar("bn_param['momentum']", bp.get("momentum", 0.9), low=0.0, high=1.0)
+        running = []
+        for key in ("running_mean", "running_var"):
+            v = bp.get(key)
+            if v is None:
+                v = bp[key] = np.zeros(d, self.dtype)   # CS231n: both start at zero
+            else:
+                check_array(f"bn_param[{key!r}]", v, writeable=True, dtype=self.dtype, shape=(d,))
+            running.append(v)
+        return eps, momentum, running[0], running[1]
+
+    def _fast_hidden_forward(self, K, i, x, ws, train):
+        """Block i into ws: z = x @ W, r = relu(norm(z + b)), h = dropout(r) (train). Returns h."""
+        k = i + 1
+        p = self.params
+        z, r = ws.z[i], ws.r[i]
+        np.matmul(x, p[f"W{k}"], out=z)
+        nt = kernel_threads(z.size, K.GRAIN)
+        if self.normalization == "batchnorm":
+            eps, momentum, rm, rv = self._bn_state(i, z.shape[1])
+            if train:
+                K.batchnorm_relu_forward(z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], eps, momentum,
+                                         rm, rv, r, ws.mean[i], ws.inv_std[i], nt)
+            else:
+                K.batchnorm_relu_eval(z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], rm, rv, eps, r, nt)
+        elif self.normalization == "layernorm":
+            N = _backend.kernels("norm")
+            np.add(z, p[f"b{k}"], out=z)           # the layernorm input, kept for backward
+            N.layernorm_forward(z, p[f"gamma{k}"], p[f"beta{k}"], _eps("ln_param", self.ln_params[i]),
+                                r, ws.mean[i], ws.inv_std[i], kernel_threads(z.size, N.GRAIN))
+            np.maximum(r, 0, out=r)
+        else:
+            K.bias_relu_forward(z, p[f"b{k}"], r, nt)
+        if not (train and self.use_dropout):
+            return r
+        dp = self.dropout_params[i]
+        keep, _ = _dropout._check_param(dp)
+        _backend.kernels("dropout").dropout_train(r.reshape(-1), keep, 1.0 / keep, _dropout._bit_generator(dp),
+                                                  ws.mask[i], ws.h[i].reshape(-1))
+        return ws.h[i]
+
+    def _fast_hidden_backward(self, K, i, ws):
+        """From ws.dh[i] (grad wrt block i's output) to the grad wrt z[i]; stores the param grads."""
+        k = i + 1
+        p, g = self.params, self._grads
+        dh, r = ws.dh[i], ws.r[i]
+        nt = kernel_threads(dh.size, K.GRAIN)
+        if self.use_dropout:
+            keep = self.dropout_params[i]["p"]
+            _backend.kernels("dropout").dropout_apply(dh.reshape(-1), ws.mask[i], 1.0 / keep,
+                                                      ws.tmp[i].reshape(-1),
+                                                      kernel_threads(dh.size, _dropout.GRAIN))
+            dr = ws.tmp[i]
+        else:
+            dr = dh
+        if self.normalization == "batchnorm":
+            K.relu_batchnorm_backward(dr, r, ws.z[i], p[f"b{k}"], p[f"gamma{k}"], ws.mean[i],
+                                      ws.inv_std[i], dh, g[f"gamma{k}"], g[f"beta{k}"], g[f"b{k}"], nt)
+            return dh
+        if self.normalization == "layernorm":
+            N = _backend.kernels("norm")
+            K.relu_backward_inplace(dr, r, nt)
+            dz = ws.tmp[i] if dr is dh else dh     # layernorm backward cannot write in place
+            N.layernorm_backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], p[f"gamma{k}"], dz,
+                                 g[f"gamma{k}"], g[f"beta{k}"], kernel_threads(dh.size, N.GRAIN))
+            K.bias_grad(dz, g[f"b{k}"], nt)
+            return dz
+        K.relu_bias_backward(dr, r, g[f"b{k}"], nt)
+        return dr
+
+    def _scratch(self, w):
+        """A weight-shaped scratch array (allocated once, sized for the largest weight)."""
+        if self._reg_scratch is None:
+            size = max(self.params[key].size for key in self._weight_keys())
+            self._reg_scratch = np.empty(size, self.dtype)
+        return self._reg_scratch[:w.size].reshape(w.shape)
+
+    def _fast_reg_loss(self):
+        """_reg_loss without temporaries (float32 squares are summed in float64)."""
+        if self.reg == 0:
+            return 0.0
+        total = 0.0
+        for key in self._weight_keys():
+            w = self.params[key]
+            if self.reg_type == "l2" and w.dtype == np.float64:
+                total += 0.5 * self.reg * float(np.dot(w.ravel(), w.ravel()))
+                continue
+            s = self._scratch(w)
+            if self.reg_type == "l2":
+                np.multiply(w, w, out=s)
+                total += 0.5 * self.reg * float(s.sum(dtype=np.float64))
+            else:
+                np.abs(w, out=s)
+                total += self.reg * float(s.sum(dtype=np.float64))
+        return total
+
+    def _fast_reg_grads(self):
+        """_add_reg_grads through the scratch array: dW += reg * W (l2) or reg * sign(W) (l1)."""
+        if self.reg == 0:
+            return
+        for key in self._weight_keys():
+            w = self.params[key]
+            s = self._scratch(w)
+            if self.reg_type == "l2":
+                np.multiply(w, self.reg, out=s)
+            else:
+                np.sign(w, out=s)
+                s *= self.reg
+            self._grads[key] += s
 
     def state_dict(self, rng=True):
         """Copies of everything training changes: params, batchnorm running statistics, dropout RNG."""

@@ -1,0 +1,36 @@
+"""The mlp suite of `fastopt bench`: a quick run gives one row per dtype with positive times."""
+import json
+
+import numpy as np
+
+from fastopt import cli
+from fastopt.bench import mlp
+from fastopt.bench.cases import SuiteConfig
+
+
+def test_quick_mlp_suite_rows(tmp_path):
+    path = tmp_path / "mlp.json"
+    code = cli.main(["bench", "--quick", "--suite", "mlp", "--no-torch", "--repeat", "2",
+                     "--dtype", "float32", "--json", str(path)])
+    assert code == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["suite"] == "mlp" and row["kernel"] == "mlp train step" and row["dtype"] == "float32"
+    assert row["fastopt_s"] > 0 and row["numpy_s"] > 0 and row["torch_s"] is None
+    assert row["note_batch"] == mlp.BATCH_QUICK
+
+
+def test_fastopt_and_numpy_steps_agree():
+    """Both callables train the same model from the same start: equal losses to float32 precision."""
+    config = SuiteConfig(quick=True, dtypes=("float64",))
+    case = next(mlp.cases(config))
+    import fastopt
+    losses = []
+    for step, backend in ((case.fastopt, "cython"), (case.numpy, "numpy")):
+        fastopt.set_backend(backend)
+        for _ in range(2):
+            step()
+        X, y, _ = mlp.make_problem(mlp.BATCH_QUICK, mlp.DIMS_QUICK, dtype=np.float64)
+        losses.append(step.model.loss(X, y)[0])
+    assert np.isclose(losses[0], losses[1], rtol=1e-10)
