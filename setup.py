@@ -54,7 +54,7 @@ def compiler_accepts_openmp(cc):
         return result.returncode == 0
 
 
-AVX2_FLAGS = ["-mavx2", "-mfma"]
+AVX2_FLAGS = ["-mavx2", "-mfma", "-ffp-contract=off"]
 
 
 def compiler_accepts_avx2(cc):
