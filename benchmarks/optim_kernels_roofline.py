@@ -1,6 +1,6 @@
 """Adam step time against the memory roofline and PyTorch's fused Adam; GRAIN measurement.
 
-    PYTHONPATH=. python benchmarks/optim_kernels_roofline.py [--grain | --variants] [--repeats N] [--stagger K]
+    PYTHONPATH=. python benchmarks/optim_kernels_roofline.py [--grain | --variants | --flat] [--repeats N] [--stagger K]
 
 --variants: float32/float64 Adam at 16M and 10k on one thread, every compiled SIMD variant this
 machine runs (SSE2 baseline, AVX2) side by side with torch's fused Adam and the copy roofline.
@@ -153,6 +153,38 @@ def variants_table(repeats):
                   + ("" if unit == "ms" else "   (times in us)"))
 
 
+def flat_table(repeats):
+    """Adam.step over FlatParams (one kernel call per step) vs the same params as separate arrays."""
+    from fastopt import _backend
+    from fastopt.flat import FlatParams
+    from fastopt.optim import Adam
+    _backend.set_num_threads(1)
+
+    def case(shapes, inner):
+        rng = np.random.default_rng(0)
+        arrays = {f"p{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+        flat = FlatParams(arrays)
+        loose = {k: v.copy() for k, v in arrays.items()}
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in loose.items()}
+        fgrads = dict(flat.grads)
+        for k in grads:
+            fgrads[k][...] = grads[k]
+        opt_flat, opt_loose = Adam(dict(flat.params), lr=1e-3), Adam(loose, lr=1e-3)
+        tf, tl = [], []
+        for _ in range(repeats):
+            tf.append(best(lambda: opt_flat.step(fgrads), 1, inner))
+            tl.append(best(lambda: opt_loose.step(grads), 1, inner))
+        return min(tf), min(tl)
+
+    mlp = [(3072, 1024), (1024,), (1024, 1024), (1024,), (1024, 10), (10,)]
+    for name, shapes, inner in (("MLP 3072-1024-1024-10 (6 params)", mlp, 3), ("100 params x 1000", [(1000,)] * 100, 200)):
+        for variant in ("sse2", "auto"):
+            _backend.set_simd(variant)
+            f, l = case(shapes, inner)
+            print(f"{name:34} {_backend.simd_variant('optim'):5} flat {f * 1e6:9.1f} us  per-param "
+                  f"{l * 1e6:9.1f} us  per-param/flat {l / f:5.2f}")
+
+
 def grain_table(repeats):
     print("float32 Adam and SGD, 1 vs 2 threads (us, min of repeats)")
     for n in (8192, 16384, 32768, 65536, 131072, 262144, 1048576):
@@ -171,6 +203,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grain", action="store_true", help="only the 1 vs 2 threads table")
     parser.add_argument("--variants", action="store_true", help="SSE2 vs AVX2 vs torch, 16M and 10k")
+    parser.add_argument("--flat", action="store_true", help="Adam.step on FlatParams vs separate arrays")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--stagger", type=int, default=0,
                         help="offset array j by j*STAGGER elements (0: plain NumPy allocations)")
@@ -179,5 +212,7 @@ if __name__ == "__main__":
         grain_table(args.repeats)
     elif args.variants:
         variants_table(args.repeats)
+    elif args.flat:
+        flat_table(args.repeats)
     else:
         roofline_table(args.repeats, args.stagger)
