@@ -3,8 +3,15 @@
 Compiler directives are set once, here. OpenMP is used when the compiler accepts -fopenmp and
 can be turned off with FASTOPT_NO_OPENMP=1; the kernels then build and run serially.
 FASTOPT_DEBUG=1 turns bounds and wraparound checks back on for debugging.
+
+SIMD variants: a module src/<name>_avx2.pyx (which `include`s the same .pxi kernel code as its
+baseline <name>.pyx) is compiled with -mavx2 -mfma, only on x86-64 with a gcc/clang-style compiler
+that accepts those flags; fastopt._backend.kernels picks it at run time when the CPU has AVX2 and
+FMA. Everything else is the portable baseline (SSE2 on x86-64), which is always built.
+FASTOPT_NO_AVX2=1 skips the variants.
 """
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -47,6 +54,28 @@ def compiler_accepts_openmp(cc):
         return result.returncode == 0
 
 
+AVX2_FLAGS = ["-mavx2", "-mfma", "-ffp-contract=off"]
+
+
+def compiler_accepts_avx2(cc):
+    """Whether this is an x86-64 build whose compiler takes -mavx2 -mfma (and the user did not opt out)."""
+    if os.environ.get("FASTOPT_NO_AVX2") == "1":
+        return False
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    code = "#include <immintrin.h>\nint main(void){ __m256 a = _mm256_set1_ps(1.f);\n" \
+           "a = _mm256_fmadd_ps(a, a, a); return (int)_mm256_cvtss_f32(a) == 2 ? 0 : 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "check_avx2.c"
+        source.write_text(code)
+        try:
+            result = subprocess.run([cc, *AVX2_FLAGS, "-c", str(source), "-o", str(Path(tmp) / "a.o")],
+                                    capture_output=True)
+        except OSError:
+            return False
+        return result.returncode == 0
+
+
 class BuildExt(build_ext):
     """Adds OpenMP and optimisation flags once the actual compiler is known."""
 
@@ -62,8 +91,13 @@ class BuildExt(build_ext):
             compile_args.append("-fopenmp")
             link_args.append("-fopenmp")
         print(f"fastopt: OpenMP {'enabled' if use_openmp else 'disabled'}", file=sys.stderr)
+        use_avx2 = self.compiler.compiler_type == "unix" and compiler_accepts_avx2(cc)
+        print(f"fastopt: AVX2+FMA kernel variants {'built' if use_avx2 else 'skipped'}", file=sys.stderr)
+        if not use_avx2:
+            self.extensions = [ext for ext in self.extensions if not ext.name.endswith("_avx2")]
         for ext in self.extensions:
-            ext.extra_compile_args = compile_args + list(ext.extra_compile_args)
+            simd = AVX2_FLAGS if ext.name.endswith("_avx2") else []
+            ext.extra_compile_args = compile_args + simd + list(ext.extra_compile_args)
             ext.extra_link_args = link_args + list(ext.extra_link_args)
         super().build_extensions()
 

@@ -1,6 +1,9 @@
 """Adam step time against the memory roofline and PyTorch's fused Adam; GRAIN measurement.
 
-    PYTHONPATH=. python benchmarks/optim_kernels_roofline.py [--grain] [--repeats N] [--stagger K]
+    PYTHONPATH=. python benchmarks/optim_kernels_roofline.py [--grain | --variants | --flat] [--repeats N] [--stagger K]
+
+--variants: float32/float64 Adam at 16M and 10k on one thread, every compiled SIMD variant this
+machine runs (SSE2 baseline, AVX2) side by side with torch's fused Adam and the copy roofline.
 
 The roofline is bandwidth-bound: an Adam step moves 7 arrays (reads param, grad, m, v; writes param,
 m, v); the bandwidth is that of np.copyto on a 64 MB array (2 arrays moved), measured in the same
@@ -108,6 +111,80 @@ def roofline_table(repeats, stagger):
               f"{numpy_twin * 1e3:9.1f} {m['k1s'] * 1e6:7.1f} {m['torchs'] * 1e6:12.1f}")
 
 
+def variant_modules():
+    """{"sse2": baseline module, "avx2": AVX2+FMA module (when built and the CPU runs it)}."""
+    import importlib
+
+    from fastopt import _openmp
+    mods = {"sse2": K}
+    if _openmp.cpu_has_avx2_fma():
+        try:
+            mods["avx2"] = importlib.import_module("fastopt._optim_kernels_avx2")
+        except ImportError:
+            pass
+    return mods
+
+
+def variants_table(repeats):
+    mods = variant_modules()
+    src = np.ones(16 * 1024 * 1024, np.float32)
+    dst = np.empty_like(src)
+    print(f"Adam step, 1 thread, min of {repeats} interleaved repeats; roof = 7 arrays at copy bandwidth")
+    print(f"{'dtype':8} {'n':>9} {'roof ms':>8} " + " ".join(f"{v + ' ms':>9} {'/roof':>6}" for v in mods)
+          + f" {'torch ms':>9} " + " ".join(f"{'torch/' + v:>11}" for v in mods))
+    for dtype in (np.float32, np.float64):
+        for n in (16 * 1024 * 1024, 10_000):
+            arrays = adam_arrays(n, dtype)
+            tstep = torch_call(arrays)
+            inner = 1 if n > 1_000_000 else 200
+            t = {k: [] for k in list(mods) + ["torch", "copy"]}
+            for _ in range(repeats):
+                t["copy"].append(best(lambda: np.copyto(dst, src), 1))
+                for v, mod in mods.items():
+                    t[v].append(best(lambda: mod.adam_step(*arrays, *SCALARS, 1), 1, inner))
+                if tstep:
+                    t["torch"].append(best(tstep, 1, max(1, inner // 4)))
+            m = {k: min(v) if v else float("nan") for k, v in t.items()}
+            roof = 7 * arrays[0].nbytes / (2 * src.nbytes / m["copy"])
+            unit, scale = ("ms", 1e3) if n > 1_000_000 else ("us", 1e6)
+            cells = " ".join(f"{m[v] * scale:9.3f} {m[v] / roof:6.2f}" for v in mods)
+            ratios = " ".join(f"{m['torch'] / m[v]:11.2f}" for v in mods)
+            print(f"{dtype.__name__:8} {n:9d} {roof * scale:8.3f} {cells} {m['torch'] * scale:9.3f} {ratios}"
+                  + ("" if unit == "ms" else "   (times in us)"))
+
+
+def flat_table(repeats):
+    """Adam.step over FlatParams (one kernel call per step) vs the same params as separate arrays."""
+    from fastopt import _backend
+    from fastopt.flat import FlatParams
+    from fastopt.optim import Adam
+    _backend.set_num_threads(1)
+
+    def case(shapes, inner):
+        rng = np.random.default_rng(0)
+        arrays = {f"p{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+        flat = FlatParams(arrays)
+        loose = {k: v.copy() for k, v in arrays.items()}
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in loose.items()}
+        fgrads = dict(flat.grads)
+        for k in grads:
+            fgrads[k][...] = grads[k]
+        opt_flat, opt_loose = Adam(dict(flat.params), lr=1e-3), Adam(loose, lr=1e-3)
+        tf, tl = [], []
+        for _ in range(repeats):
+            tf.append(best(lambda: opt_flat.step(fgrads), 1, inner))
+            tl.append(best(lambda: opt_loose.step(grads), 1, inner))
+        return min(tf), min(tl)
+
+    mlp = [(3072, 1024), (1024,), (1024, 1024), (1024,), (1024, 10), (10,)]
+    for name, shapes, inner in (("MLP 3072-1024-1024-10 (6 params)", mlp, 3), ("100 params x 1000", [(1000,)] * 100, 200)):
+        for variant in ("sse2", "auto"):
+            _backend.set_simd(variant)
+            f, l = case(shapes, inner)
+            print(f"{name:34} {_backend.simd_variant('optim'):5} flat {f * 1e6:9.1f} us  per-param "
+                  f"{l * 1e6:9.1f} us  per-param/flat {l / f:5.2f}")
+
+
 def grain_table(repeats):
     print("float32 Adam and SGD, 1 vs 2 threads (us, min of repeats)")
     for n in (8192, 16384, 32768, 65536, 131072, 262144, 1048576):
@@ -125,11 +202,17 @@ def grain_table(repeats):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grain", action="store_true", help="only the 1 vs 2 threads table")
+    parser.add_argument("--variants", action="store_true", help="SSE2 vs AVX2 vs torch, 16M and 10k")
+    parser.add_argument("--flat", action="store_true", help="Adam.step on FlatParams vs separate arrays")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--stagger", type=int, default=0,
                         help="offset array j by j*STAGGER elements (0: plain NumPy allocations)")
     args = parser.parse_args()
     if args.grain:
         grain_table(args.repeats)
+    elif args.variants:
+        variants_table(args.repeats)
+    elif args.flat:
+        flat_table(args.repeats)
     else:
         roofline_table(args.repeats, args.stagger)

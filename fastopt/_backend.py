@@ -3,13 +3,18 @@
 Every kernel family exists twice with the same function names and signatures: a compiled module
 ``fastopt._<family>_kernels`` and its pure-NumPy twin ``fastopt.reference.<family>``. The Python API
 asks :func:`kernels` for the family's module at call time, so ``set_backend`` takes effect at once.
+
+SIMD variants: a family may also be compiled with AVX2+FMA as ``fastopt._<family>_kernels_avx2``
+(same code, same functions; see setup.py). :func:`kernels` returns it when it was built AND the CPU
+runs AVX2 and FMA, unless ``FASTOPT_SIMD=sse2`` (or :func:`set_simd`) asks for the portable baseline.
 """
 import importlib
 import os
 import warnings
 
 _BACKENDS = ("cython", "numpy")
-_state = {"backend": None, "threads": None}
+_SIMD = ("auto", "sse2", "avx2")
+_state = {"backend": None, "threads": None, "simd": None}
 _modules = {}
 
 
@@ -58,12 +63,70 @@ def set_backend(name):
 
 def kernels(family):
     """The module implementing kernel `family` ("optim", "norm", ...) on the active backend."""
-    key = (backend(), family)
+    key = (backend(), family, simd())
     module = _modules.get(key)
     if module is None:
-        name = f"fastopt._{family}_kernels" if key[0] == "cython" else f"fastopt.reference.{family}"
-        module = _modules[key] = importlib.import_module(name)
+        if key[0] == "numpy":
+            module = importlib.import_module(f"fastopt.reference.{family}")
+        else:
+            module = _avx2_module(family) if key[2] != "sse2" else None
+            if module is None:
+                module = importlib.import_module(f"fastopt._{family}_kernels")
+        _modules[key] = module
     return module
+
+
+def _check_simd(name, what):
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, got {type(name).__name__}")
+    value = name.strip().lower() or "auto"
+    if value not in _SIMD:
+        raise ValueError(f"{what} must be one of {_SIMD}, got {name!r}")
+    return value
+
+
+def simd():
+    """The requested kernel variant: "auto" (AVX2 where built and supported), "sse2" or "avx2"."""
+    if _state["simd"] is None:
+        _state["simd"] = _check_simd(os.environ.get("FASTOPT_SIMD", ""), "FASTOPT_SIMD")
+    return _state["simd"]
+
+
+def set_simd(name):
+    """Ask for kernel variant "auto", "sse2" (the portable baseline) or "avx2" (error if unavailable).
+
+    Results can differ in the last bits between variants (AVX2 builds contract a*b + c into FMA).
+    """
+    name = _check_simd(name, "simd")
+    if name == "avx2" and not avx2_supported():
+        raise ImportError("simd='avx2' needs a CPU with AVX2 and FMA and the compiled core; "
+                          "this machine/build has no AVX2 kernel variants")
+    _state["simd"] = name
+
+
+def avx2_supported():
+    """True when the compiled core is built and this CPU runs AVX2 and FMA."""
+    if not _compiled_available():
+        return False
+    return importlib.import_module("fastopt._openmp").cpu_has_avx2_fma()
+
+
+def _avx2_module(family):
+    """fastopt._<family>_kernels_avx2 when it was built and the CPU can run it, else None."""
+    if not avx2_supported():
+        if _state["simd"] == "avx2":
+            raise ImportError("FASTOPT_SIMD=avx2 but this CPU lacks AVX2/FMA or the core is not built")
+        return None
+    try:
+        return importlib.import_module(f"fastopt._{family}_kernels_avx2")
+    except ImportError:   # not built here (non-x86 build, FASTOPT_NO_AVX2) or no variant for this family
+        return None
+
+
+def simd_variant(family):
+    """Which variant kernels(family) runs: "avx2", "sse2" (the compiled baseline) or "numpy"."""
+    module = kernels(family)
+    return getattr(module, "SIMD_VARIANT", "numpy" if backend() == "numpy" else "sse2")
 
 
 def _default_threads():

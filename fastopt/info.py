@@ -11,7 +11,9 @@ import sys
 # Environment variables that change what the kernels or NumPy's BLAS do. They are reported, never changed:
 # OPENBLAS_CORETYPE in particular may be set on this machine kind and alters NumPy's float32 speed.
 ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-            "MKL_NUM_THREADS", "FASTOPT_BACKEND")
+            "MKL_NUM_THREADS", "FASTOPT_BACKEND", "FASTOPT_SIMD")
+# Kernel families that may have an AVX2 variant; info reports which variant each one runs.
+SIMD_FAMILIES = ("optim", "norm")
 
 
 def configure(parser):
@@ -41,10 +43,12 @@ def collect():
         warnings.simplefilter("ignore", RuntimeWarning)
         backend = fastopt.backend()
     compiled = _backend._compiled_available()
-    simd, omp_max = [], None
+    simd, omp_max, variants, avx2 = [], None, {}, False
     if compiled:
         from fastopt import _openmp
         simd, omp_max = _openmp.simd_flags(), _openmp.omp_max_threads()
+        avx2 = _openmp.cpu_has_avx2_fma()
+        variants = {family: _backend.simd_variant(family) for family in SIMD_FAMILIES}
     return {
         "fastopt_version": fastopt.__version__,
         "fastopt_path": os.path.dirname(fastopt.__file__),
@@ -54,6 +58,8 @@ def collect():
         "threads": fastopt.get_num_threads(),
         "omp_max_threads": omp_max,
         "simd": simd,
+        "cpu_avx2_fma": avx2,
+        "kernel_variants": variants,
         "numpy_version": np.__version__,
         "blas": _numpy_blas(np),
         "threadpools": _threadpools(),
@@ -77,7 +83,9 @@ def format_text(record):
         ("OpenMP", "on" if record["openmp"] else "off"),
         ("threads", f"{record['threads']} (OpenMP default {record['omp_max_threads']})"
                     if record["omp_max_threads"] is not None else str(record["threads"])),
-        ("instruction sets", " ".join(record["simd"]) or "n/a"),
+        ("instruction sets", (" ".join(record["simd"]) or "n/a") + " (baseline build)"),
+        ("CPU AVX2+FMA", "yes" if record["cpu_avx2_fma"] else "no"),
+        ("kernel variants", " ".join(f"{f}={v}" for f, v in record["kernel_variants"].items()) or "n/a"),
         ("NumPy", record["numpy_version"]),
         ("NumPy BLAS", blas_text),
     ]

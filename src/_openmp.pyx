@@ -35,8 +35,20 @@ cdef extern from *:
     #endif
         ;
     }
+    /* Run-time CPU check for the -mavx2 -mfma kernel variants. This module itself is baseline code,
+       so it is safe to import anywhere. __builtin_cpu_supports also checks that the OS saves the
+       AVX state (OSXSAVE), so a "yes" means the instructions can run. */
+    static int fo_cpu_has_avx2_fma(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    #else
+        return 0;
+    #endif
+    }
     """
     int fo_openmp_enabled() nogil
+    int fo_cpu_has_avx2_fma() nogil
     int fo_omp_max_threads() nogil
     const char *fo_simd_flags() nogil
 
@@ -51,6 +63,14 @@ def omp_max_threads():
     return fo_omp_max_threads()
 
 
+def cpu_has_avx2_fma():
+    """True when this CPU (and OS) can run AVX2 and FMA instructions."""
+    return bool(fo_cpu_has_avx2_fma())
+
+
 def simd_flags():
-    """The instruction sets the compiler was allowed to use for the kernels."""
+    """The instruction sets the compiler was allowed to use for the baseline build of the kernels.
+
+    The AVX2 variants add AVX, AVX2 and FMA; fastopt._backend.simd_variant(family) says which runs.
+    """
     return fo_simd_flags().decode().split()

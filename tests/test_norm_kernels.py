@@ -1,11 +1,31 @@
-"""fastopt._norm_kernels against its NumPy twin fastopt.reference.norm, called directly."""
+"""fastopt._norm_kernels against its NumPy twin fastopt.reference.norm, called directly.
+
+Every compiled SIMD variant this machine runs (the SSE2 baseline and, where built and supported, the
+AVX2+FMA module) is tested: each test takes the module under test as its argument `K`.
+"""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastopt import _norm_kernels as K
+from fastopt import _norm_kernels, _openmp
 from fastopt.reference import norm as R
+
+
+def compiled_variants():
+    variants = [_norm_kernels]
+    if _openmp.cpu_has_avx2_fma():
+        try:
+            from fastopt import _norm_kernels_avx2
+        except ImportError:
+            pass
+        else:
+            variants.append(_norm_kernels_avx2)
+    return variants
+
+
+VARIANTS = compiled_variants()
+per_variant = pytest.mark.parametrize("K", VARIANTS, ids=[m.SIMD_VARIANT for m in VARIANTS])
 
 DTYPES = [np.float32, np.float64]
 # Relative tolerance kernel vs twin: they differ only in summation order of the float64 statistics
@@ -52,11 +72,11 @@ def run_backward(mod, fname, dout, x, mean, inv, gamma, n_threads):
 
 
 common = dict(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(DTYPES),
-              eps=st.floats(1e-8, 1e-1), n_threads=st.sampled_from([1, 2]))
+              eps=st.floats(1e-8, 1e-1), n_threads=st.sampled_from([1, 2]), K=st.sampled_from(VARIANTS))
 
 
 @given(shape=st.sampled_from(BN_SHAPES), momentum=st.floats(0, 1), **common)
-def test_batchnorm_matches_twin(shape, seed, dtype, eps, momentum, n_threads):
+def test_batchnorm_matches_twin(shape, seed, dtype, eps, momentum, n_threads, K):
     x, dout, gamma, beta, rm, rv = data(seed, shape, dtype, shape[1])
     got = run_train(K, "batchnorm_train_forward", x, gamma, beta, eps, momentum, rm, rv, n_threads)
     want = run_train(R, "batchnorm_train_forward", x, gamma, beta, eps, momentum, rm, rv, n_threads)
@@ -76,7 +96,7 @@ def test_batchnorm_matches_twin(shape, seed, dtype, eps, momentum, n_threads):
 
 
 @given(shape=st.sampled_from(SPATIAL_SHAPES), momentum=st.floats(0, 1), **common)
-def test_spatial_batchnorm_matches_twin(shape, seed, dtype, eps, momentum, n_threads):
+def test_spatial_batchnorm_matches_twin(shape, seed, dtype, eps, momentum, n_threads, K):
     x, dout, gamma, beta, rm, rv = data(seed, shape, dtype, shape[1])
     got = run_train(K, "spatial_batchnorm_train_forward", x, gamma, beta, eps, momentum, rm, rv, n_threads)
     want = run_train(R, "spatial_batchnorm_train_forward", x, gamma, beta, eps, momentum, rm, rv, n_threads)
@@ -96,7 +116,7 @@ def test_spatial_batchnorm_matches_twin(shape, seed, dtype, eps, momentum, n_thr
 
 
 @given(shape=st.sampled_from(LN_SHAPES), **common)
-def test_layernorm_matches_twin(shape, seed, dtype, eps, n_threads):
+def test_layernorm_matches_twin(shape, seed, dtype, eps, n_threads, K):
     x, dout, gamma, beta, _, _ = data(seed, shape, dtype, shape[1])
     res = []
     for mod in (K, R):
@@ -113,7 +133,8 @@ def test_layernorm_matches_twin(shape, seed, dtype, eps, n_threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_known_answer_batchnorm(dtype):
+@per_variant
+def test_known_answer_batchnorm(dtype, K):
     # Two rows: mean = (a+b)/2, biased var = ((a-b)/2)^2, xhat = -1, +1.
     x = np.array([[1.0, -3.0], [3.0, 5.0]], dtype)
     gamma, beta = np.array([2.0, 1.0], dtype), np.array([0.5, 0.0], dtype)
@@ -128,7 +149,8 @@ def test_known_answer_batchnorm(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_known_answer_layernorm(dtype):
+@per_variant
+def test_known_answer_layernorm(dtype, K):
     x = np.array([[1.0, 3.0], [0.0, -4.0]], dtype)
     gamma, beta = np.array([1.0, 2.0], dtype), np.array([0.0, 1.0], dtype)
     out, mean, inv = np.empty_like(x), np.empty(2, dtype), np.empty(2, dtype)
@@ -138,7 +160,8 @@ def test_known_answer_layernorm(dtype):
     np.testing.assert_allclose(out, [[-1.0, 3.0], [1.0, -1.0]])
 
 
-def test_constant_feature_gives_beta():
+@per_variant
+def test_constant_feature_gives_beta(K):
     # Zero variance: xhat = 0 (no NaN from a negative rounding of E[t^2] - E[t]^2).
     x = np.full((5, 3), 7.25, np.float32)
     gamma, beta = np.ones(3, np.float32), np.arange(3, dtype=np.float32)
@@ -149,7 +172,8 @@ def test_constant_feature_gives_beta():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bitwise_identical_for_any_thread_count(dtype):
+@per_variant
+def test_bitwise_identical_for_any_thread_count(dtype, K):
     rng = np.random.default_rng(7)
     for shape, train, back, nparam in [((257, 1031), "batchnorm_train_forward", "batchnorm_backward", 1031),
                                        ((5, 6, 333), "spatial_batchnorm_train_forward",
@@ -173,5 +197,6 @@ def test_bitwise_identical_for_any_thread_count(dtype):
         np.testing.assert_array_equal(a, b)
 
 
-def test_grain_constant_shared():
+@per_variant
+def test_grain_constant_shared(K):
     assert K.GRAIN == R.GRAIN and K.GRAIN > 0

@@ -26,11 +26,10 @@ class Adagrad(Optimizer):
     def _initial_buffer(self, key, param, hyper):
         return np.full_like(param, hyper["initial_accumulator_value"])
 
-    def _update(self, k, i, grad, hyper):
+    def _uses(self, hyper):
+        return (True,)
+
+    def _kernel(self, k, p, grad, views, step, fresh, hyper):
         lr, lr_decay, weight_decay, _, eps, maximize = hyper
-        state = self.state[i]
-        step = state["step"] + 1
-        state["step"] = step
-        p = self._flat[i]
-        k.adagrad_step(p, grad, self._views[i][0], lr / (1 + (step - 1) * lr_decay), weight_decay, eps,
+        k.adagrad_step(p, grad, views[0], lr / (1 + (step - 1) * lr_decay), weight_decay, eps,
                        maximize, _backend.threads_for(p.size, k.GRAIN))

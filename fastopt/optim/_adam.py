@@ -2,7 +2,7 @@
 import math
 
 from .. import _backend
-from ._base import Optimizer, betas, boolean, empty_like_dtype, nonneg
+from ._base import Optimizer, betas, boolean, nonneg
 
 
 class Adam(Optimizer):
@@ -29,18 +29,12 @@ class Adam(Optimizer):
     def _wants(self, key, hyper):
         return hyper["amsgrad"]
 
-    def _update(self, k, i, grad, hyper):
+    def _uses(self, hyper):
+        return (True, True, hyper[4])
+
+    def _kernel(self, k, p, grad, views, step, fresh, hyper):
         lr, (beta1, beta2), eps, weight_decay, amsgrad, maximize = hyper
-        state = self.state[i]
-        step = state["step"] + 1
-        state["step"] = step
-        p = self._flat[i]
-        exp_avg, exp_avg_sq, max_exp_avg_sq = self._views[i]
-        if not amsgrad:
-            if max_exp_avg_sq.size:  # amsgrad was switched off: the kernel wants the empty array
-                max_exp_avg_sq = empty_like_dtype(p.dtype)
-        elif max_exp_avg_sq.size == 0 and p.size:
-            max_exp_avg_sq = self._buffer(i, "max_exp_avg_sq", 2)
+        exp_avg, exp_avg_sq, max_exp_avg_sq = views
         k.adam_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                     lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step), self._DECOUPLED, amsgrad,
                     maximize, _backend.threads_for(p.size, k.GRAIN))

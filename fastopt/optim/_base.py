@@ -9,11 +9,18 @@ Semantics follow torch.optim, adapted to NumPy:
   ``opt.state[i]`` is the state dict of parameter ``i``.
 * Every call validates everything first and then updates; a call that raises changed nothing.
 
-Layout (chosen so a "flat storage" fast path can be added later): per parameter ``i`` the
-optimizer keeps ``_flat[i]`` (a 1-D view of the parameter, made once) and ``_views[i]`` (1-D
-views of its state arrays, in the order of ``_STATE``). ``step`` validates, then calls
-``_step_group`` per group, which loops ``_update`` over the group's parameters; a flat-storage
-subclass only needs to override ``_step_group`` to make one kernel call per group.
+Layout: per parameter ``i`` the optimizer keeps ``_flat[i]`` (a 1-D view of the parameter, made
+once) and ``_views[i]`` (1-D views of its state arrays, in the order of ``_STATE``). ``step``
+validates, then calls ``_step_group`` per group, which hands 1-D arrays to the subclass's
+``_kernel`` (one kernel call).
+
+Flat fast path (fastopt.flat): when a group's parameters tile one buffer in order
+(``tiles_one_buffer``, checked once per group), each of its state kinds is allocated as ONE buffer
+of which ``state[i][key]`` are views, so ``state[i]`` and ``state_dict()`` stay per parameter. A
+step whose gradients also tile one buffer in the same order (an address check, cached while the
+same gradient arrays come back) then makes ONE kernel call over the whole group. Otherwise -- other
+gradients, state rebuilt per parameter by load_state_dict, unequal step counts -- the group takes
+the per-parameter loop, which computes the same bits (the kernels are elementwise).
 
 The state arrays in ``opt.state[i]`` are updated in place. Edit them in place if you must;
 rebinding an entry to a new array is not seen by the cached views (use ``load_state_dict``).
@@ -25,6 +32,7 @@ import operator
 import numpy as np
 
 from .. import _backend
+from ..flat import tiles_one_buffer
 from .._validation import check_array, check_bool, check_distinct, check_like, check_scalar
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
@@ -74,7 +82,11 @@ class Optimizer:
     ``_STATE``: ((key, required), ...) state arrays shaped like the parameter; a required array
     exists from construction, an optional one is a size-0 array until an option needs it;
     ``_HAS_STEP``: whether the state holds a per-parameter int ``step`` (as torch's does);
-    ``_update(k, i, grad, hyper)``: the per-parameter update on kernel module ``k``.
+    ``_uses(hyper)``: per _STATE slot, whether the kernel gets that array under `hyper` (else the
+    empty array); a used optional array is allocated (zeros) the first time it is needed;
+    ``_kernel(k, p, grad, views, step, fresh, hyper)``: one call of kernel module ``k`` on 1-D
+    arrays (one parameter, or a whole flat group): ``views`` per _STATE slot, ``step`` the new step
+    count (None without _HAS_STEP), ``fresh`` whether the used optional arrays were just allocated.
     """
 
     _HYPER = ()
@@ -96,6 +108,10 @@ class Optimizer:
         self._group_params = []  # per group: the tuple stored in group["params"]
         self._group_slices = []  # per group: range of flat indices
         self._hyper_cache = []  # per group: (raw values, validated values)
+        self._group_span = []   # per group: 1-D view of the buffer its params tile in order, or None
+        self._group_state = []  # per group: per _STATE slot, the span its state arrays tile, or None
+        self._allocated = []    # per group: per _STATE slot, whether every param has that array
+        self._grad_cache = []   # per group: (grad arrays last seen, their span) or None
 
         if isinstance(params, np.ndarray):
             raise TypeError("params must be a list or dict of arrays (or of param-group dicts), "
@@ -162,6 +178,8 @@ class Optimizer:
         # Validated: now change things.
         start = len(self._params)
         stored = tuple(arrays)
+        span = tiles_one_buffer(list(arrays))
+        h = dict(zip((k for k, _ in self._HYPER), hyper))
         new["params"] = stored
         if names[0] is not None:
             new["param_names"] = tuple(names)
@@ -171,20 +189,33 @@ class Optimizer:
             self._params.append(a)
             self._names.append(n)
             self._flat.append(a.reshape(-1))
-            self.state.append(self._init_state(a, hyper))
+            # A flat group's arrays are views of group buffers, set just below.
+            self.state.append(self._init_state(a, h, allocate=span is None))
             self._views.append(None)
             self._refresh_views(len(self._params) - 1)
         self.param_groups.append(new)
         self._group_params.append(stored)
         self._group_slices.append(range(start, len(self._params)))
         self._hyper_cache.append(None)
+        self._group_span.append(span)
+        self._group_state.append(None)
+        self._allocated.append(None)
+        self._grad_cache.append(None)
+        gi = len(self._group_params) - 1
+        if span is not None:
+            for slot, (key, required) in enumerate(self._STATE):
+                if required or self._wants(key, h):
+                    self._set_group_state(gi, slot, self._initial_buffer(key, span, h))
+        self._relayout(gi)
 
-    def _init_state(self, param, hyper):
-        h = dict(zip((k for k, _ in self._HYPER), hyper))
+    def _init_state(self, param, h, allocate=True):
+        """Parameter's initial state; with allocate=False the arrays a group buffer will hold are None."""
         state = {"step": 0} if self._HAS_STEP else {}
         for key, required in self._STATE:
-            state[key] = self._initial_buffer(key, param, h) if required or self._wants(key, h) \
-                else empty_like_dtype(param.dtype)
+            if required or self._wants(key, h):
+                state[key] = self._initial_buffer(key, param, h) if allocate else None
+            else:
+                state[key] = empty_like_dtype(param.dtype)
         return state
 
     def _initial_buffer(self, key, param, hyper):
@@ -196,13 +227,57 @@ class Optimizer:
         return False
 
     def _refresh_views(self, i):
-        self._views[i] = [self.state[i][key].reshape(-1) for key, _ in self._STATE]
+        self._views[i] = [None if self.state[i][key] is None else self.state[i][key].reshape(-1)
+                          for key, _ in self._STATE]
 
-    def _buffer(self, i, key, slot):
-        """Allocate optional state array `key` (zeros) of parameter i when an option first needs it."""
-        self.state[i][key] = np.zeros_like(self._params[i])
-        self._refresh_views(i)
-        return self._views[i][slot]
+    # ------------------------------------------------------------ flat groups
+    def _set_group_state(self, gi, slot, buffer):
+        """Make `buffer` (1-D, the group's total size) hold state `slot` of every param of group gi."""
+        key = self._STATE[slot][0]
+        offset = 0
+        for i in self._group_slices[gi]:
+            p = self._params[i]
+            self.state[i][key] = buffer[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
+            self._refresh_views(i)
+
+    def _relayout(self, gi):
+        """Recompute, after state arrays changed, which of group gi's state kinds tile one buffer."""
+        rng = self._group_slices[gi]
+        span = self._group_span[gi]
+        tiled, allocated = [], []
+        for key, _ in self._STATE:
+            arrays = [self.state[i][key] for i in rng]
+            allocated.append(all(a.size == self._params[i].size for i, a in zip(rng, arrays)))
+            s = tiles_one_buffer(arrays) if span is not None and allocated[-1] else None
+            tiled.append(s if s is not None and s.size == span.size else None)
+        self._group_state[gi] = tiled
+        self._allocated[gi] = allocated
+
+    def _allocate_used(self, gi, uses):
+        """Allocate (zeros) the used optional state arrays group gi lacks; the set of params that got one.
+
+        A flat group missing a kind for every parameter gets one buffer for it; otherwise each
+        parameter that lacks it gets its own array (and the group steps per parameter).
+        """
+        allocated = self._allocated[gi]
+        fresh = set()
+        for slot, used in enumerate(uses):
+            if not used or allocated[slot]:
+                continue
+            key = self._STATE[slot][0]
+            rng = self._group_slices[gi]
+            missing = [i for i in rng if self.state[i][key].size != self._params[i].size]
+            span = self._group_span[gi]
+            if span is not None and len(missing) == len(rng):
+                self._set_group_state(gi, slot, np.zeros_like(span))
+            else:
+                for i in missing:
+                    self.state[i][key] = np.zeros_like(self._params[i])
+                    self._refresh_views(i)
+            fresh.update(missing)
+            self._relayout(gi)
+        return fresh
 
     # ------------------------------------------------------------ validation
     def _validate_group(self, label, group):
@@ -245,7 +320,7 @@ class Optimizer:
         return f"params[{self._names[i]!r}]" if self._names[i] is not None else f"params[{i}]"
 
     def _collect_grads(self, grads):
-        """Validate `grads` against the parameters; return their 1-D views in parameter order."""
+        """Validate `grads` against the parameters; return (the arrays, their 1-D views) in parameter order."""
         n = len(self._params)
         by_name = isinstance(grads, dict)
         if by_name:
@@ -278,7 +353,7 @@ class Optimizer:
             if g is p:
                 raise ValueError(f"{self._grad_label(i, by_name)} is the parameter array itself")
             flat.append(g.reshape(-1) if g.ndim != 1 else g)
-        return flat
+        return seq, flat
 
     # ------------------------------------------------------------ the step
     def step(self, grads):
@@ -289,18 +364,74 @@ class Optimizer:
         n_groups = len(self._group_params)
         if len(self.param_groups) != n_groups:
             raise ValueError("param_groups was changed by adding or removing a group; use add_param_group")
-        flat = self._collect_grads(grads)
+        seq, flat = self._collect_grads(grads)
         hypers = [self._group_hyper(gi) for gi in range(n_groups)]
         k = _backend.kernels("optim")
         for gi in range(n_groups):
-            self._step_group(k, gi, flat, hypers[gi])
+            self._step_group(k, gi, seq, flat, hypers[gi])
 
-    def _step_group(self, k, gi, flat_grads, hyper):
-        update = self._update
-        for i in self._group_slices[gi]:
-            update(k, i, flat_grads[i], hyper)
+    def _step_group(self, k, gi, grads, flat_grads, hyper):
+        """One kernel call over the group's buffers when it is flat (see the module doc), else one per param."""
+        uses = self._uses(hyper)
+        fresh = self._allocate_used(gi, uses)
+        rng = self._group_slices[gi]
+        state = self.state
+        if self._group_span[gi] is not None:
+            views = self._flat_views(gi, uses)
+            gspan = self._grad_span(gi, grads) if views is not None else None
+            if gspan is not None:
+                step = None
+                if self._HAS_STEP:
+                    step = state[rng.start]["step"] + 1
+                    if any(state[i]["step"] != step - 1 for i in rng):
+                        step = None                    # unequal step counts: per parameter
+                if step is not None or not self._HAS_STEP:
+                    for i in rng if step is not None else ():
+                        state[i]["step"] = step
+                    # fresh is all of the group or nobody here: a kind is flat only when allocated at once.
+                    self._kernel(k, self._group_span[gi], gspan, views, step, bool(fresh), hyper)
+                    return
+        params = self._params
+        for i in rng:
+            empty = _EMPTY[params[i].dtype]
+            step = None
+            if self._HAS_STEP:
+                step = state[i]["step"] + 1
+                state[i]["step"] = step
+            pviews = self._views[i]
+            self._kernel(k, self._flat[i], flat_grads[i],
+                         [v if used else empty for v, used in zip(pviews, uses)], step, i in fresh, hyper)
 
-    def _update(self, k, i, grad, hyper):
+    def _flat_views(self, gi, uses):
+        """Per _STATE slot the group buffer (used) or the empty array, or None if a used kind is not flat."""
+        tiled = self._group_state[gi]
+        empty = _EMPTY[self._group_span[gi].dtype]
+        views = []
+        for s, used in zip(tiled, uses):
+            if not used:
+                views.append(empty)
+            elif s is None:
+                return None
+            else:
+                views.append(s)
+        return views
+
+    def _grad_span(self, gi, grads):
+        """The span group gi's gradients tile in parameter order, or None (cached per gradient arrays)."""
+        rng = self._group_slices[gi]
+        mine = grads[rng.start:rng.stop]
+        cached = self._grad_cache[gi]
+        # An ndarray's memory, shape and dtype are fixed for its lifetime: same objects, same answer.
+        if cached is not None and len(cached[0]) == len(mine) and all(map(operator.is_, mine, cached[0])):
+            return cached[1]
+        span = tiles_one_buffer(list(mine))
+        self._grad_cache[gi] = (tuple(mine), span) if span is not None else None
+        return span
+
+    def _uses(self, hyper):
+        raise NotImplementedError
+
+    def _kernel(self, k, p, grad, views, step, fresh, hyper):
         raise NotImplementedError
 
     # ------------------------------------------------------------ state_dict
@@ -400,7 +531,7 @@ class Optimizer:
                 if a.shape != p.shape:
                     raise ValueError(f"{alabel} must have the shape of {self._param_label(i)} "
                                      f"{p.shape}, got {a.shape}")
-                st[key] = np.array(a, dtype=p.dtype, order="C", copy=True)
+                st[key] = a          # copied below, once everything is validated
             new_state.append(st)
 
         # Validated: now change things. Group dicts are updated in place (schedules may hold them).
@@ -411,9 +542,30 @@ class Optimizer:
             group.update(new)
             group.update(kept)
             self._hyper_cache[gi] = None
+        # Arrays are copied in: a flat group's kind that every parameter has goes into one new
+        # buffer (views per parameter), anything else into a per-parameter copy.
+        for gi, rng in enumerate(self._group_slices):
+            span = self._group_span[gi]
+            for key, _ in self._STATE:
+                arrays = [new_state[i][key] for i in rng]
+                if span is not None and all(a.size == self._params[i].size for i, a in zip(rng, arrays)):
+                    buffer = np.empty_like(span)
+                    offset = 0
+                    for i, a in zip(rng, arrays):
+                        view = buffer[offset:offset + a.size].reshape(self._params[i].shape)
+                        view[...] = a
+                        new_state[i][key] = view
+                        offset += a.size
+                else:
+                    for i, a in zip(rng, arrays):
+                        if a is not _EMPTY[a.dtype]:
+                            new_state[i][key] = np.array(a, dtype=a.dtype, order="C", copy=True)
         self.state[:] = new_state
         for i in range(n):
             self._refresh_views(i)
+        for gi in range(len(self._group_slices)):
+            self._grad_cache[gi] = None
+            self._relayout(gi)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

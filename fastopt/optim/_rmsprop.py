@@ -1,6 +1,6 @@
 """RMSprop, plain or centered, with momentum and weight decay: torch.optim.RMSprop's update."""
 from .. import _backend
-from ._base import Optimizer, boolean, empty_like_dtype, nonneg, unit_closed, unit_open
+from ._base import Optimizer, boolean, nonneg, unit_closed, unit_open
 
 
 class RMSprop(Optimizer):
@@ -25,22 +25,11 @@ class RMSprop(Optimizer):
     def _wants(self, key, hyper):
         return hyper["centered"] if key == "grad_avg" else hyper["momentum"] > 0
 
-    def _update(self, k, i, grad, hyper):
+    def _uses(self, hyper):
+        return (True, hyper[5], hyper[4] > 0)
+
+    def _kernel(self, k, p, grad, views, step, fresh, hyper):
         lr, alpha, eps, weight_decay, momentum, centered, maximize = hyper
-        state = self.state[i]
-        state["step"] += 1
-        p = self._flat[i]
-        square_avg, grad_avg, buf = self._views[i]
-        empty = empty_like_dtype(p.dtype)
-        if centered:
-            if grad_avg.size == 0 and p.size:
-                grad_avg = self._buffer(i, "grad_avg", 1)
-        else:
-            grad_avg = empty
-        if momentum > 0:
-            if buf.size == 0 and p.size:
-                buf = self._buffer(i, "momentum_buffer", 2)
-        else:
-            buf = empty
+        square_avg, grad_avg, buf = views
         k.rmsprop_step(p, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay, momentum, centered,
                        maximize, _backend.threads_for(p.size, k.GRAIN))

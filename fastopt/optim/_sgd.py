@@ -1,6 +1,6 @@
 """SGD with momentum, dampening, Nesterov and weight decay: torch.optim.SGD's update."""
 from .. import _backend
-from ._base import Optimizer, boolean, empty_like_dtype, nonneg, unit_closed, unit_open
+from ._base import Optimizer, boolean, nonneg, unit_closed, unit_open
 
 
 class SGD(Optimizer):
@@ -28,16 +28,11 @@ class SGD(Optimizer):
             raise ValueError(f"{where}nesterov momentum requires momentum > 0 and dampening == 0, "
                              f"got momentum={momentum}, dampening={dampening}")
 
-    def _update(self, k, i, grad, hyper):
+    def _uses(self, hyper):
+        return (hyper[1] != 0,)
+
+    def _kernel(self, k, p, grad, views, step, fresh, hyper):
         lr, momentum, dampening, weight_decay, nesterov, maximize = hyper
-        p = self._flat[i]
-        first = False
-        if momentum != 0:
-            buf = self._views[i][0]
-            if buf.size == 0:  # torch's "buffer is None": the first momentum step sets buf = g
-                buf = self._buffer(i, "momentum_buffer", 0)
-                first = True
-        else:
-            buf = empty_like_dtype(p.dtype)
-        k.sgd_step(p, grad, buf, lr, weight_decay, momentum, dampening, nesterov, maximize, first,
+        # fresh: torch's "buffer is None", the first momentum step sets buf = g
+        k.sgd_step(p, grad, views[0], lr, weight_decay, momentum, dampening, nesterov, maximize, fresh,
                    _backend.threads_for(p.size, k.GRAIN))

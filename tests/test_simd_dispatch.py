@@ -1,0 +1,94 @@
+"""Run-time choice of the SIMD kernel variant (fastopt._backend.kernels / FASTOPT_SIMD)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastopt import _backend, _openmp
+
+HAS_AVX2 = _openmp.cpu_has_avx2_fma()
+
+
+@pytest.fixture(autouse=True)
+def restore_simd():
+    saved = _backend._state["simd"]
+    yield
+    _backend._state["simd"] = saved
+
+
+def in_subprocess(code, **env):
+    full = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, check=True).stdout
+
+
+def test_env_sse2_gives_the_baseline_module():
+    out = in_subprocess("from fastopt import _backend as b; print(b.kernels('optim').__name__, "
+                        "b.kernels('norm').__name__)", FASTOPT_SIMD="sse2")
+    assert out.split() == ["fastopt._optim_kernels", "fastopt._norm_kernels"]
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="CPU without AVX2/FMA")
+def test_default_picks_avx2_on_this_cpu():
+    out = in_subprocess("from fastopt import _backend as b; print(b.simd_variant('optim'), "
+                        "b.simd_variant('norm'), b.simd_variant('dropout'))", FASTOPT_SIMD="")
+    assert out.split() == ["avx2", "avx2", "sse2"]      # dropout has no AVX2 variant: the baseline
+
+
+def test_set_simd_switches_at_once():
+    _backend.set_simd("sse2")
+    assert _backend.kernels("optim").SIMD_VARIANT == "sse2"
+    _backend.set_simd("auto")
+    assert _backend.simd_variant("optim") == ("avx2" if HAS_AVX2 else "sse2")
+
+
+def test_bad_simd_names_are_refused():
+    with pytest.raises(ValueError, match="simd must be one of"):
+        _backend.set_simd("avx512")
+    with pytest.raises(TypeError, match="simd must be a str"):
+        _backend.set_simd(2)
+    result = subprocess.run([sys.executable, "-c", "import fastopt._backend as b; b.kernels('optim')"],
+                            env=dict(os.environ, FASTOPT_SIMD="neon"), capture_output=True, text=True)
+    assert result.returncode != 0 and "FASTOPT_SIMD must be one of" in result.stderr
+
+
+@pytest.mark.skipif(HAS_AVX2, reason="this CPU has AVX2")
+def test_avx2_request_without_support_is_refused():
+    with pytest.raises(ImportError, match="AVX2"):
+        _backend.set_simd("avx2")
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="CPU without AVX2/FMA")
+def test_variants_round_identically():
+    # The AVX2 build is compiled with -ffp-contract=off: wider vectors, same operations, same bits.
+    from fastopt import _norm_kernels, _norm_kernels_avx2, _optim_kernels, _optim_kernels_avx2
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        base = [rng.standard_normal(10007).astype(dtype) for _ in range(2)] + \
+               [(0.1 * rng.standard_normal(10007)).astype(dtype), rng.random(10007).astype(dtype),
+                rng.random(10007).astype(dtype)]
+        results = []
+        for mod in (_optim_kernels, _optim_kernels_avx2):
+            arrays = [a.copy() for a in base]
+            mod.adam_step(*arrays, 1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-2, 0.03, True, True, False, 1)
+            results.append(arrays)
+        for a, b in zip(*results):
+            np.testing.assert_array_equal(a, b)
+        x = (3 + rng.standard_normal((67, 1031))).astype(dtype)
+        gamma, beta = rng.standard_normal(1031).astype(dtype), rng.standard_normal(1031).astype(dtype)
+        outs = []
+        for mod in (_norm_kernels, _norm_kernels_avx2):
+            out, mean, inv = np.empty_like(x), np.empty(67, dtype), np.empty(67, dtype)
+            mod.layernorm_forward(x, gamma, beta, 1e-5, out, mean, inv, 1)
+            outs.append((out, mean, inv))
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_info_reports_the_active_variants():
+    from fastopt import info
+    record = info.collect()
+    assert record["kernel_variants"]["optim"] == _backend.simd_variant("optim")
+    assert record["cpu_avx2_fma"] == HAS_AVX2
+    assert "kernel variants" in info.format_text(record)
