@@ -4,7 +4,7 @@ Two API families on the same compiled kernels: torch.optim-style classes (``fast
 CS231n-style functions (``fastopt.optim.adam(w, dw, config)``, ``fastopt.layers.batchnorm_forward``),
 plus a NumPy MLP (``fastopt.nn``), a ``Solver``, gradient checking and data loaders.
 """
-from ._backend import backend, get_num_threads, set_backend, set_num_threads
+from ._backend import backend, beside_blas, get_num_threads, set_backend, set_num_threads
 from .nn import FullyConnectedNet
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
 from .solver import Solver
@@ -12,6 +12,6 @@ from .solver import Solver
 __version__ = "0.1.0"
 
 __all__ = [
-    "backend", "set_backend", "get_num_threads", "set_num_threads", "__version__",
+    "backend", "set_backend", "get_num_threads", "set_num_threads", "beside_blas", "__version__",
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "FullyConnectedNet", "Solver",
 ]

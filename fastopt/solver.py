@@ -65,6 +65,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import _backend
 from . import checkpoint as _ckpt
 from . import optim
 from . import schedules as _schedules
@@ -293,17 +294,19 @@ class Solver:
             t = self._t if self.lr_schedule_unit == "iteration" else self._t // self.iterations_per_epoch
             self._set_lr(self.lr_schedule(t, self._base_lr))
 
-        loss, grads = self.model.loss(X_batch, y_batch)
-        self.loss_history.append(float(loss))
-        if self.optimizer is not None:
-            self.optimizer.step(grads)
-        else:
-            params = self.model.params
-            for p, w in params.items():
-                next_w, cfg = self._rule(w, grads[p], self.optim_configs[p])
-                if next_w is not w:  # a rule that returned a new array: keep the param's identity
-                    np.copyto(w, next_w)
-                self.optim_configs[p] = cfg
+        # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS.
+        with _backend.beside_blas():
+            loss, grads = self.model.loss(X_batch, y_batch)
+            self.loss_history.append(float(loss))
+            if self.optimizer is not None:
+                self.optimizer.step(grads)
+            else:
+                params = self.model.params
+                for p, w in params.items():
+                    next_w, cfg = self._rule(w, grads[p], self.optim_configs[p])
+                    if next_w is not w:  # a rule that returned a new array: keep the param's identity
+                        np.copyto(w, next_w)
+                    self.optim_configs[p] = cfg
         return float(loss)
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=100):

@@ -330,7 +330,7 @@ def write_plot(path, results, title):
 
 @contextlib.contextmanager
 def _blas_threads(n):
-    """Limit NumPy's BLAS to `n` threads (when threadpoolctl is installed) for the block.
+    """Limit NumPy's BLAS to `n` threads for the block (when n is given and the BLAS is OpenBLAS).
 
     The matrix products of a small MLP gain nothing from BLAS threads, and on a busy machine
     OpenBLAS's spinning threads made a 1.4 s digits run take 39 s; --threads therefore governs
@@ -339,12 +339,8 @@ def _blas_threads(n):
     if n is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
+    from ._blas import limit_blas_threads
+    with limit_blas_threads(n):
         yield
 
 

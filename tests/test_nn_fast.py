@@ -7,7 +7,7 @@ import pytest
 import fastopt
 from fastopt.flat import tiles_one_buffer
 from fastopt.nn import FullyConnectedNet
-from fastopt.nn import threads as nn_threads
+from fastopt import _blas
 
 D, H, C = 37, [70, 66], 5   # 66 * N crosses a COLS=64 block boundary of the column reductions
 
@@ -153,22 +153,38 @@ def test_pickle_drops_workspaces_and_keeps_training():
     assert a == b and all(np.array_equal(ga[k], gb[k]) for k in ga)
 
 
-def test_kernel_threads_policy(monkeypatch):
+def test_beside_blas_thread_policy(monkeypatch):
+    from fastopt import _backend
     fastopt.set_num_threads(2)
     big = 10 * 32768
-    monkeypatch.setattr(nn_threads, "blas_num_threads", lambda: 2)
-    assert nn_threads.kernel_threads(big, 32768) == 1
-    monkeypatch.setattr(nn_threads, "blas_num_threads", lambda: 1)
-    assert nn_threads.kernel_threads(big, 32768) == 2
-    monkeypatch.setattr(nn_threads, "blas_num_threads", lambda: None)
-    assert nn_threads.kernel_threads(big, 32768) == 2
-    assert nn_threads.kernel_threads(100, 32768) == 1
+    monkeypatch.setattr(_blas, "blas_num_threads", lambda: 2)
+    assert _backend.threads_for(big, 32768) == 2          # outside the block: the usual count
+    with fastopt.beside_blas():
+        assert _backend.threads_for(big, 32768) == 1      # BLAS runs 2 threads: kernels take 1
+        with fastopt.beside_blas():                       # blocks nest
+            assert _backend.threads_for(big, 32768) == 1
+        assert _backend.threads_for(big, 32768) == 1
+        monkeypatch.setattr(_blas, "blas_num_threads", lambda: 1)
+        assert _backend.threads_for(big, 32768) == 2
+        monkeypatch.setattr(_blas, "blas_num_threads", lambda: None)
+        assert _backend.threads_for(big, 32768) == 2
+        assert _backend.threads_for(100, 32768) == 1
+    monkeypatch.setattr(_blas, "blas_num_threads", lambda: 2)
+    assert _backend.threads_for(big, 32768) == 2
+
+
+def test_beside_blas_restores_after_an_error():
+    from fastopt import _backend
+    with pytest.raises(RuntimeError):
+        with fastopt.beside_blas():
+            raise RuntimeError("boom")
+    assert _backend._beside_blas.depth == 0
 
 
 def test_limit_blas_threads_restores():
-    before = nn_threads.blas_num_threads()
+    before = _blas.blas_num_threads()
     if before is None:
         pytest.skip("NumPy's BLAS is not OpenBLAS")
-    with nn_threads.limit_blas_threads(1):
-        assert nn_threads.blas_num_threads() == 1
-    assert nn_threads.blas_num_threads() == before
+    with _blas.limit_blas_threads(1):
+        assert _blas.blas_num_threads() == 1
+    assert _blas.blas_num_threads() == before

@@ -11,7 +11,7 @@ Three steps on the same network, data and initial weights (fastopt.bench.mlp_tor
 
   model     the shipped path: FullyConnectedNet.loss (fast path) + fastopt.optim.Adam
   fused-k1  (2+ threads) the fused step with OpenBLAS on n threads but the OpenMP kernels on one
-  model-k2  (2+ threads) `model` with the kernels on n threads too (fastopt.nn.threads' policy off)
+  model-k2  (2+ threads) `model` with the kernels on n threads too (fastopt.beside_blas() policy off)
 
 Thread pools: NumPy's OpenBLAS has its own pthread pool, the fastopt kernels use libgomp. Measured
 at 2 threads on the 2-core box: with OpenMP kernels on 2 threads between the BLAS calls the fused
@@ -273,34 +273,32 @@ class NaiveMLP:
 # ------------------------------------------------------------------------------------------------
 
 def blas_limit(n):
-    """NumPy's OpenBLAS on n threads (fastopt.nn.threads talks to the library through ctypes)."""
-    from fastopt.nn.threads import limit_blas_threads
+    """NumPy's OpenBLAS on n threads (fastopt._blas talks to the library through ctypes)."""
+    from fastopt._blas import limit_blas_threads
     return limit_blas_threads(n)
 
 
 def model_step(problem, kernel_threads_2=False):
     """The shipped path: FullyConnectedNet.loss (fast path) + fastopt.optim.Adam, as `fastopt bench`.
 
-    kernel_threads_2: ignore fastopt.nn.threads' policy (kernels on threads_for(), even while
-    OpenBLAS runs 2 threads) -- the contended configuration, to measure what the policy buys.
+    kernel_threads_2: switch off fastopt.beside_blas()'s policy (kernels on threads_for()'s count even
+    while OpenBLAS runs 2 threads) -- the contended configuration, to measure what the policy buys.
     """
+    from fastopt import _blas
     from fastopt.bench.mlp import build_fastopt_step
-    from fastopt.nn import fully_connected, threads
     step = build_fastopt_step(problem, DIMS)
-    inner = step.model._fast_loss
+    if not kernel_threads_2:
+        return step
 
-    def loss_with_policy(X, y):
-        if not kernel_threads_2:
-            return inner(X, y)
-        saved = fully_connected.kernel_threads
-        fully_connected.kernel_threads = _backend.threads_for
+    def contended():
+        real = _blas.blas_num_threads
+        _blas.blas_num_threads = lambda: 1   # the policy then believes BLAS is single-threaded
         try:
-            return inner(X, y)
+            step()
         finally:
-            fully_connected.kernel_threads = saved
-    step.model._fast_loss = loss_with_policy
-    del threads
-    return step
+            _blas.blas_num_threads = real
+    contended.model, contended.optimizer = step.model, step.optimizer
+    return contended
 
 
 def best_of(fns, rounds, block=1):
@@ -376,7 +374,7 @@ def main(argv=None):
         return
 
     import torch
-    blas_note = "fastopt.nn.threads.limit_blas_threads"
+    blas_note = "fastopt._blas.limit_blas_threads"
     adam_step = load_adam(args.adam_so)
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT",
                                                        "GOMP_SPINCOUNT") if k in os.environ)

@@ -9,7 +9,7 @@ every side (fastopt.bench.mlp_torch.make_problem).
   torch    torch.nn + torch.optim.Adam(fused=True) (mlp_torch.build_torch_step)
 
 Threads: the runner sets fastopt's and torch's thread count; NumPy's OpenBLAS pool is set to the
-same count around each fastopt/numpy step (fastopt.nn.threads.limit_blas_threads), so all three
+same count around each fastopt/numpy step (fastopt._blas.limit_blas_threads), so all three
 sides use the same number of threads for their matmuls.
 """
 import numpy as np
@@ -29,7 +29,7 @@ LR = 1e-3
 def build_fastopt_step(problem, dims):
     """A zero-argument training step: FullyConnectedNet (batchnorm) + fastopt.optim.Adam."""
     from fastopt.nn import FullyConnectedNet
-    from fastopt.nn.threads import limit_blas_threads
+    from fastopt._blas import limit_blas_threads
     from fastopt.optim import Adam
 
     X, y, params = problem
@@ -40,7 +40,7 @@ def build_fastopt_step(problem, dims):
     opt = Adam(dict(model.params), lr=LR)
 
     def step():
-        with limit_blas_threads(fastopt.get_num_threads()):
+        with limit_blas_threads(fastopt.get_num_threads()), fastopt.beside_blas():
             _, grads = model.loss(X, y)
             opt.step(grads)
 

@@ -30,7 +30,8 @@ overrides one of the block methods: the same mathematics as the block methods, b
 intermediate goes into preallocated buffers (``fastopt.nn.workspace``), matmuls write with ``out=``
 through transposed views, no gradient is computed for the input, bias+batchnorm+ReLU and
 softmax-loss+gradient are single fused kernels (``fastopt._mlp_kernels``), dropout masks are drawn
-inside the dropout kernel, and the kernels between matmuls follow ``fastopt.nn.threads``' policy.
+inside the dropout kernel, and the kernels between matmuls run
+inside ``fastopt.beside_blas()`` (one thread while NumPy's BLAS runs several).
 The block methods stay as the readable definition (and the path for what subclasses change);
 tests check both paths agree to ~1e-12 in float64.
 """
@@ -42,7 +43,6 @@ from ..flat import FlatParams
 from ..layers import dropout as _dropout
 from ..layers.normalization import _eps
 from .init import WEIGHT_INITS, init_weight
-from .threads import kernel_threads
 from .workspace import WorkspaceCache
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
@@ -292,7 +292,8 @@ class FullyConnectedNet:
         mode = "test" if y is None else "train"
         self._set_mode(mode)
         if self._uses_fast_path():
-            return self._fast_loss(X, y)
+            with _backend.beside_blas():
+                return self._fast_loss(X, y)
 
         caches = []
         h = X
@@ -340,7 +341,7 @@ class FullyConnectedNet:
             return scores.copy()       # the workspace is overwritten by the next call
 
         dz = ws.dscores                # grad wrt the output layer's pre-activation
-        nt = kernel_threads(scores.size, K.GRAIN)
+        nt = _backend.threads_for(scores.size, K.GRAIN)
         loss = K.softmax_loss_grad(scores, y, dz, nt) + self._fast_reg_loss()
         K.bias_grad(dz, g[f"b{k}"], nt)
         for i in reversed(range(self.num_layers)):
@@ -373,7 +374,7 @@ class FullyConnectedNet:
         p = self.params
         z, r = ws.z[i], ws.r[i]
         np.matmul(x, p[f"W{k}"], out=z)
-        nt = kernel_threads(z.size, K.GRAIN)
+        nt = _backend.threads_for(z.size, K.GRAIN)
         if self.normalization == "batchnorm":
             eps, momentum, rm, rv = self._bn_state(i, z.shape[1])
             if train:
@@ -385,7 +386,7 @@ class FullyConnectedNet:
             N = _backend.kernels("norm")
             np.add(z, p[f"b{k}"], out=z)           # the layernorm input, kept for backward
             N.layernorm_forward(z, p[f"gamma{k}"], p[f"beta{k}"], _eps("ln_param", self.ln_params[i]),
-                                r, ws.mean[i], ws.inv_std[i], kernel_threads(z.size, N.GRAIN))
+                                r, ws.mean[i], ws.inv_std[i], _backend.threads_for(z.size, N.GRAIN))
             np.maximum(r, 0, out=r)
         else:
             K.bias_relu_forward(z, p[f"b{k}"], r, nt)
@@ -402,12 +403,12 @@ class FullyConnectedNet:
         k = i + 1
         p, g = self.params, self._grads
         dh, r = ws.dh[i], ws.r[i]
-        nt = kernel_threads(dh.size, K.GRAIN)
+        nt = _backend.threads_for(dh.size, K.GRAIN)
         if self.use_dropout:
             keep = self.dropout_params[i]["p"]
             _backend.kernels("dropout").dropout_apply(dh.reshape(-1), ws.mask[i], 1.0 / keep,
                                                       ws.tmp[i].reshape(-1),
-                                                      kernel_threads(dh.size, _dropout.GRAIN))
+                                                      _backend.threads_for(dh.size, _dropout.GRAIN))
             dr = ws.tmp[i]
         else:
             dr = dh
@@ -420,7 +421,7 @@ class FullyConnectedNet:
             K.relu_backward_inplace(dr, r, nt)
             dz = ws.tmp[i] if dr is dh else dh     # layernorm backward cannot write in place
             N.layernorm_backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], p[f"gamma{k}"], dz,
-                                 g[f"gamma{k}"], g[f"beta{k}"], kernel_threads(dh.size, N.GRAIN))
+                                 g[f"gamma{k}"], g[f"beta{k}"], _backend.threads_for(dh.size, N.GRAIN))
             K.bias_grad(dz, g[f"b{k}"], nt)
             return dz
         K.relu_bias_backward(dr, r, g[f"b{k}"], nt)

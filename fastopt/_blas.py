@@ -1,17 +1,9 @@
-"""Thread policy of the MLP fast path: NumPy's BLAS pool and fastopt's OpenMP pool share the cores.
+"""NumPy's BLAS thread count, read and set through the OpenBLAS library NumPy loaded.
 
-A training step alternates big matmuls (NumPy's OpenBLAS, its own pthread pool) with short fused
-kernels (fastopt's OpenMP pool, 10-300 us each). When BOTH pools run more than one thread, the
-workers of the pool that just finished keep spinning for a while and steal the cores from the
-other: measured on the 2-core box (tools/profile_mlp_step.py, batch 256, 3072-1024-1024-10) the
-step took 83 ms with the kernels on 2 threads against 44 ms with them on 1 thread (torch: 43 ms).
-With OpenBLAS on ONE thread there is nothing to collide with and the kernels gain from 2 threads.
-So: the kernels between matmuls run on one thread whenever NumPy's BLAS runs on more than one.
-
-NumPy's BLAS thread count is read from the OpenBLAS library NumPy loaded (numpy >= 2 wheels bundle
-scipy-openblas; older ones plain libopenblas) through ctypes, which is what threadpoolctl does; when
-no OpenBLAS is found (MKL, Accelerate, a reference BLAS) the count is unknown and the policy
-falls back to fastopt's own thread count.
+NumPy >= 2 wheels bundle scipy-openblas (older ones plain libopenblas); its get/set functions are
+found through ctypes, which is what threadpoolctl does, so threadpoolctl is not needed. When NumPy's
+BLAS is not OpenBLAS (MKL, Accelerate, a reference BLAS), the count is unknown (None) and setting it
+does nothing. fastopt._backend uses the count for its thread policy beside BLAS (`beside_blas`).
 """
 import contextlib
 import ctypes
@@ -19,9 +11,7 @@ import re
 
 import numpy as np  # noqa: F401  (loads NumPy's BLAS, which we look up below)
 
-from .. import _backend
-
-__all__ = ["blas_num_threads", "limit_blas_threads", "kernel_threads"]
+__all__ = ["blas_num_threads", "limit_blas_threads"]
 
 _SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
             ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
@@ -75,13 +65,3 @@ def limit_blas_threads(n):
         yield
     finally:
         fns[1](previous)
-
-
-def kernel_threads(work, grain):
-    """Threads for a fused kernel over `work` elements run between BLAS calls (module docstring)."""
-    n = _backend.threads_for(work, grain)
-    if n > 1:
-        blas = blas_num_threads()
-        if blas is not None and blas > 1:
-            return 1
-    return n
