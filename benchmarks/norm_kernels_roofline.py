@@ -6,7 +6,7 @@
 Times are the minimum over interleaved repeats (the machine is shared and noisy), in milliseconds.
 Rows "fastopt", "twin" (fastopt.reference via the numpy backend) and "torch" go through the public
 functions, so they include validation and allocating the outputs (fresh 16 MB arrays cost page faults
-in every implementation). Row "kernel" calls fastopt._norm_kernels on preallocated outputs: that is
+in every implementation). Row "kernel" calls the active variant of fastopt._norm_kernels (FASTOPT_SIMD) on preallocated outputs: that is
 what the roofline bounds. The roofline counts the minimal passes over the (N, D) arrays, each priced
 at half of a same-size np.copyto measured in the same run (a copy reads one array and writes one):
 forward 3 (statistics: read x; normalize: read x, write out), backward 5 (sums: read x, dout;
@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import fastopt
+from fastopt import _backend
 from fastopt.layers import normalization as L
 
 
@@ -57,8 +58,8 @@ def cases(kind, shape, dtype, rng):
 
 
 def kernel_cases(kind, x, dout):
-    """fastopt._norm_kernels on preallocated outputs (1 thread)."""
-    from fastopt import _norm_kernels as K
+    """The norm kernels of the active SIMD variant (fastopt._backend.kernels) on preallocated outputs, 1 thread."""
+    K = _backend.kernels("norm")
     dtype, c = x.dtype, x.shape[1]
     g, b = np.ones(c, dtype), np.zeros(c, dtype)
     out, dx = np.empty_like(x), np.empty_like(x)
@@ -153,7 +154,7 @@ def table(repeats, only=None):
 
 def grain(repeats):
     """fwd+bwd batchnorm and layernorm, float32, on 1 and 2 threads, by size (kernels called directly)."""
-    from fastopt import _norm_kernels as K
+    K = _backend.kernels("norm")
     rng = np.random.default_rng(0)
     print(f"{'shape':>12} {'elements':>9} {'bn 1t':>8} {'bn 2t':>8} {'ratio':>6} {'ln 1t':>8} {'ln 2t':>8} {'ratio':>6}")
     for n, d in [(64, 128), (128, 128), (256, 128), (256, 256), (256, 512), (512, 512), (1024, 1024)]:
