@@ -73,7 +73,8 @@ def machine_header(machine, copy_bandwidth, settings):
     return "\n".join([
         f"fastopt {machine['fastopt_version']}  backend={machine['backend']}  "
         f"OpenMP={'on' if machine['openmp'] else 'off'}  threads={settings['threads']}  "
-        f"SIMD={' '.join(machine['simd']) or 'n/a'}",
+        f"build={' '.join(machine['simd']) or 'n/a'}  kernels: "
+        + (" ".join(f"{f}={v}" for f, v in (machine.get("kernel_variants") or {}).items()) or "n/a"),
         f"NumPy {machine['numpy_version']} ({blas.get('name', 'BLAS unknown')} {blas.get('version', '')})".rstrip()
         + f"  OPENBLAS_CORETYPE={coretype if coretype is not None else 'unset'}"
         + f"  torch={settings['torch_version'] or 'not used'}",
