@@ -1,6 +1,11 @@
 """Adam step time against the memory roofline and PyTorch's fused Adam; GRAIN measurement.
 
-    PYTHONPATH=. python benchmarks/optim_kernels_roofline.py [--grain | --variants | --flat] [--repeats N] [--stagger K]
+    PYTHONPATH=. python benchmarks/optim_kernels_roofline.py [--grain | --variants | --flat | --api] [--repeats N] [--stagger K]
+
+--api: the issue-2 target. The whole public step, fastopt.Adam([p]).step([g]) on 16M float32 NumPy
+arrays, one thread, per SIMD variant, against torch.optim.Adam([t], fused=True).step() on tensors
+torch allocated ("torch own") and on torch.from_numpy views of NumPy buffers (param and grad are
+the very arrays fastopt steps; the state is NumPy zeros), and the copy roofline; interleaved.
 
 --variants: float32/float64 Adam at 16M and 10k on one thread, every compiled SIMD variant this
 machine runs (SSE2 baseline, AVX2) side by side with torch's fused Adam and the copy roofline.
@@ -185,6 +190,60 @@ def flat_table(repeats):
                   f"{l * 1e6:9.1f} us  per-param/flat {l / f:5.2f}")
 
 
+def api_table(repeats, n=16 * 1024 * 1024):
+    """Public fastopt.Adam.step vs torch fused Adam (own tensors / NumPy buffers) vs the roofline."""
+    from fastopt import _backend
+    from fastopt.optim import Adam
+    _backend.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32)
+    src = np.ones(n, np.float32)
+    dst = np.empty_like(src)
+    variants = ["sse2"] + (["avx2"] if "avx2" in variant_modules() else [])
+    opts = {v: Adam([p], lr=1e-3) for v in variants}
+    calls = {}
+    for v in variants:
+        def step(v=v):
+            _backend.set_simd(v)
+            opts[v].step([g])
+        calls["fastopt " + v] = step
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(1)
+        own = torch.nn.Parameter(torch.from_numpy(p).clone())
+        own.grad = torch.from_numpy(g).clone()
+        opt_own = torch.optim.Adam([own], lr=1e-3, fused=True)
+        tp = torch.nn.Parameter(torch.from_numpy(p))
+        tp.grad = torch.from_numpy(g)
+        opt_np = torch.optim.Adam([tp], lr=1e-3, fused=True)
+        opt_np.step()  # creates the state; then swap in NumPy-allocated zeros
+        opt_np.state[tp]["exp_avg"] = torch.from_numpy(np.zeros(n, np.float32))
+        opt_np.state[tp]["exp_avg_sq"] = torch.from_numpy(np.zeros(n, np.float32))
+        calls["torch own"] = opt_own.step
+        calls["torch numpy"] = opt_np.step
+    for fn in calls.values():
+        fn()  # warm up: allocates state, faults pages in
+    t = {k: [] for k in ["copy", *calls]}
+    for _ in range(repeats):  # interleaved, so that load from other processes hits all alike
+        t["copy"].append(best(lambda: np.copyto(dst, src), 1))
+        for k, fn in calls.items():
+            t[k].append(best(fn, 1))
+    _backend.set_simd("auto")
+    m = {k: min(v) for k, v in t.items()}
+    roof = 7 * p.nbytes / (2 * src.nbytes / m["copy"])
+    print(f"Adam.step, {n} float32, 1 thread, min of {repeats} interleaved repeats; "
+          f"roof = 7 arrays at copy bandwidth ({2 * src.nbytes / m['copy'] / 1e9:.1f} GB/s) = {roof * 1e3:.2f} ms")
+    torch_keys = [k for k in calls if k.startswith("torch")]
+    print(f"{'':14} {'ms':>7} {'/roof':>6} " + " ".join(f"{k + '/this':>16}" for k in torch_keys))
+    for k in calls:
+        print(f"{k:14} {m[k] * 1e3:7.2f} {m[k] / roof:6.2f} "
+              + " ".join(f"{m[tk] / m[k]:16.2f}" for tk in torch_keys))
+
+
 def grain_table(repeats):
     print("float32 Adam and SGD, 1 vs 2 threads (us, min of repeats)")
     for n in (8192, 16384, 32768, 65536, 131072, 262144, 1048576):
@@ -204,6 +263,7 @@ if __name__ == "__main__":
     parser.add_argument("--grain", action="store_true", help="only the 1 vs 2 threads table")
     parser.add_argument("--variants", action="store_true", help="SSE2 vs AVX2 vs torch, 16M and 10k")
     parser.add_argument("--flat", action="store_true", help="Adam.step on FlatParams vs separate arrays")
+    parser.add_argument("--api", action="store_true", help="public Adam.step vs torch fused, 16M float32")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--stagger", type=int, default=0,
                         help="offset array j by j*STAGGER elements (0: plain NumPy allocations)")
@@ -214,5 +274,7 @@ if __name__ == "__main__":
         variants_table(args.repeats)
     elif args.flat:
         flat_table(args.repeats)
+    elif args.api:
+        api_table(args.repeats)
     else:
         roofline_table(args.repeats, args.stagger)

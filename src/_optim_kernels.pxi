@@ -24,7 +24,11 @@
 # (_adam_block8): 32 bytes of every array are loaded before any is stored, which recovers most of
 # the loss; measured 18-20 ms vs 23-27 ms for the per-element loop on same-offset arrays, equal on
 # staggered ones. Blocks of 4 doubles compiled to slow code (2x slower), so float64 keeps the
-# per-element loop. Every loop body also reads element i of every array before writing any of it.
+# per-element loop. Blocks of 16 floats in the AVX2 build measured 2-3x slower than 8 (37 vs
+# 12 ms at 16M, same run; not investigated further), so 8 it is for both builds. The optimizer API
+# also places its state arrays at distinct page offsets (fastopt/optim/_base.py, placed_array):
+# AVX2 16M float32 12-16 ms there vs 19-23 ms with m, v at NumPy's offset. Every loop body also
+# reads element i of every array before writing any of it.
 from cython cimport floating
 from cython.parallel cimport prange
 
