@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastopt import _backend, _openmp
+from fastopt import _openmp
 from fastopt import _optim_kernels as K
 from fastopt.reference import optim as R
 

@@ -1,5 +1,4 @@
 """Adagrad with learning-rate decay and weight decay: torch.optim.Adagrad's update."""
-import numpy as np
 
 from .. import _backend
 from ._base import Optimizer, boolean, nonneg
@@ -24,7 +23,7 @@ class Adagrad(Optimizer):
                                       maximize=maximize))
 
     def _initial_buffer(self, key, param, hyper):
-        return np.full_like(param, hyper["initial_accumulator_value"])
+        return self._zeros(key, param, fill=hyper["initial_accumulator_value"])
 
     def _uses(self, hyper):
         return (True,)

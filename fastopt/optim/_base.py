@@ -254,10 +254,11 @@ class Optimizer:
         """A new state array for `key`: zeros unless a subclass says otherwise."""
         return self._zeros(key, param)
 
-    def _zeros(self, key, like):
-        """Zeros shaped like `like`, placed within its page for state kind `key` (see placed_array)."""
+    def _zeros(self, key, like, fill=0):
+        """`fill` (zeros by default) shaped like `like`, placed within its page for state kind `key`
+        (see placed_array)."""
         slot = [k for k, _ in self._STATE].index(key)
-        return placed_array(like.shape, like.dtype, slot, fill=0)
+        return placed_array(like.shape, like.dtype, slot, fill=fill)
 
     def _placed_initial(self, slot, param, hyper):
         """_initial_buffer's array, moved into a placed one if a subclass allocated it elsewhere."""
