@@ -98,7 +98,7 @@ def plot(path, rows):
     import matplotlib.pyplot as plt
 
     suites = list(dict.fromkeys(row["suite"] for row in rows))
-    fig, axes = plt.subplots(len(suites), 1, figsize=(9, 4.5 * len(suites)), squeeze=False)
+    fig, axes = plt.subplots(len(suites), 1, figsize=(12, 5 * len(suites)), squeeze=False)
     for ax, suite in zip(axes[:, 0], suites):
         suite_rows = [row for row in rows if row["suite"] == suite]
         lines = {}
@@ -128,7 +128,7 @@ def _speedup_lines(ax, suite, lines):
     ax.set_xlabel("elements")
     ax.set_ylabel("time ratio (other / fastopt)")
     ax.set_title(f"{suite}: speedup of fastopt over NumPy (solid) and over PyTorch (dashed)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _bars(ax, suite, suite_rows):
@@ -141,7 +141,14 @@ def _bars(ax, suite, suite_rows):
     ax.set_xlim(-0.6, len(labels) - 0.4)  # keeps a lone case (mlp) from stretching into wide slabs
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=8, rotation=30, ha="right")
-    ax.set_yscale("log")  # implementations can differ by orders of magnitude
-    ax.set_ylabel("ms per call (log scale)")
+    finite = [1e3 * row[f"{name}_s"] for row in suite_rows for name in IMPLS if row[f"{name}_s"]]
+    if finite and max(finite) > 20 * min(finite):
+        ax.set_yscale("log")  # implementations that differ by orders of magnitude
+        ax.set_ylabel("ms per call (log scale)")
+    else:
+        ax.set_ylim(bottom=0)  # a linear axis from zero keeps bar heights proportional to time
+        ax.set_ylabel("ms per call")
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.1f", fontsize=8)
     ax.set_title(f"{suite}: time per call")
     ax.legend()
