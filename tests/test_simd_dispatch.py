@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import fastopt
 from fastopt import _backend, _openmp
 
 HAS_AVX2 = _openmp.cpu_has_avx2_fma()
@@ -18,9 +19,20 @@ def restore_simd():
     _backend._state["simd"] = saved
 
 
+# The child runs where this process's fastopt lives (site-packages, or the in-place build), so that
+# `python -c` imports that package and not a `fastopt/` source folder in the working directory.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+
+
+def _run(code, **env):
+    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), cwd=PACKAGE_PARENT,
+                          capture_output=True, text=True)
+
+
 def in_subprocess(code, **env):
-    full = dict(os.environ, **env)
-    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, check=True).stdout
+    result = _run(code, **env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_env_sse2_gives_the_baseline_module():
@@ -48,8 +60,7 @@ def test_bad_simd_names_are_refused():
         _backend.set_simd("avx512")
     with pytest.raises(TypeError, match="simd must be a str"):
         _backend.set_simd(2)
-    result = subprocess.run([sys.executable, "-c", "import fastopt._backend as b; b.kernels('optim')"],
-                            env=dict(os.environ, FASTOPT_SIMD="neon"), capture_output=True, text=True)
+    result = _run("import fastopt._backend as b; b.kernels('optim')", FASTOPT_SIMD="neon")
     assert result.returncode != 0 and "FASTOPT_SIMD must be one of" in result.stderr
 
 
