@@ -113,3 +113,13 @@ def check_choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+def check_rng_state(name, state):
+    """`state` must be a valid `bit_generator.state` of NumPy's default Generator (checked on a probe,
+    so nothing is changed)."""
+    probe = np.random.default_rng()
+    try:
+        probe.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{name} is not a valid {type(probe.bit_generator).__name__} state: {exc}") from exc

@@ -69,7 +69,7 @@ from . import _backend
 from . import checkpoint as _ckpt
 from . import optim
 from . import schedules as _schedules
-from ._validation import check_bool, check_choice, check_scalar
+from ._validation import check_bool, check_choice, check_rng_state, check_scalar
 
 CHECKPOINT_FORMAT = "fastopt.Solver"
 CHECKPOINT_VERSION = 1
@@ -136,15 +136,6 @@ def _class_kwargs(optim_config):
     for key, value in cfg.items():
         kw[_CLASS_KEYS.get(key, key)] = value
     return kw
-
-
-def _check_rng_state(name, state):
-    probe = np.random.default_rng()
-    try:
-        probe.bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"checkpoint {name} is not a valid {type(probe.bit_generator).__name__} "
-                         f"state: {exc}") from exc
 
 
 class Solver:
@@ -514,8 +505,8 @@ class Solver:
             _check_params_like(f"{source}: best_model_state params", best_state["params"], params)
         rngs = state["rng"]
         _require(isinstance(rngs, dict) and set(rngs) == {"batch", "eval"}, f"{source}: rng must hold batch and eval")
-        _check_rng_state(f"{source} rng['batch']", rngs["batch"])
-        _check_rng_state(f"{source} rng['eval']", rngs["eval"])
+        check_rng_state(f"checkpoint {source} rng['batch']", rngs["batch"])
+        check_rng_state(f"checkpoint {source} rng['eval']", rngs["eval"])
 
         opt = state["optimizer"]
         _require(isinstance(opt, dict), f"{source}: optimizer state must be a dict")

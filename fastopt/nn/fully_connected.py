@@ -38,7 +38,7 @@ tests check both paths agree to ~1e-12 in float64.
 import numpy as np
 
 from .. import _backend, layers
-from .._validation import check_array, check_choice, check_scalar
+from .._validation import check_array, check_choice, check_rng_state, check_scalar
 from ..flat import FlatParams
 from ..layers import dropout as _dropout
 from ..layers.normalization import _eps
@@ -508,12 +508,7 @@ class FullyConnectedNet:
                                      f"({dim},)")
         rng_state = state.get("rng")
         if rng_state is not None:
-            probe = np.random.default_rng()
-            try:
-                probe.bit_generator.state = rng_state
-            except (TypeError, ValueError, KeyError) as exc:
-                raise ValueError(f"model state rng is not a {type(probe.bit_generator).__name__} "
-                                 f"state: {exc}") from exc
+            check_rng_state("model state rng", rng_state)
 
         for k, v in params.items():
             np.copyto(self.params[k], v)
