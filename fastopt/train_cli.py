@@ -22,6 +22,17 @@ WEIGHT_INITS = ("small", "he", "xavier")
 OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov_momentum", "adagrad", "rmsprop", "adam", "adamw")
 BACKENDS = ("cython", "numpy")
 
+# Optimizer hyperparameters beyond --lr: option -> (optim_config key (CS231n names; the Solver maps them
+# to AdamW's torch names), the optimizers that use it, bounds for _number).
+OPTIMIZER_OPTIONS = {
+    "--momentum": ("momentum", ("sgd_momentum", "nesterov_momentum"), dict(low=0, high=1, high_open=True)),
+    "--decay-rate": ("decay_rate", ("rmsprop",), dict(low=0, high=1, high_open=True)),
+    "--beta1": ("beta1", ("adam", "adamw"), dict(low=0, high=1, high_open=True)),
+    "--beta2": ("beta2", ("adam", "adamw"), dict(low=0, high=1, high_open=True)),
+    "--eps": ("epsilon", ("adagrad", "rmsprop", "adam", "adamw"), dict(low=0, low_open=True)),
+    "--weight-decay": ("weight_decay", ("adamw",), dict(low=0)),
+}
+
 # Chosen so that `fastopt train` alone reaches >= 95% test accuracy on the digits in seconds on one
 # core. Measured with a NumPy stand-in model, seeds 0..9: test accuracy 96.4%..98.3% (mean 97.2%);
 # lr 1e-2 dipped to 95.0%, reg 1e-3 to 92.8%, 30 epochs or dropout 0.8 did not raise the minimum.
@@ -55,12 +66,14 @@ def configure(parser):
     add("--optimizer", default=d["optimizer"], metavar="{" + ",".join(OPTIMIZERS) + "}",
         help=f"update rule (default {d['optimizer']})")
     add("--lr", default=d["lr"], help=f"learning rate > 0 (default {d['lr']})")
+    for option, (key, users, _) in OPTIMIZER_OPTIONS.items():
+        add(option, help=f"{key} of {', '.join(users)} (default: the rule's own)")
     add("--lr-decay", default=d["lr_decay"],
         help=f"learning rate factor after each epoch, in (0, 1] (default {d['lr_decay']})")
     add("--epochs", default=d["epochs"], help=f"epochs >= 1 (default {d['epochs']})")
     add("--batch-size", default=d["batch_size"], help=f"minibatch size >= 1 (default {d['batch_size']})")
-    add("--threads", help="threads for fastopt's kernels (fastopt.set_num_threads) and, when threadpoolctl "
-                          "is installed, for NumPy's BLAS (default: all usable cores; BLAS untouched)")
+    add("--threads", help="threads for fastopt's kernels (fastopt.set_num_threads) and for NumPy's OpenBLAS "
+                          "(default: all usable cores; BLAS untouched)")
     add("--backend", metavar="{" + ",".join(BACKENDS) + "}",
         help="kernel backend (default: cython when built)")
     add("--seed", default=d["seed"],
@@ -131,6 +144,21 @@ def _check_writable(option, path):
     return path
 
 
+def _optim_config(args, cfg):
+    """{"learning_rate": ..., plus the optimizer options given}; an option the chosen rule does not
+    use is an error rather than silently ignored."""
+    config = {"learning_rate": cfg["lr"]}
+    for option, (key, users, bounds) in OPTIMIZER_OPTIONS.items():
+        text = getattr(args, option[2:].replace("-", "_"))
+        if text is None:
+            continue
+        if cfg["optimizer"] not in users:
+            raise UsageError(f"{option} applies only to --optimizer {' or '.join(users)} "
+                             f"(got --optimizer {cfg['optimizer']})")
+        config[key] = _number(option, text, float, **bounds)
+    return config
+
+
 def parse_config(args):
     """The validated configuration (a JSON-ready dict) from argparse's strings; UsageError if bad."""
     cfg = {
@@ -154,6 +182,7 @@ def parse_config(args):
         "checkpoint": args.checkpoint,
         "resume": args.resume,
     }
+    cfg["optim_config"] = _optim_config(args, cfg)
     if cfg["weight_init"] == "small":
         scale = DEFAULTS["weight_scale"] if args.weight_scale is None else args.weight_scale
         cfg["weight_scale"] = _number("--weight-scale", scale, float, low=0, low_open=True)
@@ -228,7 +257,7 @@ def train_model(cfg, data, on_event):
 
     solver = Solver(
         model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")},
-        update_rule=update_rule(cfg["optimizer"]), optim_config={"learning_rate": cfg["lr"]},
+        update_rule=update_rule(cfg["optimizer"]), optim_config=dict(cfg["optim_config"]),
         lr_decay=cfg["lr_decay"], batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
         seed=cfg["seed"], callback=callback)
@@ -349,7 +378,9 @@ def _describe(cfg):
     init = f"small({cfg['weight_scale']:g})" if cfg["weight_init"] == "small" else cfg["weight_init"]
     return (f"data={cfg['data']} hidden={hidden} normalization={cfg['normalization']} "
             f"dropout={cfg['dropout_keep_ratio']:g} reg={cfg['reg']:g} init={init} "
-            f"optimizer={cfg['optimizer']} lr={cfg['lr']:g} lr_decay={cfg['lr_decay']:g} "
+            f"optimizer={cfg['optimizer']} lr={cfg['lr']:g} "
+            + "".join(f"{k}={v:g} " for k, v in cfg["optim_config"].items() if k != "learning_rate")
+            + f"lr_decay={cfg['lr_decay']:g} "
             f"epochs={cfg['epochs']} batch={cfg['batch_size']} seed={cfg['seed']} "
             f"backend={cfg['backend']} threads={cfg['threads']}")
 

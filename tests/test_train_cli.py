@@ -165,6 +165,15 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path, capsys, monkeyp
     (["--json", "/nonexistent/dir/out.json"], "folder '/nonexistent/dir' does not exist"),
     (["--checkpoint", "/nonexistent/dir/m.ckpt"], "--checkpoint"),
     (["--plot", "/nonexistent/dir/c.png"], "--plot"),
+    (["--momentum", "0.9"], "--momentum applies only to --optimizer sgd_momentum or nesterov_momentum"),
+    (["--optimizer", "sgd_momentum", "--momentum", "1"], "--momentum must be a number >= 0 and < 1"),
+    (["--optimizer", "adamw", "--beta2", "1.0"], "--beta2 must be a number >= 0 and < 1, got '1.0'"),
+    (["--optimizer", "adam", "--beta1", "x"], "--beta1 must be a number"),
+    (["--optimizer", "sgd", "--eps", "1e-8"], "--eps applies only to --optimizer adagrad or rmsprop"),
+    (["--optimizer", "adam", "--eps", "0"], "--eps must be a number > 0"),
+    (["--optimizer", "adam", "--weight-decay", "0.1"], "--weight-decay applies only to --optimizer adamw"),
+    (["--optimizer", "adamw", "--weight-decay", "-1"], "--weight-decay must be a number >= 0"),
+    (["--optimizer", "adam", "--decay-rate", "0.9"], "--decay-rate applies only to --optimizer rmsprop"),
 ])
 def test_bad_options_exit_2_with_one_line_and_no_training(argv, fragment, capsys):
     assert main(["train", *argv]) == 2
@@ -187,3 +196,28 @@ def test_default_configuration_reaches_95_percent(tmp_path):
     summary = json.loads(path.read_text())
     assert summary["config"]["hidden"] == [128, 64] and summary["config"]["epochs"] == 20
     assert summary["test_acc"] >= 0.95
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--optimizer", "sgd_momentum", "--momentum", "0.5", "--lr", "0.05"],
+     {"learning_rate": 0.05, "momentum": 0.5}),
+    (["--optimizer", "nesterov_momentum", "--momentum", "0.7", "--lr", "0.05"],
+     {"learning_rate": 0.05, "momentum": 0.7}),
+    (["--optimizer", "rmsprop", "--decay-rate", "0.9", "--eps", "1e-6"],
+     {"learning_rate": 3e-3, "decay_rate": 0.9, "epsilon": 1e-6}),
+    (["--optimizer", "adamw", "--beta1", "0.8", "--beta2", "0.99", "--weight-decay", "0.05"],
+     {"learning_rate": 3e-3, "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.05}),
+])
+def test_optimizer_hyperparameters_reach_the_solver(tmp_path, monkeypatch, extra, expected):
+    import fastopt.solver
+    seen = {}
+    real_init = fastopt.solver.Solver.__init__
+
+    def spy(self, model, data, **kwargs):
+        seen.update(kwargs["optim_config"])
+        real_init(self, model, data, **kwargs)
+
+    monkeypatch.setattr(fastopt.solver.Solver, "__init__", spy)
+    summary = run_json(tmp_path, *extra)
+    assert seen == expected
+    assert summary["config"]["optim_config"] == expected
