@@ -200,3 +200,18 @@ def test_a_group_that_is_a_run_inside_the_buffer_is_flat(monkeypatch):
     g = flat.grads
     opt.step([g["W1"], g["b1"], g["W2"], g["b2"], g["s"]])
     assert counts["adam_step"] == 2
+
+
+def test_flat_grads_mapping_is_accepted_by_name(monkeypatch):
+    # FlatParams.grads is a Mapping (not a dict): step() takes it by name, on the flat path.
+    flat, arrays = model(np.float32)
+    ref = {k: v.copy() for k, v in arrays.items()}
+    opt, ref_opt = Adam(flat.params, lr=0.01), Adam(ref, lr=0.01)
+    (g,) = grad_seq(np.float32, 1)
+    for k, v in g.items():
+        flat.grads[k] = v
+    counts = calls(monkeypatch)
+    opt.step(flat.grads)
+    assert counts["adam_step"] == 1
+    ref_opt.step(g)
+    assert_same(opt, flat.params, ref_opt, ref)

@@ -28,6 +28,7 @@ rebinding an entry to a new array is not seen by the cached views (use ``load_st
 import copy
 import numbers
 import operator
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -148,7 +149,7 @@ class Optimizer:
         if isinstance(params, np.ndarray):
             raise TypeError("params must be a list or dict of arrays (or of param-group dicts), "
                             "got a single ndarray; pass [array]")
-        if isinstance(params, dict):
+        if isinstance(params, Mapping):            # a dict name -> array, or FlatArrays
             groups = [{"params": params}]
             plain = True
         else:
@@ -182,7 +183,7 @@ class Optimizer:
         where = label if plain else f"{label}['params']"
         if isinstance(raw, np.ndarray):
             raise TypeError(f"{where} must be a list or dict of arrays, got a single ndarray; pass [array]")
-        if isinstance(raw, dict):
+        if isinstance(raw, Mapping):
             names, arrays = list(raw.keys()), list(raw.values())
             for name in names:
                 if not isinstance(name, str):
@@ -369,10 +370,10 @@ class Optimizer:
     def _collect_grads(self, grads):
         """Validate `grads` against the parameters; return (the arrays, their 1-D views) in parameter order."""
         n = len(self._params)
-        by_name = isinstance(grads, dict)
+        by_name = isinstance(grads, Mapping)   # a dict, or FlatArrays (fastopt.flat)
         if by_name:
             if any(name is None for name in self._names):
-                raise TypeError("grads is a dict but the parameters were not all given by name; "
+                raise TypeError("grads is a mapping but the parameters were not all given by name; "
                                 "pass a list aligned with the parameters in param_groups order")
             missing = [name for name in self._names if name not in grads]
             if missing or len(grads) != n:
