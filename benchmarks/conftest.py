@@ -12,6 +12,7 @@ tools time exactly the same calls.
 import pytest
 
 import fastopt
+from fastopt import _backend
 from fastopt.bench.cases import import_torch
 
 from fastopt.bench import DTYPES
@@ -42,10 +43,9 @@ def pytest_report_header(config):
 
 @pytest.fixture(autouse=True)
 def _restore_backend_and_threads():
-    backend, threads = fastopt.backend(), fastopt.get_num_threads()
-    yield
-    fastopt.set_backend(backend)
-    fastopt.set_num_threads(threads)
+    """Cases may switch backend, SIMD variant or thread count; put them back afterwards."""
+    with _backend.preserved():
+        yield
 
 
 @pytest.fixture

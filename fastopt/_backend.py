@@ -203,3 +203,14 @@ def openmp_enabled():
     if not _compiled_available():
         return False
     return importlib.import_module("fastopt._openmp").openmp_enabled()
+
+
+@contextlib.contextmanager
+def preserved():
+    """Put the backend, the SIMD choice and the thread count back as they were when the block ends
+    (tests and benchmarks switch them)."""
+    saved = backend(), simd(), get_num_threads()
+    try:
+        yield
+    finally:
+        _state["backend"], _state["simd"], _state["threads"] = saved

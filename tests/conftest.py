@@ -5,6 +5,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import fastopt
+from fastopt import _backend
 
 settings.register_profile("default", deadline=None, max_examples=40,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -26,11 +27,9 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(autouse=True)
 def _restore_backend_and_threads():
-    """Tests may switch backend or thread count; put them back afterwards."""
-    backend, threads = fastopt.backend(), fastopt.get_num_threads()
-    yield
-    fastopt.set_backend(backend)
-    fastopt.set_num_threads(threads)
+    """Cases may switch backend, SIMD variant or thread count; put them back afterwards."""
+    with _backend.preserved():
+        yield
 
 
 @pytest.fixture

@@ -12,13 +12,6 @@ from fastopt import _backend, _openmp
 HAS_AVX2 = _openmp.cpu_has_avx2_fma()
 
 
-@pytest.fixture(autouse=True)
-def restore_simd():
-    saved = _backend._state["simd"]
-    yield
-    _backend._state["simd"] = saved
-
-
 # The child runs where this process's fastopt lives (site-packages, or the in-place build), so that
 # `python -c` imports that package and not a `fastopt/` source folder in the working directory.
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
