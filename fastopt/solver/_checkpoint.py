@@ -80,6 +80,7 @@ def solver_kwargs(state, source, overrides):
             kw["update_rule"] = _registry.resolve_rule(name)
         except ValueError as exc:
             raise ValueError(f"{source}: update_rule: {exc}") from None
+    _require(type(state["lr_schedule_custom"]) is bool, f"{source}: lr_schedule_custom must be a bool")
     if "lr_schedule" not in overrides:
         _require(state["lr_schedule_custom"] is False,
                  f"{source} was trained with a custom lr_schedule callable, which is not stored: "
@@ -145,7 +146,7 @@ def _check_kwargs(solver, state, source):
     _require(state["update_rule"] == mine, f"{source} was written with update_rule {state['update_rule']!r:.200}; "
              f"this Solver uses {mine!r}")
     stored = {key: state[key] for key in _STORED_KWARGS}
-    _require(state["lr_schedule_custom"] in (True, False), f"{source}: lr_schedule_custom must be a bool")
+    _require(type(state["lr_schedule_custom"]) is bool, f"{source}: lr_schedule_custom must be a bool")
     if state["lr_schedule"] is not None:
         stored["lr_schedule"] = _registry.schedule_from_spec(state["lr_schedule"], f"{source}: lr_schedule")
     try:

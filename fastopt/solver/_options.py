@@ -99,7 +99,15 @@ def check_y(name, y, n, num_classes):
 
 
 def num_classes(model, X):
-    """The number of classes the model scores, from one test-mode forward pass of one row."""
+    """The number of classes the model scores: its `num_classes` when it has one (as fastopt's
+    FullyConnectedNet does), else from one test-mode forward pass of one row."""
+    declared = getattr(model, "num_classes", None)
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared >= 1:
+        input_dim = getattr(model, "input_dim", None)
+        if isinstance(input_dim, int) and int(np.prod(X.shape[1:])) != input_dim:
+            raise ValueError(f"data['X_train'] does not fit the model: its rows have "
+                             f"{int(np.prod(X.shape[1:]))} features, the model's input_dim is {input_dim}")
+        return declared
     try:
         scores = model.loss(X[:1])
     except Exception as exc:  # noqa: BLE001 - the model's own error says why the data does not fit it

@@ -32,17 +32,18 @@ class Solver:
     def __init__(self, model, data, **kwargs):
         _options.check_model(model)
         opts = _options.check_options(kwargs)
-        data, self._num_classes = _options.check_data(data, model)
         self.model = model
-        self.X_train, self.y_train = data["X_train"], data["y_train"]
-        self.X_val, self.y_val = data["X_val"], data["y_val"]
         self._rule = opts.pop("rule")
         for key, value in opts.items():
             setattr(self, key, value)
+        self._reset()  # builds the optimizer: optim_config is validated here
+        # Last, as it may run the model once (test mode, one row) to learn its number of classes.
+        data, self._num_classes = _options.check_data(data, model)
+        self.X_train, self.y_train = data["X_train"], data["y_train"]
+        self.X_val, self.y_val = data["X_val"], data["y_val"]
         self._loss = _loss_function(model)
         self._lock = threading.RLock()   # held by the thread inside train() / a checkpoint call
         self._training = False
-        self._reset()  # builds the optimizer: optim_config is validated here
         base = self.optim_config.get("learning_rate", self.optim_config.get("lr"))
         self._base_lr = self.optimizer.param_groups[0]["lr"] if base is None else base
 
@@ -281,6 +282,10 @@ class Solver:
         """
         source = f"checkpoint {os.fspath(path)!r}"
         state = _ckpt.load(path)
-        solver = cls(model, data, **_checkpoint.solver_kwargs(state, source, overrides))
+        kwargs = _checkpoint.solver_kwargs(state, source, overrides)
+        try:
+            solver = cls(model, data, **kwargs)
+        except (TypeError, ValueError) as exc:  # e.g. an optim_config the rule refuses
+            raise ValueError(f"cannot build the Solver of {source}: {exc}") from exc
         _checkpoint.restore_plan(solver, state, source)()
         return solver
