@@ -41,9 +41,14 @@ def _is_number(v):
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def _scalars(cfg):
-    """A config's scalars except the learning rate (checked on its own, from the param group)."""
-    return {k: v for k, v in cfg.items() if k != "learning_rate" and not isinstance(v, np.ndarray)}
+def _unchanged(cfg, checked):
+    """Whether `cfg` still holds the values last validated (`checked`, a shallow copy). dict ==
+    compares identical objects as equal without calling them, so the state arrays cost nothing;
+    a rebound array compares elementwise, which is no plain bool: counted as a change."""
+    try:
+        return checked is not None and bool(cfg == checked)
+    except ValueError:
+        return False
 
 
 def _with_lr(cfg, lr, in_place=False):
@@ -60,15 +65,14 @@ class _Group(dict):
     """The param group: setting 'lr' (as a schedule does) also sets every config's learning_rate,
     so CS231n's view (configs) and torch's view (param_groups) agree at all times."""
 
-    def __init__(self, configs, lr):
+    def __init__(self, on_lr, lr):
         super().__init__(lr=lr)
-        self._configs = configs
+        self._on_lr = on_lr
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
-        if key == "lr" and value is not None:
-            for cfg in self._configs.values():
-                cfg["learning_rate"] = value
+        if key == "lr":
+            self._on_lr(value)
 
     def update(self, *args, **kw):
         for k, v in dict(*args, **kw).items():
@@ -116,9 +120,18 @@ class RuleOptimizer:
         lr = probed.get("learning_rate", config.get("learning_rate"))
         lr = check_scalar("optim_config['learning_rate']", lr, low=0) if lr is not None else None
         self.configs = {name: copy.deepcopy(config) for name in self.params}
-        self.param_groups = [_Group(self.configs, lr)]
-        self._checked = {name: None for name in self.params}  # scalars of a config as last validated
+        self._checked = {name: None for name in self.params}  # a config as last validated (shallow copy)
+        self.param_groups = [_Group(self._set_lr, lr)]
         self._lock = threading.Lock()
+
+    def _set_lr(self, lr):
+        """The group's new rate into every config (checked at the next step, like any rate)."""
+        if lr is None:
+            return
+        for name, cfg in self.configs.items():
+            cfg["learning_rate"] = lr
+            if self._checked[name] is not None:
+                self._checked[name]["learning_rate"] = lr
 
     # ------------------------------------------------------------ validation
     def _probe(self, label, cfg):
@@ -183,7 +196,7 @@ class RuleOptimizer:
                 g = np.ascontiguousarray(g, dtype=w.dtype)  # a read-only operand: converted as NumPy does
             out[name] = g
         for name, cfg in self.configs.items():
-            if _scalars(cfg) != self._checked[name]:
+            if not _unchanged(cfg, self._checked[name]):
                 self._check_config(f"configs[{name!r}]", _with_lr(cfg, lr), names[name])
         return lr, out
 
@@ -214,7 +227,7 @@ class RuleOptimizer:
                     np.copyto(self.params[name], next_w, casting="same_kind")
                     self.configs[name] = cfg
             for name, cfg in self.configs.items():
-                self._checked[name] = _scalars(cfg)
+                self._checked[name] = dict(cfg)
         finally:
             self._lock.release()
 
