@@ -6,27 +6,17 @@ import threading
 import numpy as np
 import pytest
 from _nn_data import blob_data
+from test_solver import make_model, solver_kwargs
 
 from fastopt import optim
-from fastopt.nn import FullyConnectedNet
 from fastopt.optim.rule_adapter import RuleOptimizer
 from fastopt.solver import Solver
 
 DIM, CLASSES = 6, 3
 
 
-def make_model(**kw):
-    args = dict(hidden_dims=[16, 12], input_dim=DIM, num_classes=CLASSES, seed=11,
-                normalization="batchnorm", reg=1e-3)
-    args.update(kw)
-    return FullyConnectedNet(**args)
-
-
 def kwargs(**kw):
-    args = dict(update_rule="adam", optim_config={"learning_rate": 5e-3}, batch_size=20, num_epochs=2,
-                num_train_samples=50, num_val_samples=30, verbose=False, seed=5)
-    args.update(kw)
-    return args
+    return solver_kwargs(**{"num_epochs": 2, **kw})
 
 
 def params3(dtype=np.float64, seed=0):
