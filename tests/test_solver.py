@@ -264,3 +264,19 @@ def test_read_only_params_mapping_is_never_rebound(tmp_path, rule):
     resumed.load_checkpoint(tmp_path / "ro_epoch_1.pkl")
     resumed.train()
     assert_same_run(full, resumed)
+
+
+def test_class_flags_and_pairs_in_optim_config_round_trip_through_checkpoints(tmp_path):
+    data = blob_data()
+    kw = solver_kwargs(update_rule=optim.Adam, num_epochs=2,
+                       optim_config={"learning_rate": 5e-3, "amsgrad": True, "betas": (0.8, 0.99)})
+    full = Solver(make_model(), data, checkpoint_name=str(tmp_path / "flags"), **kw)
+    full.train()
+    resumed = Solver.from_checkpoint(tmp_path / "flags_epoch_1.pkl", make_model(), data)
+    assert resumed.optimizer.param_groups[0]["amsgrad"] is True
+    resumed.train()
+    by_hand = Solver(make_model(), data, **kw)
+    by_hand.load_checkpoint(tmp_path / "flags_epoch_1.pkl")
+    by_hand.train()
+    assert_same_run(full, resumed)
+    assert_same_run(full, by_hand)

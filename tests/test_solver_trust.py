@@ -429,3 +429,44 @@ def test_without_a_seed_np_random_seed_reproduces_the_run_and_resume_is_exact(tm
     assert resumed.loss_history == a.loss_history
     for k in a.model.params:
         assert np.array_equal(resumed.model.params[k], a.model.params[k])
+
+
+def test_different_solvers_in_different_threads_equal_their_sequential_runs():
+    data = blob_data()
+    configs = [kwargs(seed=1), kwargs(seed=2, update_rule=optim.Adam)]
+    sequential = [Solver(make_model(), data, **kw) for kw in configs]
+    for s in sequential:
+        s.train()
+    parallel = [Solver(make_model(), data, **kw) for kw in configs]
+    threads = [threading.Thread(target=s.train) for s in parallel]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(sequential, parallel):
+        assert a.loss_history == b.loss_history and a.val_acc_history == b.val_acc_history
+        for k in a.model.params:
+            assert np.array_equal(a.model.params[k], b.model.params[k])
+
+
+def test_a_users_own_rule_resumes_bitwise_when_passed_again(tmp_path):
+    def my_momentum(w, dw, config=None):  # CS231n style: returns a new array
+        config = {} if config is None else config
+        config.setdefault("learning_rate", 1e-2)
+        config.setdefault("momentum", 0.9)
+        v = config["momentum"] * config.get("velocity", np.zeros_like(w)) - config["learning_rate"] * dw
+        config["velocity"] = v
+        return w + v, config
+
+    data = blob_data()
+    full = Solver(make_model(), data, checkpoint_name=str(tmp_path / "mine"),
+                  **kwargs(update_rule=my_momentum, optim_config={"learning_rate": 0.05}))
+    full.train()
+    with pytest.raises(ValueError, match="pass update_rule=<it>"):
+        Solver.from_checkpoint(tmp_path / "mine_epoch_1.pkl", make_model(), data)
+    resumed = Solver.from_checkpoint(tmp_path / "mine_epoch_1.pkl", make_model(seed=2), data,
+                                     update_rule=my_momentum)
+    resumed.train()
+    assert resumed.loss_history == full.loss_history
+    for k in full.model.params:
+        assert np.array_equal(resumed.model.params[k], full.model.params[k])

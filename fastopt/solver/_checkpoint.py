@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from . import _options, _registry
+from . import _evaluation, _options, _registry
 from ._sampling import draws_from_state
 
 FORMAT = "fastopt.Solver"
@@ -42,7 +42,7 @@ def build(solver):
     for key in _STORED_KWARGS:
         state[key] = copy.deepcopy(getattr(solver, key))
     state.update({
-        "model": solver._model_state(), "epoch": solver.epoch, "iteration": solver.iteration,
+        "model": _evaluation.model_state(solver.model), "epoch": solver.epoch, "iteration": solver.iteration,
         "optimizer": solver.optimizer.state_dict(), "rng": solver._draws.state(),
         "loss_history": list(solver.loss_history), "train_acc_history": list(solver.train_acc_history),
         "val_acc_history": list(solver.val_acc_history), "best_val_acc": solver.best_val_acc,
@@ -70,6 +70,7 @@ def solver_kwargs(state, source, overrides):
     """Constructor kwargs for Solver.from_checkpoint: the stored ones, rule and schedule resolved by
     name in fastopt's tables, then `overrides` (which must supply a user's own rule or schedule)."""
     check_header(state, source)
+    _check_optim_config(state["optim_config"], source)
     kw = {key: copy.deepcopy(state[key]) for key in _STORED_KWARGS}
     if "update_rule" not in overrides:
         name = state["update_rule"]
@@ -139,6 +140,19 @@ def _check_same_structure(what, saved, ref):
         _require(type(saved) is type(ref) and saved == ref, f"{what} must be {ref!r:.60}")
 
 
+def _hyperparameter(v):
+    if isinstance(v, (list, tuple)):  # betas
+        return all(_hyperparameter(x) and not isinstance(x, (list, tuple)) for x in v)
+    return isinstance(v, numbers.Real) and (isinstance(v, bool) or math.isfinite(v))
+
+
+def _check_optim_config(cfg, source):
+    """Stored hyperparameters are plain values (finite numbers, flags, pairs); the rule or class
+    they are handed to checks their ranges."""
+    _require(isinstance(cfg, dict) and all(isinstance(k, str) and _hyperparameter(v) for k, v in cfg.items()),
+             f"{source}: optim_config must map names to finite numbers, flags or pairs of numbers")
+
+
 def _check_kwargs(solver, state, source):
     """The stored constructor arguments must be valid ones (the same checks as the constructor)
     and name this Solver's update rule."""
@@ -153,10 +167,7 @@ def _check_kwargs(solver, state, source):
         _options.check_options(stored)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: {exc}") from None
-    cfg = state["optim_config"]
-    _require(all(isinstance(k, str) and isinstance(v, numbers.Real) and not isinstance(v, bool)
-                 and math.isfinite(v) for k, v in cfg.items()),
-             f"{source}: optim_config must map names to finite numbers")
+    _check_optim_config(state["optim_config"], source)
 
 
 def restore_plan(solver, state, source):
@@ -198,7 +209,7 @@ def restore_plan(solver, state, source):
 
     def commit():
         try:  # the model validates its own extras (statistics, RNG) before it copies anything
-            solver._load_model_state(model_state)
+            _evaluation.load_model_state(solver.model, model_state)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: model state: {exc}") from exc
         solver.optimizer = optimizer

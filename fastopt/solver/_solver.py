@@ -4,13 +4,11 @@ import inspect
 import os
 import threading
 
-import numpy as np
-
 from .. import _backend
 from .. import checkpoint as _ckpt
 from ..optim.rule_adapter import RuleOptimizer
 from .._validation import check_scalar
-from . import _checkpoint, _options, _registry
+from . import _checkpoint, _evaluation, _options, _registry
 from ._sampling import make_draws
 
 
@@ -182,14 +180,15 @@ class Solver:
     def _evaluate(self, epoch_end, num_iterations):
         """CS231n's check after the first iteration and at every epoch end: accuracies, the best
         snapshot, the checkpoint (its message before the accuracy line, as CS231n prints them)."""
-        train_acc = self._accuracy(self.X_train, self.y_train, self.num_train_samples, 100)
-        val_acc = self._accuracy(self.X_val, self.y_val, self.num_val_samples, 100)
+        train_acc = _evaluation.accuracy(self.model, self.X_train, self.y_train, self._draws,
+                                         self.num_train_samples, 100)
+        val_acc = _evaluation.accuracy(self.model, self.X_val, self.y_val, self._draws, self.num_val_samples, 100)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         if val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = {k: v.copy() for k, v in self.model.params.items()}
-            self._best_model_state = self._model_state(rng=False)
+            self._best_model_state = _evaluation.model_state(self.model, rng=False)
         path = self._save_epoch_checkpoint()
         if self.verbose:
             print(f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
@@ -206,40 +205,13 @@ class Solver:
         num_samples = None if num_samples is None else check_scalar("num_samples", num_samples, low=1, integer=True)
         batch_size = check_scalar("batch_size", batch_size, low=1, integer=True)
         with self._exclusive("check_accuracy", reentrant=True):
-            return self._accuracy(X, y, num_samples, batch_size)
-
-    def _accuracy(self, X, y, num_samples, batch_size):
-        N = X.shape[0]
-        if num_samples is not None and N > num_samples:
-            idx = self._draws.subsample(N, num_samples)
-            X, y = X[idx], y[idx]
-            N = num_samples
-        preds = [np.argmax(self.model.loss(X[start:start + batch_size]), axis=1)
-                 for start in range(0, N, batch_size)]
-        return float(np.mean(np.concatenate(preds) == y))
-
-    def _model_state(self, rng=True):
-        if hasattr(self.model, "state_dict") and hasattr(self.model, "load_state_dict"):
-            state = self.model.state_dict()
-            if not rng:
-                state.pop("rng", None)
-            return state
-        return {"params": {k: v.copy() for k, v in self.model.params.items()}}
-
-    def _load_model_state(self, state):
-        if hasattr(self.model, "state_dict") and hasattr(self.model, "load_state_dict"):
-            self.model.load_state_dict(state)
-        else:
-            for k, v in state["params"].items():
-                np.copyto(self.model.params[k], v)
+            return _evaluation.accuracy(self.model, X, y, self._draws, num_samples, batch_size)
 
     def _restore_best(self):
-        """model.params hold the best values (same keys, same arrays), as CS231n's swap-in does."""
+        """model.params hold the best values (same keys, same arrays), as CS231n's swap-in does;
+        unchanged when no check beat accuracy 0 (CS231n would then swap in an empty dict)."""
         if self._best_model_state is not None:
-            self._load_model_state(self._best_model_state)
-        elif self.best_params:
-            for k, v in self.best_params.items():
-                np.copyto(self.model.params[k], v)
+            _evaluation.load_model_state(self.model, self._best_model_state)
 
     # ---------------------------------------------------------------- checkpoints
     def _save_epoch_checkpoint(self):
