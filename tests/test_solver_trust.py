@@ -9,6 +9,7 @@ from _nn_data import blob_data
 from test_solver import make_model, solver_kwargs
 
 from fastopt import optim
+from fastopt.flat import FlatParams
 from fastopt.optim.rule_adapter import RuleOptimizer
 from fastopt.solver import Solver
 
@@ -342,10 +343,13 @@ class FlatGradsModel:
     """A linear softmax model with CS231n's interface plus fastopt's zero-copy one:
     `grads` and loss(X, y, *, out=...) writing the gradients into `out`."""
 
-    def __init__(self, dim, classes, seed=0):
+    def __init__(self, dim, classes, seed=0, flat=False):
         rng = np.random.default_rng(seed)
         self.params = {"W": 0.1 * rng.standard_normal((dim, classes)), "b": np.zeros(classes)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        if flat:  # fastopt.flat: params and grads as views into one buffer each
+            storage = FlatParams(self.params)
+            self.params, self.grads = storage.params, storage.grads
         self.out_calls = 0
 
     def loss(self, X, y=None, *, out=None):
@@ -372,10 +376,11 @@ class PlainModel(FlatGradsModel):
         return FlatGradsModel.loss(self, X, y)
 
 
+@pytest.mark.parametrize("flat", [False, True], ids=["dict", "FlatParams"])
 @pytest.mark.parametrize("rule", ["adam", optim.Adam])
-def test_models_with_out_grads_use_them_and_train_bitwise_like_the_plain_call(rule):
+def test_models_with_out_grads_use_them_and_train_bitwise_like_the_plain_call(rule, flat):
     data = blob_data()
-    a, b = FlatGradsModel(DIM, CLASSES), PlainModel(DIM, CLASSES)
+    a, b = FlatGradsModel(DIM, CLASSES, flat=flat), PlainModel(DIM, CLASSES)
     sa = Solver(a, data, **kwargs(update_rule=rule))
     sb = Solver(b, data, **kwargs(update_rule=rule))
     sa.train()

@@ -34,11 +34,9 @@ _STATE_KEYS = ("format", "version", "update_rule", "lr_schedule", "lr_schedule_c
 
 def build(solver):
     """The checkpoint object of `solver`'s complete training state."""
-    state = {"format": FORMAT, "version": VERSION,
-             "update_rule": _registry.rule_name(solver._rule),
-             "lr_schedule": _registry.schedule_spec(solver.lr_schedule),
-             "lr_schedule_custom": solver.lr_schedule is not None
-             and _registry.schedule_spec(solver.lr_schedule) is None}
+    spec = _registry.schedule_spec(solver.lr_schedule)  # None for a user's own callable: not stored
+    state = {"format": FORMAT, "version": VERSION, "update_rule": _registry.rule_name(solver._rule),
+             "lr_schedule": spec, "lr_schedule_custom": solver.lr_schedule is not None and spec is None}
     for key in _STORED_KWARGS:
         state[key] = copy.deepcopy(getattr(solver, key))
     state.update({
