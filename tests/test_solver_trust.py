@@ -8,7 +8,7 @@ import pytest
 from _nn_data import blob_data
 from test_solver import make_model, solver_kwargs
 
-from fastopt import optim
+from fastopt import checkpoint, optim
 from fastopt.flat import FlatParams
 from fastopt.optim.rule_adapter import RuleOptimizer
 from fastopt.solver import Solver
@@ -471,6 +471,32 @@ def test_a_users_own_rule_resumes_bitwise_when_passed_again(tmp_path):
         Solver.from_checkpoint(tmp_path / "mine_epoch_1.pkl", make_model(), data)
     resumed = Solver.from_checkpoint(tmp_path / "mine_epoch_1.pkl", make_model(seed=2), data,
                                      update_rule=my_momentum)
+    resumed.train()
+    assert resumed.loss_history == full.loss_history
+    for k in full.model.params:
+        assert np.array_equal(resumed.model.params[k], full.model.params[k])
+
+
+def test_a_users_own_class_and_schedule_are_passed_again_never_stored(tmp_path):
+    class MySGD(optim.SGD):  # a user's own optimizer class
+        pass
+
+    def halve_each_epoch(t, base_lr):  # a user's own schedule callable
+        return base_lr * 0.5 ** t
+
+    data = blob_data()
+    kw = kwargs(update_rule=MySGD, optim_config={"learning_rate": 0.1, "momentum": 0.9},
+                lr_schedule=halve_each_epoch)
+    full = Solver(make_model(), data, checkpoint_name=str(tmp_path / "own"), **kw)
+    full.train()
+    path = tmp_path / "own_epoch_1.pkl"
+    saved = checkpoint.load(path)
+    assert saved["update_rule"].startswith("custom:") and saved["lr_schedule"] is None
+    with pytest.raises(ValueError, match="pass update_rule=<it>"):
+        Solver.from_checkpoint(path, make_model(), data)
+    with pytest.raises(ValueError, match="pass lr_schedule="):
+        Solver.from_checkpoint(path, make_model(), data, update_rule=MySGD)
+    resumed = Solver.from_checkpoint(path, make_model(), data, update_rule=MySGD, lr_schedule=halve_each_epoch)
     resumed.train()
     assert resumed.loss_history == full.loss_history
     for k in full.model.params:
