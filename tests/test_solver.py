@@ -66,7 +66,9 @@ def test_resume_from_epoch_checkpoint_is_bit_for_bit(tmp_path, config):
     data = blob_data()
     full = Solver(make_model(), data, checkpoint_name=str(tmp_path / "run"), **solver_kwargs(**config))
     full.train()
-    assert sorted(os.listdir(tmp_path)) == ["run_epoch_1.pkl", "run_epoch_2.pkl", "run_epoch_3.pkl"]
+    # As CS231n: a file at every accuracy check, so epoch 0 (after the first iteration) too.
+    assert sorted(os.listdir(tmp_path)) == ["run_epoch_0.pkl", "run_epoch_1.pkl", "run_epoch_2.pkl",
+                                            "run_epoch_3.pkl"]
 
     resumed = Solver.from_checkpoint(tmp_path / "run_epoch_1.pkl", make_model(seed=999), data)
     assert resumed.epoch == 1 and resumed.iteration == resumed.iterations_per_epoch
@@ -151,7 +153,7 @@ def test_callback_contract(tmp_path):
     assert [i["epoch"] for i in evals] == [0, 1, 2, 3]
     assert [i["epoch_end"] for i in evals] == [False, True, True, True]
     assert [i["val_acc"] for i in evals] == solver.val_acc_history
-    assert evals[0]["checkpoint"] is None
+    assert evals[0]["checkpoint"] == str(tmp_path / "cb") + "_epoch_0.pkl"
     assert evals[2]["checkpoint"] == str(tmp_path / "cb") + "_epoch_2.pkl"
     assert os.path.exists(evals[2]["checkpoint"])
     assert events[-1][1]["best_val_acc"] == solver.best_val_acc == max(solver.val_acc_history)
@@ -262,3 +264,19 @@ def test_read_only_params_mapping_is_never_rebound(tmp_path, rule):
     resumed.load_checkpoint(tmp_path / "ro_epoch_1.pkl")
     resumed.train()
     assert_same_run(full, resumed)
+
+
+def test_class_flags_and_pairs_in_optim_config_round_trip_through_checkpoints(tmp_path):
+    data = blob_data()
+    kw = solver_kwargs(update_rule=optim.Adam, num_epochs=2,
+                       optim_config={"learning_rate": 5e-3, "amsgrad": True, "betas": (0.8, 0.99)})
+    full = Solver(make_model(), data, checkpoint_name=str(tmp_path / "flags"), **kw)
+    full.train()
+    resumed = Solver.from_checkpoint(tmp_path / "flags_epoch_1.pkl", make_model(), data)
+    assert resumed.optimizer.param_groups[0]["amsgrad"] is True
+    resumed.train()
+    by_hand = Solver(make_model(), data, **kw)
+    by_hand.load_checkpoint(tmp_path / "flags_epoch_1.pkl")
+    by_hand.train()
+    assert_same_run(full, resumed)
+    assert_same_run(full, by_hand)

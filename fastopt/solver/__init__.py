@@ -1,0 +1,87 @@
+"""CS231n's Solver: minibatch training of a model with an update rule, with exact checkpoint/resume.
+
+    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3},
+                    lr_decay=0.95, num_epochs=10, batch_size=100, seed=0)
+    solver.train()
+
+`model` needs ``params`` (a dict or any Mapping name -> array, e.g. fastopt.flat's views into one
+buffer; updated IN PLACE: the Solver never rebinds an entry)
+and ``loss(X, y=None)`` (scores without y; ``(loss, grads)`` with y). When the model also has
+``state_dict()`` / ``load_state_dict()`` (fastopt.nn.FullyConnectedNet does: params, batchnorm
+running statistics, dropout RNG) checkpoints and the best-model snapshot use them.
+
+`data`: dict with X_train, y_train, X_val, y_val (X: numeric arrays with N rows, X_val's rows shaped
+like X_train's; y: N integer labels in [0, C), C being the number of classes the model scores, read
+from one test-mode forward pass of one row at construction). Everything is checked at construction.
+
+Keyword arguments (anything else raises ValueError, as in CS231n):
+    update_rule      name of a rule in fastopt.optim.RULES ("sgd", "sgd_momentum", "nesterov_momentum",
+                     "adagrad", "rmsprop", "adam"; default "sgd"), each parameter getting its own deep
+                     copy of optim_config (fastopt.optim.rule_adapter.RuleOptimizer runs it); or the
+                     name of a fastopt optimizer class ("Adam", "AdamW", "SGD", ...) or the class
+                     itself, built once over model.params, its keyword arguments mapped from
+                     optim_config (learning_rate -> lr, epsilon -> eps, beta1/beta2 -> betas,
+                     decay_rate -> alpha; other keys passed as they are); or a user's own update
+                     function ``rule(w, dw, config) -> (next_w, config)`` or optimizer class.
+    optim_config     dict of hyperparameters (default {}), validated at construction (a key the
+                     rule does not use, or a value out of range, raises).
+    lr_decay         float in (0, 1]: the learning rate is multiplied by it after each epoch (default 1).
+    lr_schedule      a fastopt.schedules schedule (or any callable (t, base_lr) -> lr), applied before
+                     every step with base_lr = optim_config["learning_rate"] (or "lr"); exclusive
+                     with lr_decay != 1.
+    lr_schedule_unit "epoch" (default: t = completed epochs) or "iteration" (t = completed iterations).
+    batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None (None: all),
+    checkpoint_name  None, or a path prefix: at every accuracy check (after the first iteration and
+                     at every epoch end, as CS231n) the Solver writes "{checkpoint_name}_epoch_{epoch}.pkl"
+                     (so "..._epoch_0.pkl" too) and, when verbose, prints 'Saving checkpoint to "..."'.
+    print_every=10, verbose=True,
+    seed             None (default): minibatches and accuracy subsamples are drawn as CS231n draws
+                     them, np.random.choice on NumPy's global state, so np.random.seed(231) reproduces
+                     a notebook. An int >= 0: two private Generators from SeedSequence(seed)
+                     (reproducible, independent of anything else in the process). Dropout masks
+                     come from the model.
+    callback         None or callable(solver, event, info) -- see below.
+
+Minibatches are drawn WITH replacement (CS231n: ``np.random.choice(num_train, batch_size)``);
+there are max(num_train // batch_size, 1) iterations per epoch. Accuracy is checked after the first
+iteration and at the end of every epoch; the best validation accuracy keeps copies of the params
+(``best_params``) and of the model's normalization statistics, and ``train()`` copies them back into
+the model when it returns: afterwards ``model.params`` holds the best values under the same keys
+(in the same arrays; CS231n swaps in ``best_params`` itself).
+
+Callback contract: ``callback(solver, event, info)`` with `info` a dict:
+    "begin"      before the first step:  iteration (steps already done, > 0 after a resume),
+                 num_iterations, iterations_per_epoch, epoch, num_epochs
+    "iteration"  after every step:       iteration (1-based count of steps done), num_iterations,
+                 epoch (epochs completed before this step), loss, lr
+    "eval"       after each accuracy check (after iteration 1 and at each epoch end):
+                 iteration, num_iterations, epoch, num_epochs, epoch_end (bool), train_acc, val_acc,
+                 best_val_acc, lr, checkpoint (the path written at this check, or None)
+    "end"        when train() returns:   iteration, num_iterations, epoch, best_val_acc
+An exception raised by the callback propagates out of train(); the checkpoint is written
+before the "eval" event, so stopping there loses nothing.
+
+Checkpoints (fastopt.checkpoint's format: atomic, checksummed, plain data only) hold CS231n's keys
+(model -- the model state with its params --, update_rule, lr_decay, optim_config, batch_size,
+num_train_samples, num_val_samples, epoch, loss_history, train_acc_history, val_acc_history: read
+them with ``fastopt.checkpoint.load(path)``) and everything an exact resume needs (iteration, the
+optimizer's state_dict, the draws' RNG state, best_val_acc, best_params, the other kwargs).
+``solver.load_checkpoint(path)`` restores one into a Solver built like the original;
+``Solver.from_checkpoint(path, model, data, **overrides)`` builds that Solver from the stored kwargs.
+A resumed run reproduces the uninterrupted run bit for bit (without a seed, loading restores
+NumPy's global RNG state, which the run draws from).
+
+A checkpoint never chooses code: the update rule and schedule are stored by name and looked up in
+fastopt's own tables; a user's own rule, class or schedule is passed again by the caller
+(``Solver.from_checkpoint(path, model, data, update_rule=MyRule)``). Every field is validated
+before anything is assigned; a refused checkpoint changes nothing.
+
+Threads: a Solver is used from one thread at a time; a second thread's train(), check_accuracy(),
+save_checkpoint() or load_checkpoint() while one trains raises RuntimeError (the callback, running
+in the training thread, may call check_accuracy and save_checkpoint).
+"""
+from ._checkpoint import FORMAT as CHECKPOINT_FORMAT
+from ._checkpoint import VERSION as CHECKPOINT_VERSION
+from ._solver import Solver
+
+__all__ = ["Solver", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]

@@ -1,0 +1,86 @@
+"""Where the Solver's random draws (minibatches, accuracy subsamples) come from.
+
+* seed=None: CS231n's own draws, ``np.random.choice(N, size)`` on NumPy's global state, so a
+  notebook's ``np.random.seed(231)`` reproduces its run. The state is shared by everything in the
+  process (and by every thread): a checkpoint stores it and loading one restores it.
+* seed=int: fastopt's reproducible streams, two Generators spawned from ``SeedSequence(seed)``
+  (minibatches, subsamples), private to the Solver: bitwise the same run in any thread.
+"""
+import numpy as np
+
+from .._validation import check_rng_state
+
+
+class GlobalDraws:
+    """CS231n: np.random.choice on NumPy's global RandomState."""
+
+    kind = "numpy-global"
+    batch_rng = eval_rng = None
+
+    def batch(self, n, size):
+        return np.random.choice(n, size)
+
+    subsample = batch
+
+    def state(self):
+        return {"kind": self.kind, "state": np.random.get_state(legacy=False)}
+
+    def set_state(self, state):
+        np.random.set_state(state["state"])
+
+    @staticmethod
+    def check(state, where):
+        try:
+            np.random.RandomState().set_state(state["state"])  # a probe: the global state is untouched
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{where}['state'] is not a NumPy global RandomState state: {exc}") from exc
+
+
+class SeededDraws:
+    """fastopt: a Generator for minibatches and one for subsamples, from SeedSequence(seed)."""
+
+    kind = "generators"
+
+    def __init__(self, seed=None):
+        batch_ss, eval_ss = np.random.SeedSequence(seed).spawn(2)
+        self.batch_rng = np.random.default_rng(batch_ss)
+        self.eval_rng = np.random.default_rng(eval_ss)
+
+    def batch(self, n, size):
+        return self.batch_rng.integers(0, n, size=size)
+
+    def subsample(self, n, size):
+        return self.eval_rng.integers(0, n, size=size)
+
+    def state(self):
+        return {"kind": self.kind, "batch": self.batch_rng.bit_generator.state,
+                "eval": self.eval_rng.bit_generator.state}
+
+    def set_state(self, state):
+        self.batch_rng.bit_generator.state = state["batch"]
+        self.eval_rng.bit_generator.state = state["eval"]
+
+    @staticmethod
+    def check(state, where):
+        if set(state) != {"kind", "batch", "eval"}:
+            raise ValueError(f"{where} must hold 'kind', 'batch' and 'eval', got {sorted(map(repr, state))}")
+        check_rng_state(f"{where}['batch']", state["batch"])
+        check_rng_state(f"{where}['eval']", state["eval"])
+
+
+_KINDS = {cls.kind: cls for cls in (GlobalDraws, SeededDraws)}
+
+
+def make_draws(seed):
+    return GlobalDraws() if seed is None else SeededDraws(seed)
+
+
+def draws_from_state(state, where):
+    """New draws holding `state` (validated first; the global state is set only by set_state)."""
+    if not isinstance(state, dict) or state.get("kind") not in _KINDS:
+        raise ValueError(f"{where} must be a dict with 'kind' in {sorted(_KINDS)}")
+    cls = _KINDS[state["kind"]]
+    if cls is GlobalDraws and set(state) != {"kind", "state"}:
+        raise ValueError(f"{where} must hold 'kind' and 'state', got {sorted(map(repr, state))}")
+    cls.check(state, where)
+    return cls()

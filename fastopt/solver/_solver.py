@@ -1,0 +1,263 @@
+"""The Solver: construction, the training loop, evaluation; checkpoints are in _checkpoint."""
+import contextlib
+import inspect
+import os
+import threading
+
+from .. import _backend
+from .. import checkpoint as _ckpt
+from ..optim.rule_adapter import RuleOptimizer
+from .._validation import check_scalar
+from . import _checkpoint, _evaluation, _options, _registry
+from ._sampling import make_draws
+
+
+def _loss_function(model):
+    """model.loss, or its zero-copy form ``loss(X, y, out=model.grads)`` when the model offers one
+    (a `grads` attribute and an `out` parameter; detected once)."""
+    try:
+        takes_out = "out" in inspect.signature(model.loss).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        takes_out = False
+    if takes_out and getattr(model, "grads", None) is not None:
+        return lambda X, y: model.loss(X, y, out=model.grads)
+    return model.loss
+
+
+class Solver:
+    """Train `model` on `data` (see fastopt.solver's docstring for every keyword argument)."""
+
+    def __init__(self, model, data, **kwargs):
+        _options.check_model(model)
+        opts = _options.check_options(kwargs)
+        self.model = model
+        self._rule = opts.pop("rule")
+        for key, value in opts.items():
+            setattr(self, key, value)
+        self._reset()  # builds the optimizer: optim_config is validated here
+        # Last, as it may run the model once (test mode, one row) to learn its number of classes.
+        data, self._num_classes = _options.check_data(data, model)
+        self.X_train, self.y_train = data["X_train"], data["y_train"]
+        self.X_val, self.y_val = data["X_val"], data["y_val"]
+        self._loss = _loss_function(model)
+        self._lock = threading.RLock()   # held by the thread inside train() / a checkpoint call
+        self._training = False
+        base = self.optim_config.get("learning_rate", self.optim_config.get("lr"))
+        self._base_lr = self.optimizer.param_groups[0]["lr"] if base is None else base
+
+    # ---------------------------------------------------------------- state
+    def _reset(self):
+        self.epoch = 0
+        self.best_val_acc = 0.0
+        self.best_params = {}
+        self._best_model_state = None
+        self.loss_history = []
+        self.train_acc_history = []
+        self.val_acc_history = []
+        self._t = 0  # steps taken
+        self._draws = make_draws(self.seed)
+        self.optimizer = self._make_optimizer()
+
+    def _make_optimizer(self):
+        """The one place where a rule function and an optimizer class differ: both become an
+        optimizer over the model's own arrays (updated in place; params may be a read-only
+        Mapping of views into one flat buffer, fastopt.flat)."""
+        if isinstance(self._rule, type):
+            try:
+                return self._rule(dict(self.model.params), **_registry.class_kwargs(self.optim_config))
+            except TypeError as exc:
+                raise TypeError(f"optim_config does not fit {self._rule.__name__}: {exc}") from exc
+        return RuleOptimizer(self._rule, self.model.params, self.optim_config)
+
+    @property
+    def iteration(self):
+        """Steps taken so far (survives checkpoint/resume)."""
+        return self._t
+
+    @property
+    def iterations_per_epoch(self):
+        return max(self.X_train.shape[0] // self.batch_size, 1)
+
+    @property
+    def lr(self):
+        """The current learning rate (of the first param group)."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def optim_configs(self):
+        """CS231n's per-parameter configs (hyperparameters and state) of a rule; None for a class."""
+        return getattr(self.optimizer, "configs", None)
+
+    @property
+    def rng(self):
+        """The minibatch Generator (None without a seed: draws then come from np.random)."""
+        return self._draws.batch_rng
+
+    @property
+    def eval_rng(self):
+        return self._draws.eval_rng
+
+    @contextlib.contextmanager
+    def _exclusive(self, what, reentrant):
+        """One thread at a time; `reentrant` calls (check_accuracy, save_checkpoint) may also come
+        from the training thread's callback."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(f"Solver.{what}: this Solver is busy in another thread; "
+                               f"a Solver is used from one thread at a time")
+        try:
+            if self._training and not reentrant:
+                raise RuntimeError(f"Solver.{what} cannot be called while this Solver is training")
+            yield
+        finally:
+            self._lock.release()
+
+    def _emit(self, event, info):
+        if self.callback is not None:
+            self.callback(self, event, info)
+
+    # ---------------------------------------------------------------- learning rate (one place)
+    def _set_lr(self, lr):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _lr_before_step(self):
+        if self.lr_schedule is not None:
+            t = self._t if self.lr_schedule_unit == "iteration" else self._t // self.iterations_per_epoch
+            self._set_lr(self.lr_schedule(t, self._base_lr))
+
+    def _lr_at_epoch_end(self):
+        if self.lr_decay != 1:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.lr_decay
+
+    # ---------------------------------------------------------------- training
+    def _step(self):
+        """One minibatch update; returns the loss."""
+        idx = self._draws.batch(self.X_train.shape[0], self.batch_size)
+        X_batch, y_batch = self.X_train[idx], self.y_train[idx]
+        self._lr_before_step()
+        # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS.
+        with _backend.beside_blas():
+            loss, grads = self._loss(X_batch, y_batch)
+            self.optimizer.step(grads)
+        loss = float(loss)
+        self.loss_history.append(loss)
+        return loss
+
+    def train(self):
+        """Run until num_epochs epochs are done (continuing from where a checkpoint left off), then
+        copy the best params (and normalization statistics) back into the model, in place."""
+        with self._exclusive("train", reentrant=False):
+            self._training = True
+            try:
+                self._train()
+            finally:
+                self._training = False
+
+    def _train(self):
+        ipe = self.iterations_per_epoch
+        num_iterations = self.num_epochs * ipe
+        self._emit("begin", {"iteration": self._t, "num_iterations": num_iterations,
+                             "iterations_per_epoch": ipe, "epoch": self.epoch, "num_epochs": self.num_epochs})
+        for t in range(self._t, num_iterations):
+            loss = self._step()
+            self._t = t + 1
+            if self.verbose and t % self.print_every == 0:
+                print(f"(Iteration {t + 1} / {num_iterations}) loss: {loss:f}")
+            self._emit("iteration", {"iteration": t + 1, "num_iterations": num_iterations,
+                                     "epoch": self.epoch, "loss": loss, "lr": self.lr})
+            epoch_end = (t + 1) % ipe == 0
+            if epoch_end:
+                self.epoch += 1
+                self._lr_at_epoch_end()
+            if t == 0 or t == num_iterations - 1 or epoch_end:
+                self._evaluate(epoch_end, num_iterations)
+        self._restore_best()
+        self._emit("end", {"iteration": self._t, "num_iterations": num_iterations,
+                           "epoch": self.epoch, "best_val_acc": self.best_val_acc})
+
+    # ---------------------------------------------------------------- evaluation
+    def _evaluate(self, epoch_end, num_iterations):
+        """CS231n's check after the first iteration and at every epoch end: accuracies, the best
+        snapshot, the checkpoint (its message before the accuracy line, as CS231n prints them)."""
+        train_acc = _evaluation.accuracy(self.model, self.X_train, self.y_train, self._draws,
+                                         self.num_train_samples, 100)
+        val_acc = _evaluation.accuracy(self.model, self.X_val, self.y_val, self._draws, self.num_val_samples, 100)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        if val_acc > self.best_val_acc:
+            self.best_val_acc = val_acc
+            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+            self._best_model_state = _evaluation.model_state(self.model, rng=False)
+        path = self._save_epoch_checkpoint()
+        if self.verbose:
+            print(f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
+        self._emit("eval", {"iteration": self._t, "num_iterations": num_iterations, "epoch": self.epoch,
+                            "num_epochs": self.num_epochs, "epoch_end": epoch_end, "train_acc": train_acc,
+                            "val_acc": val_acc, "best_val_acc": self.best_val_acc, "lr": self.lr,
+                            "checkpoint": path})
+
+    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+        """Fraction of `y` the model predicts on `X` (test mode), on a random subsample of
+        `num_samples` rows (drawn with replacement, as CS231n's) when X has more."""
+        X = _options.check_X("X", X, self.X_train.shape[1:])
+        y = _options.check_y("y", y, X.shape[0], self._num_classes)
+        num_samples = None if num_samples is None else check_scalar("num_samples", num_samples, low=1, integer=True)
+        batch_size = check_scalar("batch_size", batch_size, low=1, integer=True)
+        with self._exclusive("check_accuracy", reentrant=True):
+            return _evaluation.accuracy(self.model, X, y, self._draws, num_samples, batch_size)
+
+    def _restore_best(self):
+        """model.params hold the best values (same keys, same arrays), as CS231n's swap-in does;
+        unchanged when no check beat accuracy 0 (CS231n would then swap in an empty dict)."""
+        if self._best_model_state is not None:
+            _evaluation.load_model_state(self.model, self._best_model_state)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save_epoch_checkpoint(self):
+        """CS231n's "{checkpoint_name}_epoch_{epoch}.pkl" at every accuracy check; the path or None."""
+        if self.checkpoint_name is None:
+            return None
+        path = f"{self.checkpoint_name}_epoch_{self.epoch}.pkl"
+        if self.verbose:
+            print(f'Saving checkpoint to "{path}"')
+        self.save_checkpoint(path)
+        return path
+
+    def save_checkpoint(self, path):
+        """Atomically write the complete training state to `path` (fastopt's safe format); returns
+        the path. ``fastopt.checkpoint.load(path)`` gives CS231n's checkpoint keys among others."""
+        with self._exclusive("save_checkpoint", reentrant=True):
+            _ckpt.save(path, _checkpoint.build(self))
+        return path
+
+    def load_checkpoint(self, path):
+        """Restore the training state saved by save_checkpoint into this Solver and its model.
+
+        The Solver must use the same update rule and the model the same parameter names, shapes and
+        dtypes. Raises ValueError (fastopt.checkpoint.CheckpointError for a damaged file) on any
+        mismatch, in which case nothing has changed. Kwargs such as num_epochs stay this Solver's own.
+        """
+        source = f"checkpoint {os.fspath(path)!r}"
+        state = _ckpt.load(path)
+        with self._exclusive("load_checkpoint", reentrant=False):
+            _checkpoint.restore_plan(self, state, source)()
+
+    @classmethod
+    def from_checkpoint(cls, path, model, data, **overrides):
+        """A Solver built from the kwargs stored in the checkpoint at `path` (with `overrides`,
+        e.g. num_epochs=20 or callback=...), holding the saved state. `model` must be built like the
+        original model (its params are overwritten in place).
+
+        The update rule and schedule are found by name among fastopt's own; a user's own rule,
+        optimizer class or schedule is never stored: pass it again (update_rule=..., lr_schedule=...).
+        """
+        source = f"checkpoint {os.fspath(path)!r}"
+        state = _ckpt.load(path)
+        kwargs = _checkpoint.solver_kwargs(state, source, overrides)
+        try:
+            solver = cls(model, data, **kwargs)
+        except (TypeError, ValueError) as exc:  # e.g. an optim_config the rule refuses
+            raise ValueError(f"cannot build the Solver of {source}: {exc}") from exc
+        _checkpoint.restore_plan(solver, state, source)()
+        return solver
