@@ -372,15 +372,14 @@ def test_closure_exception_mid_step_restores_params_and_state():
 def test_full_batch_digits_softmax_and_mlp():
     data = load_digits(standardize=True, dtype=np.float64)
     X, y = data["X_train"], data["y_train"]
-    for hidden in ([], [32]):
+    for hidden, iterations in (([], 40), ([32], 60)):
         model = fastopt.FullyConnectedNet(hidden, input_dim=64, num_classes=10, reg=1e-3,
                                           weight_init="he", dtype=np.float64, seed=0)
-        opt = LBFGS(model.params, max_iter=60, history_size=20, line_search_fn="strong_wolfe")
+        opt = LBFGS(model.params, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
         first = opt.step(lambda: model.loss(X, y))
-        for _ in range(2):
-            opt.step(lambda: model.loss(X, y))
         final = model.loss(X, y)[0]
         acc = np.mean(np.argmax(model.loss(data["X_test"]), axis=1) == data["y_test"])
-        assert final < 0.25 * first, (hidden, first, final)
-        assert acc >= 0.93, (hidden, acc)        # seen: softmax ~0.96, MLP ~0.97
-        assert opt.state["n_resets"] == 0
+        # seen: softmax loss 3.44 -> 0.077, test accuracy 0.955; MLP 3.13 -> 0.044, 0.972
+        assert final < 0.1 * first, (hidden, first, final)
+        assert acc >= 0.93, (hidden, acc)
+        assert opt.state["n_resets"] == 0 and opt.state["func_evals"] <= iterations * 5 // 4
