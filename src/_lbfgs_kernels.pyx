@@ -103,61 +103,59 @@ cdef double _block_abs_max(const floating* x, Py_ssize_t m) noexcept nogil:
     return s
 
 
-def dot(const floating[::1] x, const floating[::1] y, int n_threads):
-    """sum(x * y) accumulated in double over fixed blocks (bitwise independent of n_threads)."""
+cdef enum:
+    K_DOT = 0
+    K_ABS_SUM = 1
+    K_ABS_MAX = 2
+
+
+cdef double _block(int kind, const floating* x, const floating* y, Py_ssize_t m) noexcept nogil:
+    if kind == K_DOT:
+        return _block_dot(x, y, m)
+    if kind == K_ABS_SUM:
+        return _block_abs_sum(x, m)
+    return _block_abs_max(x, m)
+
+
+cdef double _reduce(int kind, const floating[::1] x, const floating[::1] y, int n_threads) except? -1.0:
+    # The one blocked reduction: block partials in parallel, combined in block order afterwards.
     cdef Py_ssize_t n = x.shape[0], b, lo, nb = (x.shape[0] + BLOCK - 1) // BLOCK
-    _same("y", y.shape[0], "x", n)
+    cdef double total = 0.0, v
     if n == 0:
         return 0.0
     cdef double* part = _partials(n)
-    cdef double total
     try:
         for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
             lo = b * BLOCK
-            part[b] = _block_dot(&x[lo], &y[lo], min(<Py_ssize_t>BLOCK, n - lo))
-        total = _combine(part, n)
+            part[b] = _block(kind, &x[lo], &y[lo], min(<Py_ssize_t>BLOCK, n - lo))
+        if kind != K_ABS_MAX:
+            total = _combine(part, n)
+        else:
+            for b in range(nb):
+                v = part[b]
+                if v > total or v != v:
+                    total = v
+                    if v != v:
+                        break
     finally:
         free(part)
     return total
+
+
+def dot(const floating[::1] x, const floating[::1] y, int n_threads):
+    """sum(x * y) accumulated in double over fixed blocks (bitwise independent of n_threads)."""
+    _same("y", y.shape[0], "x", x.shape[0])
+    return _reduce(K_DOT, x, y, n_threads)
 
 
 def abs_sum(const floating[::1] x, int n_threads):
     """sum(|x|) accumulated in double over fixed blocks."""
-    cdef Py_ssize_t n = x.shape[0], b, lo, nb = (x.shape[0] + BLOCK - 1) // BLOCK
-    if n == 0:
-        return 0.0
-    cdef double* part = _partials(n)
-    cdef double total
-    try:
-        for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
-            lo = b * BLOCK
-            part[b] = _block_abs_sum(&x[lo], min(<Py_ssize_t>BLOCK, n - lo))
-        total = _combine(part, n)
-    finally:
-        free(part)
-    return total
+    return _reduce(K_ABS_SUM, x, x, n_threads)
 
 
 def abs_max(const floating[::1] x, int n_threads):
     """max(|x|) (0 for an empty x); NaN when x holds a NaN, inf when it holds an infinity."""
-    cdef Py_ssize_t n = x.shape[0], b, lo, nb = (x.shape[0] + BLOCK - 1) // BLOCK
-    if n == 0:
-        return 0.0
-    cdef double* part = _partials(n)
-    cdef double m = 0.0, v
-    try:
-        for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
-            lo = b * BLOCK
-            part[b] = _block_abs_max(&x[lo], min(<Py_ssize_t>BLOCK, n - lo))
-        for b in range(nb):
-            v = part[b]
-            if v > m or v != v:
-                m = v
-                if v != v:
-                    break
-    finally:
-        free(part)
-    return m
+    return _reduce(K_ABS_MAX, x, x, n_threads)
 
 
 def axpy(floating[::1] y, double a, const floating[::1] x, int n_threads):
