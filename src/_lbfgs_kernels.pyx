@@ -54,7 +54,8 @@ cdef double _combine(double* part, Py_ssize_t n) noexcept nogil:
     return total
 
 
-cdef double _block_dot(const floating* x, const floating* y, Py_ssize_t m) noexcept nogil:
+cdef double _block_sum(bint absolute, const floating* x, const floating* y, Py_ssize_t m) noexcept nogil:
+    # sum(x*y) or sum(|x|) over one block in LANES lanes; `absolute` is loop invariant (GCC unswitches).
     cdef double acc[LANES]
     cdef Py_ssize_t i, j
     cdef double s = 0.0
@@ -63,28 +64,10 @@ cdef double _block_dot(const floating* x, const floating* y, Py_ssize_t m) noexc
     i = 0
     while i + LANES <= m:
         for j in range(LANES):
-            acc[j] += <double>x[i + j] * <double>y[i + j]
+            acc[j] += fabs(<double>x[i + j]) if absolute else <double>x[i + j] * <double>y[i + j]
         i += LANES
     for j in range(m - i):
-        acc[j] += <double>x[i + j] * <double>y[i + j]
-    for j in range(LANES):
-        s += acc[j]
-    return s
-
-
-cdef double _block_abs_sum(const floating* x, Py_ssize_t m) noexcept nogil:
-    cdef double acc[LANES]
-    cdef Py_ssize_t i, j
-    cdef double s = 0.0
-    for j in range(LANES):
-        acc[j] = 0.0
-    i = 0
-    while i + LANES <= m:
-        for j in range(LANES):
-            acc[j] += fabs(<double>x[i + j])
-        i += LANES
-    for j in range(m - i):
-        acc[j] += fabs(<double>x[i + j])
+        acc[j] += fabs(<double>x[i + j]) if absolute else <double>x[i + j] * <double>y[i + j]
     for j in range(LANES):
         s += acc[j]
     return s
@@ -110,11 +93,9 @@ cdef enum:
 
 
 cdef double _block(int kind, const floating* x, const floating* y, Py_ssize_t m) noexcept nogil:
-    if kind == K_DOT:
-        return _block_dot(x, y, m)
-    if kind == K_ABS_SUM:
-        return _block_abs_sum(x, m)
-    return _block_abs_max(x, m)
+    if kind == K_ABS_MAX:
+        return _block_abs_max(x, m)
+    return _block_sum(kind == K_ABS_SUM, x, y, m)
 
 
 cdef double _reduce(int kind, const floating[::1] x, const floating[::1] y, int n_threads) except? -1.0:
@@ -185,7 +166,7 @@ def axpy_dot(floating[::1] y, double a, const floating[::1] x, const floating[::
             m = min(<Py_ssize_t>BLOCK, n - lo)
             for i in range(lo, lo + m):
                 y[i] = y[i] + a_ * x[i]
-            part[b] = _block_dot(&y[lo], &z[lo], m)
+            part[b] = _block_sum(False, &y[lo], &z[lo], m)
         total = _combine(part, n)
     finally:
         free(part)
