@@ -368,6 +368,19 @@ def test_closure_exception_mid_step_restores_params_and_state():
     np.testing.assert_array_equal(after["state"]["old_dirs"], before["state"]["old_dirs"])
 
 
+def test_step_inside_the_closure_raises():
+    x = np.array([1.0])
+    opt = LBFGS([x])
+
+    def closure():
+        opt.step(lambda: (0.0, [np.zeros(1)]))
+        return 1.0, [np.ones(1)]
+    with pytest.raises(RuntimeError, match="already running"):
+        opt.step(closure)
+    assert x[0] == 1.0
+    assert opt.step(lambda: (float(x[0] ** 2), [2 * x])) == 1.0      # the lock was released
+
+
 # ---------------------------------------------------------------- full-batch training on the digits
 def test_full_batch_digits_softmax_and_mlp():
     data = load_digits(standardize=True, dtype=np.float64)

@@ -46,6 +46,7 @@ restored optimizer continues bit for bit. LBFGS has one param group, as torch's;
 """
 import math
 import numbers
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -134,6 +135,9 @@ class LBFGS:
         self._numel = int(offsets[-1])
         self._dtype = arrays[0].dtype
         self.state = self._initial_state()
+        # step() runs user code between updates of shared buffers: a second step (another thread,
+        # or the closure itself calling step) would interleave with it, so it raises instead.
+        self._busy = threading.Lock()
 
     # ------------------------------------------------------------ construction
     @staticmethod
@@ -272,16 +276,22 @@ class LBFGS:
         if group.get("params") is not self._group_params:
             raise ValueError("param_groups[0]['params'] was replaced; parameters are fixed at construction")
         hyper = self._validate_group("param_groups[0]", group)
-        self._k = _backend.kernels("lbfgs")
-        self._nt = self._threads()
-        saved_state = {key: (list(v) if isinstance(v, list) else v) for key, v in self.state.items()}
-        saved_params = self._gather_params()
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("LBFGS.step is already running (in another thread, or the closure called "
+                               "step); one step at a time")
         try:
-            return self._run(closure, hyper)
-        except BaseException:
-            self._set_params(saved_params)
-            self.state = saved_state
-            raise
+            self._k = _backend.kernels("lbfgs")
+            self._nt = self._threads()
+            saved_state = {key: (list(v) if isinstance(v, list) else v) for key, v in self.state.items()}
+            saved_params = self._gather_params()
+            try:
+                return self._run(closure, hyper)
+            except BaseException:
+                self._set_params(saved_params)
+                self.state = saved_state
+                raise
+        finally:
+            self._busy.release()
 
     def _reset_history(self, state):
         state["old_dirs"], state["old_stps"], state["ro"] = [], [], []
@@ -587,9 +597,13 @@ class LBFGS:
                              f"match this optimizer's {list(mine)}")
         hyper = self._validate_group(f"{label}['param_groups'][0]", g0)
         new = self._validate_state(f"{label}['state']", st, hyper["history_size"])
-        group = self.param_groups[0]
-        group.update(hyper)
-        self.state = new
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("LBFGS.load_state_dict called while step is running")
+        try:
+            self.param_groups[0].update(hyper)
+            self.state = new
+        finally:
+            self._busy.release()
 
     def _validate_state(self, label, st, history_size):
         if not isinstance(st, dict):
