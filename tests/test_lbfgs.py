@@ -3,6 +3,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fastopt
 from fastopt import _backend
@@ -46,6 +48,23 @@ def test_kernels_match_twin_and_thread_count(n, dtype):
     assert results[0][0] == results[1][0] == pytest.approx(results[2][0], rel=1e-13, abs=1e-13)
     assert results[0][0] == ck.dot(results[0][1], z, 1)
     np.testing.assert_array_equal(results[0][1], results[2][1])
+
+
+@given(n=st.integers(0, 20000), dtype=st.sampled_from(DTYPES), a=st.floats(-1e3, 1e3),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_kernels_match_twin_random(n, dtype, a, seed):
+    rng = np.random.default_rng(seed)
+    x, y, z = (rng.standard_normal(n).astype(dtype) * 10.0 ** rng.integers(-3, 4) for _ in range(3))
+    for threads in (1, 2):
+        assert ck.dot(x, y, threads) == pytest.approx(ref.dot(x, y, 1), rel=1e-12, abs=1e-300)
+        out_c, out_r = y.copy(), y.copy()
+        got_c, got_r = ck.axpy_dot(out_c, a, x, z, threads), ref.axpy_dot(out_r, a, x, z, 1)
+        np.testing.assert_array_equal(out_c, out_r)
+        assert got_c == pytest.approx(got_r, rel=1e-12, abs=1e-300)
+        out_c, out_r = y.copy(), y.copy()
+        ck.add_scaled(out_c, x, a, z, threads)
+        ref.add_scaled(out_r, x, a, z, 1)
+        np.testing.assert_array_equal(out_c, out_r)
 
 
 def test_kernel_known_answers_and_nan():
