@@ -1,4 +1,10 @@
-"""Learning-rate schedules: stateless callables ``schedule(t, base_lr) -> lr``.
+"""Compatibility layer: stateless ``schedule(t, base_lr) -> lr`` callables for the current Solver.
+
+The schedules live in :mod:`fastopt.optim.lr_scheduler` (torch's names and semantics, stateful,
+``state_dict``); this module only keeps the Solver's older calling convention working until the
+Solver drives those schedulers itself, and is to be removed then. Its formulas are the closed forms
+of those classes (StepLR, ExponentialLR, CosineAnnealingLR), not a second copy; and
+:class:`SpecSchedule` exposes any spec of :func:`fastopt.optim.lr_scheduler.parse` in this form.
 
 ``t`` is a step counter starting at 0 (the Solver passes the epoch index or the iteration index,
 see its ``lr_schedule_unit``). A schedule holds only its hyperparameters, so the learning rate at any
@@ -14,11 +20,10 @@ see its ``lr_schedule_unit``). A schedule holds only its hyperparameters, so the
                                        base_lr * (t + 1) / warmup_steps for t < warmup_steps, then
                                        after(t - warmup_steps, base_lr) (or base_lr when after is None)
 """
-import math
-
 from ._validation import check_scalar
+from .optim import lr_scheduler as _lrs
 
-__all__ = ["Schedule", "StepLR", "ExponentialLR", "CosineLR", "LinearWarmup"]
+__all__ = ["Schedule", "StepLR", "ExponentialLR", "CosineLR", "LinearWarmup", "SpecSchedule"]
 
 
 class Schedule:
@@ -51,7 +56,7 @@ class StepLR(Schedule):
         self.gamma = check_scalar("gamma", gamma, low=0, low_open=True, high=1)
 
     def _lr(self, t, base_lr):
-        return base_lr * self.gamma ** (t // self.step_size)
+        return _lrs.StepLR.closed_form(base_lr, t, self.step_size, self.gamma)
 
 
 class ExponentialLR(Schedule):
@@ -61,7 +66,7 @@ class ExponentialLR(Schedule):
         self.gamma = check_scalar("gamma", gamma, low=0, low_open=True, high=1)
 
     def _lr(self, t, base_lr):
-        return base_lr * self.gamma ** t
+        return _lrs.ExponentialLR.closed_form(base_lr, t, self.gamma)
 
 
 class CosineLR(Schedule):
@@ -74,7 +79,7 @@ class CosineLR(Schedule):
     def _lr(self, t, base_lr):
         if t >= self.T_max:
             return self.eta_min
-        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        return _lrs.CosineAnnealingLR.closed_form(base_lr, t, self.T_max, self.eta_min)
 
 
 class LinearWarmup(Schedule):
@@ -97,3 +102,57 @@ class LinearWarmup(Schedule):
         if self.after is None:
             return base_lr
         return self.after(t - self.warmup_steps, base_lr)
+
+
+class _LR:
+    """The one-group stand-in optimizer a SpecSchedule replays its scheduler on."""
+
+    def __init__(self, lr):
+        self.param_groups = [{"lr": lr}]
+        self.defaults = {"lr": lr}
+
+
+class SpecSchedule(Schedule):
+    """A spec of fastopt.optim.lr_scheduler (dict or text, e.g. "cosine:T_max=20") as a stateless
+    ``schedule(t, base_lr)``: the lr after `t` scheduler steps from `base_lr`, exactly what the
+    stateful scheduler sets (it is replayed on a stand-in optimizer; moving forward costs one step,
+    going back replays from 0). ``unit`` is the spec's ("epoch" or "iteration"); pass it to the
+    Solver as lr_schedule_unit. Only the learning rate is scheduled (OneCycleLR's momentum cycling
+    is off here). ReduceLROnPlateau needs a metric, so it cannot be expressed this way.
+    """
+
+    def __init__(self, spec, iterations_per_epoch=1, epochs=None):
+        spec = _lrs.parse(spec) if isinstance(spec, str) else dict(spec)
+        if spec.get("name") == "plateau":
+            raise ValueError("schedule 'plateau' (ReduceLROnPlateau) needs a metric at every epoch; "
+                             "it cannot run as a stateless (t, base_lr) schedule")
+        if spec.get("name") == "onecycle":
+            spec.setdefault("cycle_momentum", False)
+        self.spec = spec
+        self.iterations_per_epoch = iterations_per_epoch
+        self.epochs = epochs
+        self.unit = self._runner(1.0).unit        # builds once: every argument is checked here
+        self._replay = None
+
+    def _runner(self, base_lr):
+        return _lrs.build(self.spec, _LR(base_lr), iterations_per_epoch=self.iterations_per_epoch,
+                          epochs=self.epochs)
+
+    def _lr(self, t, base_lr):
+        replay = self._replay
+        if replay is None or replay[0] != base_lr or replay[1] > t:
+            replay = self._replay = [base_lr, 0, self._runner(base_lr).scheduler]
+        while replay[1] < t:
+            replay[2].step()
+            replay[1] += 1
+        return replay[2].get_last_lr()[0]
+
+    def __eq__(self, other):
+        return type(self) is type(other) and (self.spec, self.iterations_per_epoch, self.epochs) == \
+            (other.spec, other.iterations_per_epoch, other.epochs)
+
+    def __hash__(self):
+        return hash(repr(self))
+
+    def __repr__(self):
+        return f"SpecSchedule({self.spec!r}, iterations_per_epoch={self.iterations_per_epoch}, epochs={self.epochs})"

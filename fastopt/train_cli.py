@@ -21,6 +21,9 @@ NORMALIZATIONS = ("none", "batchnorm", "layernorm")
 WEIGHT_INITS = ("small", "he", "xavier")
 OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov_momentum", "adagrad", "rmsprop", "adam", "adamw")
 BACKENDS = ("cython", "numpy")
+# The schedules --lr-schedule takes (fastopt.optim.lr_scheduler.SCHEDULES, minus what the Solver
+# cannot drive yet: ReduceLROnPlateau needs the Solver to pass it a metric every epoch).
+LR_SCHEDULES = ("step", "multistep", "exponential", "linear", "cosine", "cosine_restarts", "onecycle")
 
 # Optimizer hyperparameters beyond --lr: option -> (optim_config key (CS231n names; the Solver maps them
 # to AdamW's torch names), the optimizers that use it, bounds for _number).
@@ -68,8 +71,14 @@ def configure(parser):
     add("--lr", default=d["lr"], help=f"learning rate > 0 (default {d['lr']})")
     for option, (key, users, _) in OPTIMIZER_OPTIONS.items():
         add(option, help=f"{key} of {', '.join(users)} (default: the rule's own)")
-    add("--lr-decay", default=d["lr_decay"],
-        help=f"learning rate factor after each epoch, in (0, 1] (default {d['lr_decay']})")
+    add("--lr-decay",
+        help=f"learning rate factor after each epoch, in (0, 1] (default {d['lr_decay']} without "
+             f"--lr-schedule; the same as --lr-schedule exponential:gamma=G)")
+    add("--lr-schedule", metavar="NAME[:KEY=VALUE,...]",
+        help="a fastopt.optim.lr_scheduler schedule with its arguments, e.g. cosine:T_max=20, "
+             "step:step_size=5,gamma=0.5, multistep:milestones=[5,10], onecycle:max_lr=0.01, "
+             "linear:start_factor=0.1,total_iters=5, cosine_restarts:T_0=5; names: "
+             + ", ".join(LR_SCHEDULES) + " (unit=epoch|iteration chooses when it steps)")
     add("--epochs", default=d["epochs"], help=f"epochs >= 1 (default {d['epochs']})")
     add("--batch-size", default=d["batch_size"], help=f"minibatch size >= 1 (default {d['batch_size']})")
     add("--threads", help="threads for fastopt's kernels (fastopt.set_num_threads) and for NumPy's OpenBLAS "
@@ -159,6 +168,40 @@ def _optim_config(args, cfg):
     return config
 
 
+def _lr_schedule(args, cfg):
+    """(the schedule spec or None, lr_decay): --lr-schedule parsed and checked now, by building it
+    on a stand-in optimizer with the run's lr, so a bad spec costs one line and exit code 2."""
+    text = args.lr_schedule
+    if text is None:
+        decay = DEFAULTS["lr_decay"] if args.lr_decay is None else args.lr_decay
+        return None, _number("--lr-decay", decay, float, low=0, high=1, low_open=True)
+    if args.lr_decay is not None:
+        raise UsageError("give --lr-schedule or --lr-decay, not both (--lr-decay G is "
+                         "--lr-schedule exponential:gamma=G)")
+    from .optim import lr_scheduler
+    from .schedules import SpecSchedule
+    try:
+        spec = lr_scheduler.parse(text)
+        if spec["name"] not in LR_SCHEDULES:
+            raise ValueError(f"schedule {spec['name']!r} is not available in fastopt train yet "
+                             f"(choose one of {', '.join(LR_SCHEDULES)})")
+        SpecSchedule(spec, epochs=cfg["epochs"])          # checks every argument's type and range
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--lr-schedule {text!r}: {exc}") from None
+    return spec, 1.0
+
+
+def _solver_schedule(cfg, n_train):
+    """The Solver keyword arguments for cfg's schedule. Today's Solver takes (t, base_lr) callables;
+    once it drives fastopt.optim.lr_scheduler runners this becomes {"lr_schedule": cfg["lr_schedule"]}."""
+    spec = cfg["lr_schedule"]
+    if spec is None:
+        return {}
+    from .schedules import SpecSchedule
+    schedule = SpecSchedule(spec, iterations_per_epoch=max(n_train // cfg["batch_size"], 1), epochs=cfg["epochs"])
+    return {"lr_schedule": schedule, "lr_schedule_unit": schedule.unit}
+
+
 def parse_config(args):
     """The validated configuration (a JSON-ready dict) from argparse's strings; UsageError if bad."""
     cfg = {
@@ -172,7 +215,8 @@ def parse_config(args):
         "weight_scale": None,
         "optimizer": _choice("--optimizer", args.optimizer, OPTIMIZERS),
         "lr": _number("--lr", args.lr, float, low=0, low_open=True),
-        "lr_decay": _number("--lr-decay", args.lr_decay, float, low=0, high=1, low_open=True),
+        "lr_decay": None,
+        "lr_schedule": None,
         "epochs": _number("--epochs", args.epochs, int, low=1),
         "batch_size": _number("--batch-size", args.batch_size, int, low=1),
         "threads": None if args.threads is None else _number("--threads", args.threads, int, low=1),
@@ -183,6 +227,7 @@ def parse_config(args):
         "resume": args.resume,
     }
     cfg["optim_config"] = _optim_config(args, cfg)
+    cfg["lr_schedule"], cfg["lr_decay"] = _lr_schedule(args, cfg)
     if cfg["weight_init"] == "small":
         scale = DEFAULTS["weight_scale"] if args.weight_scale is None else args.weight_scale
         cfg["weight_scale"] = _number("--weight-scale", scale, float, low=0, low_open=True)
@@ -258,7 +303,8 @@ def train_model(cfg, data, on_event):
     solver = Solver(
         model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")},
         update_rule=update_rule(cfg["optimizer"]), optim_config=dict(cfg["optim_config"]),
-        lr_decay=cfg["lr_decay"], batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
+        lr_decay=cfg["lr_decay"], **_solver_schedule(cfg, len(data["X_train"])),
+        batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
         seed=cfg["seed"], callback=callback)
     if cfg["resume"]:
@@ -381,7 +427,8 @@ def _describe(cfg):
             f"optimizer={cfg['optimizer']} lr={cfg['lr']:g} "
             + "".join(f"{k}={v:g} " for k, v in cfg["optim_config"].items() if k != "learning_rate")
             + f"lr_decay={cfg['lr_decay']:g} "
-            f"epochs={cfg['epochs']} batch={cfg['batch_size']} seed={cfg['seed']} "
+            + (f"lr_schedule={cfg['lr_schedule']} " if cfg["lr_schedule"] else "")
+            + f"epochs={cfg['epochs']} batch={cfg['batch_size']} seed={cfg['seed']} "
             f"backend={cfg['backend']} threads={cfg['threads']}")
 
 
