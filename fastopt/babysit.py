@@ -116,7 +116,7 @@ def _gradient_error(analytic, numeric, floor):
     compared at its own scale, with `floor` (a fraction of the whole gradient's scale) below it."""
     diff = float(np.max(np.abs(analytic - numeric)))
     scale = float(np.max(np.abs(analytic)) + np.max(np.abs(numeric)))
-    return diff / max(scale, floor)
+    return diff / max(scale, floor) if diff else 0.0
 
 
 def check_gradients(build, data, *, hidden=8, features=6, examples=5, seed=0, h=1e-5):
@@ -141,7 +141,7 @@ def check_gradients(build, data, *, hidden=8, features=6, examples=5, seed=0, h=
     analytic = {k: np.array(g, copy=True) for k, g in grads.items()}   # the next loss() reuses grads
     numeric = {k: eval_numerical_gradient(lambda _: model.loss(X, y)[0], model.params[k], verbose=False, h=h)
                for k in analytic}
-    floor = 1e-3 * max(float(np.max(np.abs(g))) for g in analytic.values())
+    floor = 1e-3 * max(float(np.max(np.abs(g))) for g in (*analytic.values(), *numeric.values()))
     errors = {k: _gradient_error(analytic[k], numeric[k], floor) for k in analytic}
     worst = max(errors, key=errors.get)
     passed = all(math.isfinite(e) and e < GRAD_TOLERANCE for e in errors.values())
@@ -365,7 +365,7 @@ def check_output_paths(args, *options):
             _check_writable(option, path)
     if getattr(args, "plot", None) is not None:
         try:
-            import matplotlib  # noqa: F401
+            import matplotlib  # noqa: F401  (only whether it is installed)
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'fastopt[plot]'") from None
 

@@ -169,21 +169,15 @@ def write_plot(path, results):
 
 
 def run(args):
-    from .train_cli import _check_writable, _number
+    from .babysit import check_output_paths
+    from .train_cli import _number
 
     depth = _number("--depth", args.depth, int, low=1)
     width = _number("--width", args.width, int, low=1)
     examples = _number("--examples", args.examples, int, low=1)
     seed = _number("--seed", args.seed, int, low=0)
     cases = _cases(args)
-    for option, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None:
-            _check_writable(option, path)
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install 'fastopt[plot]'") from None
+    check_output_paths(args, "--json", "--plot")
 
     results = run_init_experiments(cases, depth=depth, width=width, examples=examples, seed=seed,
                                    keep_activations=args.plot is not None)

@@ -24,7 +24,6 @@ import concurrent.futures as cf
 import functools
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -111,12 +110,14 @@ def parse_dist(name, text):
     parse, low, low_open, high = _VALUE[name]
     option = "--" + name
 
-    def value(v):
+    def value(v, bounded=True):
         try:
             x = parse(v.strip())
         except ValueError:
             raise ValueError(f"{option}: {v!r} is not a valid value") from None
-        if isinstance(x, float):
+        if isinstance(x, float) and not bounded and not math.isfinite(x):
+            raise ValueError(f"{option}: {v!r} must be a finite number")
+        if isinstance(x, float) and bounded:
             if not math.isfinite(x) or (low is not None and (x < low or (low_open and x == low))) \
                     or (high is not None and x > high):
                 bound = (f"{'>' if low_open else '>='} {low:g}" if low is not None else "") + \
@@ -138,11 +139,12 @@ def parse_dist(name, text):
     parts = rest.split(",")
     if len(parts) != 2:
         raise ValueError(f"{option}: {kind} needs two bounds LO,HI, got {text!r}")
-    lo, hi = value(parts[0]), value(parts[1])
+    lo, hi = value(parts[0], bounded=False), value(parts[1], bounded=False)
     if kind == "log" and lo <= 0:
         raise ValueError(f"{option}: log:LO,HI needs 0 < LO, got {text!r}")
     if not lo < hi:
         raise ValueError(f"{option}: {kind}:LO,HI needs LO < HI, got {text!r}")
+    value(parts[0]), value(parts[1])        # then the option's own bounds (dropout's (0, 1])
     return Dist(name, kind, lo, hi)
 
 
@@ -476,9 +478,7 @@ def run(args):
     out_path = args.json if args.json is not None else args.resume
     check_output_paths(args, "--json", "--plot")
     previous = _load_previous(args.resume, settings) if args.resume is not None else []
-    if out_path is not None and args.json is not None and args.resume is None and os.path.exists(out_path):
-        pass  # a new search overwrites the file (give --resume to continue it)
-    if out_path is not None:
+    if out_path is not None:     # a new search overwrites --json; --resume FILE continues FILE
         from .train_cli import _check_writable
         _check_writable("--json", out_path)
     executor, close = _executor(args)
