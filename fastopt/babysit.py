@@ -289,6 +289,131 @@ def lr_find(model, data, *, update_rule="adam", optim_config=None, start_lr=1e-7
 
 
 # ----------------------------------------------------------------------------------------------
+# monitoring a training run from public data (an observer; the fused version: BABYSITTING.md)
+# ----------------------------------------------------------------------------------------------
+
+class TrainingStopped(Exception):
+    """Raised out of Solver.train() by a Monitor: `diagnosis` says why, `iteration` when."""
+
+    def __init__(self, diagnosis, iteration):
+        super().__init__(f"iteration {iteration}: {diagnosis}")
+        self.diagnosis, self.iteration = diagnosis, iteration
+
+
+def update_ratios(before, after):
+    """{name: ||after - before|| / ||before||} per parameter (the lecture's ~1e-3 rule of thumb);
+    inf where the weights were all zero and moved, 0 where nothing moved."""
+    out = {}
+    for name, w0 in before.items():
+        w0 = np.asarray(w0, dtype=np.float64)
+        du = float(np.linalg.norm(np.asarray(after[name], dtype=np.float64) - w0))
+        w = float(np.linalg.norm(w0))
+        out[name] = du / w if w else (math.inf if du else 0.0)
+    return out
+
+
+def activation_stats(model, X, activation="relu"):
+    """Per hidden layer: mean, std and fraction of flat units (dead ReLU, saturated tanh/sigmoid) of
+    FullyConnectedNet's documented architecture {affine - [batchnorm|layernorm] - activation} x (L-1),
+    recomputed from ``model.params`` on the batch X (batchnorm with the batch's own statistics, as in
+    training; no dropout). Nothing of the model is changed."""
+    from .layers import activations as A, affine_forward, batchnorm_forward, layernorm_forward
+
+    spec = A.get(activation)
+    p = model.params
+    h = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=p["W1"].dtype)
+    stats, k = [], 1
+    while f"W{k + 1}" in p:
+        a, _ = affine_forward(h, p[f"W{k}"], p[f"b{k}"])
+        if f"gamma{k}" in p:
+            norm = batchnorm_forward if getattr(model, "normalization", "batchnorm") == "batchnorm" else layernorm_forward
+            a, _ = norm(a, p[f"gamma{k}"], p[f"beta{k}"], {"mode": "train"} if norm is batchnorm_forward else {})
+        h, _ = spec.forward(a)
+        flat = spec.flat_mask(h)
+        stats.append({"layer": k, "mean": float(h.mean(dtype=np.float64)), "std": float(h.std(dtype=np.float64)),
+                      "flat_fraction": float(flat.mean()), "dead_units": float(flat.all(axis=0).mean())})
+        k += 1
+    return stats
+
+
+class Monitor:
+    """A Solver callback that babysits a run: ``Solver(..., callback=Monitor(...))``.
+
+    - a non-finite loss, or one above `explode` x the first loss: TrainingStopped("learning rate too
+      high?") out of train(), with the iteration;
+    - a loss that fell by less than `flat_tol` (relative) over the last `flat_window` steps (means of
+      the first and last quarter of the window): a "learning rate too low?" entry in `diagnoses`
+      (training goes on; near convergence the question is expected);
+    - every `interval` steps: the update/weight ratio of each parameter over one step (params copied
+      before that step, compared after it) and, when `X` is given, activation_stats on it;
+    - `patience` (epochs without a better validation accuracy): early stopping; the Solver's
+      best_params are copied back into the model before TrainingStopped is raised.
+    `history` holds one dict per measurement: iteration, loss, ratios, activations.
+    """
+
+    def __init__(self, *, interval=50, X=None, activation="relu", explode=3.0, flat_window=200,
+                 flat_tol=1e-2, patience=None, callback=None):
+        from ._validation import check_scalar
+        self.interval = check_scalar("interval", interval, low=1, integer=True)
+        self.explode = check_scalar("explode", explode, low=1, low_open=True)
+        self.flat_window = check_scalar("flat_window", flat_window, low=2, integer=True)
+        self.flat_tol = check_scalar("flat_tol", flat_tol, low=0)
+        self.patience = None if patience is None else check_scalar("patience", patience, low=1, integer=True)
+        self.X, self.activation, self.callback = X, activation, callback
+        self.history, self.diagnoses = [], []
+        self._first = self._before = None
+        self._losses = []
+        self._best, self._stale = -math.inf, 0
+
+    def _stop(self, diagnosis, iteration):
+        self.diagnoses.append({"iteration": iteration, "diagnosis": diagnosis})
+        raise TrainingStopped(diagnosis, iteration)
+
+    def __call__(self, solver, event, info):
+        if self.callback is not None:
+            self.callback(solver, event, info)
+        if event == "begin":
+            self._before = {k: v.copy() for k, v in solver.model.params.items()}
+        elif event == "iteration":
+            self._on_step(solver, info["iteration"], float(info["loss"]))
+        elif event == "eval" and info.get("epoch_end") and self.patience is not None:
+            if info["val_acc"] > self._best:
+                self._best, self._stale = info["val_acc"], 0
+            else:
+                self._stale += 1
+                if self._stale >= self.patience:
+                    for k, v in solver.best_params.items():
+                        np.copyto(solver.model.params[k], v)
+                    self._stop(f"early stopping: no better validation accuracy for {self.patience} epochs "
+                               f"(best {self._best:.4f}; its parameters restored)", info["iteration"])
+
+    def _on_step(self, solver, t, loss):
+        if not math.isfinite(loss):
+            self._stop(f"learning rate too high? the loss is {loss} at iteration {t}", t)
+        if self._first is None:
+            self._first = loss
+        elif loss > self.explode * self._first:
+            self._stop(f"learning rate too high? the loss {loss:.4g} exploded past {self.explode:g}x its "
+                       f"first value {self._first:.4g} at iteration {t}", t)
+        self._losses.append(loss)
+        if len(self._losses) >= self.flat_window and len(self._losses) % self.flat_window == 0:
+            window = self._losses[-self.flat_window:]
+            head, tail = np.mean(window[:len(window) // 4]), np.mean(window[-len(window) // 4:])
+            if head - tail <= self.flat_tol * abs(head):      # did not go down (noise either way)
+                self.diagnoses.append({"iteration": t, "diagnosis": f"learning rate too low? the loss did not go "
+                                       f"down over the last {self.flat_window} iterations ({head:.4g} -> {tail:.4g})"})
+        params = solver.model.params
+        if self._before is not None:
+            entry = {"iteration": t, "loss": loss, "ratios": update_ratios(self._before, params)}
+            if self.X is not None:
+                entry["activations"] = activation_stats(solver.model, self.X, self.activation)
+            self.history.append(entry)
+            self._before = None
+        if t % self.interval == 0:
+            self._before = {k: v.copy() for k, v in params.items()}     # the next step's "before"
+
+
+# ----------------------------------------------------------------------------------------------
 # command-line model options (shared by `fastopt check`, `lr-find` and `search`)
 # ----------------------------------------------------------------------------------------------
 

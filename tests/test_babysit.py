@@ -118,3 +118,81 @@ def test_check_command_bad_input(argv, message, capsys):
     assert cli.main(["check", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- Monitor
+
+from fastopt.solver import Solver  # noqa: E402
+
+
+def _solver(data, monitor, rule="adam", lr=3e-3, epochs=2, **model_kw):
+    model = FullyConnectedNet(**_options(data, **model_kw))
+    return Solver(model, data, update_rule=rule, optim_config={"learning_rate": lr}, num_epochs=epochs,
+                  batch_size=64, verbose=False, seed=0, callback=monitor), model
+
+
+def test_update_ratios_known_answer():
+    before = {"W": np.array([3.0, 4.0]), "z": np.zeros(2), "s": np.ones(2)}
+    after = {"W": np.array([3.0, 4.005]), "z": np.array([0.0, 1.0]), "s": np.ones(2)}
+    r = babysit.update_ratios(before, after)
+    assert r["W"] == pytest.approx(1e-3) and r["z"] == np.inf and r["s"] == 0.0
+
+
+def test_monitor_records_update_ratios_and_activation_statistics(digits):
+    monitor = babysit.Monitor(interval=10, X=digits["X_val"][:100])
+    solver, model = _solver(digits, monitor, epochs=1)
+    solver.train()
+    assert [h["iteration"] for h in monitor.history] == [1, 11]       # 19 steps in the epoch
+    first = monitor.history[0]
+    assert set(first["ratios"]) == set(model.params)
+    assert 1e-4 < first["ratios"]["W2"] < 1e-1          # Adam at 3e-3 on He weights: around 1e-3..1e-2
+    stats = first["activations"]
+    assert [s["layer"] for s in stats] == [1, 2]
+    assert all(0.3 < s["flat_fraction"] < 0.7 for s in stats)   # batchnorm -> ReLU: about half the units off
+    assert not monitor.diagnoses
+
+
+def test_monitor_update_ratio_is_the_ratio_of_the_step(digits):
+    # one step in all (64 rows, batch 64, 1 epoch): the ratio recorded at iteration 1 must be that of
+    # the initial parameters and the parameters after the step
+    small = {k: (v[:64] if k in ("X_train", "y_train") else v) for k, v in digits.items()}
+    monitor = babysit.Monitor(interval=1)
+    solver, model = _solver(small, monitor, rule="sgd", lr=1e-2, epochs=1)
+    before = {k: v.copy() for k, v in model.params.items()}
+    solver.train()
+    assert len(monitor.history) == 1
+    expected = babysit.update_ratios(before, model.params)
+    assert monitor.history[0]["ratios"] == expected and expected["W1"] > 0
+
+
+def test_monitor_stops_a_diverging_run(digits):
+    monitor = babysit.Monitor()
+    solver, model = _solver(digits, monitor, rule="sgd", lr=1e4, normalization=None)
+    with pytest.raises(babysit.TrainingStopped, match="learning rate too high"):
+        with np.errstate(all="ignore"):
+            solver.train()
+    assert monitor.diagnoses and "learning rate too high" in monitor.diagnoses[-1]["diagnosis"]
+
+
+def test_monitor_flags_a_flat_loss(digits):
+    monitor = babysit.Monitor(flat_window=20)
+    solver, _ = _solver(digits, monitor, rule="sgd", lr=1e-9, epochs=3)
+    solver.train()
+    assert any("learning rate too low" in d["diagnosis"] for d in monitor.diagnoses)
+
+
+def test_monitor_early_stopping_restores_the_best_params(digits):
+    monitor = babysit.Monitor(patience=1)
+    solver, model = _solver(digits, monitor, lr=3e-2, epochs=30, normalization=None)
+    with pytest.raises(babysit.TrainingStopped, match="early stopping") as info:
+        solver.train()
+    assert info.value.iteration < 30 * solver.iterations_per_epoch
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(v, solver.best_params[k])
+
+
+def test_monitor_does_not_flag_a_learning_run(digits):
+    monitor = babysit.Monitor(flat_window=20)
+    solver, _ = _solver(digits, monitor, lr=3e-3, epochs=1)
+    solver.train()
+    assert not monitor.diagnoses
