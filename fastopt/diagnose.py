@@ -145,7 +145,8 @@ def format_table(results):
 
 
 def write_plot(path, results):
-    """Rows: cases; columns: layers; each panel the histogram of that layer's activations."""
+    """Rows: cases; columns: layers; each panel the histogram of that layer's activations, on the
+    first layer's value range for the whole row (so a collapse toward 0 shows as a narrowing spike)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -154,12 +155,11 @@ def write_plot(path, results):
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(results), depth, squeeze=False)
     for row, r in zip(axes, results):
+        lo, hi = float(r["activations"][0].min()), float(r["activations"][0].max())
+        if hi - lo < 1e-12:
+            lo, hi = lo - 1, hi + 1
         for k, (ax, a) in enumerate(zip(row, r["activations"])):
-            values = a.ravel()
-            lo, hi = float(values.min()), float(values.max())
-            if hi - lo < 1e-12:
-                lo, hi = lo - 1, hi + 1
-            ax.hist(values, bins=40, range=(lo, hi), color="C0")
+            ax.hist(a.ravel(), bins=40, range=(lo, hi), color="C0")
             ax.set_yticks([])
             ax.tick_params(labelsize=6)
             ax.set_title(f"layer {k + 1}  std {r['layers'][k]['std']:.2g}", fontsize=7)

@@ -335,8 +335,9 @@ def format_table(results, limit=20):
     return "\n".join(lines)
 
 
-def write_plot(path, results):
-    """Validation accuracy against lr and against reg (log axes), one colour per stage."""
+def write_plot(path, results, space=None):
+    """Validation accuracy against lr and against reg (log axes), one colour per stage; the x axis
+    spans the searched range when `space` is given (a best point at its edge is then plain to see)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -348,11 +349,13 @@ def write_plot(path, results):
         for ax, name in zip(axes, ("lr", "reg")):
             ax.scatter([r["params"][name] for r in rs], [r["val_acc"] for r in rs], s=14,
                        label=f"stage {stage} ({rs[0]['epochs']} epochs)")
-    for ax, name in zip(axes, ("learning rate", "regularization")):
-        ax.set_xscale("log")
+    for ax, key, name in zip(axes, ("lr", "reg"), ("learning rate", "regularization")):
+        dist = (space or {}).get(key)
+        log = all(r["params"][key] > 0 for r in results)
+        ax.set_xscale("log" if log else "linear")
         ax.set(xlabel=name, title=f"validation accuracy vs {name}")
-    if all(r["params"]["reg"] <= 0 for r in results):
-        axes[1].set_xscale("linear")
+        if dist is not None and dist.kind in ("log", "uniform"):
+            ax.set_xlim(dist.low, dist.high)
     axes[0].set_ylabel("validation accuracy")
     axes[0].legend()
     fig.savefig(path, format="png", dpi=100)
@@ -443,7 +446,7 @@ def _executor(args):
     import multiprocessing
     # spawn: a forked child of a process that ran OpenMP threads can hang in libgomp.
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    return pool, pool.shutdown
+    return pool, functools.partial(pool.shutdown, cancel_futures=True)
 
 
 class _Progress:
@@ -520,6 +523,6 @@ def run(args):
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     if args.plot is not None:
-        write_plot(args.plot, result["trials"])
+        write_plot(args.plot, result["trials"], space)
     sys.stdout.flush()
     return 0

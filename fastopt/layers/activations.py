@@ -25,7 +25,6 @@ from .. import _backend
 from .._validation import check_array, check_scalar
 
 FAMILY = "activation"            # fastopt._activation_kernels / fastopt.reference.activations
-GRAIN = 32768                    # elements per thread (the value and its measurement: the .pyx)
 
 
 @dataclass(frozen=True)
@@ -97,8 +96,8 @@ def activation_forward(name, x, param=None):
         raise TypeError(f"{name} takes no hyperparameter, got {param!r}")
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
-    n = flat.shape[0]
-    getattr(_backend.kernels(FAMILY), spec.forward_kernel)(flat, value, out, _backend.threads_for(n, GRAIN))
+    K = _backend.kernels(FAMILY)
+    getattr(K, spec.forward_kernel)(flat, value, out, _backend.threads_for(flat.shape[0], K.GRAIN))
     out = out.reshape(x.shape)
     saved = flat.reshape(x.shape) if spec.saves == "x" else out
     return out, (name, value, saved)
@@ -114,8 +113,9 @@ def activation_backward(name, dout, cache):
     check_array("dout", dout, contiguous=False, dtype=saved.dtype, shape=saved.shape)
     flat = np.ascontiguousarray(dout).reshape(-1)
     dx = np.empty_like(flat)
-    getattr(_backend.kernels(FAMILY), spec.backward_kernel)(
-        flat, saved.reshape(-1), value, dx, _backend.threads_for(flat.shape[0], GRAIN))
+    K = _backend.kernels(FAMILY)
+    getattr(K, spec.backward_kernel)(flat, saved.reshape(-1), value, dx,
+                                     _backend.threads_for(flat.shape[0], K.GRAIN))
     return dx.reshape(dout.shape)
 
 

@@ -17,7 +17,7 @@ last bit or two.
 """
 import numpy as np
 
-GRAIN = 32768
+GRAIN = 32768   # the compiled module's (src/_activation_kernels.pyx), mirrored
 
 
 def _check(name, a, n):
