@@ -22,6 +22,7 @@ float64 copy) from it.
 import copy
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping
 
@@ -475,6 +476,8 @@ def parse_model_options(args, exclude=()):
         raise UsageError("--weight-scale applies only to --weight-init small")
     if cfg["data"] == "cifar10" and args.data_dir is None:
         raise UsageError("--data cifar10 needs --data-dir DIR (the extracted cifar-10-batches-py folder)")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise UsageError(f"--data-dir {args.data_dir!r} is not an existing folder")
     if cfg["data"] != "cifar10" and args.data_dir is not None:
         raise UsageError(f"--data-dir applies only to --data cifar10 (got --data {cfg['data']})")
     return cfg

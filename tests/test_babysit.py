@@ -32,8 +32,9 @@ class Broken:
         loss, grads = self.model.loss(X, y)
         if self.defect == "loss_scale":                    # a wrong loss: not ln(C) at the start
             loss *= 2.0
-        elif self.defect == "no_reg":                      # the regularization term forgotten
-            loss -= self.model._reg_loss() if hasattr(self.model, "_reg_loss") else 0.0
+        elif self.defect == "no_reg":                      # the regularization term forgotten (L2)
+            loss -= 0.5 * self.model.reg * sum(float(np.sum(w.astype(np.float64) ** 2))
+                                               for k, w in self.params.items() if k.startswith("W"))
         elif self.defect == "grad":                        # a backward pass off by 1%
             grads = {k: g * 1.01 for k, g in grads.items()}
         elif self.defect == "frozen":                      # gradients that never arrive

@@ -175,6 +175,7 @@ def test_command_json_plot_table_and_resume(tmp_path, capsys):
     (["--plot", "/proc/nope.png"], "cannot write"),
     (["--resume", "/nonexistent.json"], "--resume '/nonexistent.json': cannot read it"),
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+    (["--data", "cifar10", "--data-dir", "/nonexistent"], "is not an existing folder"),
 ])
 def test_command_bad_input_exit_2_before_training(tmp_path, extra, message, capsys):
     argv = _cli(tmp_path)
@@ -183,6 +184,18 @@ def test_command_bad_input_exit_2_before_training(tmp_path, extra, message, caps
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "s.json").exists()                 # nothing written, nothing trained
+
+
+def test_scheduler_needs_dask_or_a_reachable_address(capsys):
+    # works with and without distributed installed: either way a one-line error and exit code 2
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = cli.main(["search", "--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot connect within 1 s" in err or "needs Dask: pip install 'fastopt[distributed]'" in err
 
 
 def test_command_refuses_to_resume_a_different_search(tmp_path, capsys):

@@ -96,7 +96,7 @@ def test_dask_commands_cluster_same_results_through_the_command_line(dask_cluste
 def test_killed_worker_loses_no_finished_trial_and_its_trial_is_retried(dask_cluster, reference):
     address, workers = dask_cluster
     space = search.parse_space(SPACE)
-    long = dict(trials=4, epochs=3, stages=1, seed=11)           # trials of about a second each
+    long = dict(trials=6, epochs=3, stages=1, seed=11)           # trials of about a second each
     expected = search.random_search(space, _base(), **long)
     seen, errors = [], []
     client = distributed.Client(address, timeout=30, set_as_default=False)
@@ -132,12 +132,3 @@ def test_killed_worker_loses_no_finished_trial_and_its_trial_is_retried(dask_clu
     assert sorted(keys) == sorted(r["key"] for r in expected["trials"])    # every trial, each once
     assert set(finished_before) <= set(keys) and running
     assert _strip(sorted(seen, key=lambda r: r["key"])) == _strip(expected["trials"])
-
-
-def test_unreachable_scheduler_is_a_usage_error(capsys):
-    start = time.monotonic()
-    code = cli.main(["search", "--trials", "1", "--scheduler", f"tcp://127.0.0.1:{_free_port()}",
-                     "--connect-timeout", "1"])
-    err = capsys.readouterr().err
-    assert code == 2 and "cannot connect within 1 s" in err and err.count("\n") == 1
-    assert time.monotonic() - start < 30
