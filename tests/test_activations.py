@@ -3,6 +3,7 @@ import inspect
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import fastopt
 from fastopt import _activation_kernels as K
@@ -47,6 +48,25 @@ def test_kernels_match_twins(name, dtype, n, rng):
     getattr(K, spec.backward_kernel)(dout, saved, param, dx_k, 2)
     getattr(R, spec.backward_kernel)(dout, saved, param, dx_r, 2)
     np.testing.assert_array_equal(dx_k, dx_r)   # same arithmetic in the same order: bitwise
+
+
+@given(name=st.sampled_from(NAMES), dtype=st.sampled_from(DTYPES), n=st.integers(1, 5000),
+       param=st.floats(0.0, 5.0), scale=st.floats(1e-3, 1e3), threads=st.integers(1, 4),
+       seed=st.integers(0, 2**32 - 1))
+def test_kernels_match_twins_random(name, dtype, n, param, scale, threads, seed):
+    spec = act.ACTIVATIONS[name]
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * scale).astype(dtype)
+    dout = rng.standard_normal(n).astype(dtype)
+    out_k, out_r = np.empty_like(x), np.empty_like(x)
+    getattr(K, spec.forward_kernel)(x, param, out_k, threads)
+    getattr(R, spec.forward_kernel)(x, param, out_r, 1)
+    np.testing.assert_allclose(out_k, out_r, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).tiny)
+    saved = x if spec.saves == "x" else out_r
+    dx_k, dx_r = np.empty_like(x), np.empty_like(x)
+    getattr(K, spec.backward_kernel)(dout, saved, param, dx_k, threads)
+    getattr(R, spec.backward_kernel)(dout, saved, param, dx_r, 1)
+    np.testing.assert_array_equal(dx_k, dx_r)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -205,3 +205,15 @@ def test_command_refuses_to_resume_a_different_search(tmp_path, capsys):
     argv[argv.index("--seed") + 1] = "6"
     assert cli.main(argv) == 2
     assert "written by a different search" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_trials_on_a_terminal(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    progress = search._Progress(total=3, initial=1, quiet=False)
+    assert progress.bar is not None
+    for t in range(2):
+        progress({"stage": 0, "trial": t, "val_acc": 0.5, "params": {"lr": 1e-3, "reg": 1e-4}})
+    assert progress.bar.n == 3
+    progress.close()
+    assert "3/3" in capsys.readouterr().err
