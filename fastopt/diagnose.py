@@ -63,8 +63,12 @@ def init_experiment(activation, init, *, depth=10, width=500, examples=1000, see
     Returns a dict (label, activation, init, weight_std, layers: list of layer_stats dicts, and
     `activations`: the arrays when keep_activations).
     """
+    from ._validation import check_scalar
     from .nn.init import weight_std
 
+    depth = check_scalar("depth", depth, low=1, integer=True)
+    width = check_scalar("width", width, low=1, integer=True)
+    examples = check_scalar("examples", examples, low=1, integer=True)
     spec = _act.get(activation)
     init = parse_init(init) if isinstance(init, str) else float(init)
     rng = np.random.default_rng(seed)

@@ -239,6 +239,19 @@ def random_search(space, base, *, trials, epochs, stages=1, seed=0, executor=Non
     called with each new result as it arrives (in the calling thread). A trial whose future fails is
     submitted again up to `retries` times.
     """
+    from ._validation import check_scalar
+
+    if not isinstance(space, dict) or set(space) != set(SEARCHED) or \
+            not all(isinstance(d, Dist) for d in space.values()):
+        raise TypeError(f"space must be a dict of Dist for exactly {SEARCHED} (parse_space), got "
+                        f"{sorted(space) if isinstance(space, dict) else type(space).__name__}")
+    trials = check_scalar("trials", trials, low=1, integer=True)
+    epochs = check_scalar("epochs", epochs, low=1, integer=True)
+    stages = check_scalar("stages", stages, low=1, integer=True)
+    seed = check_scalar("seed", seed, low=0, integer=True)
+    retries = check_scalar("retries", retries, low=0, integer=True)
+    if executor is not None and not isinstance(executor, cf.Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
     done = {r["key"]: r for r in previous}
     results, spaces = [], []
     current = dict(space)

@@ -217,3 +217,13 @@ def test_progress_bar_counts_trials_on_a_terminal(monkeypatch, capsys):
     assert progress.bar.n == 3
     progress.close()
     assert "3/3" in capsys.readouterr().err
+
+
+def test_api_bad_arguments():
+    space = search.parse_space(SPACE)
+    with pytest.raises(TypeError, match="space must be a dict of Dist"):
+        search.random_search({"lr": space["lr"]}, _base(), trials=1, epochs=1)
+    with pytest.raises(ValueError, match="trials must be >= 1"):
+        search.random_search(space, _base(), trials=0, epochs=1)
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        search.random_search(space, _base(), trials=1, epochs=1, executor=object())
