@@ -185,6 +185,10 @@ def test_table_declares_inits_kernels_and_signatures():
     assert inspect.signature(act.leaky_relu_forward).parameters["negative_slope"].default == 0.01
     assert inspect.signature(act.elu_forward).parameters["alpha"].default == 1.0
     assert "activation" in fastopt._backend.FAMILIES and K.GRAIN == R.GRAIN
+    assert act.get("elu").check_param(None) == 1.0 and act.get("relu").check_param(None) == 0.0
+    assert act.get("leaky_relu").check_param(0.2) == 0.2
+    with pytest.raises(ValueError, match="negative_slope must be >= 0.0"):
+        act.get("leaky_relu").check_param(-0.1)
 
 
 def test_bad_input():

@@ -40,6 +40,15 @@ class Activation:
     flat: tuple = None           # (lo, hi): f' is ~0 where out <= lo or out >= hi (a dead ReLU, a
                                  # saturated tanh/sigmoid); None: the gradient never vanishes
 
+    def check_param(self, param):
+        """The hyperparameter value to hand the kernels: `default` for None, else checked (a model
+        validates it once, at construction). Activations without one take None only (value 0.0)."""
+        if self.param is None:
+            if param is not None:
+                raise TypeError(f"{self.name} takes no hyperparameter, got {param!r}")
+            return 0.0
+        return self.default if param is None else check_scalar(self.param, param, low=self.low)
+
     def flat_mask(self, out):
         """Where the unit passes (almost) no gradient back: out <= lo or out >= hi (see `flat`)."""
         if self.flat is None:
@@ -88,12 +97,8 @@ def get(name):
 def activation_forward(name, x, param=None):
     """out = f(x) for the activation `name`; param None means its default. Returns (out, cache)."""
     spec = get(name)
+    value = spec.check_param(param)
     check_array("x", x, contiguous=False)
-    value = 0.0
-    if spec.param is not None:
-        value = spec.default if param is None else check_scalar(spec.param, param, low=spec.low)
-    elif param is not None:
-        raise TypeError(f"{name} takes no hyperparameter, got {param!r}")
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     K = _backend.kernels(FAMILY)
