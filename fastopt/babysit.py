@@ -422,6 +422,14 @@ MODEL_OPTIONS = ("data", "hidden", "normalization", "dropout", "reg", "weight_in
                  "optimizer", "lr", "batch_size", "seed")
 
 
+def model_takes_activation():
+    """Whether FullyConnectedNet has the `activation` option (issue 12's model change): the commands
+    offer --activation only then."""
+    import inspect
+    from .nn import FullyConnectedNet
+    return "activation" in inspect.signature(FullyConnectedNet).parameters
+
+
 def add_model_options(parser, exclude=()):
     """The options of `fastopt train` that pick the data, the model and the update rule (same names
     and defaults), minus `exclude` (names of MODEL_OPTIONS an other command defines itself)."""
@@ -443,6 +451,10 @@ def add_model_options(parser, exclude=()):
     add("--weight-init", default=d["weight_init"], metavar="{" + ",".join(T.WEIGHT_INITS) + "}",
         help=f"weight initialization (default {d['weight_init']})")
     add("--weight-scale", metavar="STD", help="std of the initial weights with --weight-init small")
+    if model_takes_activation():
+        from .layers.activations import ACTIVATIONS
+        add("--activation", default="relu", metavar="{" + ",".join(ACTIVATIONS) + "}",
+            help="activation of the hidden layers (default relu)")
     add("--optimizer", default=d["optimizer"], metavar="{" + ",".join(T.OPTIMIZERS) + "}",
         help=f"update rule (default {d['optimizer']})")
     if "lr" not in exclude:
@@ -461,6 +473,9 @@ def parse_model_options(args, exclude=()):
            "optimizer": T._choice("--optimizer", args.optimizer, T.OPTIMIZERS),
            "batch_size": T._number("--batch-size", args.batch_size, int, low=1),
            "seed": T._number("--seed", args.seed, int, low=0), "weight_scale": None}
+    if getattr(args, "activation", None) is not None:
+        from .layers.activations import ACTIVATIONS
+        cfg["activation"] = T._choice("--activation", args.activation, tuple(ACTIVATIONS))
     if "hidden" not in exclude:
         cfg["hidden"] = T._hidden(args.hidden)
     if "dropout" not in exclude:
@@ -512,6 +527,8 @@ def model_kwargs(cfg, data, **overrides):
           "reg": cfg["reg"], "weight_scale": cfg["weight_scale"] or 1e-2,
           "weight_init": None if cfg["weight_init"] == "small" else cfg["weight_init"],
           "dtype": np.float32, "seed": cfg["seed"]}
+    if "activation" in cfg:
+        kw["activation"] = cfg["activation"]
     kw.update(overrides)
     return kw
 

@@ -329,6 +329,8 @@ def train_command(base, best):
               "--dropout", repr(p["dropout"]), "--reg", repr(p["reg"]), "--weight-init", base["weight_init"]]
     if base["weight_init"] == "small":
         parts += ["--weight-scale", f"{base['weight_scale']:g}"]
+    if "activation" in base:
+        parts += ["--activation", base["activation"]]
     parts += ["--optimizer", base["optimizer"], "--lr", repr(p["lr"]), "--lr-decay", f"{base['lr_decay']:g}",
               "--epochs", str(best["epochs"]), "--batch-size", str(base["batch_size"]), "--seed", str(best["seed"])]
     return " ".join(parts)

@@ -197,3 +197,19 @@ def test_monitor_does_not_flag_a_learning_run(digits):
     solver, _ = _solver(digits, monitor, lr=3e-3, epochs=1)
     solver.train()
     assert not monitor.diagnoses
+
+
+def test_activation_option_appears_when_the_model_takes_it(monkeypatch, digits):
+    import argparse
+    for takes in (False, True):
+        monkeypatch.setattr(babysit, "model_takes_activation", lambda: takes)
+        parser = argparse.ArgumentParser()
+        babysit.add_model_options(parser)
+        if not takes:
+            with pytest.raises(SystemExit):
+                parser.parse_args(["--activation", "tanh"])
+            continue
+        cfg = babysit.parse_model_options(parser.parse_args(["--activation", "tanh"]))
+        assert cfg["activation"] == "tanh" and babysit.model_kwargs(cfg, digits)["activation"] == "tanh"
+        with pytest.raises(cli.UsageError, match="--activation must be one of"):
+            babysit.parse_model_options(parser.parse_args(["--activation", "swish"]))
