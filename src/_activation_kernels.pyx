@@ -30,6 +30,37 @@ from _fastmath cimport f_abs, f_exp, f_max
 GRAIN = 32768
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* c ? a : b as a bit mask. GCC kept `c ? a : b` (Cython's `a if c else b`) as control flow
+       ("not vectorized: control flow in loop") in the relu/leaky_relu/elu loops here, and a branch
+       on the random sign of activations mispredicts (see the same helper in _mlp_kernels.pyx:
+       2.4 ms instead of ~0.3 ms). The result is bitwise the select's. */
+    static inline float fo_act_sel_f(int c, float a, float b) {
+        uint32_t ia, ib, m = (uint32_t)0 - (uint32_t)(c != 0);
+        memcpy(&ia, &a, sizeof ia); memcpy(&ib, &b, sizeof ib);
+        ia = (ia & m) | (ib & ~m); memcpy(&a, &ia, sizeof ia); return a;
+    }
+    static inline double fo_act_sel_d(int c, double a, double b) {
+        uint64_t ia, ib, m = (uint64_t)0 - (uint64_t)(c != 0);
+        memcpy(&ia, &a, sizeof ia); memcpy(&ib, &b, sizeof ib);
+        ia = (ia & m) | (ib & ~m); memcpy(&a, &ia, sizeof ia); return a;
+    }
+    """
+    float fo_act_sel_f(int c, float a, float b) noexcept nogil
+    double fo_act_sel_d(int c, double a, double b) noexcept nogil
+
+
+cdef inline floating _sel(bint c, floating a, floating b) noexcept nogil:
+    """a where c else b, without a branch."""
+    if floating is float:
+        return fo_act_sel_f(c, a, b)
+    else:
+        return fo_act_sel_d(c, a, b)
+
+
 cdef inline floating _expm1(floating x) noexcept nogil:
     if floating is float:
         return expm1f(x)
@@ -78,7 +109,7 @@ def leaky_relu_forward(const floating[::1] x,   # IN
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             v = x[i]
-            out[i] = v if v > 0 else s * v
+            out[i] = _sel(v > 0, v, s * v)
 
 
 def elu_forward(const floating[::1] x,   # IN
@@ -138,7 +169,7 @@ def relu_backward(const floating[::1] dout,    # IN
     _check_size("dx", dx.shape[0], n)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
-            dx[i] = dout[i] if saved[i] > 0 else <floating>0
+            dx[i] = _sel(saved[i] > 0, dout[i], <floating>0)
 
 
 def leaky_relu_backward(const floating[::1] dout,    # IN
@@ -155,7 +186,7 @@ def leaky_relu_backward(const floating[::1] dout,    # IN
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             g = dout[i]
-            dx[i] = g if saved[i] > 0 else s * g
+            dx[i] = _sel(saved[i] > 0, g, s * g)
 
 
 def elu_backward(const floating[::1] dout,    # IN
@@ -173,7 +204,7 @@ def elu_backward(const floating[::1] dout,    # IN
         for i in prange(n, schedule='static', num_threads=n_threads):
             g = dout[i]
             o = saved[i]
-            dx[i] = g if o > 0 else g * (o + a)
+            dx[i] = _sel(o > 0, g, g * (o + a))
 
 
 def tanh_backward(const floating[::1] dout,    # IN
