@@ -15,7 +15,9 @@
 # Elementwise: each element is written by exactly one thread from its own inputs, so results are
 # bitwise independent of the thread count. Arithmetic in the arrays' precision (expf/expm1f/tanhf
 # for float32). The transcendental calls are libm's scalar functions (no vector libm without
-# -ffast-math); the piecewise-linear kernels vectorize.
+# -ffast-math). Checked with -fopt-info-vec-optimized: relu/leaky_relu forward and the relu,
+# leaky_relu, elu, tanh, sigmoid backward loops vectorize in float32 (some float64 ones stay scalar
+# on the SSE2 baseline).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport expm1, expm1f, tanh, tanhf
