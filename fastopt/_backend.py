@@ -15,6 +15,8 @@ import threading
 import warnings
 
 _BACKENDS = ("cython", "numpy")
+# Every kernel family -> its NumPy twin: fastopt._<family>_kernels and fastopt.reference.<twin>.
+FAMILIES = {"optim": "optim", "norm": "norm", "dropout": "dropout", "mlp": "mlp", "activation": "activations"}
 _SIMD = ("auto", "sse2", "avx2")
 _state = {"backend": None, "threads": None, "simd": None}
 _modules = {}
@@ -69,8 +71,10 @@ def kernels(family):
     key = (backend(), family, simd())
     module = _modules.get(key)
     if module is None:
+        if family not in FAMILIES:
+            raise ValueError(f"kernel family must be one of {tuple(FAMILIES)}, got {family!r}")
         if key[0] == "numpy":
-            module = importlib.import_module(f"fastopt.reference.{family}")
+            module = importlib.import_module(f"fastopt.reference.{FAMILIES[family]}")
         else:
             module = _avx2_module(family) if key[2] != "sse2" else None
             if module is None:

@@ -9,6 +9,13 @@ COMMANDS = {
     "train": ("fastopt.train_cli", "train an MLP (default: batchnorm MLP on the bundled digits)"),
     "bench": ("fastopt.bench", "benchmark the kernels against NumPy (and PyTorch when installed)"),
     "info": ("fastopt.info", "version, backend, OpenMP, threads, instruction sets, BLAS"),
+    "diagnose": ("fastopt.diagnose", "diagnostics of the lecture's workflow: `diagnose init` (activation "
+                                     "statistics per layer for several weight initializations)"),
+    "check": ("fastopt.babysit", "sanity checks before training: initial loss, regularization, "
+                                 "gradient check, overfitting 20 examples"),
+    "lr-find": ("fastopt.lr_find", "learning-rate range test: exponential ramp, smoothed loss, a suggested rate"),
+    "search": ("fastopt.search", "random hyperparameter search in log space, coarse to fine, on a process "
+                                 "pool or a Dask cluster"),
 }
 
 

@@ -1,0 +1,100 @@
+"""Pure-NumPy twins of fastopt._activation_kernels: same names, same signatures, same formulas.
+
+Every function works on flat C-contiguous arrays of one dtype (float32 or float64):
+
+    <name>_forward(x, param, out, n_threads)          out = f(x)
+    <name>_backward(dout, saved, param, dx, n_threads) dx = dout * f'(.) from `saved`
+
+`saved` is x for relu/leaky_relu and out for elu/tanh/sigmoid (whichever gives the derivative
+without recomputing a transcendental function); fastopt.layers.activations.ACTIVATIONS says which.
+`param` is negative_slope (leaky_relu), alpha (elu), ignored otherwise; it is rounded to the arrays'
+precision first, as the kernels do. out may be x and dx may be dout (elementwise, in place).
+n_threads is accepted and ignored.
+
+The piecewise-linear ones (relu, leaky_relu, and every backward pass) agree with the kernels bit for
+bit; elu/tanh/sigmoid forward call exp/expm1/tanh, whose NumPy and libm versions may differ in the
+last bit or two.
+"""
+import numpy as np
+
+GRAIN = 32768   # the compiled module's (src/_activation_kernels.pyx), mirrored
+
+
+def _check(name, a, n):
+    if a.shape[0] != n:
+        raise ValueError(f"{name} must have {n} elements, got {a.shape[0]}")
+
+
+def relu_forward(x, param, out, n_threads=1):
+    """out = max(x, 0) (NaN stays NaN, like np.maximum)."""
+    _check("out", out, x.shape[0])
+    np.maximum(x, x.dtype.type(0), out=out)
+
+
+def relu_backward(dout, saved, param, dx, n_threads=1):
+    """dx = dout where x > 0, else 0 (saved = x; a select: inf/NaN in dout do not leak)."""
+    _check("saved", saved, dout.shape[0])
+    _check("dx", dx, dout.shape[0])
+    np.copyto(dx, np.where(saved > 0, dout, dout.dtype.type(0)))
+
+
+def leaky_relu_forward(x, param, out, n_threads=1):
+    """out = x where x > 0, else negative_slope * x."""
+    _check("out", out, x.shape[0])
+    s = x.dtype.type(param)
+    np.copyto(out, np.where(x > 0, x, s * x))
+
+
+def leaky_relu_backward(dout, saved, param, dx, n_threads=1):
+    """dx = dout where x > 0, else negative_slope * dout (saved = x)."""
+    _check("saved", saved, dout.shape[0])
+    _check("dx", dx, dout.shape[0])
+    s = dout.dtype.type(param)
+    np.copyto(dx, np.where(saved > 0, dout, s * dout))
+
+
+def elu_forward(x, param, out, n_threads=1):
+    """out = x where x > 0, else alpha * expm1(x)."""
+    _check("out", out, x.shape[0])
+    a = x.dtype.type(param)
+    with np.errstate(over="ignore"):
+        neg = a * np.expm1(np.minimum(x, x.dtype.type(0)))
+    np.copyto(out, np.where(x > 0, x, neg))
+
+
+def elu_backward(dout, saved, param, dx, n_threads=1):
+    """dx = dout where out > 0, else dout * (out + alpha)   (saved = out; f'(x) = alpha e^x = out + alpha)."""
+    _check("saved", saved, dout.shape[0])
+    _check("dx", dx, dout.shape[0])
+    a = dout.dtype.type(param)
+    np.copyto(dx, np.where(saved > 0, dout, dout * (saved + a)))
+
+
+def tanh_forward(x, param, out, n_threads=1):
+    """out = tanh(x)."""
+    _check("out", out, x.shape[0])
+    np.tanh(x, out=out)
+
+
+def tanh_backward(dout, saved, param, dx, n_threads=1):
+    """dx = dout * (1 - out * out)   (saved = out)."""
+    _check("saved", saved, dout.shape[0])
+    _check("dx", dx, dout.shape[0])
+    one = dout.dtype.type(1)
+    np.multiply(dout, one - saved * saved, out=dx)
+
+
+def sigmoid_forward(x, param, out, n_threads=1):
+    """out = 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) otherwise (no overflow)."""
+    _check("out", out, x.shape[0])
+    one = x.dtype.type(1)
+    e = np.exp(-np.abs(x))          # in (0, 1]: never overflows
+    np.copyto(out, np.where(x >= 0, one / (one + e), e / (one + e)))
+
+
+def sigmoid_backward(dout, saved, param, dx, n_threads=1):
+    """dx = (dout * out) * (1 - out)   (saved = out)."""
+    _check("saved", saved, dout.shape[0])
+    _check("dx", dx, dout.shape[0])
+    one = dout.dtype.type(1)
+    np.multiply(dout * saved, one - saved, out=dx)
