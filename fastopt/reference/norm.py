@@ -129,3 +129,41 @@ def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threa
     dx -= kg * xhat
     dbeta[...] = d64.sum(axis=0)
     dgamma[...] = (dout * xhat).astype(np.float64).sum(axis=0)   # products in x's dtype, as the kernel
+
+
+def _group_rows(a, groups):
+    """(N, C, S) -> (N * groups, C // groups * S): one row per (sample, group), a view."""
+    n, c, s = a.shape
+    return a.reshape(n * groups, (c // groups) * s)
+
+
+def spatial_groupnorm_forward(x, gamma, beta, groups, eps, out, mean, inv_std, n_threads):
+    """Group normalization of x (N, C, S): statistics per (sample, group) row, gamma/beta per channel."""
+    rows = _group_rows(x, groups)
+    mu, var = _stats(rows, 1)
+    mean[...] = mu
+    inv_std[...] = 1.0 / np.sqrt(var + eps)
+    xhat = ((rows - mean[:, None]) * inv_std[:, None]).reshape(x.shape)
+    np.multiply(gamma[:, None], xhat, out=out)
+    out += beta[:, None]
+
+
+def spatial_groupnorm_backward(dout, x, mean, inv_std, gamma, groups, dx, dgamma, dbeta, n_threads):
+    """dx (N, C, S) and dgamma, dbeta (C,) of spatial_groupnorm_forward."""
+    rows = _group_rows(x, groups)
+    m = rows.shape[1]
+    dxhat = _group_rows(dout * gamma[:, None], groups)         # x's dtype, as the kernel
+    a64 = inv_std.astype(np.float64)[:, None]
+    sb = dxhat.astype(np.float64).sum(axis=1, keepdims=True)
+    sg = (dxhat * (rows - mean[:, None])).astype(np.float64).sum(axis=1, keepdims=True)
+    kb = (a64 * sb / m).astype(x.dtype)
+    kg = (a64 * a64 * sg / m).astype(x.dtype)
+    a = inv_std[:, None]
+    xhat = (rows - mean[:, None]) * a
+    dx_rows = _group_rows(dx, groups)
+    np.multiply(a, dxhat, out=dx_rows)
+    dx_rows -= kb
+    dx_rows -= kg * xhat
+    xhat3 = xhat.reshape(x.shape)
+    dbeta[...] = dout.astype(np.float64).sum(axis=(0, 2))
+    dgamma[...] = (dout * xhat3).astype(np.float64).sum(axis=(0, 2))   # products in x's dtype
