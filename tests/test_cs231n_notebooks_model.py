@@ -36,22 +36,33 @@ def _gradient_errors(model, X, y):
     return loss, errors
 
 
+def _run_cell(cases, build, expected_loss, limit, X, y):
+    """A cell's loop over `cases` (reg values, keep ratios): each model built in turn (so each draws its
+    weights after the previous one, as in the notebook), its initial loss against expected_loss(case,
+    model) and each parameter's relative error against limit(case, name) (None: not checked)."""
+    for case in cases:
+        model = build(case)
+        expected = expected_loss(case, model)
+        loss, errors = _gradient_errors(model, X, y)
+        assert loss == pytest.approx(expected, rel=1e-12), case
+        for name, err in errors.items():
+            bound = limit(case, name)
+            assert bound is None or err < bound, (case, name, err)
+
+
 # ---------------------------------------------------------------- FullyConnectedNets.ipynb
 
 
 def test_fully_connected_net_initial_loss_and_gradient_check():
     X, y, (D, H1, H2, C) = _fcn_data()
     published = {0: 2.3004790897684924, 3.14: 7.052114776533016}
-    for reg in [0, 3.14]:      # one loop, as the cell: the second model's weights follow the first's
-        model = FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
-                                  reg=reg, weight_scale=5e-2, dtype=np.float64)
-        loss, errors = _gradient_errors(model, X, y)
-        assert loss == pytest.approx(published[reg], rel=1e-13)
-        # Published: reg 0: W1 1.48e-07, W2 2.21e-05 ("fine on the order of e-5"), W3 3.53e-07,
-        # b <= 5.4e-09; reg 3.14: all <= 6.9e-08.
-        for name, err in errors.items():
-            limit = 1e-4 if (reg == 0 and name == "W2") else 1e-6
-            assert err < limit, (reg, name, err)
+    # Published errors: reg 0: W1 1.48e-07, W2 2.21e-05 ("fine on the order of e-5"), W3 3.53e-07,
+    # b <= 5.4e-09; reg 3.14: all <= 6.9e-08.
+    _run_cell([0, 3.14],
+              lambda reg: FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
+                                            reg=reg, weight_scale=5e-2, dtype=np.float64),
+              lambda reg, _: published[reg],
+              lambda reg, name: 1e-4 if (reg == 0 and name == "W2") else 1e-6, X, y)
 
 
 def test_two_layer_net_cell():
@@ -204,22 +215,21 @@ def test_batchnorm_backward_alt_cell():
 def test_fully_connected_net_batchnorm_cell():
     X, y, (D, H1, H2, C) = _fcn_data()
     published = {0: 2.2611955101340957, 3.14: 6.996533220108303}
-    for reg in [0, 3.14]:
-        model = FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
-                                  reg=reg, weight_scale=5e-2, dtype=np.float64,
-                                  normalization='batchnorm')
-        loss, errors = _gradient_errors(model, X, y)
-        assert loss == pytest.approx(published[reg], rel=1e-12)
+
+    def build(reg):
+        return FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
+                                 reg=reg, weight_scale=5e-2, dtype=np.float64,
+                                 normalization='batchnorm')
+
+    def limit(reg, name):
         # "You should expect losses between 1e-4~1e-10 for W, 1e-08~1e-10 for b, 1e-08~1e-09 for
         # beta and gammas" (published W1 1.10e-04 at reg 0). b1, b2 feed batchnorm: their gradient
         # is 0 and both sides are rounding noise, which the cell prints as a relative error.
-        for name, err in errors.items():
-            if name in ("b1", "b2"):
-                continue
-            limit = 1e-3 if name.startswith("W") else 1e-7
-            assert err < limit, (reg, name, err)
-        _, grads = model.loss(X, y)
-        assert np.abs(grads["b1"]).max() < 1e-12 and np.abs(grads["b2"]).max() < 1e-12
+        return None if name in ("b1", "b2") else 1e-3 if name.startswith("W") else 1e-7
+
+    _run_cell([0, 3.14], build, lambda reg, _: published[reg], limit, X, y)
+    _, grads = build(0).loss(X, y)
+    assert np.abs(grads["b1"]).max() < 1e-12 and np.abs(grads["b2"]).max() < 1e-12
 
 
 def test_layernorm_forward_cell():
@@ -268,16 +278,12 @@ def _cs231n_layernorm_net_loss(params, X, y, reg, eps=1e-5):
 def test_fully_connected_net_layernorm_cell():
     # No published numbers: the expected initial loss is CS231n's layernorm net written out above.
     X, y, (D, H1, H2, C) = _fcn_data()
-    for reg in [0, 3.14]:
-        model = FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
-                                  reg=reg, weight_scale=5e-2, dtype=np.float64,
-                                  normalization='layernorm')
-        expected = _cs231n_layernorm_net_loss({k: v.copy() for k, v in model.params.items()}, X, y, reg)
-        loss, errors = _gradient_errors(model, X, y)
-        assert loss == pytest.approx(expected, rel=1e-12)
-        for name, err in errors.items():
-            limit = 1e-3 if name.startswith("W") else 1e-5
-            assert err < limit, (reg, name, err)
+    _run_cell([0, 3.14],
+              lambda reg: FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
+                                            reg=reg, weight_scale=5e-2, dtype=np.float64,
+                                            normalization='layernorm'),
+              lambda reg, model: _cs231n_layernorm_net_loss(dict(model.params), X, y, reg),
+              lambda reg, name: 1e-3 if name.startswith("W") else 1e-5, X, y)
 
 
 # ---------------------------------------------------------------- Dropout.ipynb
@@ -315,16 +321,13 @@ def test_fully_connected_net_dropout_cell():
     y = np.random.randint(C, size=(N,))
 
     published = {1: 2.3004790897684924, 0.75: 2.302371489704412, 0.5: 2.3042759220785896}
-    for dropout_keep_ratio in [1, 0.75, 0.5]:
-        model = FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
-                                  weight_scale=5e-2, dtype=np.float64,
-                                  dropout_keep_ratio=dropout_keep_ratio, seed=123)
-        loss, errors = _gradient_errors(model, X, y)
-        assert loss == pytest.approx(published[dropout_keep_ratio], rel=1e-13)
-        # "Relative errors should be around e-6 or less; fine for dropout_keep_ratio=1 to have W2 ~e-5"
-        for name, err in errors.items():
-            limit = 1e-4 if (dropout_keep_ratio == 1 and name == "W2") else 1e-5
-            assert err < limit, (dropout_keep_ratio, name, err)
+    # "Relative errors should be around e-6 or less; fine for dropout_keep_ratio=1 to have W2 ~e-5"
+    _run_cell([1, 0.75, 0.5],
+              lambda keep: FullyConnectedNet([H1, H2], input_dim=D, num_classes=C,
+                                             weight_scale=5e-2, dtype=np.float64,
+                                             dropout_keep_ratio=keep, seed=123),
+              lambda keep, _: published[keep],
+              lambda keep, name: 1e-4 if (keep == 1 and name == "W2") else 1e-5, X, y)
 
 
 def test_fully_connected_net_pre_2019_dropout_keyword():
