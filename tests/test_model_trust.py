@@ -287,3 +287,43 @@ def test_pickled_model_gets_a_fresh_lock():
     assert clone._lock is not model._lock
     X, y = batch()
     assert clone.loss(X, y)[0] == model.loss(X, y)[0]
+
+
+# ---------------------------------------------------------------- randomness modes
+
+
+def test_rng_generator_and_int_are_reproducible_streams():
+    X, y = batch()
+    a = make(rng=np.random.default_rng(5))
+    b = make(rng=np.random.default_rng(5))
+    la = [a.loss(X, y)[0] for _ in range(3)]
+    lb = [b.loss(X, y)[0] for _ in range(3)]
+    assert la == lb and len(set(la)) == 3          # same stream, a fresh mask each call
+    c, d = make(rng=7), make(rng=7)
+    assert all(np.array_equal(c.params[k], d.params[k]) for k in c.params)
+
+
+def test_seed_gives_the_same_mask_every_call_and_weights_follow_numpy_global_state():
+    X, y = batch()
+    np.random.seed(0)
+    a = make(rng=None, seed=3)
+    np.random.seed(0)
+    b = make(rng=None, seed=99)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)   # seed does not choose weights
+    assert a.rng is None and a.dropout_param == {"mode": "train", "p": 0.7, "seed": 3}
+    assert a.loss(X, y)[0] == a.loss(X, y)[0] != b.loss(X, y)[0]
+    # a call leaves the global state where CS231n's np.random.seed(seed) + rand leave it
+    a.loss(X, y)
+    after = np.random.rand()
+    np.random.seed(3)
+    np.random.rand(N, H[-1])
+    assert after == np.random.rand()
+
+
+def test_read_only_grads_buffer_is_refused_before_anything_changes():
+    model = trained()
+    model.grads["b2"].flags.writeable = False
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match=r"model.grads\['b2'\]"):
+        model.loss(*batch(), out=model.grads)
+    assert_unchanged(model, snap)

@@ -25,9 +25,10 @@ Randomness, as CS231n (a notebook's ``np.random.seed(231)`` reproduces its outpu
 Parameters and gradients: ``model.params`` is a :class:`fastopt.flat.FlatArrays` (every parameter a
 view into one buffer, order W1, b1, gamma1, beta1, ..., WL, bL), updated IN PLACE only (assigning
 ``model.params[k] = a`` or ``model.params = {...}`` copies into the views). ``model.grads`` is the
-same layout in a second buffer. ``loss(X, y)`` returns gradients the caller owns (fresh arrays, as
-CS231n); ``loss(X, y, out=model.grads)`` writes them into ``model.grads`` and returns it (no copy:
-the next call overwrites it; fastopt's Solver steps the whole buffer in one kernel call).
+same layout in a second buffer, holding the last training call's gradients. ``loss(X, y)`` returns
+gradients the caller owns (fresh copies, as CS231n); ``loss(X, y, out=model.grads)`` returns
+``model.grads`` itself (no copy: the next call overwrites it; fastopt's Solver steps the whole buffer
+in one kernel call); ``out=`` may also be the caller's mapping of arrays like the params.
 
 Threads: one model's ``loss``/``state_dict``/``load_state_dict`` serialize on a per-model lock;
 different models in different threads run independently and give bitwise the results of a
@@ -310,6 +311,9 @@ class FullyConnectedNet:
     def _check_out(self, out):
         """The mapping the gradients are written into: model.grads, or the caller's like it."""
         if out is None or out is self.grads:
+            for k, g in self.grads.items():
+                if not g.flags.writeable:
+                    raise ValueError(f"model.grads[{k!r}] must be writeable: loss() writes the gradients there")
             return self.grads
         if not isinstance(out, Mapping) or set(out) != set(self._params):
             got = sorted(out) if isinstance(out, Mapping) else _describe(out)
@@ -367,22 +371,24 @@ class FullyConnectedNet:
                     result = run_fused.loss(self.blocks, call, self._workspaces.get(call.X.shape[0]))
             else:
                 result = run_layers.loss(self.blocks, call)
-            if not call.train:
-                return result
             if self.use_dropout and self.seed is not None:
                 self._leave_global_state_as_cs231n(call)
+            if not call.train:
+                return result
             loss = float(result) + self._regularize(call)
             if out is None:
                 return loss, {k: v.copy() for k, v in call.grads.items()}
             return loss, call.grads
 
     def _leave_global_state_as_cs231n(self, call):
-        """CS231n's dropout_forward calls np.random.seed(seed) and then np.random.rand(*x.shape) in
-        each layer, so a training call leaves NumPy's global state there; a notebook that builds its
-        next model after such calls (the Dropout notebook's keep 0.5 check) draws from that state.
-        fastopt's masks never touch the global state, so the seed mode sets it the same way here."""
+        """CS231n's dropout_forward calls np.random.seed(seed) in every layer (test mode too) and, in
+        train mode, then np.random.rand(*x.shape); a call leaves NumPy's global state there, and a
+        notebook that builds its next model after such calls (the Dropout notebook's keep 0.5 check)
+        draws its weights from that state. fastopt's masks never touch the global state, so the seed
+        mode sets it the same way here."""
         np.random.seed(self.seed)
-        np.random.random_sample((call.X.shape[0], self.hidden_dims[-1]))
+        if call.train:
+            np.random.random_sample((call.X.shape[0], self.hidden_dims[-1]))
 
     def _weights(self):
         return [self._params[f"W{blk.k}"] for blk in self.blocks]
