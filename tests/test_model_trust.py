@@ -62,6 +62,8 @@ def trained(**kw):
      "running_var"),
     (lambda m: m.dropout_param.__setitem__("p", 1.5), ValueError, r"dropout_param\['p'\]"),
     (lambda m: m.dropout_param.__setitem__("rng", "nope"), TypeError, r"dropout_param\['rng'\]"),
+    (lambda m: m.bn_params[1].__setitem__("running_mean", m.params["gamma2"]), ValueError, "overlaps"),
+    (lambda m: m.bn_params.pop(), ValueError, "bn_params must be a list of 2"),
     (lambda m: setattr(m, "reg", -1.0), ValueError, "reg"),
     (lambda m: setattr(m, "reg_type", "l3"), ValueError, "reg_type"),
 ])

@@ -118,7 +118,7 @@ class _Call:
         if out is not None and not self.train:
             raise ValueError("out= receives gradients: it needs labels y (a training call)")
         self.grads = model._check_out(out) if self.train else None
-        self.norm_params = model.bn_params
+        self.norm_params = model._check_bn_params()
         self.norm_state = [model._check_norm_param(blk) for blk in model.blocks if isinstance(blk, Hidden)
                            and blk.norm is not None]
         self.dropout_param = model._check_dropout_param() if model.use_dropout else None
@@ -263,11 +263,13 @@ class FullyConnectedNet:
         self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype, self.normalization)
         self._reg_scratch = None       # one weight-sized array for the regularisation terms
         self._lock = threading.Lock()
+        self._own_ranges = [(b.__array_interface__["data"][0], b.__array_interface__["data"][0] + b.nbytes)
+                            for flat in (self._params, self.grads) for b in flat.buffers.values()]
 
     def __getstate__(self):
         # Workspaces are scratch memory (tens of MB): rebuilt on first use, never pickled; nor the lock.
         state = self.__dict__.copy()
-        for key in ("_workspaces", "_reg_scratch", "_lock"):
+        for key in ("_workspaces", "_reg_scratch", "_lock", "_own_ranges"):
             del state[key]
         return state
 
@@ -325,6 +327,13 @@ class FullyConnectedNet:
         check_distinct(named + [(f"params[{k!r}]", v) for k, v in self._params.items()])
         return out
 
+    def _check_bn_params(self):
+        n = len(self.hidden_dims) if self.normalization is not None else 0
+        if not isinstance(self.bn_params, list) or len(self.bn_params) != n:
+            raise ValueError(f"bn_params must be a list of {n} dicts (one per hidden layer), "
+                             f"got {_describe(self.bn_params)}")
+        return self.bn_params
+
     def _check_norm_param(self, blk):
         """(eps, momentum, running_mean, running_var) of hidden block blk's bn_params entry."""
         name, p, d = f"bn_params[{blk.index}]", self.bn_params[blk.index], blk.width
@@ -336,7 +345,14 @@ class FullyConnectedNet:
         for key, v in (("running_mean", rm), ("running_var", rv)):
             if v is not None and v.dtype != self.dtype:
                 raise TypeError(f"{name}[{key!r}] must have the model's dtype {self.dtype}, got {v.dtype}")
+            if v is not None and self._overlaps_own_buffers(v):
+                raise ValueError(f"{name}[{key!r}] overlaps the model's params or grads; it is written in place")
         return eps, momentum, rm, rv
+
+    def _overlaps_own_buffers(self, a):
+        """Whether contiguous `a` lies in the params or grads buffers (address ranges, no data read)."""
+        start = a.__array_interface__["data"][0]
+        return any(start < end and begin < start + a.nbytes for begin, end in self._own_ranges)
 
     def _check_dropout_param(self):
         # The dropout layer's own validation, run in test mode: it checks p, seed and rng and returns
