@@ -64,6 +64,9 @@ def trained(**kw):
     (lambda m: m.dropout_param.__setitem__("rng", "nope"), TypeError, r"dropout_param\['rng'\]"),
     (lambda m: m.bn_params[1].__setitem__("running_mean", m.params["gamma2"]), ValueError, "overlaps"),
     (lambda m: m.bn_params.pop(), ValueError, "bn_params must be a list of 2"),
+    # in-place edits of an array already validated by an earlier call are seen too
+    (lambda m: setattr(m.bn_params[1]["running_var"].flags, "writeable", False), ValueError, "writeable"),
+    (lambda m: setattr(m.bn_params[0]["running_mean"], "shape", (2, 4)), ValueError, r"bn_params\[0\]"),
     (lambda m: setattr(m, "reg", -1.0), ValueError, "reg"),
     (lambda m: setattr(m, "reg_type", "l3"), ValueError, "reg_type"),
 ])

@@ -263,13 +263,14 @@ class FullyConnectedNet:
         self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype, self.normalization)
         self._reg_scratch = None       # one weight-sized array for the regularisation terms
         self._lock = threading.Lock()
+        self._validated = {}           # _memo: the last validated settings, by slot
         self._own_ranges = [(b.__array_interface__["data"][0], b.__array_interface__["data"][0] + b.nbytes)
                             for flat in (self._params, self.grads) for b in flat.buffers.values()]
 
     def __getstate__(self):
         # Workspaces are scratch memory (tens of MB): rebuilt on first use, never pickled; nor the lock.
         state = self.__dict__.copy()
-        for key in ("_workspaces", "_reg_scratch", "_lock", "_own_ranges"):
+        for key in ("_workspaces", "_reg_scratch", "_lock", "_own_ranges", "_validated"):
             del state[key]
         return state
 
@@ -336,12 +337,16 @@ class FullyConnectedNet:
 
     def _check_norm_param(self, blk):
         """(eps, momentum, running_mean, running_var) of hidden block blk's bn_params entry."""
-        name, p, d = f"bn_params[{blk.index}]", self.bn_params[blk.index], blk.width
+        name, p = f"bn_params[{blk.index}]", self.bn_params[blk.index]
         if not isinstance(p, dict):
             raise TypeError(f"{name} must be a dict, got {_describe(p)}")
+        return self._memo(("norm", blk.index), [p.get(k) for k in _NORM_KEYS[blk.norm.name]],
+                          lambda: self._validate_norm_param(name, p, blk))
+
+    def _validate_norm_param(self, name, p, blk):
         if not blk.norm.running:
             return norm_eps(name, p), None, None, None
-        eps, momentum, rm, rv = bn_settings(name, p, d)
+        eps, momentum, rm, rv = bn_settings(name, p, blk.width)
         for key, v in (("running_mean", rm), ("running_var", rv)):
             if v is not None and v.dtype != self.dtype:
                 raise TypeError(f"{name}[{key!r}] must have the model's dtype {self.dtype}, got {v.dtype}")
@@ -349,18 +354,33 @@ class FullyConnectedNet:
                 raise ValueError(f"{name}[{key!r}] overlaps the model's params or grads; it is written in place")
         return eps, momentum, rm, rv
 
+    def _memo(self, slot, values, validate):
+        """validate(), or its result from the last call when `values` are the same objects (and the
+        arrays among them the same shape, dtype and flags): a training step re-checks nothing that did
+        not change. The memo holds the objects, so an identity cannot be reused by a new object."""
+        facts = [(v.shape, v.dtype, v.flags.c_contiguous, v.flags.writeable) if isinstance(v, np.ndarray)
+                 else None for v in values]
+        seen = self._validated.get(slot)
+        if seen is not None and len(seen[0]) == len(values) and all(a is b for a, b in zip(seen[0], values)) \
+                and seen[1] == facts:
+            return seen[2]
+        result = validate()
+        self._validated[slot] = (values, facts, result)
+        return result
+
     def _overlaps_own_buffers(self, a):
         """Whether contiguous `a` lies in the params or grads buffers (address ranges, no data read)."""
         start = a.__array_interface__["data"][0]
         return any(start < end and begin < start + a.nbytes for begin, end in self._own_ranges)
 
     def _check_dropout_param(self):
-        # The dropout layer's own validation, run in test mode: it checks p, seed and rng and returns
-        # at once, drawing nothing.
         p = self.dropout_param
         if not isinstance(p, dict):
             raise TypeError(f"dropout_param must be a dict, got {_describe(p)}")
-        layers.dropout_forward(np.zeros((1, 1), self.dtype), {**p, "mode": "test"})
+        # The dropout layer's own validation, run in test mode: it checks p, seed and rng and returns
+        # at once, drawing nothing.
+        self._memo("dropout", [p.get(k) for k in ("p", "seed", "rng")],
+                   lambda: layers.dropout_forward(np.zeros((1, 1), self.dtype), {**p, "mode": "test"}))
         return p
 
     # ---------------------------------------------------------------- public
