@@ -37,13 +37,19 @@ def _run(mod, x, gamma, beta, dout, g, eps=1e-5, n_threads=1):
     return out, mean, inv_std, dx, dgamma, dbeta
 
 
+@pytest.mark.parametrize("simd", ["sse2", "avx2"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_kernel_matches_twin(shape, dtype):
+def test_kernel_matches_twin(shape, dtype, simd):
     if _backend.backend() != "cython":
         pytest.skip("compiled core not active")
+    if simd == "avx2" and not _backend.avx2_supported():
+        pytest.skip("no AVX2 build or CPU")
     args = _data(shape, dtype)
-    mine = _run(_kernels(), *args)
+    with _backend.preserved():
+        _backend.set_simd(simd)
+        assert _backend.simd_variant("norm") == simd
+        mine = _run(_kernels(), *args)
     ref = _run(twin, *args)
     rtol, atol = (2e-4, 2e-5) if dtype == np.float32 else (1e-11, 1e-12)
     for name, a, b in zip(("out", "mean", "inv_std", "dx", "dgamma", "dbeta"), mine, ref):
