@@ -69,6 +69,8 @@ def test_kernel_results_do_not_depend_on_threads(dtype):
 
 
 def test_kernel_checks_buffer_sizes():
+    if _backend.backend() != "cython":
+        pytest.skip("compiled core not active")
     k = _kernels()
     x, gamma, beta, dout, g = _data((2, 6, 2, 2, 3), np.float64)
     n, c, s = x.shape

@@ -233,16 +233,20 @@ class FullyConnectedNet:
     @params.setter
     def params(self, values):
         """``model.params = {...}`` (CS231n's Solver restoring its best params) copies into the views."""
-        if not isinstance(values, Mapping) or set(values) != set(self._params):
-            got = sorted(values) if isinstance(values, Mapping) else _describe(values)
-            raise ValueError(f"params must be a mapping with keys {sorted(self._params)}, got {got}")
+        if not isinstance(values, Mapping):
+            raise TypeError(f"params must be a mapping name -> array, got {_describe(values)}")
+        if set(values) != set(self._params):
+            raise ValueError(f"params must have the keys {sorted(self._params)}, got {sorted(map(str, values))}")
         for k, v in values.items():
             ref = self._params[k]
-            if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu" or v.shape != ref.shape:
-                raise ValueError(f"params[{k!r}] must be a real array of shape {ref.shape}, got {_describe(v)}")
-        for k, v in values.items():
-            if v is not self._params[k]:
-                np.copyto(self._params[k], v, casting="unsafe")
+            if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
+                raise TypeError(f"params[{k!r}] must be a real NumPy array, got {_describe(v)}")
+            if v.shape != ref.shape:
+                raise ValueError(f"params[{k!r}] must have shape {ref.shape}, got {v.shape}")
+        with self._lock:
+            for k, v in values.items():
+                if v is not self._params[k]:
+                    np.copyto(self._params[k], v, casting="unsafe")
 
     @property
     def ln_params(self):

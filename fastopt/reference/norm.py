@@ -131,39 +131,34 @@ def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threa
     dgamma[...] = (dout * xhat).astype(np.float64).sum(axis=0)   # products in x's dtype, as the kernel
 
 
-def _group_rows(a, groups):
-    """(N, C, S) -> (N * groups, C // groups * S): one row per (sample, group), a view."""
-    n, c, s = a.shape
-    return a.reshape(n * groups, (c // groups) * s)
+
+def _groups(x, groups):
+    """For each group g: (g, its channels' slice, a view (N, CPG*S) of its rows) of x (N, C, S)."""
+    n, c, s = x.shape
+    cpg = c // groups
+    rows = x.reshape(n, groups, cpg * s)
+    return [(g, slice(g * cpg, (g + 1) * cpg), rows[:, g]) for g in range(groups)]
 
 
 def spatial_groupnorm_forward(x, gamma, beta, groups, eps, out, mean, inv_std, n_threads):
-    """Group normalization of x (N, C, S): statistics per (sample, group) row, gamma/beta per channel."""
-    rows = _group_rows(x, groups)
-    mu, var = _stats(rows, 1)
-    mean[...] = mu
-    inv_std[...] = 1.0 / np.sqrt(var + eps)
-    xhat = ((rows - mean[:, None]) * inv_std[:, None]).reshape(x.shape)
-    np.multiply(gamma[:, None], xhat, out=out)
-    out += beta[:, None]
+    """Group normalization of x (N, C, S): each (sample, group) row is layer-normalized, with gamma and
+    beta repeated over each channel's S positions. mean, inv_std (N * groups,) at index n*groups + g."""
+    s = x.shape[2]
+    stats = mean.reshape(-1, groups), inv_std.reshape(-1, groups)
+    for (g, ch, rows), (_, _, out_rows) in zip(_groups(x, groups), _groups(out, groups)):
+        layernorm_forward(rows, np.repeat(gamma[ch], s), np.repeat(beta[ch], s), eps, out_rows,
+                          stats[0][:, g], stats[1][:, g], n_threads)
 
 
 def spatial_groupnorm_backward(dout, x, mean, inv_std, gamma, groups, dx, dgamma, dbeta, n_threads):
-    """dx (N, C, S) and dgamma, dbeta (C,) of spatial_groupnorm_forward."""
-    rows = _group_rows(x, groups)
-    m = rows.shape[1]
-    dxhat = _group_rows(dout * gamma[:, None], groups)         # x's dtype, as the kernel
-    a64 = inv_std.astype(np.float64)[:, None]
-    sb = dxhat.astype(np.float64).sum(axis=1, keepdims=True)
-    sg = (dxhat * (rows - mean[:, None])).astype(np.float64).sum(axis=1, keepdims=True)
-    kb = (a64 * sb / m).astype(x.dtype)
-    kg = (a64 * a64 * sg / m).astype(x.dtype)
-    a = inv_std[:, None]
-    xhat = (rows - mean[:, None]) * a
-    dx_rows = _group_rows(dx, groups)
-    np.multiply(a, dxhat, out=dx_rows)
-    dx_rows -= kb
-    dx_rows -= kg * xhat
-    xhat3 = xhat.reshape(x.shape)
-    dbeta[...] = dout.astype(np.float64).sum(axis=(0, 2))
-    dgamma[...] = (dout * xhat3).astype(np.float64).sum(axis=(0, 2))   # products in x's dtype
+    """dx (N, C, S) and dgamma, dbeta (C,) of spatial_groupnorm_forward: layernorm_backward per group,
+    its per-position parameter sums (kept in float64) summed over each channel's positions."""
+    s = x.shape[2]
+    stats = mean.reshape(-1, groups), inv_std.reshape(-1, groups)
+    for (g, ch, rows), (_, _, d_rows), (_, _, dx_rows) in zip(_groups(x, groups), _groups(dout, groups),
+                                                           _groups(dx, groups)):
+        dg, db = np.empty(rows.shape[1]), np.empty(rows.shape[1])
+        layernorm_backward(d_rows, rows, stats[0][:, g], stats[1][:, g], np.repeat(gamma[ch], s), dx_rows,
+                           dg, db, n_threads)
+        dgamma[ch] = dg.reshape(-1, s).sum(axis=1)
+        dbeta[ch] = db.reshape(-1, s).sum(axis=1)
