@@ -332,3 +332,14 @@ def test_read_only_grads_buffer_is_refused_before_anything_changes():
     with pytest.raises(ValueError, match=r"model.grads\['b2'\]"):
         model.loss(*batch(), out=model.grads)
     assert_unchanged(model, snap)
+
+
+@pytest.mark.parametrize("kw", [dict(rng=None), dict(rng=None, seed=1, dropout_keep_ratio=0.5),
+                                dict(normalization="layernorm", reg=0.3)])
+def test_softmax_classifier_without_hidden_layers(kw):
+    model = make(hidden_dims=[], **kw)
+    X, y = batch()
+    loss, grads = model.loss(X, y)
+    assert sorted(grads) == ["W1", "b1"] and model.loss(X).shape == (N, C)
+    model.fast_path = False
+    assert model.loss(X, y)[0] == pytest.approx(loss, rel=1e-12)

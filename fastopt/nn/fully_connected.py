@@ -411,7 +411,7 @@ class FullyConnectedNet:
                     result = run_fused.loss(self.blocks, call, self._workspaces.get(call.X.shape[0]))
             else:
                 result = run_layers.loss(self.blocks, call)
-            if self.use_dropout and self.seed is not None:
+            if self.use_dropout and self.seed is not None and self.hidden_dims:
                 self._leave_global_state_as_cs231n(call)
             if not call.train:
                 return result
