@@ -156,3 +156,18 @@ def test_numpy_backend_runs_the_twin():
         a, _ = spatial_groupnorm_forward(x, np.ones(4), np.zeros(4), 2, {})
     b, _ = spatial_groupnorm_forward(x, np.ones(4), np.zeros(4), 2, {})
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_variants_round_identically(dtype):
+    # the AVX2 build has no FMA contraction (setup.py): both variants give the same bits
+    if _backend.backend() != "cython" or not _backend.avx2_supported():
+        pytest.skip("needs the compiled core and an AVX2 CPU")
+    args = _data((3, 12, 9, 11, 4), dtype, seed=5)
+    results = {}
+    for simd in ("sse2", "avx2"):
+        with _backend.preserved():
+            _backend.set_simd(simd)
+            results[simd] = _run(_kernels(), *args)
+    for a, b in zip(results["sse2"], results["avx2"]):
+        np.testing.assert_array_equal(a, b)
