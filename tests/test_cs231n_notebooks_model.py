@@ -16,6 +16,18 @@ from fastopt.layers import (batchnorm_backward, batchnorm_backward_alt, batchnor
 from fastopt.nn import FullyConnectedNet, TwoLayerNet
 
 
+@pytest.fixture(autouse=True, params=["cython", "numpy"])
+def backend(request):
+    """Every cell on the compiled kernels and on their NumPy twins."""
+    import fastopt
+    from fastopt import _backend
+    if request.param == "cython" and not _backend._compiled_available():
+        pytest.skip("compiled core not built")
+    with _backend.preserved():
+        fastopt.set_backend(request.param)
+        yield request.param
+
+
 def _fcn_data():
     np.random.seed(231)
     N, D, H1, H2, C = 2, 15, 20, 30, 10
