@@ -293,7 +293,7 @@ def train_model(cfg, data, on_event):
         reg=cfg["reg"],
         weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
-        dtype=np.dtype(cfg["dtype"]).type, seed=cfg["seed"])
+        dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
 
     def callback(solver, event, info):
         if is_epoch_end(event, info) and cfg["checkpoint"]:

@@ -3,3 +3,4 @@
 # that twin with -mavx2 -mfma and fastopt._backend.kernels("norm") picks it when the CPU has both.
 SIMD_VARIANT = "sse2"
 include "_norm_kernels.pxi"
+include "_groupnorm_kernels.pxi"

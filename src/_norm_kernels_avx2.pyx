@@ -3,3 +3,4 @@
 # FMA (fastopt._backend.kernels checks); elsewhere its first vector instruction would fault.
 SIMD_VARIANT = "avx2"
 include "_norm_kernels.pxi"
+include "_groupnorm_kernels.pxi"

@@ -76,7 +76,7 @@ def test_interrupted_write_keeps_previous_file(tmp_path, monkeypatch, fail_in):
 
 def test_solver_checkpoint_survives_failed_overwrite(tmp_path, monkeypatch):
     data = blob_data()
-    model = FullyConnectedNet([8], input_dim=6, num_classes=3, seed=0, normalization="batchnorm")
+    model = FullyConnectedNet([8], input_dim=6, num_classes=3, rng=0, normalization="batchnorm")
     solver = Solver(model, data, update_rule="adam", num_epochs=1, batch_size=30, verbose=False, seed=0)
     path = tmp_path / "s.ckpt"
     solver.save_checkpoint(path)
@@ -85,7 +85,7 @@ def test_solver_checkpoint_survives_failed_overwrite(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk gone"):
         solver.save_checkpoint(path)
     monkeypatch.undo()
-    fresh = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, seed=0, normalization="batchnorm"),
+    fresh = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, rng=0, normalization="batchnorm"),
                    data, update_rule="adam", num_epochs=1, batch_size=30, verbose=False, seed=0)
     fresh.load_checkpoint(path)  # the untrained state written first
     assert fresh.iteration == 0 and fresh.loss_history == []
@@ -131,7 +131,7 @@ def test_solver_rejects_foreign_or_tampered_checkpoints(tmp_path):
     data = blob_data()
 
     def fresh():
-        model = FullyConnectedNet([8], input_dim=6, num_classes=3, seed=0)
+        model = FullyConnectedNet([8], input_dim=6, num_classes=3, rng=0)
         return Solver(model, data, update_rule="sgd", num_epochs=1, batch_size=30, verbose=False, seed=0)
 
     path = tmp_path / "x.ckpt"

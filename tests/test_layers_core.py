@@ -177,9 +177,8 @@ def _assert_unchanged(saved):
 
 
 @pytest.mark.parametrize("make, error, fragment", [
-    (lambda x, w, b: (x.astype(np.int64), w, b), TypeError, "x must have dtype float32 or float64"),
-    (lambda x, w, b: (x, w.astype(np.float32), b), TypeError, "w must have dtype float64"),
-    (lambda x, w, b: (x, w, b.astype(np.float32)), TypeError, "b must have dtype float64"),
+    (lambda x, w, b: (x.astype(complex), w, b), TypeError, "x must have a real numeric dtype"),
+    (lambda x, w, b: (x, w, [0.0] * 4), TypeError, "b must be a NumPy array"),
     (lambda x, w, b: (x[0, 0], w, b), ValueError, "x must have shape (N, d1, ..., dk)"),
     (lambda x, w, b: (x, w[:5], b), ValueError, "w must have shape (D, M) with D = 6"),
     (lambda x, w, b: (x, w.ravel(), b), ValueError, "w must have shape (D, M)"),
@@ -200,13 +199,32 @@ def test_backward_bad_dout(rng):
     _, cache = affine_forward(x, w, b)
     with pytest.raises(ValueError, match=r"dout must have shape \(5, 4\)"):
         affine_backward(np.ones((5, 3)), cache)
-    with pytest.raises(TypeError, match="dout must have dtype float64"):
-        affine_backward(np.ones((5, 4), np.float32), cache)
+    with pytest.raises(TypeError, match="dout must have a real numeric dtype"):
+        affine_backward(np.ones((5, 4), complex), cache)
     _, cache = relu_forward(x)
     with pytest.raises(ValueError, match=r"dout must have shape \(5, 6\)"):
         relu_backward(np.ones((6, 5)), cache)
-    with pytest.raises(TypeError, match="x must have dtype"):
-        relu_forward(np.ones(3, dtype=np.int64))
+    with pytest.raises(TypeError, match="x must have a real numeric dtype"):
+        relu_forward(np.ones(3, dtype=complex))
+
+
+def test_read_only_operands_convert_as_numpy_would(rng):
+    # CS231n passes integer gamma/beta and mixes float32 params with float64 data: promoted as NumPy does.
+    x = rng.standard_normal((5, 6))
+    w32, b_int = rng.standard_normal((6, 4)).astype(np.float32), np.arange(4)
+    out, cache = affine_forward(x, w32, b_int)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, x @ w32.astype(np.float64) + b_int)
+    dx, dw, db = affine_backward(np.ones((5, 4), np.float32), cache)
+    assert dx.dtype == dw.dtype == db.dtype == np.float64
+    out32, cache32 = affine_forward(x.astype(np.float32), w32, np.zeros(4, np.float32))
+    assert out32.dtype == np.float32
+    assert affine_backward(np.ones((5, 4)), cache32)[1].dtype == np.float64
+    r, _ = relu_forward(np.array([-2, 0, 3]))
+    assert r.dtype == np.float64 and r.tolist() == [0.0, 0.0, 3.0]
+    assert relu_forward(np.ones(3, np.float16))[0].dtype == np.float32
+    loss, dx = softmax_loss(np.zeros((3, 4), dtype=np.int64), np.array([0, 1, 2]))
+    assert dx.dtype == np.float64 and loss == pytest.approx(math.log(4))
 
 
 @pytest.mark.parametrize("loss_fn", [softmax_loss, svm_loss])
@@ -220,7 +238,7 @@ def test_backward_bad_dout(rng):
     (np.zeros((3, 4)), np.array([0, -1, 1]), ValueError, "labels in [0, 4)"),
     (np.zeros(4), np.array([0]), ValueError, "x must be scores of shape (N, C)"),
     (np.zeros((0, 4)), np.array([], dtype=int), ValueError, "x must be scores of shape (N, C)"),
-    (np.zeros((3, 4), dtype=np.int64), np.array([0, 1, 2]), TypeError, "x must have dtype"),
+    (np.zeros((3, 4), dtype=complex), np.array([0, 1, 2]), TypeError, "x must have a real numeric dtype"),
 ])
 def test_loss_bad_input(loss_fn, x, y, error, fragment):
     saved = _unchanged(x, *([y] if isinstance(y, np.ndarray) else []))

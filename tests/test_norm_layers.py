@@ -235,15 +235,15 @@ def _drop_mode(a):
 
 BAD = [
     ("x not an array", _set("x", [[1.0, 2.0]]), TypeError, "x must be a NumPy array"),
-    ("x int", _set("x", lambda a: a["x"].astype(np.int64)), TypeError, "x must have dtype"),
-    ("x float16", _set("x", lambda a: a["x"].astype(np.float16)), TypeError, "x must have dtype"),
+    ("x complex", _set("x", lambda a: a["x"].astype(complex)), TypeError, "x must have a real numeric dtype"),
+    ("x bool", _set("x", lambda a: a["x"] > 0), TypeError, "x must have a real numeric dtype"),
     ("x 1-D", _set("x", lambda a: a["x"][0]), ValueError, "x must be 2-D"),
     ("x 3-D", _set("x", lambda a: a["x"][None]), ValueError, "x must be 2-D"),
     ("x empty", _set("x", lambda a: a["x"][:0]), ValueError, "x must not be empty"),
     ("gamma shape", _set("gamma", np.ones(5)), ValueError, "gamma must have shape (4,)"),
     ("beta shape", _set("beta", np.zeros((4, 1))), ValueError, "beta must have shape (4,)"),
-    ("gamma dtype mixed", _set("gamma", np.ones(4, np.float32)), TypeError, "gamma must have dtype float64"),
-    ("beta int", _set("beta", np.zeros(4, int)), TypeError, "beta must have dtype"),
+    ("gamma complex", _set("gamma", np.ones(4, complex)), TypeError, "gamma must have a real numeric dtype"),
+    ("beta list", _set("beta", [0.0] * 4), TypeError, "beta must be a NumPy array"),
     ("bn_param not dict", _set("bn_param", ["train"]), TypeError, "bn_param must be a dict"),
     ("mode missing", _drop_mode, ValueError, "bn_param['mode'] is required"),
     ("mode unknown", _param("mode", "eval"), ValueError, "bn_param['mode'] must be one of"),
@@ -255,8 +255,8 @@ BAD = [
     ("momentum < 0", _param("momentum", -0.1), ValueError, "bn_param['momentum'] must be >= 0"),
     ("running_mean shape", _param("running_mean", np.zeros(3)), ValueError,
      "bn_param['running_mean'] must have shape (4,)"),
-    ("running_var dtype", _param("running_var", np.ones(4, np.float32)), TypeError,
-     "bn_param['running_var'] must have dtype float64"),
+    ("running_var int", _param("running_var", np.ones(4, np.int64)), TypeError,
+     "bn_param['running_var'] must have dtype float32 or float64"),
     ("running_var list", _param("running_var", [1.0] * 4), TypeError, "bn_param['running_var'] must be a NumPy"),
     ("running_mean strided", _param("running_mean", np.zeros(8)[::2]), ValueError,
      "bn_param['running_mean'] must be C-contiguous"),
@@ -312,8 +312,8 @@ def test_bad_spatial_and_layernorm_input():
         layernorm_forward(x[0, 0], np.ones(5), np.zeros(5), {"eps": 0})
     with pytest.raises(TypeError, match="ln_param must be a dict"):
         layernorm_forward(x[0, 0], np.ones(5), np.zeros(5), None)
-    with pytest.raises(TypeError, match="beta must have dtype float64"):
-        layernorm_forward(x[0, 0], np.ones(5), np.zeros(5, np.float32), {})
+    with pytest.raises(TypeError, match="beta must have a real numeric dtype"):
+        layernorm_forward(x[0, 0], np.ones(5), np.zeros(5, complex), {})
 
 
 def test_bad_backward_input(rng):
@@ -330,9 +330,42 @@ def test_bad_backward_input(rng):
         spatial_batchnorm_backward(np.ones((6, 4)), bn_cache)
     with pytest.raises(ValueError, match=r"dout must have shape \(6, 4\)"):
         batchnorm_backward(np.ones((4, 6)), bn_cache)
-    with pytest.raises(TypeError, match="dout must have dtype float64"):
-        layernorm_backward(np.ones((6, 4), np.float32), ln_cache)
+    with pytest.raises(TypeError, match="dout must have a real numeric dtype"):
+        layernorm_backward(np.ones((6, 4), complex), ln_cache)
     assert isinstance(bn_cache, NormCache)
+
+
+@pytest.mark.parametrize("forward", [batchnorm_forward, layernorm_forward])
+def test_read_only_operands_convert_as_numpy_would(rng, forward):
+    # integers (CS231n's gamma = np.asarray([3, 4, 5])), float16, and float32 beside float64
+    x = rng.standard_normal((6, 3)) * 2 + 1
+    ref, ref_cache = forward(x, np.array([3.0, 4.0, 5.0]), np.array([6.0, 7.0, 8.0]), {"mode": "train"})
+    out, cache = forward(x, np.array([3, 4, 5]), np.array([6, 7, 8], np.int32), {"mode": "train"})
+    assert out.dtype == np.float64 and np.array_equal(out, ref)
+    out, _ = forward(x.astype(np.float32), np.ones(3, np.float32), np.zeros(3), {"mode": "train"})
+    assert out.dtype == np.float64                     # float32 with float64: float64, as NumPy
+    out, _ = forward(x.astype(np.float16), np.ones(3, np.float16), np.zeros(3, np.float16), {"mode": "train"})
+    assert out.dtype == np.float32                     # float16 is computed in float32
+    out, _ = forward(np.arange(6).reshape(2, 3), np.ones(3, int), np.zeros(3, int), {"mode": "train"})
+    assert out.dtype == np.float64                     # integers alone: float64
+    backward = batchnorm_backward if forward is batchnorm_forward else layernorm_backward
+    dout = rng.standard_normal(x.shape)
+    d64 = backward(dout, ref_cache)
+    d32 = backward(dout.astype(np.float32), ref_cache)  # converted to the cache's float64
+    assert all(a.dtype == np.float64 for a in d32)
+    np.testing.assert_allclose(d32[0], backward(dout.astype(np.float32).astype(np.float64), ref_cache)[0])
+    assert all(a.dtype == np.float64 for a in d64)
+
+
+def test_running_statistics_keep_their_dtype(rng):
+    # in-place targets: a float32 running mean beside a float64 call stays the same float32 array
+    x = rng.standard_normal((8, 3))
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    p = {"mode": "train", "running_mean": rm, "running_var": rv}
+    batchnorm_forward(x, np.ones(3), np.zeros(3), p)
+    assert p["running_mean"] is rm and rm.dtype == np.float32
+    np.testing.assert_allclose(rm, 0.1 * x.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(rv, 0.9 + 0.1 * x.var(axis=0), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ DIM, CLASSES = 6, 3
 
 
 def make_model(**kw):
-    args = dict(hidden_dims=[16, 12], input_dim=DIM, num_classes=CLASSES, seed=11,
+    args = dict(hidden_dims=[16, 12], input_dim=DIM, num_classes=CLASSES, rng=11,
                 normalization="batchnorm", dropout_keep_ratio=0.8, reg=1e-3)
     args.update(kw)
     return FullyConnectedNet(**args)
@@ -46,7 +46,7 @@ def assert_same_run(a, b):
 def test_overfits_fifty_samples():
     X, y = blobs(50, dim=10, num_classes=5, seed=2, spread=0.5)
     data = {"X_train": X, "y_train": y, "X_val": X, "y_val": y}
-    model = FullyConnectedNet([100], input_dim=10, num_classes=5, weight_scale=1e-1, seed=0)
+    model = FullyConnectedNet([100], input_dim=10, num_classes=5, weight_scale=1e-1, rng=0)
     solver = Solver(model, data, update_rule="sgd_momentum", optim_config={"learning_rate": 0.1},
                     batch_size=25, num_epochs=40, verbose=False, seed=0)
     solver.train()
@@ -70,13 +70,13 @@ def test_resume_from_epoch_checkpoint_is_bit_for_bit(tmp_path, config):
     assert sorted(os.listdir(tmp_path)) == ["run_epoch_0.pkl", "run_epoch_1.pkl", "run_epoch_2.pkl",
                                             "run_epoch_3.pkl"]
 
-    resumed = Solver.from_checkpoint(tmp_path / "run_epoch_1.pkl", make_model(seed=999), data)
+    resumed = Solver.from_checkpoint(tmp_path / "run_epoch_1.pkl", make_model(rng=999), data)
     assert resumed.epoch == 1 and resumed.iteration == resumed.iterations_per_epoch
     resumed.train()
     assert_same_run(full, resumed)
 
     # Same through load_checkpoint into a Solver built by hand (with a different seed: state wins).
-    by_hand = Solver(make_model(seed=42), data, **solver_kwargs(**config, seed=77))
+    by_hand = Solver(make_model(rng=42), data, **solver_kwargs(**config, seed=77))
     by_hand.load_checkpoint(tmp_path / "run_epoch_2.pkl")
     by_hand.train()
     assert_same_run(full, by_hand)

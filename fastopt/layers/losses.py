@@ -1,17 +1,19 @@
 """Classification losses on class scores, CS231n-compatible: (loss, dx), both averaged over N.
 
-x: scores of shape (N, C), float32 or float64; y: integer labels of shape (N,), 0 <= y[i] < C.
+x: scores of shape (N, C), any real dtype (converted as NumPy would: fastopt.layers.core.compute_dtype;
+integer scores give float64); y: integer labels of shape (N,), 0 <= y[i] < C.
 The loss is summed in float64 and returned as a Python float; dx has x's dtype.
 """
 import numpy as np
 
-from .._validation import check_array
+from .core import compute_dtype
 
 __all__ = ["softmax_loss", "svm_loss"]
 
 
 def _check_scores_labels(x, y):
-    check_array("x", x, contiguous=False)
+    """(rows, y, x in its compute dtype) after checking everything."""
+    dt = compute_dtype(("x", x))
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must be scores of shape (N, C) with N, C >= 1, got {x.shape}")
     if not isinstance(y, np.ndarray):
@@ -24,12 +26,12 @@ def _check_scores_labels(x, y):
     low, high = int(y.min()), int(y.max())
     if low < 0 or high >= c:
         raise ValueError(f"y must hold labels in [0, {c}) (C = {c} classes), got values in [{low}, {high}]")
-    return np.arange(n), y
+    return np.arange(n), y, np.asarray(x, dtype=dt)
 
 
 def softmax_loss(x, y):
     """Cross-entropy of softmax(x) against y: (loss, dx). Stable: scores are shifted by the row max."""
-    rows, y = _check_scores_labels(x, y)
+    rows, y, x = _check_scores_labels(x, y)
     n = x.shape[0]
     shifted = x - x.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
@@ -47,7 +49,7 @@ def svm_loss(x, y):
 
     At a kink (margin exactly 0) the subgradient 0 is used, as in CS231n.
     """
-    rows, y = _check_scores_labels(x, y)
+    rows, y, x = _check_scores_labels(x, y)
     n = x.shape[0]
     margins = x - x[rows, y][:, None]
     margins += 1

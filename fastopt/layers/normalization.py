@@ -1,4 +1,4 @@
-"""Batch normalization, spatial batch normalization and layer normalization, CS231n-style.
+"""Batch normalization, spatial batch/group normalization and layer normalization, CS231n-style.
 
     out, cache = batchnorm_forward(x, gamma, beta, bn_param)
     dx, dgamma, dbeta = batchnorm_backward(dout, cache)
@@ -9,13 +9,15 @@ chosen at call time. Statistics are accumulated in float64 whatever the dtype.
 
 Conventions, and where they differ from PyTorch:
   * bn_param["mode"] is required: "train" normalizes with the batch statistics and updates
-    bn_param["running_mean"] / ["running_var"] IN PLACE (created as zeros of x's dtype when absent);
-    "test" normalizes with them. running = momentum * running + (1 - momentum) * batch, with the
-    biased batch variance (CS231n). PyTorch's momentum is the weight of the batch (its 0.1 is our
-    0.9) and its running_var uses the unbiased variance; outputs and gradients agree.
-  * Arrays that are only read (x, gamma, beta, dout) may be non-contiguous: a contiguous copy is made,
-    which changes nothing for the caller. The running statistics are updated in place and so must be
-    C-contiguous and writeable; they are refused otherwise, never copied.
+    bn_param["running_mean"] / ["running_var"] IN PLACE (created as zeros of the call's dtype when
+    absent); "test" normalizes with them. running = momentum * running + (1 - momentum) * batch,
+    with the biased batch variance (CS231n). PyTorch's momentum is the weight of the batch (its 0.1
+    is our 0.9) and its running_var uses the unbiased variance; outputs and gradients agree.
+  * Dtypes (fastopt.layers.core.compute_dtype): x, gamma, beta and dout are only read; they may
+    have any real dtype (integers too, e.g. gamma = np.asarray([3, 4, 5])) and are converted as
+    NumPy's promotion would: the call computes, and returns, that dtype. The running statistics are
+    updated in place and keep their own dtype (the update is computed in the call's dtype and stored
+    cast); they must be C-contiguous, writeable float arrays and are refused otherwise, never copied.
   * A call that raises has changed nothing, bn_param included.
   * Backward needs the cache of a training-mode forward of the same layer kind.
 """
@@ -23,10 +25,12 @@ import numpy as np
 
 from .. import _backend
 from .._validation import check_array, check_choice, check_distinct, check_scalar
+from .core import as_operand, compute_dtype
 
 __all__ = [
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
     "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "spatial_groupnorm_forward", "spatial_groupnorm_backward",
     "layernorm_forward", "layernorm_backward",
 ]
 
@@ -34,13 +38,17 @@ __all__ = [
 class NormCache:
     """What a normalization backward needs: the (contiguous) input and the saved statistics.
 
-    `kind` names the forward that made it ("batchnorm", "spatial_batchnorm", "layernorm"), so a
-    cache handed to the wrong backward is refused. xhat is not stored: the kernels recompute it.
+    `kind` names the forward that made it ("batchnorm", "spatial_batchnorm", "layernorm",
+    "spatial_groupnorm"), so a cache handed to the wrong backward is refused. xhat is not stored:
+    the kernels recompute it. `groups` is groupnorm's G; `param_shape` the shape gamma was given in
+    (dgamma and dbeta are returned in it: CS231n passes (C,) or (1, C, 1, 1)).
     """
-    __slots__ = ("kind", "mode", "x", "gamma", "mean", "inv_std")
+    __slots__ = ("kind", "mode", "x", "gamma", "mean", "inv_std", "groups", "param_shape")
 
-    def __init__(self, kind, mode, x, gamma, mean, inv_std):
+    def __init__(self, kind, mode, x, gamma, mean, inv_std, groups=None, param_shape=None):
         self.kind, self.mode, self.x, self.gamma, self.mean, self.inv_std = kind, mode, x, gamma, mean, inv_std
+        self.groups = groups
+        self.param_shape = gamma.shape if param_shape is None else param_shape
 
     def __repr__(self):
         return f"NormCache(kind={self.kind!r}, mode={self.mode!r}, x shape={self.x.shape}, dtype={self.x.dtype})"
@@ -51,8 +59,7 @@ class NormCache:
 
 
 def _input(name, a, ndim, what):
-    """A float32/float64 array of `ndim` dimensions with no empty axis; returned C-contiguous."""
-    check_array(name, a, contiguous=False)
+    """An array of `ndim` dimensions with no empty axis (its dtype is checked by compute_dtype)."""
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D {what}, got shape {a.shape}")
     if 0 in a.shape:
@@ -60,14 +67,12 @@ def _input(name, a, ndim, what):
     return a
 
 
-def _param(name, a, x, size):
-    """gamma/beta: x's dtype, shape (size,)."""
-    check_array(name, a, contiguous=False, dtype=x.dtype, shape=(size,))
-    return a
-
-
-def _contiguous(*arrays):
-    return [np.ascontiguousarray(a) for a in arrays]
+def _param(name, a, size, spatial=False):
+    """gamma/beta: shape (size,), or (1, size, 1, 1) for the spatial layers (CS231n uses both)."""
+    if a.shape == (size,) or (spatial and a.shape == (1, size, 1, 1)):
+        return a
+    expected = f"({size},)" + (f" or (1, {size}, 1, 1)" if spatial else "")
+    raise ValueError(f"{name} must have shape {expected}, got {a.shape}")
 
 
 def _param_dict(name, p):
@@ -76,44 +81,69 @@ def _param_dict(name, p):
     return p
 
 
-def _eps(name, p):
+def norm_eps(name, p):
+    """The validated p['eps'] (default 1e-5) of a bn_param/ln_param/gn_param dict named `name`."""
+    _param_dict(name, p)
     return check_scalar(f"{name}['eps']", p.get("eps", 1e-5), low=0.0, low_open=True)
 
 
-def _bn_config(x, gamma, beta, bn_param, size):
-    """Validate a batchnorm call; returns (mode, eps, momentum, running_mean, running_var, created).
+def bn_settings(name, bn_param, size):
+    """Validate the settings and running statistics of a batchnorm param dict, changing nothing.
 
-    Running statistics that are absent come back as new zero arrays (created=True), to be stored
-    into bn_param only once the kernel has run.
+    Returns (eps, momentum, running_mean, running_var), a statistic being None when absent. Each
+    present statistic must be a C-contiguous, writeable float32/float64 array of shape (size,);
+    its dtype is kept (in-place target). Used by the layers and by FullyConnectedNet.
+    """
+    eps = norm_eps(name, bn_param)
+    momentum = check_scalar(f"{name}['momentum']", bn_param.get("momentum", 0.9), low=0.0, high=1.0)
+    running = []
+    for key in ("running_mean", "running_var"):
+        value = bn_param.get(key)
+        if value is not None:
+            check_array(f"{name}[{key!r}]", value, writeable=True, shape=(size,))
+        running.append(value)
+    if running[0] is not None and running[1] is not None:
+        check_distinct([(f"{name}['running_mean']", running[0]), (f"{name}['running_var']", running[1])])
+    return eps, momentum, running[0], running[1]
+
+
+def _bn_config(x, gamma, beta, bn_param, size, spatial):
+    """Validate a batchnorm call. Returns (dtype, mode, eps, momentum, running_mean, running_var).
+
+    A running statistic that is absent comes back as None (created once the kernel has run).
     """
     _param_dict("bn_param", bn_param)
     if "mode" not in bn_param:
         raise ValueError("bn_param['mode'] is required: 'train' or 'test'")
     mode = check_choice("bn_param['mode']", bn_param["mode"], ("train", "test"))
-    eps = _eps("bn_param", bn_param)
-    momentum = check_scalar("bn_param['momentum']", bn_param.get("momentum", 0.9), low=0.0, high=1.0)
-    _param("gamma", gamma, x, size)
-    _param("beta", beta, x, size)
-    running = {}
-    for key in ("running_mean", "running_var"):
-        value = bn_param.get(key)
-        if value is not None:
-            check_array(f"bn_param[{key!r}]", value, writeable=True, dtype=x.dtype, shape=(size,))
-        running[key] = value
-    present = [(f"bn_param[{k!r}]", v) for k, v in running.items() if v is not None]
+    dt = compute_dtype(("x", x), ("gamma", gamma), ("beta", beta))
+    _param("gamma", gamma, size, spatial)
+    _param("beta", beta, size, spatial)
+    eps, momentum, rm, rv = bn_settings("bn_param", bn_param, size)
+    present = [(f"bn_param[{k!r}]", v) for k, v in (("running_mean", rm), ("running_var", rv)) if v is not None]
     for name, a in (("x", x), ("gamma", gamma), ("beta", beta)):   # written arrays vs everything
         check_distinct(present + [(name, a)])
-    created = {k: v is None for k, v in running.items()}
-    rm = running["running_mean"] if running["running_mean"] is not None else np.zeros(size, x.dtype)
-    rv = running["running_var"] if running["running_var"] is not None else np.zeros(size, x.dtype)
-    return mode, eps, momentum, rm, rv, created
+    return dt, mode, eps, momentum, rm, rv
 
 
-def _store_running(bn_param, rm, rv, created):
-    if created["running_mean"]:
-        bn_param["running_mean"] = rm
-    if created["running_var"]:
-        bn_param["running_var"] = rv
+class _Running:
+    """The running statistics as the kernel sees them (the call's dtype), stored back afterwards.
+
+    A statistic of another dtype is worked on in a temporary and copied back cast (it keeps its
+    dtype); an absent one is created in the call's dtype and stored into bn_param.
+    """
+
+    def __init__(self, bn_param, rm, rv, size, dt):
+        self.bn_param, self.targets = bn_param, (rm, rv)
+        self.work = tuple(np.zeros(size, dt) if t is None else (t if t.dtype == dt else t.astype(dt))
+                          for t in self.targets)
+
+    def store(self):
+        for key, target, work in zip(("running_mean", "running_var"), self.targets, self.work):
+            if target is None:
+                self.bn_param[key] = work
+            elif work is not target:
+                np.copyto(target, work, casting="unsafe")
 
 
 def _cache_for(cache, kind, forward):
@@ -127,55 +157,65 @@ def _cache_for(cache, kind, forward):
     return cache
 
 
-def _dout(dout, cache):
-    check_array("dout", dout, contiguous=False, dtype=cache.x.dtype, shape=cache.x.shape)
-    return np.ascontiguousarray(dout)
-
-
 def _backward(kind, dout, cache):
     """(dx, dgamma, dbeta) from the `{kind}_backward` kernel, for a cache of `{kind}_forward`.
 
-    Spatial batchnorm's kernel sees (N, C, H, W) arrays as (N, C, H*W) views.
+    Spatial kernels see (N, C, H, W) arrays as (N, C, H*W) views. dout of another dtype is
+    converted with the cache (fastopt.layers.core.compute_dtype).
     """
     cache = _cache_for(cache, kind, f"{kind}_forward")
-    dout = _dout(dout, cache)
-    x = cache.x
+    dt = compute_dtype(("dout", dout), ("cache.x", cache.x))
+    if dout.shape != cache.x.shape:
+        raise ValueError(f"dout must have shape {cache.x.shape}, got {dout.shape}")
+    dout, x, gamma, mean, inv_std = (as_operand(a, dt) for a in
+                                     (dout, cache.x, cache.gamma, cache.mean, cache.inv_std))
     dx = np.empty_like(x)
-    shape3 = (x.shape[0], x.shape[1], -1) if kind == "spatial_batchnorm" else x.shape
+    spatial = x.ndim == 4
+    shape3 = (x.shape[0], x.shape[1], -1) if spatial else x.shape
     k = _backend.kernels("norm")
     n_threads = _backend.threads_for(x.size, k.GRAIN)
-    dgamma, dbeta = np.empty_like(cache.gamma), np.empty_like(cache.gamma)
-    getattr(k, f"{kind}_backward")(dout.reshape(shape3), x.reshape(shape3), cache.mean, cache.inv_std,
-                                   cache.gamma, dx.reshape(shape3), dgamma, dbeta, n_threads)
-    return dx, dgamma, dbeta
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+    extra = () if cache.groups is None else (cache.groups,)
+    getattr(k, f"{kind}_backward")(dout.reshape(shape3), x.reshape(shape3), mean, inv_std,
+                                   gamma, *extra, dx.reshape(shape3), dgamma, dbeta, n_threads)
+    return dx, dgamma.reshape(cache.param_shape), dbeta.reshape(cache.param_shape)
 
 
 # ---------------------------------------------------------------------------------------------------
-# batchnorm on (N, D)
+# batchnorm on (N, D) and spatial batchnorm on (N, C, H, W): one driver, the kernels differ
+
+
+def _batchnorm(kind, x, gamma, beta, bn_param, size, shape_k):
+    spatial = x.ndim == 4
+    dt, mode, eps, momentum, rm, rv = _bn_config(x, gamma, beta, bn_param, size, spatial)
+    x, g, b = (as_operand(a, dt) for a in (x, gamma, beta))
+    g, b = g.reshape(size), b.reshape(size)
+    running = _Running(bn_param, rm, rv, size, dt)
+    wm, wv = running.work
+    k = _backend.kernels("norm")
+    n_threads = _backend.threads_for(x.size, k.GRAIN)
+    out = np.empty_like(x)
+    xk, outk = x.reshape(shape_k), out.reshape(shape_k)
+    if mode == "train":
+        mean, inv_std = np.empty(size, dt), np.empty(size, dt)
+        getattr(k, f"{kind}_train_forward")(xk, g, b, eps, momentum, outk, mean, inv_std, wm, wv, n_threads)
+    else:
+        mean = inv_std = None
+        getattr(k, f"{kind}_test_forward")(xk, g, b, wm, wv, eps, outk, n_threads)
+    running.store()
+    return out, NormCache(kind, mode, x, g, mean, inv_std, param_shape=gamma.shape)
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization of x (N, D) per feature; gamma, beta (D,). Returns (out, cache).
 
     bn_param: "mode" ('train' | 'test', required), "eps" (1e-5), "momentum" (0.9),
-    "running_mean" / "running_var" (D,) of x's dtype (created as zeros when absent; updated in place
-    in train mode).
+    "running_mean" / "running_var" (D,) (created as zeros when absent; updated in place in train
+    mode). Dtypes: module docstring.
     """
+    compute_dtype(("x", x))
     _input("x", x, 2, "(N, D)")
-    d = x.shape[1]
-    mode, eps, momentum, rm, rv, created = _bn_config(x, gamma, beta, bn_param, d)
-    x, gamma, beta = _contiguous(x, gamma, beta)
-    k = _backend.kernels("norm")
-    n_threads = _backend.threads_for(x.size, k.GRAIN)
-    out = np.empty_like(x)
-    if mode == "train":
-        mean, inv_std = np.empty(d, x.dtype), np.empty(d, x.dtype)
-        k.batchnorm_train_forward(x, gamma, beta, eps, momentum, out, mean, inv_std, rm, rv, n_threads)
-    else:
-        mean = inv_std = None
-        k.batchnorm_test_forward(x, gamma, beta, rm, rv, eps, out, n_threads)
-    _store_running(bn_param, rm, rv, created)
-    return out, NormCache("batchnorm", mode, x, gamma, mean, inv_std)
+    return _batchnorm("batchnorm", x, gamma, beta, bn_param, x.shape[1], x.shape)
 
 
 def batchnorm_backward(dout, cache):
@@ -199,38 +239,58 @@ def batchnorm_backward_alt(dout, cache):
 
 
 # ---------------------------------------------------------------------------------------------------
-# spatial batchnorm on (N, C, H, W)
+# spatial batchnorm and spatial groupnorm on (N, C, H, W)
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
-    """Batch normalization of x (N, C, H, W) per channel (statistics over N, H, W); gamma, beta (C,).
+    """Batch normalization of x (N, C, H, W) per channel (statistics over N, H, W); gamma, beta (C,)
+    or (1, C, 1, 1).
 
     bn_param as for batchnorm_forward, with running statistics of shape (C,). Works on the 4-D
-    layout directly (no transpose). Returns (out, cache).
+    layout directly (no transpose). Returns (out, cache); backward returns dgamma, dbeta in gamma's shape.
     """
+    compute_dtype(("x", x))
     _input("x", x, 4, "(N, C, H, W)")
     n, c, h, w = x.shape
-    mode, eps, momentum, rm, rv, created = _bn_config(x, gamma, beta, bn_param, c)
-    x, gamma, beta = _contiguous(x, gamma, beta)
-    x3 = x.reshape(n, c, h * w)
-    k = _backend.kernels("norm")
-    n_threads = _backend.threads_for(x.size, k.GRAIN)
-    out = np.empty_like(x)
-    out3 = out.reshape(n, c, h * w)
-    if mode == "train":
-        mean, inv_std = np.empty(c, x.dtype), np.empty(c, x.dtype)
-        k.spatial_batchnorm_train_forward(x3, gamma, beta, eps, momentum, out3, mean, inv_std, rm, rv,
-                                          n_threads)
-    else:
-        mean = inv_std = None
-        k.spatial_batchnorm_test_forward(x3, gamma, beta, rm, rv, eps, out3, n_threads)
-    _store_running(bn_param, rm, rv, created)
-    return out, NormCache("spatial_batchnorm", mode, x, gamma, mean, inv_std)
+    return _batchnorm("spatial_batchnorm", x, gamma, beta, bn_param, c, (n, c, h * w))
 
 
 def spatial_batchnorm_backward(dout, cache):
-    """Gradients (dx (N, C, H, W), dgamma (C,), dbeta (C,)) of a training-mode spatial_batchnorm_forward."""
+    """Gradients (dx (N, C, H, W), dgamma, dbeta (gamma's shape)) of a training-mode spatial_batchnorm_forward."""
     return _backward("spatial_batchnorm", dout, cache)
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """Group normalization of x (N, C, H, W): the C channels form G groups of C // G, and each
+    (sample, group) is normalized over its channels and positions. gamma, beta: (C,) or (1, C, 1, 1).
+
+    gn_param: "eps" (1e-5); other keys (such as a "mode") are ignored: the same computation in
+    training and test, no running statistics (CS231n 2019+). Returns (out, cache).
+    """
+    _param_dict("gn_param", gn_param)
+    dt = compute_dtype(("x", x), ("gamma", gamma), ("beta", beta))
+    _input("x", x, 4, "(N, C, H, W)")
+    n, c, h, w = x.shape
+    G = check_scalar("G", G, low=1, integer=True)
+    if c % G:
+        raise ValueError(f"G must divide the C = {c} channels of x, got G = {G}")
+    eps = norm_eps("gn_param", gn_param)
+    _param("gamma", gamma, c, spatial=True)
+    _param("beta", beta, c, spatial=True)
+    x, g, b = (as_operand(a, dt) for a in (x, gamma, beta))
+    g, b = g.reshape(c), b.reshape(c)
+    k = _backend.kernels("norm")
+    out = np.empty_like(x)
+    mean, inv_std = np.empty(n * G, dt), np.empty(n * G, dt)
+    k.spatial_groupnorm_forward(x.reshape(n, c, h * w), g, b, G, eps, out.reshape(n, c, h * w), mean,
+                                inv_std, _backend.threads_for(x.size, k.GRAIN))
+    return out, NormCache("spatial_groupnorm", "train", x, g, mean, inv_std, groups=G,
+                          param_shape=gamma.shape)
+
+
+def spatial_groupnorm_backward(dout, cache):
+    """Gradients (dx (N, C, H, W), dgamma, dbeta (gamma's shape)) of spatial_groupnorm_forward."""
+    return _backward("spatial_groupnorm", dout, cache)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,16 +304,17 @@ def layernorm_forward(x, gamma, beta, ln_param):
     "mode", are ignored); there are no running statistics.
     """
     _param_dict("ln_param", ln_param)
+    dt = compute_dtype(("x", x), ("gamma", gamma), ("beta", beta))
     _input("x", x, 2, "(N, D)")
     n, d = x.shape
-    eps = _eps("ln_param", ln_param)
-    _param("gamma", gamma, x, d)
-    _param("beta", beta, x, d)
-    x, gamma, beta = _contiguous(x, gamma, beta)
+    eps = norm_eps("ln_param", ln_param)
+    _param("gamma", gamma, d)
+    _param("beta", beta, d)
+    x, gamma, beta = (as_operand(a, dt) for a in (x, gamma, beta))
     k = _backend.kernels("norm")
     n_threads = _backend.threads_for(x.size, k.GRAIN)
     out = np.empty_like(x)
-    mean, inv_std = np.empty(n, x.dtype), np.empty(n, x.dtype)
+    mean, inv_std = np.empty(n, dt), np.empty(n, dt)
     k.layernorm_forward(x, gamma, beta, eps, out, mean, inv_std, n_threads)
     return out, NormCache("layernorm", "train", x, gamma, mean, inv_std)
 

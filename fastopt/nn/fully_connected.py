@@ -1,59 +1,56 @@
-"""CS231n's FullyConnectedNet on fastopt's layer functions.
+"""CS231n's FullyConnectedNet on fastopt's layers, with a fused execution of the same description.
 
-Architecture: {affine -> [batch/layer norm] -> relu -> [dropout]} x (L - 1) -> affine -> softmax.
-
-Parameters live in ``self.params`` (W1, b1, gamma1, beta1, ..., WL, bL), C-contiguous arrays of the
-model's dtype. They are only ever updated IN PLACE (by optimizers, checkpoint loading, best-params
-restore): nothing in fastopt rebinds an entry of ``params``, so the arrays may be views into one flat
-buffer. Forward and backward passes are small per-block methods (``_hidden_forward``,
-``_hidden_backward``, ``_output_forward``, ...) so that fused kernels can replace a block.
+Architecture: {affine -> [batch/layer norm] -> relu -> [dropout]} x (L - 1) -> affine -> softmax,
+described once as a list of blocks (fastopt.nn.blocks). ``loss`` validates the whole call first
+(``_Call``), then runs one of two executions of the blocks: the fused one (fastopt.nn.run_fused:
+workspaces, fused kernels) whenever it has kernels for every block and ``fast_path`` is True, else
+the readable layer-by-layer one (fastopt.nn.run_layers). Both agree to ~1e-12 in float64.
 
 Regularisation (weights only, never biases or gamma/beta), CS231n convention:
     reg_type="l2":  loss += 0.5 * reg * sum(W**2),   dW += reg * W
     reg_type="l1":  loss += reg * sum(|W|),          dW += reg * sign(W)
+``reg`` may be changed between calls (``model.reg = 1.0``, as CS231n's notebooks do).
 
-Randomness: weights come from a Generator seeded by ``seed`` (one child stream of
-``SeedSequence(seed)``) and dropout masks from a second child stream, ``self.rng``: every training
-forward pass draws one integer seed per dropout layer from ``self.rng`` and hands it to
-``dropout_forward`` in ``dropout_param["seed"]``. Training is therefore deterministic given ``seed``,
-and ``state_dict()`` captures ``self.rng`` so that a resumed run draws the same masks.
+Randomness, as CS231n (a notebook's ``np.random.seed(231)`` reproduces its outputs):
+  * weights come from ``np.random.randn`` (NumPy's global state) unless ``rng`` is given;
+  * ``seed=s`` makes dropout deterministic: the SAME mask on every call (CS231n's
+    ``dropout_param['seed']``, which the dropout gradient check relies on), and a training call
+    leaves NumPy's global state where CS231n's reseeding leaves it; without seed or rng the masks
+    come from NumPy's global state, as CS231n's ``np.random.rand``.
+  * ``rng=`` (int or np.random.Generator) is fastopt's reproducible stream instead: the weights AND a
+    fresh dropout mask on every training call come from it (an int seeds SeedSequence(rng), whose two
+    children draw the weights and the masks); ``state_dict()`` saves it, so a resumed run draws the
+    same masks. fastopt's Solver and CLI use it. ``seed`` and ``rng`` exclude each other.
 
-Storage and the fast path: ``self.params`` is a :class:`fastopt.flat.FlatArrays` (every parameter a
-view into one buffer, in the order W1, b1, gamma1, beta1, ..., WL, bL) and ``loss(X, y)`` returns
-the gradients as a new dict of the views of a second buffer with the same layout. Those gradient arrays are
-REUSED: the next ``loss(X, y)`` overwrites them (as ``.grad`` in PyTorch); copy them to keep them.
-Because params and grads each tile one buffer, fastopt's optimizers can step a whole group in one
-kernel call (``fastopt.flat.tiles_one_buffer``).
+Parameters and gradients: ``model.params`` is a :class:`fastopt.flat.FlatArrays` (every parameter a
+view into one buffer, order W1, b1, gamma1, beta1, ..., WL, bL), updated IN PLACE only (assigning
+``model.params[k] = a`` or ``model.params = {...}`` copies into the views). ``model.grads`` is the
+same layout in a second buffer, holding the last training call's gradients. ``loss(X, y)`` returns
+gradients the caller owns (fresh copies, as CS231n); ``loss(X, y, out=model.grads)`` returns
+``model.grads`` itself (no copy: the next call overwrites it; fastopt's Solver steps the whole buffer
+in one kernel call); ``out=`` may also be the caller's mapping of arrays like the params.
 
-``loss`` runs the fast path (``_fast_loss``) unless ``self.fast_path`` is False or a subclass
-overrides one of the block methods: the same mathematics as the block methods, but every
-intermediate goes into preallocated buffers (``fastopt.nn.workspace``), matmuls write with ``out=``
-through transposed views, no gradient is computed for the input, bias+batchnorm+ReLU and
-softmax-loss+gradient are single fused kernels (``fastopt._mlp_kernels``), dropout masks are drawn
-inside the dropout kernel, and the kernels between matmuls run
-inside ``fastopt.beside_blas()`` (one thread while NumPy's BLAS runs several).
-The block methods stay as the readable definition (and the path for what subclasses change);
-tests check both paths agree to ~1e-12 in float64.
+Threads: one model's ``loss``/``state_dict``/``load_state_dict`` serialize on a per-model lock;
+different models in different threads run independently and give bitwise the results of a
+sequential run (with ``rng`` or ``seed``; NumPy's global state is shared by definition).
 """
+import threading
+from collections.abc import Mapping
+
 import numpy as np
 
 from .. import _backend, layers
-from .._validation import check_array, check_choice, check_rng_state, check_scalar
+from .._validation import _describe, check_array, check_choice, check_distinct, check_rng_state, check_scalar
 from ..flat import FlatParams
-from ..layers import dropout as _dropout
-from ..layers.normalization import _eps
+from ..layers.normalization import bn_settings, norm_eps
+from . import run_fused, run_layers
+from .blocks import Hidden, describe, param_specs
 from .init import WEIGHT_INITS, init_weight
 from .workspace import WorkspaceCache
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 REG_TYPES = ("l2", "l1")
-_SEED_HIGH = 2**31 - 1  # dropout seeds handed to the layer stay within a C int
-
-
-def _check_seed(name, seed):
-    if seed is None:
-        return None
-    return check_scalar(name, seed, low=0, integer=True)
+_NORM_KEYS = {"batchnorm": ("eps", "momentum", "running_mean", "running_var"), "layernorm": ("eps",)}
 
 
 def _check_dtype(dtype):
@@ -64,6 +61,37 @@ def _check_dtype(dtype):
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be np.float32 or np.float64, got {dt}")
     return dt
+
+
+def _check_normalization(normalization):
+    if normalization is not None and not isinstance(normalization, str):
+        raise TypeError(f"normalization must be None, 'batchnorm' or 'layernorm', got {_describe(normalization)}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    return normalization
+
+
+def _check_keep(dropout_keep_ratio, dropout):
+    """dropout_keep_ratio, or the pre-2019 alias `dropout` (also the probability of KEEPING a unit)."""
+    if dropout is None:
+        return check_scalar("dropout_keep_ratio", dropout_keep_ratio, low=0, low_open=True, high=1)
+    if dropout_keep_ratio != 1:
+        raise ValueError("give dropout_keep_ratio or its pre-2019 alias dropout, not both")
+    if isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and dropout == 0:
+        raise ValueError("dropout (alias of dropout_keep_ratio: the probability of KEEPING a unit) must be "
+                         "in (0, 1], got 0; CS231n before 2018 meant 'no dropout' by 0: pass 1")
+    return check_scalar("dropout (alias of dropout_keep_ratio)", dropout, low=0, low_open=True, high=1)
+
+
+def _check_rng(seed, rng):
+    seed = None if seed is None else check_scalar("seed", seed, low=0, high=2**32 - 1, integer=True)
+    if rng is not None:
+        if seed is not None:
+            raise ValueError("give seed (CS231n: the same dropout mask on every call) or rng (fastopt: "
+                             "a reproducible fresh-mask stream), not both")
+        if not isinstance(rng, np.random.Generator):
+            rng = check_scalar("rng (an int seed or a numpy.random.Generator)", rng, low=0, integer=True)
+    return seed, rng
 
 
 def _copy_state(value):
@@ -77,41 +105,76 @@ def _copy_state(value):
     return value
 
 
+class _Call:
+    """One validated loss() call: everything the executions read, checked before anything runs."""
+
+    def __init__(self, model, X, y, out):
+        self.X = model._check_X(X)
+        self.train = y is not None
+        self.y = model._check_y(y, self.X.shape[0]) if self.train else None
+        self.params = model.params
+        self.reg = check_scalar("reg", model.reg, low=0)
+        self.reg_type = check_choice("reg_type", model.reg_type, REG_TYPES)
+        if out is not None and not self.train:
+            raise ValueError("out= receives gradients: it needs labels y (a training call)")
+        self.grads = model._check_out(out) if self.train else None
+        self.norm_params = model._check_bn_params()
+        self.norm_state = [model._check_norm_param(blk) for blk in model.blocks if isinstance(blk, Hidden)
+                           and blk.norm is not None]
+        self.dropout_param = model._check_dropout_param() if model.use_dropout else None
+
+    def create_running_statistics(self, model):
+        """Batchnorm's absent running statistics become zeros (CS231n), now that nothing can fail."""
+        for i, (eps, momentum, rm, rv) in enumerate(self.norm_state):
+            if model.normalization == "batchnorm" and (rm is None or rv is None):
+                p = model.bn_params[i]
+                rm = p["running_mean"] = np.zeros(model.hidden_dims[i], model.dtype) if rm is None else rm
+                rv = p["running_var"] = np.zeros(model.hidden_dims[i], model.dtype) if rv is None else rv
+                self.norm_state[i] = (eps, momentum, rm, rv)
+
+
 class FullyConnectedNet:
     """A fully connected ReLU network with optional batchnorm/layernorm and dropout (CS231n API).
 
-    Parameters
+    Parameters (CS231n's, in CS231n's order)
     ----------
     hidden_dims : sequence of int > 0 (may be empty: a softmax classifier)
     input_dim, num_classes : int (num_classes >= 2)
     dropout_keep_ratio : float in (0, 1]; 1 disables dropout
     normalization : None, "batchnorm" or "layernorm"
-    reg : float >= 0; reg_type : "l2" (0.5 * reg * sum W^2) or "l1" (reg * sum |W|)
+    reg : float >= 0
     weight_scale : float > 0, std of the weights when weight_init is None
-    weight_init : None, "xavier", "glorot" or "he" (see fastopt.nn.init)
     dtype : np.float32 or np.float64
-    seed : None or int >= 0; seeds the weights and the dropout masks
+    seed : None or int in [0, 2**32): the same dropout mask on every call (CS231n)
+
+    fastopt's (keyword only)
+    ----------
+    rng : None, int >= 0 or np.random.Generator: weights and a fresh mask stream (module docstring)
+    reg_type : "l2" (0.5 * reg * sum W^2) or "l1" (reg * sum |W|)
+    weight_init : None, "xavier", "glorot" or "he" (see fastopt.nn.init)
+    dropout : the pre-2019 name of dropout_keep_ratio (probability of keeping a unit)
     """
 
     def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout_keep_ratio=1,
-                 normalization=None, reg=0.0, weight_scale=1e-2, weight_init=None, dtype=np.float32,
-                 seed=None, reg_type="l2"):
+                 normalization=None, reg=0.0, weight_scale=1e-2, dtype=np.float32, seed=None, *,
+                 rng=None, reg_type="l2", weight_init=None, dropout=None):
         if isinstance(hidden_dims, (str, bytes)) or not hasattr(hidden_dims, "__iter__"):
             raise TypeError(f"hidden_dims must be a sequence of ints, got {type(hidden_dims).__name__}")
         hidden_dims = [check_scalar(f"hidden_dims[{i}]", h, low=1, integer=True)
                        for i, h in enumerate(hidden_dims)]
         input_dim = check_scalar("input_dim", input_dim, low=1, integer=True)
         num_classes = check_scalar("num_classes", num_classes, low=2, integer=True)
-        keep = check_scalar("dropout_keep_ratio", dropout_keep_ratio, low=0, low_open=True, high=1)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        keep = _check_keep(dropout_keep_ratio, dropout)
+        normalization = _check_normalization(normalization)
         reg = check_scalar("reg", reg, low=0)
         check_choice("reg_type", reg_type, REG_TYPES)
         weight_scale = check_scalar("weight_scale", weight_scale, low=0, low_open=True)
+        if not (weight_init is None or isinstance(weight_init, str)):
+            raise TypeError(f"weight_init must be None or one of {WEIGHT_INITS[1:]}, got {_describe(weight_init)}")
         if weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
         dt = _check_dtype(dtype)
-        seed = _check_seed("seed", seed)
+        seed, rng = _check_rng(seed, rng)
 
         self.hidden_dims = hidden_dims
         self.input_dim = input_dim
@@ -126,43 +189,93 @@ class FullyConnectedNet:
         self.dtype = dt
         self.seed = seed
         self.num_layers = len(hidden_dims) + 1
+        self.blocks = describe(input_dim, hidden_dims, num_classes, normalization, self.use_dropout)
 
-        init_ss, dropout_ss = np.random.SeedSequence(seed).spawn(2)
-        init_rng = np.random.default_rng(init_ss)
-        self.rng = np.random.default_rng(dropout_ss)  # dropout seeds; saved by state_dict()
-
+        # Weights: NumPy's global state (np.random.standard_normal = np.random.randn), or the rng stream.
+        if rng is None:
+            init_rng, self.rng = np.random, None
+        elif isinstance(rng, np.random.Generator):
+            init_rng = self.rng = rng
+        else:
+            init_ss, dropout_ss = np.random.SeedSequence(rng).spawn(2)
+            init_rng, self.rng = np.random.default_rng(init_ss), np.random.default_rng(dropout_ss)
         params = {}
-        dims = [input_dim] + hidden_dims + [num_classes]
-        for i in range(self.num_layers):
-            k = i + 1
-            params[f"W{k}"] = init_weight(init_rng, dims[i], dims[i + 1], weight_init=weight_init,
-                                          weight_scale=weight_scale, dtype=dt)
-            params[f"b{k}"] = np.zeros(dims[i + 1], dtype=dt)
-            if normalization is not None and k < self.num_layers:
-                params[f"gamma{k}"] = np.ones(dims[i + 1], dtype=dt)
-                params[f"beta{k}"] = np.zeros(dims[i + 1], dtype=dt)
+        for name, shape, init in param_specs(self.blocks):
+            if init == "weight":
+                params[name] = init_weight(init_rng, *shape, weight_init=weight_init,
+                                           weight_scale=weight_scale, dtype=dt)
+            else:
+                params[name] = (np.ones if init == "ones" else np.zeros)(shape, dtype=dt)
         flat = FlatParams(params)
-        self.params = flat.params      # FlatArrays: views into one buffer (module docstring)
-        self._grads = flat.grads       # returned by loss(); overwritten by the next call
-        self.fast_path = True          # False: always run the layer-by-layer block methods
+        self._params = flat.params     # FlatArrays: views into one buffer (module docstring)
+        self.grads = flat.grads        # the zero-copy gradient buffer of loss(..., out=model.grads)
+        self.fast_path = True          # False: always run the readable layer-by-layer execution
+
+        # CS231n's per-layer dicts: bn_params holds batchnorm's (mode, running statistics) or
+        # layernorm's settings; one dropout_param dict serves every dropout layer.
+        n_hidden = len(hidden_dims)
+        self.bn_params = ([{"mode": "train"} for _ in range(n_hidden)] if normalization == "batchnorm" else
+                          [{} for _ in range(n_hidden)] if normalization == "layernorm" else [])
+        self.dropout_param = {}
+        if self.use_dropout:
+            self.dropout_param = {"mode": "train", "p": keep}
+            if seed is not None:
+                self.dropout_param["seed"] = seed
+            elif self.rng is not None:
+                self.dropout_param["rng"] = self.rng
         self._init_buffers()
 
-        n_hidden = len(hidden_dims)
-        # Per-layer parameter dicts of the layer functions; batchnorm keeps its running statistics here.
-        self.bn_params = [{"mode": "train"} for _ in range(n_hidden)] if normalization == "batchnorm" else []
-        self.ln_params = [{} for _ in range(n_hidden)] if normalization == "layernorm" else []
-        self.dropout_params = ([{"mode": "train", "p": keep} for _ in range(n_hidden)]
-                               if self.use_dropout else [])
+    # ---------------------------------------------------------------- fastopt's views of CS231n's state
+    @property
+    def params(self):
+        return self._params
+
+    @params.setter
+    def params(self, values):
+        """``model.params = {...}`` (CS231n's Solver restoring its best params) copies into the views."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"params must be a mapping name -> array, got {_describe(values)}")
+        if set(values) != set(self._params):
+            raise ValueError(f"params must have the keys {sorted(self._params)}, got {sorted(map(str, values))}")
+        for k, v in values.items():
+            ref = self._params[k]
+            if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
+                raise TypeError(f"params[{k!r}] must be a real NumPy array, got {_describe(v)}")
+            if v.shape != ref.shape:
+                raise ValueError(f"params[{k!r}] must have shape {ref.shape}, got {v.shape}")
+        with self._lock:
+            for k, v in values.items():
+                if v is not self._params[k]:
+                    np.copyto(self._params[k], v, casting="unsafe")
+
+    @property
+    def ln_params(self):
+        """Layernorm's settings (the same dicts as bn_params, as CS231n keeps them)."""
+        return self.bn_params if self.normalization == "layernorm" else []
+
+    @property
+    def dropout_params(self):
+        """One entry per dropout layer: the single CS231n dict ``dropout_param`` that all of them use."""
+        return [self.dropout_param] * (len(self.hidden_dims) if self.use_dropout else 0)
+
+    @property
+    def fused(self):
+        """Whether loss() runs the fused execution (fast_path and kernels for every block)."""
+        return self.fast_path and run_fused.supports(self.blocks)
 
     def _init_buffers(self):
-        self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype,
-                                          self.normalization, self.use_dropout)
+        self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype, self.normalization)
         self._reg_scratch = None       # one weight-sized array for the regularisation terms
+        self._lock = threading.Lock()
+        self._validated = {}           # _memo: the last validated settings, by slot
+        self._own_ranges = [(b.__array_interface__["data"][0], b.__array_interface__["data"][0] + b.nbytes)
+                            for flat in (self._params, self.grads) for b in flat.buffers.values()]
 
     def __getstate__(self):
-        # Workspaces are scratch memory (tens of MB): rebuilt on first use, never pickled.
+        # Workspaces are scratch memory (tens of MB): rebuilt on first use, never pickled; nor the lock.
         state = self.__dict__.copy()
-        del state["_workspaces"], state["_reg_scratch"]
+        for key in ("_workspaces", "_reg_scratch", "_lock", "_own_ranges", "_validated"):
+            del state[key]
         return state
 
     def __setstate__(self, state):
@@ -175,7 +288,7 @@ class FullyConnectedNet:
                 f"dropout_keep_ratio={self.dropout_keep_ratio}, reg={self.reg}, reg_type={self.reg_type!r}, "
                 f"dtype={self.dtype.name})")
 
-    # ---------------------------------------------------------------- input checks
+    # ---------------------------------------------------------------- input checks (the boundary)
     def _check_X(self, X):
         if not isinstance(X, np.ndarray):
             raise TypeError(f"X must be a NumPy array, got {type(X).__name__}")
@@ -202,324 +315,227 @@ class FullyConnectedNet:
                              f"got values in [{y.min()}, {y.max()}]")
         return y.astype(np.intp, copy=False)
 
-    # ---------------------------------------------------------------- blocks
-    def _set_mode(self, mode):
-        for p in self.bn_params:
-            p["mode"] = mode
-        for p in self.dropout_params:
-            p["mode"] = mode
-        if mode == "train" and self.dropout_params:
-            seeds = self.rng.integers(0, _SEED_HIGH, size=len(self.dropout_params))
-            for p, s in zip(self.dropout_params, seeds):
-                p["seed"] = int(s)
+    def _check_out(self, out):
+        """The mapping the gradients are written into: model.grads, or the caller's like it."""
+        if out is None or out is self.grads:
+            for k, g in self.grads.items():
+                if not g.flags.writeable:
+                    raise ValueError(f"model.grads[{k!r}] must be writeable: loss() writes the gradients there")
+            return self.grads
+        if not isinstance(out, Mapping) or set(out) != set(self._params):
+            got = sorted(out) if isinstance(out, Mapping) else _describe(out)
+            raise ValueError(f"out must be model.grads or a mapping with keys {sorted(self._params)}, got {got}")
+        named = []
+        for k, p in self._params.items():
+            check_array(f"out[{k!r}]", out[k], writeable=True, dtype=p.dtype, shape=p.shape)
+            named.append((f"out[{k!r}]", out[k]))
+        check_distinct(named + [(f"params[{k!r}]", v) for k, v in self._params.items()])
+        return out
 
-    def _hidden_forward(self, i, x):
-        """Block i (0-based): affine -> [norm] -> relu -> [dropout]. Returns (out, cache)."""
-        k = i + 1
-        p = self.params
-        a, fc_cache = layers.affine_forward(x, p[f"W{k}"], p[f"b{k}"])
-        norm_cache = None
-        if self.normalization == "batchnorm":
-            a, norm_cache = layers.batchnorm_forward(a, p[f"gamma{k}"], p[f"beta{k}"], self.bn_params[i])
-        elif self.normalization == "layernorm":
-            a, norm_cache = layers.layernorm_forward(a, p[f"gamma{k}"], p[f"beta{k}"], self.ln_params[i])
-        out, relu_cache = layers.relu_forward(a)
-        drop_cache = None
-        if self.use_dropout:
-            out, drop_cache = layers.dropout_forward(out, self.dropout_params[i])
-        return out, (fc_cache, norm_cache, relu_cache, drop_cache)
+    def _check_bn_params(self):
+        n = len(self.hidden_dims) if self.normalization is not None else 0
+        if not isinstance(self.bn_params, list) or len(self.bn_params) != n:
+            raise ValueError(f"bn_params must be a list of {n} dicts (one per hidden layer), "
+                             f"got {_describe(self.bn_params)}")
+        return self.bn_params
 
-    def _hidden_backward(self, i, dout, cache, grads):
-        """Backward through block i; stores its parameter gradients in `grads`, returns dx."""
-        k = i + 1
-        fc_cache, norm_cache, relu_cache, drop_cache = cache
-        if self.use_dropout:
-            dout = layers.dropout_backward(dout, drop_cache)
-        da = layers.relu_backward(dout, relu_cache)
-        if self.normalization == "batchnorm":
-            da, grads[f"gamma{k}"], grads[f"beta{k}"] = layers.batchnorm_backward(da, norm_cache)
-        elif self.normalization == "layernorm":
-            da, grads[f"gamma{k}"], grads[f"beta{k}"] = layers.layernorm_backward(da, norm_cache)
-        dx, grads[f"W{k}"], grads[f"b{k}"] = layers.affine_backward(da, fc_cache)
-        return dx
+    def _check_norm_param(self, blk):
+        """(eps, momentum, running_mean, running_var) of hidden block blk's bn_params entry."""
+        name, p = f"bn_params[{blk.index}]", self.bn_params[blk.index]
+        if not isinstance(p, dict):
+            raise TypeError(f"{name} must be a dict, got {_describe(p)}")
+        return self._memo(("norm", blk.index), [p.get(k) for k in _NORM_KEYS[blk.norm.name]],
+                          lambda: self._validate_norm_param(name, p, blk))
 
-    def _output_forward(self, x):
-        k = self.num_layers
-        return layers.affine_forward(x, self.params[f"W{k}"], self.params[f"b{k}"])
+    def _validate_norm_param(self, name, p, blk):
+        if not blk.norm.running:
+            return norm_eps(name, p), None, None, None
+        eps, momentum, rm, rv = bn_settings(name, p, blk.width)
+        for key, v in (("running_mean", rm), ("running_var", rv)):
+            if v is not None and v.dtype != self.dtype:
+                raise TypeError(f"{name}[{key!r}] must have the model's dtype {self.dtype}, got {v.dtype}")
+            if v is not None and self._overlaps_own_buffers(v):
+                raise ValueError(f"{name}[{key!r}] overlaps the model's params or grads; it is written in place")
+        return eps, momentum, rm, rv
 
-    def _output_backward(self, dscores, cache, grads):
-        k = self.num_layers
-        dx, grads[f"W{k}"], grads[f"b{k}"] = layers.affine_backward(dscores, cache)
-        return dx
+    def _memo(self, slot, values, validate):
+        """validate(), or its result from the last call when `values` are the same objects (and the
+        arrays among them the same shape, dtype and flags): a training step re-checks nothing that did
+        not change. The memo holds the objects, so an identity cannot be reused by a new object."""
+        facts = [(v.shape, v.dtype, v.flags.c_contiguous, v.flags.writeable) if isinstance(v, np.ndarray)
+                 else None for v in values]
+        seen = self._validated.get(slot)
+        if seen is not None and len(seen[0]) == len(values) and all(a is b for a, b in zip(seen[0], values)) \
+                and seen[1] == facts:
+            return seen[2]
+        result = validate()
+        self._validated[slot] = (values, facts, result)
+        return result
 
-    def _data_loss(self, scores, y):
-        return layers.softmax_loss(scores, y)
+    def _overlaps_own_buffers(self, a):
+        """Whether contiguous `a` lies in the params or grads buffers (address ranges, no data read)."""
+        start = a.__array_interface__["data"][0]
+        return any(start < end and begin < start + a.nbytes for begin, end in self._own_ranges)
 
-    def _weight_keys(self):
-        return [f"W{k}" for k in range(1, self.num_layers + 1)]
-
-    def _reg_loss(self):
-        if self.reg == 0:
-            return 0.0
-        total = 0.0
-        for key in self._weight_keys():
-            w = self.params[key].ravel()
-            if self.reg_type == "l2":
-                w64 = w.astype(np.float64, copy=False)
-                total += 0.5 * self.reg * float(np.dot(w64, w64))
-            else:
-                total += self.reg * float(np.abs(w).sum(dtype=np.float64))
-        return total
-
-    def _add_reg_grads(self, grads):
-        if self.reg == 0:
-            return
-        for key in self._weight_keys():
-            w = self.params[key]
-            grads[key] += self.reg * (w if self.reg_type == "l2" else np.sign(w))
+    def _check_dropout_param(self):
+        p = self.dropout_param
+        if not isinstance(p, dict):
+            raise TypeError(f"dropout_param must be a dict, got {_describe(p)}")
+        # The dropout layer's own validation, run in test mode: it checks p, seed and rng and returns
+        # at once, drawing nothing.
+        self._memo("dropout", [p.get(k) for k in ("p", "seed", "rng")],
+                   lambda: layers.dropout_forward(np.zeros((1, 1), self.dtype), {**p, "mode": "test"}))
+        return p
 
     # ---------------------------------------------------------------- public
-    def loss(self, X, y=None):
-        """Scores (N, C) when y is None (test mode), else (loss: float, grads: dict like params).
+    def loss(self, X, y=None, *, out=None):
+        """Scores (N, C) when y is None (test mode), else (loss: float, grads).
 
         X has shape (N, d1, ...) with prod(d_i) == input_dim (cast to the model's dtype); y holds
         N integer labels in [0, num_classes). Test mode uses batchnorm's running statistics and no
-        dropout; train mode updates the running statistics and draws dropout masks from self.rng.
+        dropout; train mode updates the running statistics and draws dropout masks.
+        grads: a dict of new arrays (the caller's), or with ``out=model.grads`` that FlatArrays,
+        written in place and returned (module docstring). All or nothing: the whole call is
+        validated before anything (RNG, running statistics, grads) changes.
         """
-        X = self._check_X(X)
-        if y is not None:
-            y = self._check_y(y, X.shape[0])
-        mode = "test" if y is None else "train"
-        self._set_mode(mode)
-        if self._uses_fast_path():
-            with _backend.beside_blas():
-                return self._fast_loss(X, y)
-
-        caches = []
-        h = X
-        for i in range(self.num_layers - 1):
-            h, cache = self._hidden_forward(i, h)
-            caches.append(cache)
-        scores, out_cache = self._output_forward(h)
-        if y is None:
-            return scores
-
-        data_loss, dscores = self._data_loss(scores, y)
-        loss = float(data_loss) + self._reg_loss()
-        grads = {}
-        dh = self._output_backward(dscores, out_cache, grads)
-        for i in reversed(range(self.num_layers - 1)):
-            dh = self._hidden_backward(i, dh, caches[i], grads)
-        self._add_reg_grads(grads)
-        for key, g in grads.items():
-            self._grads[key] = g       # copied into the flat gradient buffer (same as the fast path)
-        return loss, dict(self._grads)
-
-    # ---------------------------------------------------------------- fast path
-    _BLOCK_METHODS = ("_hidden_forward", "_hidden_backward", "_output_forward", "_output_backward",
-                      "_data_loss", "_weight_keys", "_reg_loss", "_add_reg_grads")
-
-    def _uses_fast_path(self):
-        cls = type(self)
-        return self.fast_path and all(getattr(cls, m) is getattr(FullyConnectedNet, m)
-                                      for m in self._BLOCK_METHODS)
-
-    def _fast_loss(self, X, y):
-        """loss() on preallocated workspaces and fused kernels (module docstring)."""
-        K = _backend.kernels("mlp")
-        p, g = self.params, self._grads
-        ws = self._workspaces.get(X.shape[0])
-        train = y is not None
-        x = X
-        for i in range(self.num_layers - 1):
-            x = self._fast_hidden_forward(K, i, x, ws, train)
-        k = self.num_layers
-        scores = ws.scores
-        np.matmul(x, p[f"W{k}"], out=scores)
-        np.add(scores, p[f"b{k}"], out=scores)
-        if not train:
-            return scores.copy()       # the workspace is overwritten by the next call
-
-        dz = ws.dscores                # grad wrt the output layer's pre-activation
-        nt = _backend.threads_for(scores.size, K.GRAIN)
-        loss = K.softmax_loss_grad(scores, y, dz, nt) + self._fast_reg_loss()
-        K.bias_grad(dz, g[f"b{k}"], nt)
-        for i in reversed(range(self.num_layers)):
-            k = i + 1
-            np.matmul(X.T if i == 0 else ws.h[i - 1].T, dz, out=g[f"W{k}"])
-            if i > 0:                  # no gradient for the input X
-                np.matmul(dz, p[f"W{k}"].T, out=ws.dh[i - 1])
-                dz = self._fast_hidden_backward(K, i - 1, ws)
-        self._fast_reg_grads()
-        return float(loss), dict(g)    # a dict (what the optimizers accept) of the flat grad views
-
-    def _bn_state(self, i, d):
-        """(eps, momentum, running_mean, running_var) of batchnorm layer i, validated as the layer does."""
-        bp = self.bn_params[i]
-        eps = _eps("bn_param", bp)
-        momentum = check_scalar("bn_param['momentum']", bp.get("momentum", 0.9), low=0.0, high=1.0)
-        running = []
-        for key in ("running_mean", "running_var"):
-            v = bp.get(key)
-            if v is None:
-                v = bp[key] = np.zeros(d, self.dtype)   # CS231n: both start at zero
+        with self._lock:
+            call = _Call(self, X, y, out)
+            mode = "train" if call.train else "test"
+            for p in self.bn_params:
+                p["mode"] = mode
+            if self.use_dropout:
+                self.dropout_param["mode"] = mode
+            call.create_running_statistics(self)
+            if self.fused:
+                with _backend.beside_blas():
+                    result = run_fused.loss(self.blocks, call, self._workspaces.get(call.X.shape[0]))
             else:
-                check_array(f"bn_param[{key!r}]", v, writeable=True, dtype=self.dtype, shape=(d,))
-            running.append(v)
-        return eps, momentum, running[0], running[1]
+                result = run_layers.loss(self.blocks, call)
+            if self.use_dropout and self.seed is not None and self.hidden_dims:
+                self._leave_global_state_as_cs231n(call)
+            if not call.train:
+                return result
+            loss = float(result) + self._regularize(call)
+            if out is None:
+                return loss, {k: v.copy() for k, v in call.grads.items()}
+            return loss, call.grads
 
-    def _fast_hidden_forward(self, K, i, x, ws, train):
-        """Block i into ws: z = x @ W, r = relu(norm(z + b)), h = dropout(r) (train). Returns h."""
-        k = i + 1
-        p = self.params
-        z, r = ws.z[i], ws.r[i]
-        np.matmul(x, p[f"W{k}"], out=z)
-        nt = _backend.threads_for(z.size, K.GRAIN)
-        if self.normalization == "batchnorm":
-            eps, momentum, rm, rv = self._bn_state(i, z.shape[1])
-            if train:
-                K.batchnorm_relu_forward(z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], eps, momentum,
-                                         rm, rv, r, ws.mean[i], ws.inv_std[i], nt)
-            else:
-                K.batchnorm_relu_eval(z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], rm, rv, eps, r, nt)
-        elif self.normalization == "layernorm":
-            N = _backend.kernels("norm")
-            np.add(z, p[f"b{k}"], out=z)           # the layernorm input, kept for backward
-            N.layernorm_forward(z, p[f"gamma{k}"], p[f"beta{k}"], _eps("ln_param", self.ln_params[i]),
-                                r, ws.mean[i], ws.inv_std[i], _backend.threads_for(z.size, N.GRAIN))
-            np.maximum(r, 0, out=r)
-        else:
-            K.bias_relu_forward(z, p[f"b{k}"], r, nt)
-        if not (train and self.use_dropout):
-            return r
-        dp = self.dropout_params[i]
-        keep, _ = _dropout._check_param(dp)
-        _backend.kernels("dropout").dropout_train(r.reshape(-1), keep, 1.0 / keep, _dropout._bit_generator(dp),
-                                                  ws.mask[i], ws.h[i].reshape(-1))
-        return ws.h[i]
+    def _leave_global_state_as_cs231n(self, call):
+        """CS231n's dropout_forward calls np.random.seed(seed) in every layer (test mode too) and, in
+        train mode, then np.random.rand(*x.shape); a call leaves NumPy's global state there, and a
+        notebook that builds its next model after such calls (the Dropout notebook's keep 0.5 check)
+        draws its weights from that state. fastopt's masks never touch the global state, so the seed
+        mode sets it the same way here."""
+        np.random.seed(self.seed)
+        if call.train:
+            np.random.random_sample((call.X.shape[0], self.hidden_dims[-1]))
 
-    def _fast_hidden_backward(self, K, i, ws):
-        """From ws.dh[i] (grad wrt block i's output) to the grad wrt z[i]; stores the param grads."""
-        k = i + 1
-        p, g = self.params, self._grads
-        dh, r = ws.dh[i], ws.r[i]
-        nt = _backend.threads_for(dh.size, K.GRAIN)
-        if self.use_dropout:
-            keep = self.dropout_params[i]["p"]
-            _backend.kernels("dropout").dropout_apply(dh.reshape(-1), ws.mask[i], 1.0 / keep,
-                                                      ws.tmp[i].reshape(-1),
-                                                      _backend.threads_for(dh.size, _dropout.GRAIN))
-            dr = ws.tmp[i]
-        else:
-            dr = dh
-        if self.normalization == "batchnorm":
-            K.relu_batchnorm_backward(dr, r, ws.z[i], p[f"b{k}"], p[f"gamma{k}"], ws.mean[i],
-                                      ws.inv_std[i], dh, g[f"gamma{k}"], g[f"beta{k}"], g[f"b{k}"], nt)
-            return dh
-        if self.normalization == "layernorm":
-            N = _backend.kernels("norm")
-            K.relu_backward_inplace(dr, r, nt)
-            dz = ws.tmp[i] if dr is dh else dh     # layernorm backward cannot write in place
-            N.layernorm_backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], p[f"gamma{k}"], dz,
-                                 g[f"gamma{k}"], g[f"beta{k}"], _backend.threads_for(dh.size, N.GRAIN))
-            K.bias_grad(dz, g[f"b{k}"], nt)
-            return dz
-        K.relu_bias_backward(dr, r, g[f"b{k}"], nt)
-        return dr
+    def _weights(self):
+        return [self._params[f"W{blk.k}"] for blk in self.blocks]
 
     def _scratch(self, w):
         """A weight-shaped scratch array (allocated once, sized for the largest weight)."""
         if self._reg_scratch is None:
-            size = max(self.params[key].size for key in self._weight_keys())
-            self._reg_scratch = np.empty(size, self.dtype)
+            self._reg_scratch = np.empty(max(w.size for w in self._weights()), self.dtype)
         return self._reg_scratch[:w.size].reshape(w.shape)
 
-    def _fast_reg_loss(self):
-        """_reg_loss without temporaries (float32 squares are summed in float64)."""
-        if self.reg == 0:
+    def _regularize(self, call):
+        """Adds the penalty's gradient to call.grads; returns the penalty (float32 squares summed in
+        float64). Shared by both executions: no temporaries beyond one scratch array."""
+        if call.reg == 0:
             return 0.0
         total = 0.0
-        for key in self._weight_keys():
-            w = self.params[key]
-            if self.reg_type == "l2" and w.dtype == np.float64:
-                total += 0.5 * self.reg * float(np.dot(w.ravel(), w.ravel()))
-                continue
+        for blk in self.blocks:
+            w, g = self._params[f"W{blk.k}"], call.grads[f"W{blk.k}"]
             s = self._scratch(w)
-            if self.reg_type == "l2":
-                np.multiply(w, w, out=s)
-                total += 0.5 * self.reg * float(s.sum(dtype=np.float64))
+            if call.reg_type == "l2":
+                if w.dtype == np.float64:
+                    total += 0.5 * call.reg * float(np.dot(w.ravel(), w.ravel()))
+                else:
+                    np.multiply(w, w, out=s)
+                    total += 0.5 * call.reg * float(s.sum(dtype=np.float64))
+                np.multiply(w, call.reg, out=s)
             else:
                 np.abs(w, out=s)
-                total += self.reg * float(s.sum(dtype=np.float64))
+                total += call.reg * float(s.sum(dtype=np.float64))
+                np.sign(w, out=s)
+                s *= call.reg
+            g += s
         return total
 
-    def _fast_reg_grads(self):
-        """_add_reg_grads through the scratch array: dW += reg * W (l2) or reg * sign(W) (l1)."""
-        if self.reg == 0:
-            return
-        for key in self._weight_keys():
-            w = self.params[key]
-            s = self._scratch(w)
-            if self.reg_type == "l2":
-                np.multiply(w, self.reg, out=s)
-            else:
-                np.sign(w, out=s)
-                s *= self.reg
-            self._grads[key] += s
-
+    # ---------------------------------------------------------------- state
     def state_dict(self, rng=True):
-        """Copies of everything training changes: params, batchnorm running statistics, dropout RNG."""
-        state = {"params": {k: v.copy() for k, v in self.params.items()},
-                 "bn_params": [{k: _copy_state(v) for k, v in p.items() if k != "mode"}
-                               for p in self.bn_params]}
-        if rng:
-            state["rng"] = _copy_state(self.rng.bit_generator.state)
-        return state
+        """Copies of everything training changes: params, bn_params (running statistics, eps,
+        momentum; not the mode), and the rng stream's state when the model has one."""
+        with self._lock:
+            state = {"params": {k: v.copy() for k, v in self._params.items()},
+                     "bn_params": [{k: _copy_state(v) for k, v in p.items() if k != "mode"}
+                                   for p in self.bn_params]}
+            if rng and self.rng is not None:
+                state["rng"] = _copy_state(self.rng.bit_generator.state)
+            return state
 
-    def load_state_dict(self, state):
-        """Restore a state_dict() IN PLACE (params keep their identity). Validates everything first.
-
-        Raises ValueError (TypeError for a non-dict) when keys, shapes or dtypes do not match;
-        nothing is changed then.
-        """
+    def _check_state(self, state):
+        """Validate a state_dict() against this model; returns (params, bn_params, rng state)."""
         if not isinstance(state, dict) or "params" not in state or "bn_params" not in state:
             raise ValueError("model state must be a dict with 'params' and 'bn_params' "
                              "(from FullyConnectedNet.state_dict())")
+        unknown = set(state) - {"params", "bn_params", "rng"}
+        if unknown:
+            raise ValueError(f"model state has unknown keys {sorted(map(str, unknown))}")
         params = state["params"]
-        if not isinstance(params, dict) or set(params) != set(self.params):
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"model state params must have keys {sorted(self.params)}, got {got}")
+        if not isinstance(params, dict) or set(params) != set(self._params):
+            got = sorted(map(str, params)) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"model state params must have keys {sorted(self._params)}, got {got}")
         for k, v in params.items():
-            ref = self.params[k]
+            ref = self._params[k]
             if not isinstance(v, np.ndarray) or v.shape != ref.shape or v.dtype != ref.dtype:
-                got = f"{v.dtype} {v.shape}" if isinstance(v, np.ndarray) else type(v).__name__
-                raise ValueError(f"model state param {k} must be {ref.dtype} {ref.shape}, got {got}")
+                raise ValueError(f"model state param {k} must be {ref.dtype} {ref.shape}, got {_describe(v)}")
         bn = state["bn_params"]
         if not isinstance(bn, list) or len(bn) != len(self.bn_params):
             raise ValueError(f"model state bn_params must be a list of {len(self.bn_params)} dicts")
-        for i, p in enumerate(bn):
+        for blk, p in zip([b for b in self.blocks if isinstance(b, Hidden)], bn):
+            name = f"model state bn_params[{blk.index}]"
             if not isinstance(p, dict):
-                raise ValueError(f"model state bn_params[{i}] must be a dict, got {type(p).__name__}")
-            dim = self.hidden_dims[i]
-            for key in ("running_mean", "running_var"):
-                v = p.get(key)
-                if v is not None and (not isinstance(v, np.ndarray) or v.shape != (dim,)):
-                    raise ValueError(f"model state bn_params[{i}][{key!r}] must be an array of shape "
-                                     f"({dim},)")
+                raise ValueError(f"{name} must be a dict, got {type(p).__name__}")
+            allowed = _NORM_KEYS[self.normalization]
+            extra = set(p) - set(allowed)
+            if extra:
+                raise ValueError(f"{name} has unknown keys {sorted(map(str, extra))}; allowed {list(allowed)}")
+            if blk.norm.running:
+                eps, momentum, rm, rv = bn_settings(name, p, blk.width)
+                for key, v in (("running_mean", rm), ("running_var", rv)):
+                    if v is not None and v.dtype != self.dtype:
+                        raise ValueError(f"{name}[{key!r}] must have the model's dtype {self.dtype}, "
+                                         f"got {v.dtype}")
+            else:
+                norm_eps(name, p)
         rng_state = state.get("rng")
         if rng_state is not None:
+            if self.rng is None:
+                raise ValueError("model state holds an rng stream, but this model draws from NumPy's "
+                                 "global state or a fixed seed (build it with rng=... to restore one)")
             check_rng_state("model state rng", rng_state)
+        return params, bn, rng_state
 
-        for k, v in params.items():
-            np.copyto(self.params[k], v)
-        for mine, saved in zip(self.bn_params, bn):
-            for key, v in saved.items():
-                cur = mine.get(key)
-                if (isinstance(v, np.ndarray) and isinstance(cur, np.ndarray) and cur.shape == v.shape
-                        and cur.dtype == v.dtype and cur.flags.writeable):
-                    np.copyto(cur, v)  # the layer may hold this buffer: keep its identity
-                else:
-                    mine[key] = _copy_state(v)
-        if rng_state is not None:
-            self.rng.bit_generator.state = _copy_state(rng_state)
+    def load_state_dict(self, state):
+        """Restore a state_dict() IN PLACE (params and running statistics keep their identity).
+
+        Everything (keys, shapes, dtypes, eps, momentum, running statistics, the rng state) is
+        validated first: ValueError (TypeError for wrongly typed values) and nothing changed.
+        """
+        with self._lock:
+            params, bn, rng_state = self._check_state(state)
+            for k, v in params.items():
+                np.copyto(self._params[k], v)
+            for mine, saved in zip(self.bn_params, bn):
+                for key, v in saved.items():
+                    cur = mine.get(key)
+                    if isinstance(v, np.ndarray) and isinstance(cur, np.ndarray) and cur.shape == v.shape \
+                            and cur.dtype == v.dtype and cur.flags.writeable and not np.shares_memory(cur, v):
+                        np.copyto(cur, v)  # the layer may hold this buffer: keep its identity
+                    else:
+                        mine[key] = _copy_state(v)
+            if rng_state is not None:
+                self.rng.bit_generator.state = _copy_state(rng_state)
 

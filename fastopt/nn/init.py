@@ -1,4 +1,5 @@
-"""Weight initialisation for the NumPy MLP, always from a caller-supplied seeded Generator.
+"""Weight initialisation for the NumPy MLP, from a caller-supplied source of normals: a
+np.random.Generator, or the np.random module itself (NumPy's global state, as CS231n's np.random.randn).
 
 Every scheme draws standard normals in float64 and scales them, then casts to the model's dtype: the
 same seed gives the same weights (up to rounding) in float32 and float64.

@@ -1,17 +1,16 @@
-"""Preallocated buffers of FullyConnectedNet's fast path, one set per (batch size, dtype).
+"""Preallocated buffers of FullyConnectedNet's fused execution, one set per (batch size, dtype).
 
 A training step writes every intermediate (matmul outputs, activations, upstream gradients,
-batch statistics, dropout masks) into these arrays with ``out=``, so a step at a batch size seen
-before allocates no array of the batch's size. The model keeps the buffers of the last
-``WorkspaceCache.KEEP`` batch sizes (the training batch and, say, the validation batch).
+batch statistics) into these arrays with ``out=``, so a step at a batch size seen before
+allocates no array of the batch's size (dropout, a layer function, allocates its output and mask).
+The model keeps the buffers of the last ``WorkspaceCache.KEEP`` batch sizes (the training batch
+and, say, the validation batch).
 
 Per hidden layer i (D = hidden_dims[i], N = batch):
   z[i]    (N, D)  x @ W (layernorm: then + b in place, the layernorm input kept for backward)
   r[i]    (N, D)  ReLU output (before dropout; its sign is the ReLU mask in backward)
-  h[i]    (N, D)  the layer output: r[i] itself, or dropout(r[i]) in its own buffer
-  dh[i]   (N, D)  grad wrt h[i]; turned into grad wrt z[i] in place where the kernel allows
-  tmp[i]  (N, D)  second gradient buffer (dropout backward / layernorm backward cannot run in place)
-  mask[i] (N*D,)  uint8 dropout keep-mask
+  dh[i]   (N, D)  grad wrt the layer output; turned into grad wrt z[i] in place where the kernel allows
+  tmp[i]  (N, D)  layernorm only: its backward cannot run in place
   mean[i], inv_std[i]  (D,) batchnorm or (N,) layernorm statistics
 and for the output layer scores, dscores (N, C).
 """
@@ -25,17 +24,14 @@ __all__ = ["Workspace", "WorkspaceCache"]
 class Workspace:
     """The buffers of one training step at batch size n (see the module docstring)."""
 
-    def __init__(self, n, hidden_dims, num_classes, dtype, normalization, use_dropout):
+    def __init__(self, n, hidden_dims, num_classes, dtype, normalization):
         e = lambda *shape: np.empty(shape, dtype)  # noqa: E731
         self.n = n
         self.z = [e(n, d) for d in hidden_dims]
         self.r = [e(n, d) for d in hidden_dims]
-        self.h = [e(n, d) for d in hidden_dims] if use_dropout else self.r
         self.dh = [e(n, d) for d in hidden_dims]
-        self.tmp = ([e(n, d) for d in hidden_dims] if use_dropout or normalization == "layernorm"
+        self.tmp = ([e(n, d) for d in hidden_dims] if normalization == "layernorm"
                     else [None] * len(hidden_dims))
-        self.mask = ([np.empty(n * d, np.uint8) for d in hidden_dims] if use_dropout
-                     else [None] * len(hidden_dims))
         stat = {"batchnorm": lambda d: d, "layernorm": lambda d: n}.get(normalization)
         self.mean = [e(stat(d)) if stat else None for d in hidden_dims]
         self.inv_std = [e(stat(d)) if stat else None for d in hidden_dims]
@@ -43,10 +39,8 @@ class Workspace:
         self.dscores = e(n, num_classes)
 
     def nbytes(self):
-        arrays = [a for group in (self.z, self.r, self.dh, self.tmp, self.mask, self.mean, self.inv_std)
+        arrays = [a for group in (self.z, self.r, self.dh, self.tmp, self.mean, self.inv_std)
                   for a in group if a is not None]
-        if self.h is not self.r:
-            arrays += self.h
         return sum(a.nbytes for a in arrays) + self.scores.nbytes + self.dscores.nbytes
 
 
@@ -55,8 +49,8 @@ class WorkspaceCache:
 
     KEEP = 2
 
-    def __init__(self, hidden_dims, num_classes, dtype, normalization, use_dropout):
-        self._spec = (tuple(hidden_dims), num_classes, np.dtype(dtype), normalization, use_dropout)
+    def __init__(self, hidden_dims, num_classes, dtype, normalization):
+        self._spec = (tuple(hidden_dims), num_classes, np.dtype(dtype), normalization)
         self._cache = OrderedDict()
 
     def get(self, n):

@@ -129,3 +129,36 @@ def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threa
     dx -= kg * xhat
     dbeta[...] = d64.sum(axis=0)
     dgamma[...] = (dout * xhat).astype(np.float64).sum(axis=0)   # products in x's dtype, as the kernel
+
+
+
+def _groups(x, groups):
+    """For each group g: (g, its channels' slice, a view (N, CPG*S) of its rows) of x (N, C, S)."""
+    n, c, s = x.shape
+    cpg = c // groups
+    rows = x.reshape(n, groups, cpg * s)
+    return [(g, slice(g * cpg, (g + 1) * cpg), rows[:, g]) for g in range(groups)]
+
+
+def spatial_groupnorm_forward(x, gamma, beta, groups, eps, out, mean, inv_std, n_threads):
+    """Group normalization of x (N, C, S): each (sample, group) row is layer-normalized, with gamma and
+    beta repeated over each channel's S positions. mean, inv_std (N * groups,) at index n*groups + g."""
+    s = x.shape[2]
+    stats = mean.reshape(-1, groups), inv_std.reshape(-1, groups)
+    for (g, ch, rows), (_, _, out_rows) in zip(_groups(x, groups), _groups(out, groups)):
+        layernorm_forward(rows, np.repeat(gamma[ch], s), np.repeat(beta[ch], s), eps, out_rows,
+                          stats[0][:, g], stats[1][:, g], n_threads)
+
+
+def spatial_groupnorm_backward(dout, x, mean, inv_std, gamma, groups, dx, dgamma, dbeta, n_threads):
+    """dx (N, C, S) and dgamma, dbeta (C,) of spatial_groupnorm_forward: layernorm_backward per group,
+    its per-position parameter sums (kept in float64) summed over each channel's positions."""
+    s = x.shape[2]
+    stats = mean.reshape(-1, groups), inv_std.reshape(-1, groups)
+    for (g, ch, rows), (_, _, d_rows), (_, _, dx_rows) in zip(_groups(x, groups), _groups(dout, groups),
+                                                           _groups(dx, groups)):
+        dg, db = np.empty(rows.shape[1]), np.empty(rows.shape[1])
+        layernorm_backward(d_rows, rows, stats[0][:, g], stats[1][:, g], np.repeat(gamma[ch], s), dx_rows,
+                           dg, db, n_threads)
+        dgamma[ch] = dg.reshape(-1, s).sum(axis=1)
+        dbeta[ch] = db.reshape(-1, s).sum(axis=1)
