@@ -406,9 +406,9 @@ class FullyConnectedNet:
         nt = _backend.threads_for(dh.size, K.GRAIN)
         if self.use_dropout:
             keep = self.dropout_params[i]["p"]
-            _backend.kernels("dropout").dropout_apply(dh.reshape(-1), ws.mask[i], 1.0 / keep,
-                                                      ws.tmp[i].reshape(-1),
-                                                      _backend.threads_for(dh.size, _dropout.GRAIN))
+            D = _backend.kernels("dropout")
+            D.dropout_apply(dh.reshape(-1), ws.mask[i], 1.0 / keep, ws.tmp[i].reshape(-1),
+                            n_threads=_backend.threads_for(dh.size, D.GRAIN))
             dr = ws.tmp[i]
         else:
             dr = dh
