@@ -13,7 +13,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport uint8_t
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from numpy.random cimport bitgen_t
-from numpy.random import BitGenerator
+from numpy.random import BitGenerator as _BitGenerator
 
 from _contract cimport check_1d, threads
 
@@ -26,7 +26,7 @@ GRAIN = 32768
 cdef bitgen_t *_bitgen_of(bit_generator) except NULL:
     """The C state behind a numpy.random.BitGenerator (its capsule, see numpy's Cython docs)."""
     cdef const char *name = "BitGenerator"
-    if not isinstance(bit_generator, BitGenerator):
+    if not isinstance(bit_generator, _BitGenerator):
         raise TypeError(f"bit_generator must be a numpy.random.BitGenerator, got {type(bit_generator).__name__}")
     capsule = bit_generator.capsule
     if not PyCapsule_IsValid(capsule, name):
