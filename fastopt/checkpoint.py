@@ -169,8 +169,20 @@ def _fsync_directory(directory):
 
 
 def dumps(obj):
-    """The bytes of a checkpoint file holding `obj`."""
-    payload = pickle.dumps(obj, protocol=5)
+    """The bytes of a checkpoint file holding `obj`; CheckpointError if loads() would refuse them.
+
+    What is pickled is read back with the loader's own allow-list unpickler first, so an object
+    that loads() refuses (a Fraction, a function, a user class) is refused here, before any file is
+    written. (The check rebuilds the object once: transiently twice its memory.)
+    """
+    try:
+        payload = pickle.dumps(obj, protocol=5)
+    except Exception as exc:   # PicklingError, or whatever a __reduce__ raises
+        raise CheckpointError(f"the object cannot be pickled: {type(exc).__name__}: {exc}") from exc
+    try:
+        _unpickle(payload)
+    except CheckpointError as exc:
+        raise CheckpointError(f"load() would refuse the file: {exc}") from exc
     return MAGIC + hashlib.sha256(payload).digest() + payload
 
 
@@ -206,20 +218,14 @@ def _unpickle(payload):
 def save(path, obj):
     """Atomically write `obj` (plain data and arrays) to `path` as a checkpoint file.
 
-    What is written is first read back with load()'s own allow-list unpickler, so an object that
-    load() would refuse (a Fraction, a function, a user class) raises CheckpointError here, before
-    the previous file is replaced. (The check rebuilds the object once: transiently twice its memory.)
+    dumps() checks the object first: what load() would refuse raises CheckpointError before the
+    previous file is replaced.
     """
     path = os.fspath(path)
     try:
         data = dumps(obj)
-    except Exception as exc:   # PicklingError, or whatever a __reduce__ raises
-        raise CheckpointError(f"cannot save to {path!r}: the object cannot be pickled: "
-                              f"{type(exc).__name__}: {exc}") from exc
-    try:
-        _unpickle(data[len(MAGIC) + _DIGEST:])
     except CheckpointError as exc:
-        raise CheckpointError(f"cannot save to {path!r}: load() would refuse the file: {exc}") from exc
+        raise CheckpointError(f"cannot save to {path!r}: {exc}") from exc
     atomic_write_bytes(path, data)
 
 

@@ -63,7 +63,9 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
     df * d out / d x[i]. f's output is copied at each probe (f may return the same buffer).
     """
     h = _check_probe_args(f, x, h)
-    df = np.asarray(df)
+    df = _as_float64("df", df) if not isinstance(df, np.ndarray) else df
+    if df.dtype.kind not in "biuf":
+        raise TypeError(f"df must be a real array (the upstream gradient), got dtype {df.dtype}")
     grad = np.zeros_like(x)
     for ix in np.ndindex(x.shape):
         pos, neg = _centered(lambda: np.array(f(x), copy=True), x, ix, h)
@@ -73,10 +75,16 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
     return grad
 
 
+def _as_float64(name, a):
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except OverflowError:       # an int beyond float range, such as 10**400
+        raise ValueError(f"{name} holds a number too large for a float") from None
+
+
 def rel_error(x, y):
     """Largest elementwise relative error max(|x - y| / max(1e-8, |x| + |y|)), as a float."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x, y = _as_float64("x", x), _as_float64("y", y)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
     return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))

@@ -473,3 +473,43 @@ def test_twins_refuse_the_same_sizes(family, dtype):
             assert _digest(args) == before, f"{fname}: {case}"
             result = {"exc": "ValueError", "msg": str(info.value), "changed": False}
             _check_outcome(family, fname, f"twin {fname}: {case}", kind, name, result, names)
+
+
+FORGED_NORM_CACHE = """
+import sys
+import numpy as np
+import fastopt
+from fastopt import layers
+fastopt.set_backend(sys.argv[1])
+rng = np.random.default_rng(0)
+shapes = {"batchnorm": (64, 300), "spatial_batchnorm": (4, 30, 5, 5), "layernorm": (64, 300)}
+for kind, shape in shapes.items():
+    x = rng.standard_normal(shape)
+    size = shape[1]
+    forward = getattr(layers, f"{kind}_forward")
+    param = {} if kind == "layernorm" else {"mode": "train"}
+    for slot in ("gamma", "mean", "inv_std"):
+        for bad in (1, size // 2, 10 * size):
+            _, cache = forward(x, np.ones(size), np.zeros(size), param)
+            setattr(cache, slot, np.ones(bad))
+            print("START", kind, slot, bad, flush=True)
+            try:
+                getattr(layers, f"{kind}_backward")(np.ones_like(x), cache)
+                print("ACCEPTED", kind, slot, bad, flush=True)
+            except ValueError as exc:
+                print("ValueError", kind, slot, bad, exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_forged_norm_cache_is_refused_not_a_crash(backend):
+    """The reported segfault: a NormCache whose gamma (or statistics) has the wrong size, through
+    the layer API. The kernels refuse it (ValueError naming the buffer); run in a subprocess."""
+    proc = subprocess.run([sys.executable, "-c", FORGED_NORM_CACHE, backend], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"died (code {proc.returncode}) after: {proc.stdout.splitlines()[-1:]}"
+    outcomes = [line for line in proc.stdout.splitlines() if not line.startswith("START")]
+    assert len(outcomes) == 3 * 3 * 3
+    for line in outcomes:
+        words = line.split()
+        assert words[0] == "ValueError" and f"{words[2]} must have shape" in line, line
