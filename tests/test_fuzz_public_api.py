@@ -1,7 +1,7 @@
 """Fuzz the public API: random arguments (wrong types, dtypes, shapes, NaN, huge ints, None, strings,
 nested lists, read-only and non-contiguous arrays) at every public function of fastopt.layers, the
-CS231n update rules of fastopt.optim, fastopt.gradcheck and fastopt.checkpoint (and through the layers
-and rules, the compiled kernels). Each call must succeed or raise TypeError/ValueError (for functions
+CS231n update rules of fastopt.optim, fastopt.gradcheck and fastopt.checkpoint, and through the layers,
+the rules and FullyConnectedNet.loss at the compiled kernels. Each call must succeed or raise TypeError/ValueError (for functions
 taking a path, also OSError: a missing file is FileNotFoundError by design); when it raises, nothing
 it was given may have changed (bitwise), nor NumPy's global RNG, nor any file.
 
@@ -278,6 +278,32 @@ def test_fuzz_checkpoint(name, data):
         args = {"save": [path, obj], "load": [path], "dumps": [obj], "loads": [blob, "src"],
                 "atomic_write_bytes": [path, blob], "remove_orphan_temporaries": [path]}[name]
         check_call(getattr(checkpoint, name), args, allowed=ALLOWED + (OSError,), directory=directory)
+
+
+def _model_state(model):
+    return {"params": {k: v for k, v in model.params.items()}, "bn": model.bn_params,
+            "dropout": model.dropout_params, "rng": model.rng.bit_generator.state}
+
+
+@pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm"])
+@pytest.mark.parametrize("keep", [1.0, 0.5])
+@FUZZ
+@given(data=st.data())
+def test_fuzz_model_loss(normalization, keep, data):
+    """FullyConnectedNet.loss is the Python wrapper of the fused MLP kernels (fastopt._mlp_kernels):
+    hostile X / y must be refused with TypeError/ValueError and change neither them nor the model."""
+    from fastopt import FullyConnectedNet
+    model = FullyConnectedNet([5], input_dim=4, num_classes=3, seed=0, normalization=normalization,
+                              dropout_keep_ratio=keep, dtype=np.float64)
+    args = draw_args(data, [_x(6, 4), np.array([0, 1, 2, 0, 1, 2])])
+    if data.draw(st.booleans(), label="test mode (no y)"):
+        args = args[:1]
+    before = snap(_model_state(model))
+    try:
+        model.loss(*args)
+    except ALLOWED:
+        assert snap(_model_state(model)) == before, "loss raised but changed the model"
+        check_call(model.loss, args)   # and the arguments are unchanged
 
 
 @pytest.mark.xfail(strict=True, raises=AttributeError,
