@@ -9,7 +9,7 @@ test builds valid arguments and:
     sizes), buffer by buffer, return value included;
   * throws at it, in a subprocess (a wrong size could crash the interpreter), every buffer one
     element too long or too short on each axis, with one axis too many, non-contiguous, of the
-    other precision, read-only where it is written, and n_threads 0, negative or huge: each must
+    other precision, read-only where it is written, None, and n_threads 0, negative or huge: each must
     raise ValueError/TypeError (a size error: ValueError naming the argument) and leave every
     buffer bitwise unchanged, and the subprocess must end normally;
   * throws the same wrong sizes at the twin, which must raise the same ValueError;
@@ -248,6 +248,7 @@ def bad_cases(family, fname, dtype):
                 cases.append((f"{name} axis {axis} {delta:+d}", "size" if shared else "free", name,
                               dict(base, **{name: np.zeros(shape, a.dtype)})))
         cases.append((f"{name} extra axis", "layout", name, dict(base, **{name: a[..., None].copy()})))
+        cases.append((f"{name} None", "layout", name, dict(base, **{name: None})))   # a 0-size view
         if a.ndim >= 1 and a.shape[-1] > 1:
             wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
             cases.append((f"{name} non-contiguous", "layout", name, dict(base, **{name: wide[..., ::2]})))
@@ -266,6 +267,7 @@ def bad_cases(family, fname, dtype):
 
 def _digest(args):
     return {k: v.tobytes().hex() if v.size < 64 else str(hash(v.tobytes())) for k, v in buffers(args).items()}
+
 
 
 def _selected(family, kind, gaps):
