@@ -138,9 +138,9 @@ def atomic_write_bytes(path, data):
     # O_EXCL: never follow or reuse an existing file; 0o666 is reduced by the umask as for any new file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(fd, mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
