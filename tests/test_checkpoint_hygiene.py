@@ -60,6 +60,15 @@ def _check_generation(path):
 SIZE = 1 << 20   # 8 MB per save
 
 
+def _wait_for_temporary(directory, known, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(n.endswith(".fastopt-tmp") for n in set(os.listdir(directory)) - known):
+            return
+        time.sleep(0.002)
+    raise AssertionError("the writer never started a save")
+
+
 def test_kill_during_save_loop(tmp_path):
     path = tmp_path / "run.ckpt"
     checkpoint.save(path, {"generation": 1, "w": np.full(SIZE, 1, np.float64)})
@@ -71,11 +80,16 @@ def test_kill_during_save_loop(tmp_path):
     rng = random.Random(8)
     orphans_seen = 0
     last = 1
-    for _ in range(6):
+    for k in range(6):
+        present = set(os.listdir(tmp_path))             # earlier orphans are not this writer's
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(SIZE), str(last)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.5))
+        if k % 2:
+            time.sleep(rng.uniform(0.0, 0.5))          # any moment
+        else:
+            _wait_for_temporary(tmp_path, present)      # surely inside one of this writer's saves
+            time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
@@ -83,13 +97,13 @@ def test_kill_during_save_loop(tmp_path):
         generation = _check_generation(path)           # the previous file (or a complete new one)
         assert generation >= last                      # this writer's saves are all > last
         last = generation
-        orphans_seen += len(set(os.listdir(tmp_path)) - set(bystanders) - {"run.ckpt"})
+        orphans_seen += len(set(os.listdir(tmp_path)) - present)
     checkpoint.save(path, {"generation": -1, "w": np.full(SIZE, -1, np.float64)})
     assert _check_generation(path) == -1
     assert sorted(os.listdir(tmp_path)) == sorted(["run.ckpt"] + bystanders)
     for name in bystanders:
         assert (tmp_path / name).read_bytes() == b"keep me"
-    assert orphans_seen >= 1, "no kill landed inside a write: the cleanup was not exercised"
+    assert orphans_seen >= 3, "kills inside a write left no temporary: the cleanup was not exercised"
 
 
 def test_orphans_of_dead_writers_only_are_removed(tmp_path):
