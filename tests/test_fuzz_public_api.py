@@ -278,7 +278,14 @@ def test_fuzz_checkpoint(name, data):
         blob = data.draw(st.sampled_from([checkpoint.dumps({"a": 1}), b"", b"junk"]) | hostile, label="data")
         args = {"save": [path, obj], "load": [path], "dumps": [obj], "loads": [blob, "src"],
                 "atomic_write_bytes": [path, blob], "remove_orphan_temporaries": [path]}[name]
-        check_call(getattr(checkpoint, name), args, allowed=ALLOWED + (OSError,), directory=directory)
+        # A hostile str path ("x", "train") is relative: run inside the temporary directory, so
+        # that a write lands there (and is seen by the file snapshot), never in the repository.
+        cwd = os.getcwd()
+        os.chdir(directory)
+        try:
+            check_call(getattr(checkpoint, name), args, allowed=ALLOWED + (OSError,), directory=directory)
+        finally:
+            os.chdir(cwd)
 
 
 def _model_state(model):
