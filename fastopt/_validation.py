@@ -10,12 +10,19 @@ import numbers
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INT64_LIMIT = 2**63      # integer arguments without an explicit upper bound must be below it
 
 
 def _describe(value):
     if isinstance(value, np.ndarray):
         return f"ndarray of dtype {value.dtype} and shape {value.shape}"
     return type(value).__name__
+
+
+def _short(value, limit=40):
+    """repr(value), cut in the middle when long (a 400-digit int in a message helps nobody)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]} ({len(text)} chars)"
 
 
 def check_array(name, a, *, writeable=False, contiguous=True, dtype=None, shape=None):
@@ -87,19 +94,31 @@ def check_distinct(named_arrays):
 def check_scalar(name, value, *, low=None, high=None, low_open=False, high_open=False, integer=False):
     """A finite real number (an int when `integer`) within [low, high]; `*_open` excludes the bound.
 
-    Returns it as a Python float (or int). bool, None, strings and arrays are refused.
+    Returns it as a Python float (or int). bool, None, strings and arrays are refused (TypeError); a
+    number beyond float range (10**400) or, for an int without `high`, beyond int64, is a ValueError.
     """
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
         expected = "an int" if integer else "a real number"
         raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
-    value = int(value) if integer else float(value)
-    if not integer and not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if integer:
+        value = int(value)
+        # Counts, steps and seeds end up in int64 arrays or float arithmetic (beta ** t): an int
+        # beyond int64 is refused here, unless the caller's own bounds say otherwise.
+        if (high is None and value >= INT64_LIMIT) or (low is None and value < -INT64_LIMIT):
+            raise ValueError(f"{name} must be an int in the int64 range, got {_short(value)}")
+    else:
+        try:
+            value = float(value)
+        except OverflowError:   # an int (or Fraction) beyond float range, such as 10**400
+            raise ValueError(f"{name} must be finite, got a number too large for a float "
+                             f"({_short(value)})") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {_short(value)}")
     if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {_short(value)}")
     return value
 
 

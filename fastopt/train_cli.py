@@ -153,6 +153,52 @@ def _check_writable(option, path):
     return path
 
 
+# Features and classes of each dataset (for the memory estimate, made before any data is loaded).
+DATA_SHAPES = {"digits": (64, 10), "spiral": (2, 3), "cifar10": (3072, 10)}
+# Copies of each parameter alive during training: the parameter, its gradient, the Solver's
+# best-parameters snapshot and up to three optimizer state arrays (Adam with amsgrad).
+PARAM_COPIES = 6
+# Arrays of a batch's width alive per layer in a training step (pre-activation, activation,
+# dropout output and mask, their gradients, normalization statistics).
+ACTIVATION_COPIES = 8
+
+
+def estimate_memory(cfg):
+    """Bytes a training run with this configuration needs at least (float32), an upper-end estimate."""
+    features, classes = DATA_SHAPES[cfg["data"]]
+    dims = [features] + cfg["hidden"] + [classes]
+    params = sum(a * b + b for a, b in zip(dims, dims[1:])) + 4 * sum(cfg["hidden"])
+    batch = cfg["batch_size"]
+    activations = batch * (features + ACTIVATION_COPIES * sum(dims[1:]))
+    indices = 8 * batch                                   # int64 minibatch indices
+    itemsize = np.dtype(cfg["dtype"]).itemsize
+    return itemsize * (PARAM_COPIES * params + activations) + indices
+
+
+def available_memory():
+    """Bytes of memory this process may still use (MemAvailable), else physical memory, else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_memory(cfg):
+    """Refuse, before anything is allocated, a model or batch that cannot fit in memory."""
+    need, have = estimate_memory(cfg), available_memory()
+    if have is not None and need > have:
+        raise UsageError(f"--hidden {','.join(map(str, cfg['hidden']))} with --batch-size {cfg['batch_size']} "
+                         f"needs about {need / 1e9:.3g} GB (parameters, gradients, optimizer state, "
+                         f"activations), more than the {have / 1e9:.3g} GB of memory available")
+
+
 def _optim_config(args, cfg):
     """{"learning_rate": ..., plus the optimizer options given}; an option the chosen rule does not
     use is an error rather than silently ignored."""
@@ -246,6 +292,7 @@ def parse_config(args):
     for option, path in (("--checkpoint", args.checkpoint), ("--json", args.json), ("--plot", args.plot)):
         if path is not None:
             _check_writable(option, path)
+    _check_memory(cfg)
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401

@@ -1,7 +1,8 @@
 # Fused elementwise passes of an MLP training step on (N, D) C-contiguous float32/float64 arrays.
 #
 # Each kernel replaces several NumPy expressions (and their temporaries) by one pass over memory.
-# Twin: fastopt/reference/mlp.py (same names, same signatures, same operation order).
+# Twin: fastopt/reference/mlp.py (same names, same signatures, same operation order). Every buffer
+# is checked against the shape of the first argument and n_threads (last) is checked (src/_contract.pxd).
 #
 # Determinism: column reductions (bias grads, batchnorm statistics) are partitioned by feature in
 # fixed blocks of COLS columns; each column is summed in row order by exactly one thread, so the
@@ -18,6 +19,7 @@ from libc.stdlib cimport free, malloc
 from libc.math cimport sqrt, log
 
 from _fastmath cimport f_exp, f_max
+from _contract cimport check_1d as _check_1d, check_2d as _check_2d, threads
 
 # Elements per thread below which a kernel runs on one thread (work = N * D): threads_for(N * D,
 # GRAIN) gives 2 threads from 64k elements. Measured with `tools/profile_mlp_step.py --grain` on
@@ -67,20 +69,6 @@ cdef inline Py_ssize_t _n_blocks(Py_ssize_t d) noexcept nogil:
     return (d + COLS - 1) // COLS
 
 
-# Shape checks take the extents, not the memoryviews: converting a memoryview slice back to a
-# Python object costs about a microsecond per argument.
-cdef int _check_2d(str name, Py_ssize_t n0, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t d) except -1:
-    if n0 != n or d0 != d:
-        raise ValueError(f"{name} must have shape ({n}, {d}), got ({n0}, {d0})")
-    return 0
-
-
-cdef int _check_1d(str name, Py_ssize_t d0, Py_ssize_t d) except -1:
-    if d0 != d:
-        raise ValueError(f"{name} must have shape ({d},), got ({d0},)")
-    return 0
-
-
 # ---------------------------------------------------------------------------------------------
 # affine bias + ReLU
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +81,7 @@ def bias_relu_forward(const floating[:, ::1] z,      # IN  (N, D) x @ W
     cdef Py_ssize_t n = z.shape[0], d = z.shape[1], i, j
     _check_1d("b", b.shape[0], d)
     _check_2d("out", out.shape[0], out.shape[1], n, d)
+    n_threads = threads(n_threads)
     if n == 0 or d == 0:
         return
     cdef const floating* zp = &z[0, 0]
@@ -110,6 +99,7 @@ def relu_backward_inplace(floating[:, ::1] dout,      # INOUT (N, D) upstream gr
     """dout[out <= 0] = 0 in one pass (a select: a NaN/inf upstream grad is zeroed like torch)."""
     cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1], i, j
     _check_2d("out", out.shape[0], out.shape[1], n, d)
+    n_threads = threads(n_threads)
     if n == 0 or d == 0:
         return
     cdef floating* gp = &dout[0, 0]
@@ -143,6 +133,7 @@ def bias_grad(const floating[:, ::1] dout,   # IN  (N, D)
     _check_1d("db", db.shape[0], d)
     if d == 0:
         return
+    n_threads = threads(n_threads)
     if n == 0:
         db[:] = 0
         return
@@ -182,6 +173,7 @@ def relu_bias_backward(floating[:, ::1] dout,       # INOUT (N, D) upstream grad
     _check_1d("db", db.shape[0], d)
     if d == 0:
         return
+    n_threads = threads(n_threads)
     if n == 0:
         db[:] = 0
         return
@@ -269,6 +261,7 @@ def batchnorm_relu_forward(const floating[:, ::1] z,        # IN  (N, D) x @ W (
     _check_1d("mean", mean.shape[0], d)
     _check_1d("inv_std", inv_std.shape[0], d)
     _check_2d("out", out.shape[0], out.shape[1], n, d)
+    n_threads = threads(n_threads)
     if n == 0:
         raise ValueError("z must have at least one row: batch statistics of an empty batch are undefined")
     if d == 0:
@@ -327,6 +320,7 @@ def batchnorm_relu_eval(const floating[:, ::1] z,          # IN  (N, D) x @ W
     _check_1d("running_mean", running_mean.shape[0], d)
     _check_1d("running_var", running_var.shape[0], d)
     _check_2d("out", out.shape[0], out.shape[1], n, d)
+    n_threads = threads(n_threads)
     if n == 0 or d == 0:
         return
     cdef const floating* zp = &z[0, 0]
@@ -415,6 +409,7 @@ def relu_batchnorm_backward(const floating[:, ::1] dout,   # IN  (N, D) grad wrt
     _check_1d("dgamma", dgamma.shape[0], d)
     _check_1d("dbeta", dbeta.shape[0], d)
     _check_1d("db", db.shape[0], d)
+    n_threads = threads(n_threads)
     if n == 0:
         raise ValueError("dout must have at least one row")
     if d == 0:
@@ -472,6 +467,7 @@ def softmax_loss_grad(const floating[:, ::1] scores,   # IN  (N, C)
     cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1], i
     _check_1d("y", y.shape[0], n)
     _check_2d("dscores", dscores.shape[0], dscores.shape[1], n, c)
+    n_threads = threads(n_threads)
     if n == 0:
         raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
     if c == 0:

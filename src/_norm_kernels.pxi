@@ -1,7 +1,10 @@
 # Normalization kernels: batchnorm (N, D), spatial batchnorm (N, C, S) and layernorm (N, D).
 #
-# Every function writes into outputs the caller allocated and validated (fastopt.layers.normalization
-# does that); the NumPy twin with the same names and signatures is fastopt.reference.norm.
+# Every function writes into outputs the caller allocated (fastopt.layers.normalization validates
+# and allocates them); the NumPy twin with the same names and signatures is fastopt.reference.norm.
+# Each function also checks every buffer's shape against x's and refuses an empty x (src/_contract.pxd)
+# before touching memory, so a direct call with wrong sizes raises ValueError instead of corrupting
+# memory; n_threads is always the last argument.
 #
 # Statistics accumulate in double. Means and variances use a shifted sum: each feature's sums run over
 # t = x - K with K = the feature's first value, var = E[t^2] - E[t]^2. Since K is a sample, |mean - K| is
@@ -24,6 +27,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport malloc, free
+
+from _contract cimport check_1d, check_2d, check_3d, check_nonempty, threads
 
 # Work (elements of x) per thread below which a kernel runs on one thread (the caller passes
 # fastopt._backend.threads_for(x.size, GRAIN)). Measured with `benchmarks/norm_kernels_roofline.py --grain`
@@ -63,6 +68,20 @@ cdef double* _workspace(Py_ssize_t count) except NULL:
     if work == NULL:
         raise MemoryError(f"cannot allocate a {count * 8} byte workspace")
     return work
+
+
+cdef int _check_x2(str name, Py_ssize_t n, Py_ssize_t d) except -1:
+    # The kernels read a first row (batchnorm's shift) or a first column (layernorm's).
+    check_nonempty(name, n, "row")
+    check_nonempty(name, d, "column")
+    return 0
+
+
+cdef int _check_x3(str name, Py_ssize_t n, Py_ssize_t c, Py_ssize_t s) except -1:
+    check_nonempty(name, n, "sample (axis 0)")
+    check_nonempty(name, c, "channel (axis 1)")
+    check_nonempty(name, s, "spatial element (axis 2)")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -170,6 +189,15 @@ def batchnorm_train_forward(const floating[:, ::1] x, const floating[::1] gamma,
     Passes: read x (statistics), read x and write out.
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    _check_x2("x", n, d)
+    check_1d("gamma", gamma.shape[0], d)
+    check_1d("beta", beta.shape[0], d)
+    check_2d("out", out.shape[0], out.shape[1], n, d)
+    check_1d("mean", mean.shape[0], d)
+    check_1d("inv_std", inv_std.shape[0], d)
+    check_1d("running_mean", running_mean.shape[0], d)
+    check_1d("running_var", running_var.shape[0], d)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t cr = _chunk_rows(n)
     cdef Py_ssize_t nch = (n + cr - 1) // cr
     cdef Py_ssize_t k, kk, i, j
@@ -207,6 +235,13 @@ def batchnorm_test_forward(const floating[:, ::1] x, const floating[::1] gamma,
                            int n_threads):
     """Test-mode batchnorm: out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta."""
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    _check_x2("x", n, d)
+    check_1d("gamma", gamma.shape[0], d)
+    check_1d("beta", beta.shape[0], d)
+    check_1d("running_mean", running_mean.shape[0], d)
+    check_1d("running_var", running_var.shape[0], d)
+    check_2d("out", out.shape[0], out.shape[1], n, d)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t i, j
     cdef floating* a = <floating*>_workspace(d)
     for j in range(d):
@@ -226,6 +261,15 @@ def batchnorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
     dbeta = sum_rows(dout) (D,). Passes: read dout and x (sums), read dout and x and write dx.
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    _check_x2("x", n, d)
+    check_2d("dout", dout.shape[0], dout.shape[1], n, d)
+    check_1d("mean", mean.shape[0], d)
+    check_1d("inv_std", inv_std.shape[0], d)
+    check_1d("gamma", gamma.shape[0], d)
+    check_2d("dx", dx.shape[0], dx.shape[1], n, d)
+    check_1d("dgamma", dgamma.shape[0], d)
+    check_1d("dbeta", dbeta.shape[0], d)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t cr = _chunk_rows(n)
     cdef Py_ssize_t nch = (n + cr - 1) // cr
     cdef Py_ssize_t k, kk, i, j
@@ -373,6 +417,15 @@ def spatial_batchnorm_train_forward(const floating[:, :, ::1] x, const floating[
     """batchnorm_train_forward per channel of x (N, C, S) (an (N, C, H, W) array viewed with S = H*W):
     statistics over N and S, parameters and statistics of shape (C,)."""
     cdef Py_ssize_t n = x.shape[0], nc = x.shape[1], s = x.shape[2]
+    _check_x3("x", n, nc, s)
+    check_1d("gamma", gamma.shape[0], nc)
+    check_1d("beta", beta.shape[0], nc)
+    check_3d("out", out.shape[0], out.shape[1], out.shape[2], n, nc, s)
+    check_1d("mean", mean.shape[0], nc)
+    check_1d("inv_std", inv_std.shape[0], nc)
+    check_1d("running_mean", running_mean.shape[0], nc)
+    check_1d("running_var", running_var.shape[0], nc)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t c
     for c in prange(nc, nogil=True, schedule='static', num_threads=n_threads):
         _sbn_train_channel(&x[0, 0, 0], n, nc, s, c, gamma[c], beta[c], eps, momentum,
@@ -385,6 +438,13 @@ def spatial_batchnorm_test_forward(const floating[:, :, ::1] x, const floating[:
                                    floating[:, :, ::1] out, int n_threads):
     """batchnorm_test_forward per channel of x (N, C, S)."""
     cdef Py_ssize_t n = x.shape[0], nc = x.shape[1], s = x.shape[2]
+    _check_x3("x", n, nc, s)
+    check_1d("gamma", gamma.shape[0], nc)
+    check_1d("beta", beta.shape[0], nc)
+    check_1d("running_mean", running_mean.shape[0], nc)
+    check_1d("running_var", running_var.shape[0], nc)
+    check_3d("out", out.shape[0], out.shape[1], out.shape[2], n, nc, s)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t c
     for c in prange(nc, nogil=True, schedule='static', num_threads=n_threads):
         _sbn_test_channel(&x[0, 0, 0], n, nc, s, c, gamma[c], beta[c], running_mean[c],
@@ -397,6 +457,15 @@ def spatial_batchnorm_backward(const floating[:, :, ::1] dout, const floating[:,
                                floating[::1] dgamma, floating[::1] dbeta, int n_threads):
     """batchnorm_backward per channel of x (N, C, S)."""
     cdef Py_ssize_t n = x.shape[0], nc = x.shape[1], s = x.shape[2]
+    _check_x3("x", n, nc, s)
+    check_3d("dout", dout.shape[0], dout.shape[1], dout.shape[2], n, nc, s)
+    check_1d("mean", mean.shape[0], nc)
+    check_1d("inv_std", inv_std.shape[0], nc)
+    check_1d("gamma", gamma.shape[0], nc)
+    check_3d("dx", dx.shape[0], dx.shape[1], dx.shape[2], n, nc, s)
+    check_1d("dgamma", dgamma.shape[0], nc)
+    check_1d("dbeta", dbeta.shape[0], nc)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t c
     for c in prange(nc, nogil=True, schedule='static', num_threads=n_threads):
         _sbn_backward_channel(&dout[0, 0, 0], &x[0, 0, 0], n, nc, s, c, mean[c], inv_std[c],
@@ -523,6 +592,13 @@ def layernorm_forward(const floating[:, ::1] x, const floating[::1] gamma, const
     Passes: read x, write out (each row is normalized while it is in cache).
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    _check_x2("x", n, d)
+    check_1d("gamma", gamma.shape[0], d)
+    check_1d("beta", beta.shape[0], d)
+    check_2d("out", out.shape[0], out.shape[1], n, d)
+    check_1d("mean", mean.shape[0], n)
+    check_1d("inv_std", inv_std.shape[0], n)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t i
     for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
         _ln_forward_row(&x[i, 0], d, &gamma[0], &beta[0], eps, &out[i, 0], &mean[i], &inv_std[i])
@@ -537,6 +613,15 @@ def layernorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
     Passes: read dout and x, write dx (the sums over rows reuse the rows while in cache).
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    _check_x2("x", n, d)
+    check_2d("dout", dout.shape[0], dout.shape[1], n, d)
+    check_1d("mean", mean.shape[0], n)
+    check_1d("inv_std", inv_std.shape[0], n)
+    check_1d("gamma", gamma.shape[0], d)
+    check_2d("dx", dx.shape[0], dx.shape[1], n, d)
+    check_1d("dgamma", dgamma.shape[0], d)
+    check_1d("dbeta", dbeta.shape[0], d)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t cr = _chunk_rows(n)
     cdef Py_ssize_t nch = (n + cr - 1) // cr
     cdef Py_ssize_t k, kk, j

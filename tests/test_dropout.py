@@ -77,7 +77,7 @@ def test_api_backends_and_threads_bitwise_identical(dtype, size):
 
 def test_threads_split_large_input():
     # Large enough that the backward product really runs on 2 threads (GRAIN elements per thread).
-    from fastopt.layers.dropout import GRAIN
+    from fastopt._dropout_kernels import GRAIN
     x = np.random.default_rng(0).standard_normal(4 * GRAIN + 3)
     results = []
     for threads in (1, 2):

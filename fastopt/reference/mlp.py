@@ -1,9 +1,12 @@
 """Pure-NumPy twins of fastopt._mlp_kernels: same names, same signatures, same operation order.
 
-They are the test oracle and the baseline; n_threads is accepted and ignored. Column sums run in
+They are the test oracle and the baseline; they check sizes as the kernels do (ValueError), and
+n_threads is checked and otherwise ignored. Column sums run in
 float64 (np.sum over axis 0 adds rows in order, like the kernels).
 """
 import numpy as np
+
+from ._contract import check_shapes, threads
 
 GRAIN = 32768
 
@@ -17,22 +20,32 @@ def _check_labels(y, c):
 
 def bias_relu_forward(z, b, out, n_threads=1):
     """out = max(z + b, 0) (out may be z)."""
+    check_shapes(z.shape[1:], b=b)
+    check_shapes(z.shape, out=out)
+    threads(n_threads)
     np.add(z, b, out=out)
     np.maximum(out, 0, out=out)
 
 
 def relu_backward_inplace(dout, out, n_threads=1):
     """dout[out <= 0] = 0 (a select: NaN upstream grads are zeroed)."""
+    check_shapes(dout.shape, out=out)
+    threads(n_threads)
     np.copyto(dout, 0, where=~(out > 0))
 
 
 def bias_grad(dout, db, n_threads=1):
     """db = dout.sum(0), summed in double."""
+    check_shapes(dout.shape[1:], db=db)
+    threads(n_threads)
     db[...] = dout.sum(axis=0, dtype=np.float64)
 
 
 def relu_bias_backward(dout, out, db, n_threads=1):
     """relu_backward_inplace(dout, out); bias_grad(dout, db)."""
+    check_shapes(dout.shape, out=out)
+    check_shapes(dout.shape[1:], db=db)
+    threads(n_threads)
     relu_backward_inplace(dout, out)
     bias_grad(dout, db)
 
@@ -40,6 +53,10 @@ def relu_bias_backward(dout, out, db, n_threads=1):
 def batchnorm_relu_forward(z, b, gamma, beta, eps, momentum, running_mean, running_var,
                            out, mean, inv_std, n_threads=1):
     """Training-mode out = relu(gamma * (a - mean) * inv_std + beta) with a = z + b."""
+    check_shapes(z.shape[1:], b=b, gamma=gamma, beta=beta, running_mean=running_mean,
+                 running_var=running_var, mean=mean, inv_std=inv_std)
+    check_shapes(z.shape, out=out)
+    threads(n_threads)
     if z.shape[0] == 0:
         raise ValueError("z must have at least one row: batch statistics of an empty batch are undefined")
     dt = z.dtype
@@ -57,6 +74,10 @@ def batchnorm_relu_forward(z, b, gamma, beta, eps, momentum, running_mean, runni
 
 def batchnorm_relu_eval(z, b, gamma, beta, running_mean, running_var, eps, out, n_threads=1):
     """Test-mode out = relu(gamma * (z + b - running_mean) * inv_std + beta) (out may be z)."""
+    check_shapes(z.shape[1:], b=b, gamma=gamma, beta=beta, running_mean=running_mean,
+                 running_var=running_var)
+    check_shapes(z.shape, out=out)
+    threads(n_threads)
     inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(z.dtype)
     np.maximum(gamma * (((z + b) - running_mean) * inv_std) + beta, z.dtype.type(0), out=out)
 
@@ -64,6 +85,10 @@ def batchnorm_relu_eval(z, b, gamma, beta, running_mean, running_var, eps, out, 
 def relu_batchnorm_backward(dout, out, z, b, gamma, mean, inv_std, dz, dgamma, dbeta, db,
                             n_threads=1):
     """Backward of batchnorm_relu_forward (ReLU mask, batchnorm backward, bias grad)."""
+    check_shapes(dout.shape, out=out, z=z, dz=dz)
+    check_shapes(dout.shape[1:], b=b, gamma=gamma, mean=mean, inv_std=inv_std, dgamma=dgamma,
+                 dbeta=dbeta, db=db)
+    threads(n_threads)
     if dout.shape[0] == 0:
         raise ValueError("dout must have at least one row")
     dt = dout.dtype
@@ -80,6 +105,9 @@ def relu_batchnorm_backward(dout, out, z, b, gamma, mean, inv_std, dz, dgamma, d
 def softmax_loss_grad(scores, y, dscores, n_threads=1):
     """Mean softmax cross-entropy; writes its gradient into dscores (which may be scores)."""
     n, c = scores.shape
+    check_shapes((n,), y=y)
+    check_shapes(scores.shape, dscores=dscores)
+    threads(n_threads)
     if n == 0:
         raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
     if c == 0:

@@ -1,6 +1,7 @@
 """Pure-NumPy twin of fastopt._norm_kernels: the test oracle and the benchmark baseline.
 
-Same function names and signatures as the compiled kernels; n_threads is accepted and ignored.
+Same function names and signatures as the compiled kernels, and the same size checks (ValueError);
+n_threads is checked and otherwise ignored.
 Every function writes into the outputs the caller allocated. Statistics are computed in float64
 (two-pass: mean, then mean of squared deviations) and cast to the array's dtype; the per-element
 arithmetic (xhat, out, dx, and the products dout * (x - mean) summed into dgamma) is done in the
@@ -13,7 +14,43 @@ x (N, D), gamma/beta (D,), per-row mean/inv_std (N,).
 """
 import numpy as np
 
+from ._contract import check_nonempty, check_shapes, threads
+
 GRAIN = 1 << 14   # same constant as the compiled module (elements of x per thread); unused here
+
+
+def _check_x(x):
+    axes = ("row", "column") if x.ndim == 2 else ("sample (axis 0)", "channel (axis 1)",
+                                                  "spatial element (axis 2)")
+    for extent, axis in zip(x.shape, axes):
+        check_nonempty("x", extent, axis)
+
+
+def _check_train(x, gamma, beta, out, mean, inv_std, running_mean, running_var, n_threads):
+    _check_x(x)
+    v = (x.shape[1],)
+    check_shapes(v, gamma=gamma, beta=beta)
+    check_shapes(x.shape, out=out)
+    check_shapes(v, mean=mean, inv_std=inv_std, running_mean=running_mean, running_var=running_var)
+    threads(n_threads)
+
+
+def _check_test(x, gamma, beta, running_mean, running_var, out, n_threads):
+    _check_x(x)
+    check_shapes((x.shape[1],), gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+    check_shapes(x.shape, out=out)
+    threads(n_threads)
+
+
+def _check_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads, stats):
+    # stats: the shape of mean/inv_std ((D,) or (C,) for batchnorm, (N,) for layernorm)
+    _check_x(x)
+    check_shapes(x.shape, dout=dout)
+    check_shapes(stats, mean=mean, inv_std=inv_std)
+    check_shapes((x.shape[1],), gamma=gamma)
+    check_shapes(x.shape, dx=dx)
+    check_shapes((x.shape[1],), dgamma=dgamma, dbeta=dbeta)
+    threads(n_threads)
 
 
 def _stats(x, axes):
@@ -74,37 +111,48 @@ def _backward(dout, x, axes, mean, inv_std, gamma, dx, dgamma, dbeta):
 def batchnorm_train_forward(x, gamma, beta, eps, momentum, out, mean, inv_std, running_mean,
                             running_var, n_threads):
     """Training-mode batchnorm over the rows of x (N, D); see fastopt._norm_kernels."""
+    _check_train(x, gamma, beta, out, mean, inv_std, running_mean, running_var, n_threads)
     _train_forward(x, 0, gamma, beta, eps, momentum, out, mean, inv_std, running_mean, running_var)
 
 
 def batchnorm_test_forward(x, gamma, beta, running_mean, running_var, eps, out, n_threads):
     """out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta."""
+    _check_test(x, gamma, beta, running_mean, running_var, out, n_threads)
     _test_forward(x, gamma, beta, running_mean, running_var, eps, out)
 
 
 def batchnorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads):
     """dx (N, D), dgamma = sum(dout * xhat), dbeta = sum(dout) from the saved mean and inv_std."""
+    _check_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads, (x.shape[1],))
     _backward(dout, x, 0, mean, inv_std, gamma, dx, dgamma, dbeta)
 
 
 def spatial_batchnorm_train_forward(x, gamma, beta, eps, momentum, out, mean, inv_std, running_mean,
                                     running_var, n_threads):
     """batchnorm_train_forward per channel of x (N, C, S): statistics over N and S."""
+    _check_train(x, gamma, beta, out, mean, inv_std, running_mean, running_var, n_threads)
     _train_forward(x, (0, 2), gamma, beta, eps, momentum, out, mean, inv_std, running_mean, running_var)
 
 
 def spatial_batchnorm_test_forward(x, gamma, beta, running_mean, running_var, eps, out, n_threads):
     """batchnorm_test_forward per channel of x (N, C, S)."""
+    _check_test(x, gamma, beta, running_mean, running_var, out, n_threads)
     _test_forward(x, gamma, beta, running_mean, running_var, eps, out)
 
 
 def spatial_batchnorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads):
     """batchnorm_backward per channel of x (N, C, S)."""
+    _check_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads, (x.shape[1],))
     _backward(dout, x, (0, 2), mean, inv_std, gamma, dx, dgamma, dbeta)
 
 
 def layernorm_forward(x, gamma, beta, eps, out, mean, inv_std, n_threads):
     """Layernorm of each row of x (N, D); mean and inv_std (N,) are saved for the backward."""
+    _check_x(x)
+    check_shapes((x.shape[1],), gamma=gamma, beta=beta)
+    check_shapes(x.shape, out=out)
+    check_shapes((x.shape[0],), mean=mean, inv_std=inv_std)
+    threads(n_threads)
     mu, var = _stats(x, 1)
     mean[...] = mu
     inv_std[...] = 1.0 / np.sqrt(var + eps)
@@ -113,6 +161,7 @@ def layernorm_forward(x, gamma, beta, eps, out, mean, inv_std, n_threads):
 
 def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads):
     """dx (N, D) and dgamma, dbeta (D,) (sums over rows) of layernorm_forward."""
+    _check_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads, (x.shape[0],))
     d = x.shape[1]
     a64 = inv_std.astype(np.float64)[:, None]
     d64 = dout.astype(np.float64)
