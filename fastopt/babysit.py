@@ -526,7 +526,7 @@ def model_kwargs(cfg, data, **overrides):
           "normalization": None if cfg["normalization"] == "none" else cfg["normalization"],
           "reg": cfg["reg"], "weight_scale": cfg["weight_scale"] or 1e-2,
           "weight_init": None if cfg["weight_init"] == "small" else cfg["weight_init"],
-          "dtype": np.float32, "seed": cfg["seed"]}
+          "dtype": np.float32, "rng": cfg["seed"]}
     if "activation" in cfg:
         kw["activation"] = cfg["activation"]
     kw.update(overrides)

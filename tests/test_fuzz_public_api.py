@@ -158,6 +158,10 @@ LAYERS = {
     "affine_backward": _backward(layers.affine_forward, _affine, (4, 5)),
     "relu_backward": _backward(layers.relu_forward, lambda: [_x(3, 4)], (3, 4)),
     "affine_relu_backward": _backward(layers.affine_relu_forward, _affine, (4, 5)),
+    "spatial_groupnorm_forward": lambda: [_x(2, 4, 2, 2), _x(4), _x(4), 2, {"eps": 1e-5}],
+    "spatial_groupnorm_backward": _backward(layers.spatial_groupnorm_forward,
+                                            lambda: [_x(2, 4, 2, 2), _x(4), _x(4), 2, {"eps": 1e-5}],
+                                            (2, 4, 2, 2)),
 }
 assert set(LAYERS) == set(layers.__all__), sorted(set(layers.__all__) ^ set(LAYERS))
 
@@ -301,7 +305,7 @@ def test_fuzz_model_loss(normalization, keep, data):
     """FullyConnectedNet.loss is the Python wrapper of the fused MLP kernels (fastopt._mlp_kernels):
     hostile X / y must be refused with TypeError/ValueError and change neither them nor the model."""
     from fastopt import FullyConnectedNet
-    model = FullyConnectedNet([5], input_dim=4, num_classes=3, seed=0, normalization=normalization,
+    model = FullyConnectedNet([5], input_dim=4, num_classes=3, rng=0, normalization=normalization,
                               dropout_keep_ratio=keep, dtype=np.float64)
     args = draw_args(data, [_x(6, 4), np.array([0, 1, 2, 0, 1, 2])])
     if data.draw(st.booleans(), label="test mode (no y)"):

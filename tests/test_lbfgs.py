@@ -406,7 +406,7 @@ def test_full_batch_digits_softmax_and_mlp():
     X, y = data["X_train"], data["y_train"]
     for hidden, iterations in (([], 40), ([32], 60)):
         model = fastopt.FullyConnectedNet(hidden, input_dim=64, num_classes=10, reg=1e-3,
-                                          weight_init="he", dtype=np.float64, seed=0)
+                                          weight_init="he", dtype=np.float64, rng=0)
         opt = LBFGS(model.params, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
         first = opt.step(lambda: model.loss(X, y))
         final = model.loss(X, y)[0]

@@ -17,7 +17,7 @@ def digits():
 
 def _model(data, **kw):
     return FullyConnectedNet([32], input_dim=data["X_train"].shape[1], num_classes=10,
-                             normalization="batchnorm", weight_init="he", seed=0, **kw)
+                             normalization="batchnorm", weight_init="he", rng=0, **kw)
 
 
 def test_smooth_is_a_bias_corrected_moving_average():

@@ -35,7 +35,7 @@ def saved(tmp_path_factory):
 
 def trained_target():
     """A Solver in a state of its own (another seed, one epoch), to check nothing of it changes."""
-    s = Solver(make_model(seed=3), blob_data(), **base_kwargs(num_epochs=1, seed=9))
+    s = Solver(make_model(rng=3), blob_data(), **base_kwargs(num_epochs=1, seed=9))
     s.train()
     return s
 
@@ -264,7 +264,7 @@ def test_the_genuine_checkpoint_loads_and_resumes_bitwise(saved, tmp_path):
     path = write(tmp_path / "good.pkl", saved)
     full = Solver(make_model(), blob_data(), **base_kwargs())
     full.train()
-    resumed = Solver.from_checkpoint(path, make_model(seed=4), blob_data(), num_epochs=2)
+    resumed = Solver.from_checkpoint(path, make_model(rng=4), blob_data(), num_epochs=2)
     resumed.train()
     assert resumed.loss_history == full.loss_history
     for k in full.model.params:

@@ -127,7 +127,7 @@ def test_dropout_and_gradcheck_huge_hyperparameter(rng):
 def test_solver_huge_batch_size():
     from _nn_data import blob_data
     from fastopt import FullyConnectedNet, Solver
-    model = FullyConnectedNet([4], input_dim=6, num_classes=3, seed=0)
+    model = FullyConnectedNet([4], input_dim=6, num_classes=3, rng=0)
     params = {k: v.copy() for k, v in model.params.items()}
     with pytest.raises(ValueError, match="batch_size"):
         Solver(model, blob_data(), batch_size=10**400, verbose=False)

@@ -469,7 +469,7 @@ def test_a_users_own_rule_resumes_bitwise_when_passed_again(tmp_path):
     full.train()
     with pytest.raises(ValueError, match="pass update_rule=<it>"):
         Solver.from_checkpoint(tmp_path / "mine_epoch_1.pkl", make_model(), data)
-    resumed = Solver.from_checkpoint(tmp_path / "mine_epoch_1.pkl", make_model(seed=2), data,
+    resumed = Solver.from_checkpoint(tmp_path / "mine_epoch_1.pkl", make_model(rng=2), data,
                                      update_rule=my_momentum)
     resumed.train()
     assert resumed.loss_history == full.loss_history
