@@ -25,12 +25,22 @@ def test_every_compiled_module_is_found():
     assert {"_optim_kernels", "_norm_kernels", "_mlp_kernels", "_dropout_kernels", "_openmp"} <= set(MODULES)
 
 
+def stub_names(stub_text):
+    """(functions, public constants) a stub declares, following `from .other import *` re-exports."""
+    tree = ast.parse(stub_text)
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    consts = {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign) and not n.target.id.startswith("_")}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and [a.name for a in node.names] == ["*"]:
+            more_funcs, more_consts = stub_names((PKG / f"{node.module}.pyi").read_text())
+            funcs.update(more_funcs)
+            consts |= more_consts
+    return funcs, consts
+
+
 def mismatches(module, stub_text):
     """How a stub differs from a compiled module: missing/extra names, parameters or defaults."""
-    tree = ast.parse(stub_text)
-    stub_funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    stub_consts = {n.target.id for n in tree.body
-                   if isinstance(n, ast.AnnAssign) and not n.target.id.startswith("_")}
+    stub_funcs, stub_consts = stub_names(stub_text)
     funcs, consts = gen_stubs.public_members(module)
     problems = [f"{n}: not in the stub" for n in sorted(set(funcs) - set(stub_funcs))]
     problems += [f"{n}: in the stub only" for n in sorted(set(stub_funcs) - set(funcs))]
@@ -72,6 +82,12 @@ def test_the_comparison_catches_drift():
         assert bad != good
         problems = mismatches(module, bad)
         assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_a_simd_variant_reexports_its_baseline_stub():
+    assert gen_stubs.variant_of("_optim_kernels_avx2") == "_optim_kernels"
+    assert gen_stubs.variant_of("_optim_kernels") is None and gen_stubs.variant_of("_openmp") is None
+    assert "from ._optim_kernels import *" in (PKG / "_optim_kernels_avx2.pyi").read_text()
 
 
 def test_types_come_from_the_pyx_declarations():

@@ -7,7 +7,8 @@ Names, order and defaults of the parameters come from the built module itself
 (``inspect.signature`` of the Cython functions, compiled with embedsignature/binding), so the stubs
 say what Python actually accepts; the types come from the ``def`` lines of the .pyx (and the .pxi
 files it includes), where a memoryview of the fused ``floating`` type becomes a float32 or float64
-array. Module-level constants (GRAIN, SIMD_VARIANT) are typed from their values.
+array. Module-level constants (GRAIN, SIMD_VARIANT) are typed from their values. A SIMD variant
+(src/<name>_avx2.pyx, the same .pxi as <name>.pyx) gets a stub that re-exports its baseline's.
 tests/test_stubs.py checks that every function of each compiled module is in its stub with the same
 parameter names, so a changed kernel signature fails the suite until this script is run again.
 """
@@ -112,8 +113,18 @@ def public_members(module):
     return funcs, consts
 
 
+def variant_of(name):
+    """The baseline module a SIMD variant (src/<base>_avx2.pyx) shares its code with, else None."""
+    base = name.rsplit("_avx2", 1)[0]
+    return base if base != name and (SRC / f"{base}.pyx").exists() else None
+
+
 def render(name):
     module = importlib.import_module(f"fastopt.{name}")
+    base = variant_of(name)
+    if base is not None:    # the same kernels compiled with other flags: the baseline's stub applies
+        return (f'"""Type stubs of fastopt.{name}: the kernels of fastopt.{base} built with other '
+                f'instruction sets (tools/gen_stubs.py)."""\nfrom .{base} import *\n')
     funcs, consts = public_members(module)
     types = declared_types(name)
     lines = [HEADER.format(name=name)]
