@@ -1,4 +1,4 @@
-"""`python -m fastopt.distributed train [options of fastopt train] [--mode] [--shards] [--steps]`,
+"""`python -m fastopt.distributed train [options of fastopt train] [--distributed MODE] [--shards] [--steps]`,
 run under mpiexec: data-parallel training (fastopt/distributed/cli.py)."""
 import argparse
 import sys

@@ -26,8 +26,11 @@ class Serial:
 
     rank, size = 0, 1
 
-    def allgather_rows(self, local, out, counts):
-        out[...] = local
+    def alltoallv(self, send, send_counts, recv, recv_counts):
+        recv[...] = send
+
+    def allgatherv(self, send, recv, counts):
+        recv[...] = send
 
     def allreduce_sum(self, buf):
         pass
@@ -55,10 +58,14 @@ class Collectives:
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
 
-    def allgather_rows(self, local, out, counts):
-        """Rank r's rows `local` (counts[r] of them) land in `out` in rank order: row s is shard s."""
-        width = out.shape[1]
-        self.comm.Allgatherv(local, [out, [c * width for c in counts]])
+    def alltoallv(self, send, send_counts, recv, recv_counts):
+        """send[block k] (send_counts[k] elements, blocks in rank order) goes to rank k; recv holds
+        what every rank sent here, in rank order. 1-D contiguous arrays."""
+        self.comm.Alltoallv([send, send_counts], [recv, recv_counts])
+
+    def allgatherv(self, send, recv, counts):
+        """Every rank's `send` (counts[r] elements) concatenated in rank order into `recv`."""
+        self.comm.Allgatherv(send, [recv, counts])
 
     def allreduce_sum(self, buf):
         self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)

@@ -1,7 +1,8 @@
 """`mpiexec -n K python -m fastopt.distributed train ...`: `fastopt train` data-parallel on K ranks.
 
 The options are `fastopt train`'s (fastopt.train_cli.configure, checked by its parse_config) plus
---mode, --shards and --steps. Every rank parses the same options and loads the same data; the global
+--distributed MODE (default here: deterministic), --shards and --steps (configure_distributed; the
+same options make `fastopt train --distributed MODE` call run() once train_cli adds them). Every rank parses the same options and loads the same data; the global
 minibatches come from one Generator seeded by --seed (CS231n's Solver: `batch_size` rows drawn with
 replacement per step, `max(N // batch_size, 1)` steps per epoch, the learning rate times --lr-decay
 after each epoch), identical on every rank, so a run does not depend on K. Rank 0 prints, evaluates,
@@ -32,16 +33,28 @@ _OPTIMIZERS = {
 
 
 def configure(parser):
+    """`fastopt train`'s options, data-parallel by default (and without batchnorm, which needs a hook)."""
+    import argparse
     from ..train_cli import configure as train_options
     train_options(parser)
-    parser.set_defaults(normalization="none")     # batchnorm needs a model hook (DISTRIBUTED.md)
-    parser.add_argument("--mode", default="deterministic", metavar="{" + ",".join(MODES) + "}",
-                        help="deterministic: bitwise identical on any number of ranks; fast: one "
-                             "Allreduce per step, equal within rounding (default deterministic)")
+    try:
+        configure_distributed(parser)
+    except argparse.ArgumentError:    # fastopt train already offers them (wired to this module)
+        pass
+    parser.set_defaults(distributed="deterministic", normalization="none")
+
+
+def configure_distributed(parser):
+    """The options data-parallel training adds to `fastopt train` (--distributed off by default)."""
+    parser.add_argument("--distributed", metavar="{" + ",".join(MODES) + "}",
+                        help="train data-parallel on the ranks of mpiexec (needs fastopt[mpi]): "
+                             "deterministic (bitwise the same on any number of ranks) or fast (one "
+                             "Allreduce per step, equal within rounding)")
     parser.add_argument("--shards", default=str(DEFAULT_SHARDS),
-                        help=f"fixed pieces of each minibatch, >= ranks and <= --batch-size "
-                             f"(default {DEFAULT_SHARDS})")
-    parser.add_argument("--steps", help="stop after this many optimizer steps in total (default: all epochs)")
+                        help=f"with --distributed: fixed pieces of each minibatch, >= ranks and <= "
+                             f"--batch-size (default {DEFAULT_SHARDS})")
+    parser.add_argument("--steps", help="with --distributed: stop after this many optimizer steps in "
+                                        "total (default: all epochs)")
 
 
 def make_optimizer(name, params, optim_config):
@@ -70,9 +83,9 @@ def parse(args):
                          "not seeded per shard); use --dropout 1")
     if args.plot is not None:
         raise UsageError("--plot is not supported by the data-parallel trainer; use --json")
-    if args.mode not in MODES:
-        raise UsageError(f"--mode must be one of {', '.join(MODES)}; got {args.mode!r}")
-    cfg["mode"], cfg["quiet"] = args.mode, bool(args.quiet)
+    if args.distributed not in MODES:
+        raise UsageError(f"--distributed must be one of {', '.join(MODES)}; got {args.distributed!r}")
+    cfg["mode"], cfg["quiet"] = args.distributed, bool(args.quiet)
     cfg["shards"] = _number("--shards", args.shards, int, low=1)
     if cfg["shards"] > cfg["batch_size"]:
         raise UsageError(f"--shards ({cfg['shards']}) must be <= --batch-size ({cfg['batch_size']})")
@@ -81,7 +94,8 @@ def parse(args):
 
 
 def train(cfg, comm=None, out=sys.stdout):
-    """Train as `fastopt train` would, data-parallel over `comm`; returns the summary dict (all ranks)."""
+    """Train as `fastopt train` would, data-parallel over `comm`; returns (summary dict, model) on
+    every rank."""
     import fastopt
     from ..nn import FullyConnectedNet
     from ..train_cli import load_data

@@ -13,10 +13,14 @@ The two last slots ride along so that a step needs one collective: the loss for 
 (with the failing ranks' messages) instead of the others waiting forever in the next collective.
 
 Modes:
-  deterministic  the shard rows are gathered (Allgatherv) and every rank adds them in shard order
-                 0, 1, ..., S-1: the same additions in the same order whatever the rank count, so the
-                 parameters after training are bitwise identical on 1, 2, 3, 4 ... ranks, and equal to
-                 one process (``comm="serial"``) summing the same shards. Receives S rows per step.
+  deterministic  a reduce-scatter by columns in a fixed order, then an allgather: the row's columns
+                 are cut into one slice per rank; rank k receives slice k of every shard row
+                 (Alltoallv), adds those S pieces in shard order 0, 1, ..., S-1, and the summed slices
+                 are gathered on every rank (Allgatherv). Every element is the same additions in the
+                 same order whatever the rank count, so the parameters after training are bitwise
+                 identical on 1, 2, 3, 4 ... ranks, and equal to one process (``comm="serial"``)
+                 summing the same shards. A rank receives (S - its shards) / K + (K - 1) / K rows
+                 and adds S / K rows' worth per step.
   fast           each rank adds its own rows, then one in-place Allreduce(SUM) of one row: equal to
                  the deterministic result within float rounding (MPI's reduction order varies).
 
@@ -36,6 +40,8 @@ on any number of ranks (the shard boundaries do not depend on it) and, in determ
 continues bit for bit.
 """
 import re
+import sys
+import traceback
 
 import numpy as np
 
@@ -130,8 +136,24 @@ class DataParallel:
         self._mine = shards_of_rank(shards, self.size, self.rank)
         self._counts = [len(shards_of_rank(shards, self.size, r)) for r in range(self.size)]
         self._rows = np.zeros((len(self._mine), self.width), self.dtype)
-        self._all_rows = np.zeros((shards, self.width), self.dtype) if mode == "deterministic" else None
+        if mode == "deterministic":
+            self._plan_columns()
         self.broadcast_state()
+
+    def _plan_columns(self):
+        """Buffers of the deterministic combine: column slice k = [cols[k], cols[k+1]) is rank k's."""
+        K, W, mine = self.size, self.width, len(self._mine)
+        self._cols = cols = [k * W // K for k in range(K + 1)]
+        widths = [cols[k + 1] - cols[k] for k in range(K)]
+        own = widths[self.rank]
+        self._send = np.zeros(mine * W, self.dtype)       # rank-ordered blocks (mine, widths[k])
+        self._send_blocks = [self._send[mine * cols[k]:mine * cols[k + 1]].reshape(mine, widths[k])
+                             for k in range(K)]
+        self._send_counts = [mine * w for w in widths]
+        self._recv = np.zeros((self.shards, own), self.dtype)   # slice `rank` of every shard row
+        self._recv_counts = [c * own for c in self._counts]
+        self._slice = np.zeros(own, self.dtype)
+        self._widths = widths
 
     # ------------------------------------------------------------ start-up and checkpoints
     def broadcast_state(self):
@@ -142,12 +164,16 @@ class DataParallel:
             self.optimizer.load_state_dict(state)
 
     def bytes_per_step(self):
-        """Bytes one rank receives in the step's combine (deterministic: the other ranks' rows;
-        fast: one row, the payload of the Allreduce; 0 on one rank)."""
+        """Bytes this rank receives in the step's combine (deterministic: its column slice of the
+        other ranks' shard rows, then the other slices; fast: one row, the payload of the
+        Allreduce, which a ring moves about twice; 0 on one rank)."""
         if self.size == 1:
             return 0
-        rows = self.shards - len(self._mine) if self.mode == "deterministic" else 1
-        return rows * self.width * self.dtype.itemsize
+        if self.mode == "fast":
+            return self.width * self.dtype.itemsize
+        own = self._widths[self.rank]
+        elements = (self.shards - len(self._mine)) * own + (self.width - own)
+        return elements * self.dtype.itemsize
 
     def save_checkpoint(self, path, extra=None):
         """Rank 0 writes the training state to `path` (atomically); every rank returns once it has,
@@ -254,16 +280,16 @@ class DataParallel:
     def _combine(self):
         """The sum over all shards of the rows, identical on every rank (see the modes)."""
         total = self._total
-        if self.mode == "deterministic":
-            rows = self._all_rows
-            self.comm.allgather_rows(self._rows, rows, self._counts)
-        else:
-            rows = self._rows
-        total.fill(0)
-        for row in rows:              # shard order: the fixed summation order of the deterministic mode
-            np.add(total, row, out=total)
-        if self.mode == "fast":
-            self.comm.allreduce_sum(total)
+        if self.mode == "fast" or self.size == 1:     # one rank: the same additions, no exchange
+            _sum_in_order(self._rows, total)
+            if self.size > 1:
+                self.comm.allreduce_sum(total)
+            return total
+        for k, block in enumerate(self._send_blocks):
+            np.copyto(block, self._rows[:, self._cols[k]:self._cols[k + 1]])
+        self.comm.alltoallv(self._send, self._send_counts, self._recv.reshape(-1), self._recv_counts)
+        _sum_in_order(self._recv, self._slice)      # rows arrive in rank order = shard order
+        self.comm.allgatherv(self._slice, total, self._widths)
         return total
 
     def _add_reg(self):
@@ -285,6 +311,13 @@ class DataParallel:
         return term
 
 
+def _sum_in_order(rows, out):
+    """out = ((0 + rows[0]) + rows[1]) + ...: the fixed summation order of the deterministic mode."""
+    out.fill(0)
+    for row in rows:
+        np.add(out, row, out=out)
+
+
 def abort_on_error(fn, *args, comm=None, **kwargs):
     """Run fn(*args, **kwargs) on this rank; if it raises, print the error with the rank number to
     stderr and abort the whole MPI job (comm.Abort), so that no other rank waits forever.
@@ -292,8 +325,6 @@ def abort_on_error(fn, *args, comm=None, **kwargs):
     RankFailure is raised on every rank at once, so it is printed and exits with status 1 without an
     abort. comm: an mpi4py communicator (default COMM_WORLD) or "serial".
     """
-    import sys
-    import traceback
     c = collectives(comm)
     try:
         return fn(*args, **kwargs)
