@@ -21,6 +21,10 @@ Modes:
                  identical on 1, 2, 3, 4 ... ranks, and equal to one process (``comm="serial"``)
                  summing the same shards. A rank receives (S - its shards) / K + (K - 1) / K rows
                  and adds S / K rows' worth per step.
+                 Condition: a shard's gradient must come out with the same bits on every rank,
+                 i.e. the same fastopt and NumPy/BLAS builds, the same CPU kernels (an AVX2 and an
+                 AVX-512 machine may differ) and the same BLAS thread count on every rank (a BLAS
+                 may split a product's reduction differently with more threads).
   fast           each rank adds its own rows, then one in-place Allreduce(SUM) of one row: equal to
                  the deterministic result within float rounding (MPI's reduction order varies).
 
