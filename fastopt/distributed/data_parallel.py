@@ -27,6 +27,8 @@ Modes:
                  may split a product's reduction differently with more threads).
   fast           each rank adds its own rows, then one in-place Allreduce(SUM) of one row: equal to
                  the deterministic result within float rounding (MPI's reduction order varies).
+                 The ranks stay identical because an Allreduce hands every rank the same bits (the
+                 MPI standard advises it; Open MPI does, and the tests check it on 2-4 ranks).
 
 Gradients: ``model.loss(X_s, y_s)`` returns the shard's MEAN gradient; times the shard size n_s it is
 the shard's gradient SUM; the combined sum divided by the global batch size is the batch mean. The
