@@ -104,7 +104,7 @@ def test_py_typed_marks_the_package():
 
 
 def test_version_is_defined_once():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")      # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fastopt._version.__version__"}
