@@ -1,67 +1,76 @@
-"""NumPy's BLAS thread count, read and set through the OpenBLAS library NumPy loaded.
+"""NumPy's BLAS thread count, read and set through threadpoolctl.
 
-NumPy >= 2 wheels bundle scipy-openblas (older ones plain libopenblas); its get/set functions are
-found through ctypes, which is what threadpoolctl does, so threadpoolctl is not needed. When NumPy's
-BLAS is not OpenBLAS (MKL, Accelerate, a reference BLAS), the count is unknown (None) and setting it
-does nothing. fastopt._backend uses the count for its thread policy beside BLAS (`beside_blas`).
+threadpoolctl finds the BLAS libraries loaded in the process and drives each through its own API
+(OpenBLAS and scipy-openblas builds, MKL, BLIS, FlexiBLAS; Linux, macOS and Windows), where the
+hand-written ctypes lookup it replaces only found OpenBLAS on Linux. Of the BLAS libraries loaded,
+fastopt controls NumPy's: the one inside NumPy's installation (numpy.libs/, numpy/.dylibs/, ...);
+another one (torch's, scipy's) is only taken when NumPy's is not among them. When no BLAS can be
+controlled (Accelerate, a reference BLAS), the count is unknown (None) and setting it does nothing.
+
+The library is looked up once (NumPy loads its BLAS at import, before this module runs); after that
+reading the count is one call into the library (~0.5 us), cheap enough for fastopt._backend's thread
+policy beside BLAS (`beside_blas`), which asks on every kernel call.
 """
 import contextlib
-import ctypes
-import re
+import os
+import threading
 
-import numpy as np  # noqa: F401  (loads NumPy's BLAS, which we look up below)
+import numpy as np
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["blas_num_threads", "limit_blas_threads"]
+from ._validation import check_scalar
 
-_SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-            ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-            ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-            ("openblas_get_num_threads", "openblas_set_num_threads"))
-_lib = {}
+__all__ = ["blas_library", "blas_num_threads", "limit_blas_threads"]
+
+_NUMPY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))  # site-packages (or the tree)
+_found = {}
+_lock = threading.Lock()
 
 
-def _openblas():
-    """(get, set) ctypes functions of the OpenBLAS NumPy loaded, or None (looked up once)."""
-    if "fns" not in _lib:
-        _lib["fns"] = None
-        try:
-            with open("/proc/self/maps") as f:
-                paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so[\w.]*)", f.read())))
-        except OSError:
-            paths = []
-        for path in paths:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for get, set_ in _SYMBOLS:
-                if hasattr(lib, get) and hasattr(lib, set_):
-                    getf, setf = getattr(lib, get), getattr(lib, set_)
-                    getf.restype, getf.argtypes = ctypes.c_int, []
-                    setf.restype, setf.argtypes = None, [ctypes.c_int]
-                    _lib["fns"] = (getf, setf)
-                    break
-            if _lib["fns"] is not None:
-                break
-    return _lib["fns"]
+def _is_numpys(lib):
+    """Whether a threadpoolctl controller is the BLAS shipped with (or beside) NumPy's package."""
+    path = os.path.abspath(lib.filepath or "")
+    return os.path.basename(os.path.dirname(path)).startswith("numpy") and path.startswith(_NUMPY_DIR)
+
+
+def _controller():
+    """The threadpoolctl controller of NumPy's BLAS, or None (looked up once, thread-safely)."""
+    if "lib" not in _found:
+        with _lock:
+            if "lib" not in _found:
+                libs = ThreadpoolController().select(user_api="blas").lib_controllers
+                numpys = [lib for lib in libs if _is_numpys(lib)]
+                _found["lib"] = (numpys or libs or [None])[0]
+    return _found["lib"]
+
+
+def blas_library():
+    """threadpoolctl's description of NumPy's BLAS (a dict: internal_api, version, filepath,
+    num_threads, ...), or None when no controllable BLAS is loaded."""
+    lib = _controller()
+    return None if lib is None else lib.info()
 
 
 def blas_num_threads():
-    """Threads NumPy's OpenBLAS uses for a matmul, or None when NumPy's BLAS is not OpenBLAS."""
-    fns = _openblas()
-    return None if fns is None else int(fns[0]())
+    """Threads NumPy's BLAS uses for a matmul, or None when its BLAS cannot be controlled."""
+    lib = _controller()
+    return None if lib is None else int(lib.get_num_threads())
 
 
 @contextlib.contextmanager
 def limit_blas_threads(n):
-    """Run a block with NumPy's OpenBLAS on `n` threads (no-op when it is not OpenBLAS)."""
-    fns = _openblas()
-    if fns is None:
+    """Run a block with NumPy's BLAS on `n` threads (int >= 1); restored on exit, also after an error.
+
+    A no-op when NumPy's BLAS cannot be controlled. Process-wide, like the BLAS setting itself.
+    """
+    n = check_scalar("n", n, low=1, integer=True)
+    lib = _controller()
+    if lib is None:
         yield
         return
-    previous = int(fns[0]())
-    fns[1](int(n))
+    previous = int(lib.get_num_threads())
+    lib.set_num_threads(int(n))
     try:
         yield
     finally:
-        fns[1](previous)
+        lib.set_num_threads(previous)

@@ -1,0 +1,176 @@
+"""`mpiexec -n K python -m fastopt.distributed train ...`: `fastopt train` data-parallel on K ranks.
+
+The options are `fastopt train`'s (fastopt.train_cli.configure, checked by its parse_config) plus
+--distributed MODE (default here: deterministic), --shards and --steps (configure_distributed; the
+same options make `fastopt train --distributed MODE` call run() once train_cli adds them). Every rank parses the same options and loads the same data; the global
+minibatches come from one Generator seeded by --seed (CS231n's Solver: `batch_size` rows drawn with
+replacement per step, `max(N // batch_size, 1)` steps per epoch, the learning rate times --lr-decay
+after each epoch), identical on every rank, so a run does not depend on K. Rank 0 prints, evaluates,
+writes --checkpoint (at each epoch end and at the end) and --json. --resume works on any K.
+Not supported here (refused with a message): --normalization batchnorm, --dropout < 1, --plot.
+"""
+import json
+import sys
+import time
+
+import numpy as np
+
+from ..cli import UsageError
+from .data_parallel import MODES, DataParallel, abort_on_error
+
+DEFAULT_SHARDS = 8
+
+# CS231n rule name -> (fastopt optimizer class name, {optim_config key: constructor keyword}, fixed keywords)
+_OPTIMIZERS = {
+    "sgd": ("SGD", {}, {}),
+    "sgd_momentum": ("SGD", {"momentum": "momentum"}, {"momentum": 0.9}),
+    "nesterov_momentum": ("SGD", {"momentum": "momentum"}, {"momentum": 0.9, "nesterov": True}),
+    "adagrad": ("Adagrad", {"epsilon": "eps"}, {}),
+    "rmsprop": ("RMSprop", {"decay_rate": "alpha", "epsilon": "eps"}, {"alpha": 0.99}),
+    "adam": ("Adam", {"epsilon": "eps"}, {}),
+    "adamw": ("AdamW", {"epsilon": "eps", "weight_decay": "weight_decay"}, {}),
+}
+
+
+def configure(parser):
+    """`fastopt train`'s options, data-parallel by default (and without batchnorm, which needs a hook)."""
+    import argparse
+    from ..train_cli import configure as train_options
+    train_options(parser)
+    try:
+        configure_distributed(parser)
+    except argparse.ArgumentError:    # fastopt train already offers them (wired to this module)
+        pass
+    parser.set_defaults(distributed="deterministic", normalization="none")
+
+
+def configure_distributed(parser):
+    """The options data-parallel training adds to `fastopt train` (--distributed off by default)."""
+    parser.add_argument("--distributed", metavar="{" + ",".join(MODES) + "}",
+                        help="train data-parallel on the ranks of mpiexec (needs fastopt[mpi]): "
+                             "deterministic (bitwise the same on any number of ranks) or fast (one "
+                             "Allreduce per step, equal within rounding)")
+    parser.add_argument("--shards", default=str(DEFAULT_SHARDS),
+                        help=f"with --distributed: fixed pieces of each minibatch, >= ranks and <= "
+                             f"--batch-size (default {DEFAULT_SHARDS})")
+    parser.add_argument("--steps", help="with --distributed: stop after this many optimizer steps in "
+                                        "total (default: all epochs)")
+
+
+def make_optimizer(name, params, optim_config):
+    """The fastopt optimizer for a CS231n rule name and its optim_config (as `fastopt train` takes them)."""
+    import fastopt
+    cls_name, renames, fixed = _OPTIMIZERS[name]
+    kwargs = dict(fixed, lr=optim_config["learning_rate"])
+    for key, value in optim_config.items():
+        if key == "beta1":
+            kwargs["betas"] = (value, kwargs.get("betas", (0.9, 0.999))[1])
+        elif key == "beta2":
+            kwargs["betas"] = (kwargs.get("betas", (0.9, 0.999))[0], value)
+        elif key in renames:
+            kwargs[renames[key]] = value
+    return getattr(fastopt, cls_name)(params, **kwargs)
+
+
+def parse(args):
+    from ..train_cli import _number, parse_config
+    cfg = parse_config(args)
+    if cfg["normalization"] == "batchnorm":
+        raise UsageError("--normalization batchnorm is not supported with data-parallel training yet "
+                         "(each shard would use its own batch statistics); use none or layernorm")
+    if cfg["dropout_keep_ratio"] != 1:
+        raise UsageError("--dropout < 1 is not supported with data-parallel training yet (masks are "
+                         "not seeded per shard); use --dropout 1")
+    if args.plot is not None:
+        raise UsageError("--plot is not supported by the data-parallel trainer; use --json")
+    if args.distributed not in MODES:
+        raise UsageError(f"--distributed must be one of {', '.join(MODES)}; got {args.distributed!r}")
+    cfg["mode"], cfg["quiet"] = args.distributed, bool(args.quiet)
+    cfg["shards"] = _number("--shards", args.shards, int, low=1)
+    if cfg["shards"] > cfg["batch_size"]:
+        raise UsageError(f"--shards ({cfg['shards']}) must be <= --batch-size ({cfg['batch_size']})")
+    cfg["steps"] = None if args.steps is None else _number("--steps", args.steps, int, low=1)
+    return cfg
+
+
+def train(cfg, comm=None, out=sys.stdout):
+    """Train as `fastopt train` would, data-parallel over `comm`; returns (summary dict, model) on
+    every rank."""
+    import fastopt
+    from ..nn import FullyConnectedNet
+    from ..train_cli import load_data
+
+    if cfg["backend"] is not None:
+        fastopt.set_backend(cfg["backend"])
+    if cfg["threads"] is not None:
+        fastopt.set_num_threads(cfg["threads"])
+    data = load_data(cfg)
+    X, y = data["X_train"], data["y_train"]
+    num_classes = int(max(data["y_train"].max(), data["y_val"].max(), data["y_test"].max())) + 1
+    model = FullyConnectedNet(
+        cfg["hidden"], input_dim=X.shape[1], num_classes=num_classes,
+        normalization=None if cfg["normalization"] == "none" else cfg["normalization"], reg=cfg["reg"],
+        weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
+        weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
+        dtype=np.dtype(cfg["dtype"]).type, seed=cfg["seed"])
+    optimizer = make_optimizer(cfg["optimizer"], model.params, cfg["optim_config"])
+    dp = DataParallel(model, optimizer, comm, shards=cfg["shards"], mode=cfg["mode"])
+    rng = np.random.default_rng(cfg["seed"])
+    if cfg["resume"]:
+        rng.bit_generator.state = dp.load_checkpoint(cfg["resume"])["rng"]
+    per_epoch = max(X.shape[0] // cfg["batch_size"], 1)
+    total = per_epoch * cfg["epochs"] if cfg["steps"] is None else cfg["steps"]
+    lead = dp.rank == 0
+
+    def accuracy(Xs, ys):
+        return float(np.mean(np.argmax(model.loss(Xs), axis=1) == ys))
+
+    def checkpoint():
+        if cfg["checkpoint"]:
+            dp.save_checkpoint(cfg["checkpoint"], extra={"rng": rng.bit_generator.state})
+
+    losses, seconds = [], 0.0
+    while dp.steps < total:
+        idx = rng.choice(X.shape[0], cfg["batch_size"])
+        start = time.perf_counter()
+        losses.append(dp.step(X[idx], y[idx]))
+        seconds += time.perf_counter() - start
+        if dp.steps % per_epoch == 0:
+            for group in optimizer.param_groups:
+                group["lr"] *= cfg["lr_decay"]
+            checkpoint()
+            if lead and not cfg["quiet"]:
+                print(f"epoch {dp.steps // per_epoch}: loss {losses[-1]:.4f}, "
+                      f"val acc {accuracy(data['X_val'], data['y_val']):.4f}", file=out, flush=True)
+    checkpoint()
+    summary = {
+        "ranks": dp.size, "mode": dp.mode, "shards": dp.shards, "steps": dp.steps,
+        "steps_this_run": len(losses), "seconds": seconds,
+        "ms_per_step": 1e3 * seconds / max(len(losses), 1), "bytes_per_step": dp.bytes_per_step(),
+        "n_params": dp.n_params, "final_loss": losses[-1] if losses else None,
+        "val_acc": accuracy(data["X_val"], data["y_val"]),
+        "test_acc": accuracy(data["X_test"], data["y_test"]), "config": cfg,
+    }
+    return summary, model
+
+
+def run(args, comm=None):
+    """The subcommand (fastopt.cli's configure/run contract): parse, train under abort_on_error."""
+    cfg = parse(args)
+    if args.json is not None:
+        from ..train_cli import _check_writable
+        _check_writable("--json", args.json)
+
+    def main():
+        summary, _ = train(cfg, comm)
+        from ._comm import collectives
+        if collectives(comm).rank == 0:
+            print(f"{summary['ranks']} rank(s), {summary['mode']}: {summary['steps']} steps, "
+                  f"{summary['ms_per_step']:.2f} ms/step, {summary['bytes_per_step']} B combined/step/rank, "
+                  f"val acc {summary['val_acc']:.4f}, test acc {summary['test_acc']:.4f}", flush=True)
+            if args.json is not None:
+                with open(args.json, "w") as f:
+                    json.dump(summary, f, indent=2)
+        return 0
+
+    return abort_on_error(main, comm=comm)
