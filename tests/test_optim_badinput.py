@@ -18,7 +18,7 @@ FULL_OPTIONS = {
 
 
 def snapshot(opt):
-    return ([p.copy() for p in opt._params],
+    return ([r.array.copy() for r in opt._params],
             [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()} for st in opt.state],
             [{k: v for k, v in g.items() if k not in ("params",)} for g in opt.param_groups])
 
@@ -275,7 +275,7 @@ def test_added_group_outside_add_param_group_refused():
 
 def test_add_param_group_bad_inputs():
     opt, grads = stepped(optim.Adam)
-    p0 = opt._params[0]
+    p0 = opt._params[0].array
     for bad, exc, fragment in [
         ([np.ones(2)], TypeError, "param_group must be a dict"),
         ({"lr": 0.1}, ValueError, "no 'params'"),

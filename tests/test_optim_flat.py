@@ -63,9 +63,9 @@ def calls(monkeypatch):
             if not name.endswith("_step"):
                 return fn
 
-            def wrapped(*args):
+            def wrapped(**kwargs):
                 counts[name] = counts.get(name, 0) + 1
-                return fn(*args)
+                return fn(**kwargs)
             return wrapped
     monkeypatch.setattr(_backend, "kernels", lambda family: Counting())
     return counts
