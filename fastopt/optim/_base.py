@@ -70,7 +70,7 @@ _PLACE_MIN_BYTES = 1 << 16
 _PLACE_STRIDE = 1024
 _PAGE = 4096
 AVG = "param_avg"          # the state key of the running average (option `ema`)
-AVG_COUNT = "avg_count"    # iterates averaged so far (Polyak's weight 1 / (count + 1))
+AVG_COUNT = "avg_count"    # steps averaged so far (Polyak's weight at the next: 1 / (count + 2))
 
 
 def placed_array(shape, dtype, slot, fill=None):
@@ -582,7 +582,8 @@ class Optimizer:
         return fresh
 
     def _avg_weight(self, count):
-        return 1.0 / (count + 1) if self.ema == "polyak" else 1.0 - self.ema
+        # Polyak: the mean of p_0 (the average starts as a copy of it) .. p_t after `count` steps.
+        return 1.0 / (count + 2) if self.ema == "polyak" else 1.0 - self.ema
 
     def _step_group(self, k, g, seq, plan, h, scale):
         """One kernel call over the group's buffers when planned flat, else one per parameter."""
