@@ -5,9 +5,10 @@ import math
 
 import numpy as np
 import pytest
+from _kernel_calls import count_kernel_calls
 
 import fastopt
-from fastopt import _backend, optim
+from fastopt import optim
 from fastopt import _optim_kernels as K
 from fastopt.flat import FlatParams
 from fastopt.optim._declarations import class_rules
@@ -119,20 +120,7 @@ def test_max_grad_norm_equals_clipping_first(cls):
 def test_max_grad_norm_on_a_flat_group_is_one_read_pass_and_one_kernel_call(monkeypatch):
     fp = FlatParams({"W": np.ones((1024, 1024), np.float32), "b": np.ones(1000, np.float32)})
     opt = optim.NAdam(dict(fp.params), lr=0.1, max_grad_norm=1.0)
-    k = _backend.kernels("optim")
-    calls = []
-
-    class Counting:
-        GRAIN = k.GRAIN
-
-        def __getattr__(self, name):
-            fn = getattr(k, name)
-
-            def wrapped(**kw):
-                calls.append(name)
-                return fn(**kw)
-            return wrapped
-    monkeypatch.setattr(_backend, "kernels", lambda family: Counting())
+    calls = count_kernel_calls(monkeypatch)
     fp.grads["W"][...] = 2.0
     grads_before = fp.grads["W"].copy()
     opt.step(dict(fp.grads))

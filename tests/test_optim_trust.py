@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+from _kernel_calls import count_kernel_calls
 
 from fastopt import _backend, optim
 from fastopt.flat import FlatParams
@@ -259,20 +260,7 @@ def test_without_skip_nonfinite_nan_propagates_as_in_torch():
 def test_skip_nonfinite_counts_a_flat_group_in_one_pass(monkeypatch):
     fp = FlatParams({"W": np.ones((300, 400), np.float32), "b": np.ones(400, np.float32)})
     opt = optim.Adam(dict(fp.params), lr=0.1, skip_nonfinite=True)
-    k = _backend.kernels("optim")
-    calls = []
-
-    class Counting:
-        GRAIN = k.GRAIN
-
-        def __getattr__(self, name):
-            fn = getattr(k, name)
-
-            def wrapped(**kw):
-                calls.append(name)
-                return fn(**kw)
-            return wrapped
-    monkeypatch.setattr(_backend, "kernels", lambda family: Counting())
+    calls = count_kernel_calls(monkeypatch)
     fp.grads["b"][7] = np.inf
     opt.step(dict(fp.grads))
     assert calls == ["norm_partial"] and opt.skipped_steps == 1

@@ -19,16 +19,8 @@ from ._clip import clip_grad_norm_
 from ._serialize import load_state, save_state, state_from_arrays, state_to_arrays
 from .functional import RULES, adagrad, adam, get_rule, nesterov_momentum, rmsprop, sgd, sgd_momentum
 
-SGD = CLASSES["SGD"]
-Adagrad = CLASSES["Adagrad"]
-RMSprop = CLASSES["RMSprop"]
-Adam = CLASSES["Adam"]
-AdamW = CLASSES["AdamW"]
-NAdam = CLASSES["NAdam"]
-RAdam = CLASSES["RAdam"]
-Adamax = CLASSES["Adamax"]
-Adadelta = CLASSES["Adadelta"]
-Lion = CLASSES["Lion"]
+# SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax, Adadelta, Lion: made from the table.
+globals().update(CLASSES)
 
 __all__ = ["Optimizer", *CLASSES, "clip_grad_norm_",
            "save_state", "load_state", "state_to_arrays", "state_from_arrays",

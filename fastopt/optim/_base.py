@@ -54,8 +54,8 @@ import numpy as np
 
 from .. import _backend
 from ..flat import tiles_one_buffer
-from .._validation import check_array, check_distinct, check_like
-from ._declarations import real
+from .._validation import check_array, check_bool, check_distinct, check_like
+from ._declarations import StateScalar, real
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
@@ -165,7 +165,6 @@ class Optimizer:
         self._state_keys = [s.name for s in rule.state]
         self.max_grad_norm = None if max_grad_norm is None else real(
             "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
-        from .._validation import check_bool
         self.skip_nonfinite = check_bool("skip_nonfinite", skip_nonfinite)
         self.ema = self._check_ema(ema)
         if self.ema is not None and not rule.averaging:
@@ -730,7 +729,6 @@ class Optimizer:
         scalars = list(rule.scalars)
         arrays = [(s.name, s.when is None) for s in rule.state]
         if self.ema is not None:
-            from ._declarations import StateScalar
             scalars.append(StateScalar(AVG_COUNT, 0, integer=True, low=0))
             arrays.append((AVG, True))
         allowed = {s.name for s in scalars} | {key for key, _ in arrays}

@@ -85,13 +85,9 @@ def make_function(rule, form):
     return update
 
 
+# sgd, sgd_momentum, nesterov_momentum, adagrad, rmsprop, adam: made from the table.
 RULES = {name: make_function(rule, form) for name, (rule, form) in cs231n_forms().items()}
-sgd = RULES["sgd"]
-sgd_momentum = RULES["sgd_momentum"]
-nesterov_momentum = RULES["nesterov_momentum"]
-adagrad = RULES["adagrad"]
-rmsprop = RULES["rmsprop"]
-adam = RULES["adam"]
+globals().update(RULES)
 
 
 def get_rule(rule):

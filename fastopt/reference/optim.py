@@ -219,6 +219,20 @@ def _decay_or_l2(param, g, lr, weight_decay, decoupled):
     return param, g + t(weight_decay) * param
 
 
+def _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
+                  maximize, grad_scale):
+    # NAdam's and RAdam's shared first half: sizes, the gradient read, weight decay (L2 or
+    # decoupled) and the Adam moments m, v (updated in place). Returns (param after decay, g).
+    n = param.shape[0]
+    for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        _check_sizes(n, what, buf, True)
+    t = param.dtype.type
+    p, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), lr, weight_decay, decoupled)
+    exp_avg[...] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
+    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1.0 - beta2) * g * g
+    return p, g
+
+
 def nadam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, eps, weight_decay,
                bias_correction2, grad_coef, exp_avg_coef, decoupled, maximize, grad_scale,
                avg_weight, n_threads):
@@ -232,13 +246,9 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, ep
     denom = sqrt(v / bias_correction2) + eps
     param = param + grad_coef * g / denom;  param = param + exp_avg_coef * m / denom
     """
-    n = param.shape[0]
-    for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        _check_sizes(n, what, buf, True)
+    p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
+                         maximize, grad_scale)
     t = param.dtype.type
-    p, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), lr, weight_decay, decoupled)
-    exp_avg[...] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
-    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1.0 - beta2) * g * g
     denom = np.sqrt(exp_avg_sq / t(bias_correction2)) + t(eps)
     p = p + t(grad_coef) * g / denom
     _put(param, param_avg, p + t(exp_avg_coef) * exp_avg / denom, avg_weight)
@@ -253,19 +263,17 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, ep
     bias_correction2_sqrt = sqrt(1 - beta2**t), rho_inf = 2 / (1 - beta2) - 1,
     rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t), rectified = rho_t > 5 and
     rect = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)).
-    m, v as Adam (weight decay as Adam / AdamW);  u = m / bias_correction1 * lr
-    rectified: u = u * (bias_correction2_sqrt / (sqrt(v) + eps)) * rect;  param = param - u
+    m, v as Adam (weight decay as Adam / AdamW);  u = m * (lr / bias_correction1)
+    rectified: u = u * (bias_correction2_sqrt * rect) / (sqrt(v) + eps);  param = param - u
+    (torch: m / bias_correction1 * lr * (bias_correction2_sqrt / (sqrt(v) + eps)) * rect; the
+    constants folded in double leave one divide per element, a rounding or two apart in float32)
     """
-    n = param.shape[0]
-    for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        _check_sizes(n, what, buf, True)
+    p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
+                         maximize, grad_scale)
     t = param.dtype.type
-    p, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), lr, weight_decay, decoupled)
-    exp_avg[...] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
-    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1.0 - beta2) * g * g
-    u = exp_avg / t(bias_correction1) * t(lr)
+    u = exp_avg * t(lr / bias_correction1)
     if rectified:
-        u = u * (t(bias_correction2_sqrt) / (np.sqrt(exp_avg_sq) + t(eps))) * t(rect)
+        u = u * t(bias_correction2_sqrt * rect) / (np.sqrt(exp_avg_sq) + t(eps))
     _put(param, param_avg, p - u, avg_weight)
 
 
