@@ -462,6 +462,7 @@ def nadam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_
         v = beta2_ * v + beta2c * g * g
         exp_avg[i] = m
         exp_avg_sq[i] = v
+        # torch's order. One reciprocal times two products measured 6x slower here (not understood).
         d = f_sqrt(v / bc2) + eps_
         p = p + cg * g / d
         _put(pp, ap, i, p + cm * m / d, aw, use_avg)
@@ -572,7 +573,7 @@ def adadelta_step(floating[::1] param, const floating[::1] grad, floating[::1] s
         if use_wd:
             g = g + wd * p
         sq = sq * rho_ + rho1 * g * g
-        d = f_sqrt(acc + eps_) / f_sqrt(sq + eps_) * g
+        d = f_sqrt((acc + eps_) / (sq + eps_)) * g   # one root: sqrt(a) / sqrt(b) = sqrt(a / b)
         acc = acc * rho_ + rho1 * d * d
         square_avg[i] = sq
         acc_delta[i] = acc

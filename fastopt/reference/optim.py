@@ -299,7 +299,7 @@ def adadelta_step(param, grad, square_avg, acc_delta, param_avg, lr, rho, eps, w
     """torch.optim.Adadelta, one step in place.
 
     g (+ weight_decay * param);  square_avg = square_avg * rho + (1 - rho) * g * g
-    delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
+    delta = sqrt((acc_delta + eps) / (square_avg + eps)) * g   (torch: sqrt(a) / sqrt(b) * g)
     acc_delta = acc_delta * rho + (1 - rho) * delta * delta;  param = param - lr * delta
     """
     n = param.shape[0]
@@ -309,7 +309,7 @@ def adadelta_step(param, grad, square_avg, acc_delta, param_avg, lr, rho, eps, w
     _, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), 0.0, weight_decay, False)
     rho_, rho1, eps_ = t(rho), t(1.0 - rho), t(eps)
     square_avg[...] = square_avg * rho_ + rho1 * g * g
-    delta = np.sqrt(acc_delta + eps_) / np.sqrt(square_avg + eps_) * g
+    delta = np.sqrt((acc_delta + eps_) / (square_avg + eps_)) * g
     acc_delta[...] = acc_delta * rho_ + rho1 * delta * delta
     _put(param, param_avg, param - t(lr) * delta, avg_weight)
 
