@@ -268,3 +268,12 @@ def test_skip_nonfinite_counts_a_flat_group_in_one_pass(monkeypatch):
     fp.grads["b"][7] = 0
     opt.step(dict(fp.grads))
     assert calls == ["norm_partial", "norm_partial", "adam_step"]
+
+
+def test_optimizer_objects_are_not_pickled_or_copied():
+    import copy
+    import pickle
+    opt = optim.Adam([np.ones(2)])
+    for fn in (pickle.dumps, copy.deepcopy, copy.copy):
+        with pytest.raises(TypeError, match="state_dict"):
+            fn(opt)

@@ -810,14 +810,12 @@ class Optimizer:
                 self._set_group_buffer(g, key, buffer)
         self._written = None
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        del state["_lock"]          # a lock is not copied: the copy gets its own
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
+    def __reduce_ex__(self, protocol):
+        # A pickled (or deep-copied) optimizer would lose which state arrays are views of its group
+        # buffers, and the flat path would then update buffers nobody sees: refuse, and say how.
+        raise TypeError(f"{type(self).__name__} objects are not pickled or copied; save "
+                        f"opt.state_dict() (or fastopt.optim.save_state) and restore it into a new "
+                        f"optimizer with load_state_dict")
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

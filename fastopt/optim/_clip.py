@@ -51,9 +51,8 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     for i, g in enumerate(arrays):
         check_array(f"grads[{i}]", g, writeable=True)
     max_norm = real("max_norm", max_norm, low=0.0)
-    if isinstance(norm_type, str) or not (norm_type == math.inf or norm_type > 0):
-        raise ValueError(f"norm_type must be a number > 0 or inf, got {norm_type!r}")
-    norm_type = real("norm_type", norm_type, low=0.0, low_open=True) if norm_type != math.inf else math.inf
+    if not (isinstance(norm_type, float) and norm_type == math.inf):
+        norm_type = real("norm_type", norm_type, low=0.0, low_open=True)   # a finite p > 0
     total, _ = grad_norm(arrays, norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise ValueError(f"the total norm of order {norm_type} of the gradients is {total}: "
