@@ -125,13 +125,14 @@ class _Handle:
 
 
 class _ParamRecord:
-    __slots__ = ("index", "group", "array", "name", "flat", "state", "owned")
+    __slots__ = ("index", "group", "array", "name", "flat", "state", "owned", "args")
 
     def __init__(self, index, group, array, name):
         self.index, self.group, self.array, self.name = index, group, array, name
         self.flat = array.reshape(-1)
         self.state = {}
         self.owned = {}        # state key -> (the array the optimizer put there, its 1-D view)
+        self.args = None       # (layout version, uses, the kernel's array keywords) last built
 
     def set(self, key, a):
         """Put state array `a` under `key` (the only way the optimizer rebinds a state array)."""
@@ -143,7 +144,7 @@ class _ParamRecord:
 
 
 class _GroupRecord:
-    __slots__ = ("dict", "params", "members", "span", "buffers", "raw", "hyper", "grads")
+    __slots__ = ("dict", "params", "members", "span", "buffers", "raw", "hyper", "grads", "checked")
 
     def __init__(self, group, params, members, span):
         self.dict, self.params, self.members, self.span = group, params, members, span
@@ -151,6 +152,7 @@ class _GroupRecord:
         self.raw = None        # the group's hyperparameter objects last validated (identity cache)
         self.hyper = None      # their validated values, a dict
         self.grads = None      # (gradient arrays last seen, the span they tile or None)
+        self.checked = None    # (gradient arrays last checked for overlaps, the layout version then)
 
 
 class Optimizer:
@@ -177,6 +179,7 @@ class Optimizer:
         self._params = []       # _ParamRecord per parameter, flattened over groups
         self._groups = []       # _GroupRecord per group
         self._written = None    # sorted (start, end, label) of every array a step writes (lazy)
+        self._version = 0       # bumped whenever a parameter or state array is (re)allocated
         self._lock = threading.RLock()
         self._pre_hooks, self._post_hooks = OrderedDict(), OrderedDict()
         self._hook_ids = 0
@@ -292,7 +295,7 @@ class Optimizer:
                     self._set_group_buffer(g, s.name, self._new_array(slot, span, s.initial(h)))
             if self.ema is not None:
                 self._set_group_buffer(g, AVG, self._avg_copy(span))
-        self._written = None
+        self._layout_changed()
 
     def _initial_state(self, rec, h, allocate=True):
         """The record's initial state; with allocate=False the arrays a group buffer will hold are
@@ -425,6 +428,10 @@ class Optimizer:
                     raise ValueError(f"state[{rec.index}][{key!r}] is read-only: the optimizer "
                                      f"updates it in place")
 
+    def _layout_changed(self):
+        self._written = None
+        self._version += 1
+
     def _written_spans(self):
         """Sorted (start, end, label) of the memory of every parameter and state array (cached)."""
         if self._written is None:
@@ -491,14 +498,20 @@ class Optimizer:
         validated = [self._group_hyper(gi) for gi in range(len(self._groups))]
         self._check_written()
         plans = [self._plan(g, seq, h) for g, (h, _) in zip(self._groups, validated)]
-        for gi, plan in enumerate(plans):
-            if plan is not None:
+        for gi, (g, plan) in enumerate(zip(self._groups, plans)):
+            # The same gradient objects against the same layout: the same answer (cached).
+            mine = seq[g.members[0].index:g.members[-1].index + 1]
+            if (g.checked is not None and g.checked[1] == self._version and len(g.checked[0]) == len(mine)
+                    and all(map(operator.is_, mine, g.checked[0]))):
+                continue
+            if plan is not None:           # a flat group's gradients: one span, checked once
                 self._check_grad_memory(f"the gradients of param_groups[{gi}]", plan)
-        for rec, grad in zip(self._params, seq):
-            if plans[rec.group] is None:
-                if grad is rec.array:
-                    raise ValueError(f"{self._grad_label(rec.index, by_name)} is the parameter array itself")
-                self._check_grad_memory(self._grad_label(rec.index, by_name), grad)
+            else:
+                for rec, grad in zip(g.members, mine):
+                    if grad is rec.array:
+                        raise ValueError(f"{self._grad_label(rec.index, by_name)} is the parameter array itself")
+                    self._check_grad_memory(self._grad_label(rec.index, by_name), grad)
+            g.checked = (tuple(mine), self._version)
 
         scale = 1.0
         if self.max_grad_norm is not None or self.skip_nonfinite:
@@ -577,7 +590,7 @@ class Optimizer:
                 for rec in missing:
                     rec.set(s.name, self._new_array(slot, rec.array, s.initial(h)))
             fresh.update(rec.index for rec in missing)
-            self._written = None
+            self._layout_changed()
         return fresh
 
     def _avg_weight(self, count):
@@ -611,15 +624,23 @@ class Optimizer:
                 if averaging:
                     rec.state[AVG_COUNT] += 1
             return
+        names = [s.name for s in rule.scalars]
+        last = None
         for rec in g.members:
             st = rec.state
-            scalars, new = rule.per_step(h, st, rec.index in fresh)
-            empty = _EMPTY[rec.array.dtype]
-            arrays = {s.kernel_arg: rec.view(s.name) if used else empty for s, used in zip(rule.state, uses)}
-            if rule.averaging:
-                arrays[AVG] = rec.view(AVG) if averaging else empty
-                if averaging:
-                    extra["avg_weight"] = self._avg_weight(st[AVG_COUNT])
+            key = (rec.index in fresh, *(st[n] for n in names))
+            if key != last:               # members at the same step share their per-step scalars
+                scalars, new = rule.per_step(h, st, rec.index in fresh)
+                last = key
+            if rec.args is None or rec.args[0] != self._version or rec.args[1] != uses:
+                empty = _EMPTY[rec.array.dtype]
+                arrays = {s.kernel_arg: rec.view(s.name) if used else empty for s, used in zip(rule.state, uses)}
+                if rule.averaging:
+                    arrays[AVG] = rec.view(AVG) if averaging else empty
+                rec.args = (self._version, uses, arrays)
+            arrays = rec.args[2]
+            if averaging:
+                extra["avg_weight"] = self._avg_weight(st[AVG_COUNT])
             grad = seq[rec.index]
             kernel(param=rec.flat, grad=grad.reshape(-1) if grad.ndim != 1 else grad, **arrays, **scalars,
                    **extra, n_threads=_backend.threads_for(rec.flat.size, k.GRAIN))
@@ -808,7 +829,7 @@ class Optimizer:
         for g in self._groups:
             for key, buffer in g.buffers.items():
                 self._set_group_buffer(g, key, buffer)
-        self._written = None
+        self._layout_changed()
 
     def __reduce_ex__(self, protocol):
         # A pickled (or deep-copied) optimizer would lose which state arrays are views of its group
