@@ -34,6 +34,13 @@ Options of every optimizer (keyword-only, not per group):
   the running mean of all iterates; updated inside the step's kernel pass (``state[i]
   ["param_avg"]``). ``with opt.averaged(): ...`` swaps the averages into the parameters and back.
 
+Aliasing: parameters may not overlap each other (check_distinct at add time); a gradient may not
+overlap a parameter or a state array. Every array involved is C-contiguous, so its memory is exactly
+the interval [data, data + nbytes) and overlap of intervals is np.shares_memory's answer without
+scanning anything; the intervals of everything a step writes are kept sorted (rebuilt when a state
+array is allocated) and each gradient -- a flat group's gradient span once -- is bisected into them,
+and the answer is cached while the same gradient objects come back.
+
 Threads: ``step``, ``load_state_dict``, ``add_param_group``, ``state_dict`` and ``averaged`` hold
 a per-optimizer lock, so two threads stepping one optimizer serialize; different optimizers never
 share anything. Hooks: ``register_step_pre_hook`` / ``register_step_post_hook`` as torch's.
