@@ -23,8 +23,11 @@ def test_adam_bare_kernel(benchmark, arrays):
     p, g = arrays
     m, v, empty = np.zeros_like(p), np.zeros_like(p), np.empty(0, np.float32)
     k = kernels("optim")
-    benchmark(k.adam_step, p, g, m, v, empty, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, math.sqrt(1e-3),
-              False, False, False, 1)
+    benchmark(lambda: k.adam_step(param=p, grad=g, exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=empty,
+                                  param_avg=empty, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                                  weight_decay=0.0, step_size=1e-2, bias_correction2_sqrt=math.sqrt(1e-3),
+                                  decoupled=False, amsgrad=False, maximize=False, grad_scale=1.0,
+                                  avg_weight=0.0, n_threads=1))
 
 
 def test_adam_class_step(benchmark, arrays):

@@ -53,12 +53,20 @@ def adam_arrays(n, dtype, stagger=0, seed=0):
     return out + [np.empty(0, dtype)]
 
 
-SCALARS = [1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-3 / (1 - 0.9 ** 5), (1 - 0.999 ** 5) ** 0.5,
-           False, False, False]
+SCALARS = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+               step_size=1e-3 / (1 - 0.9 ** 5), bias_correction2_sqrt=(1 - 0.999 ** 5) ** 0.5,
+               decoupled=False, amsgrad=False, maximize=False, grad_scale=1.0, avg_weight=0.0)
+ADAM_ARRAYS = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def adam(mod, arrays, n_threads):
+    """mod.adam_step on [param, grad, m, v, vmax] by keyword (no average)."""
+    return mod.adam_step(**dict(zip(ADAM_ARRAYS, arrays)), param_avg=arrays[-1], **SCALARS,
+                         n_threads=n_threads)
 
 
 def kernel_call(arrays, n_threads):
-    return lambda: K.adam_step(*arrays, *SCALARS, n_threads)
+    return lambda: adam(K, arrays, n_threads)
 
 
 def torch_call(arrays, own=False):
@@ -100,7 +108,7 @@ def roofline_table(repeats, stagger):
             t["k1s"].append(best(kernel_call(small, 1), 5, inner=200))
             if tb_small:
                 t["torchs"].append(best(tb_small, 5, inner=50))
-        numpy_twin = best(lambda: R.adam_step(*big, *SCALARS, 1), 2)
+        numpy_twin = best(lambda: adam(R, big, 1), 2)
         m = {k: min(v) if v else float("nan") for k, v in t.items()}
         bandwidth = 2 * src.nbytes / m["copy"]
         roof = 7 * big[0].nbytes / bandwidth
@@ -146,7 +154,7 @@ def variants_table(repeats):
             for _ in range(repeats):
                 t["copy"].append(best(lambda: np.copyto(dst, src), 1))
                 for v, mod in mods.items():
-                    t[v].append(best(lambda: mod.adam_step(*arrays, *SCALARS, 1), 1, inner))
+                    t[v].append(best(lambda: adam(mod, arrays, 1), 1, inner))
                 if tstep:
                     t["torch"].append(best(tstep, 1, max(1, inner // 4)))
             m = {k: min(v) if v else float("nan") for k, v in t.items()}
@@ -252,8 +260,12 @@ def grain_table(repeats):
         sgd = [arrays[0], arrays[1], np.empty(0, np.float32)]
         t1 = best(kernel_call(arrays, 1), repeats, inner)
         t2 = best(kernel_call(arrays, 2), repeats, inner)
-        s1 = best(lambda: K.sgd_step(*sgd, 0.1, 0.0, 0.0, 0.0, False, False, False, 1), repeats, inner)
-        s2 = best(lambda: K.sgd_step(*sgd, 0.1, 0.0, 0.0, 0.0, False, False, False, 2), repeats, inner)
+        def sgd_step(n_threads):
+            return K.sgd_step(param=sgd[0], grad=sgd[1], momentum_buffer=sgd[2], param_avg=sgd[2], lr=0.1,
+                              weight_decay=0.0, momentum=0.0, dampening=0.0, nesterov=False, maximize=False,
+                              first_step=False, grad_scale=1.0, avg_weight=0.0, n_threads=n_threads)
+        s1 = best(lambda: sgd_step(1), repeats, inner)
+        s2 = best(lambda: sgd_step(2), repeats, inner)
         print(f"n={n:8d} adam 1thr {t1 * 1e6:9.1f} 2thr {t2 * 1e6:9.1f} ({t1 / t2:4.2f}x)   "
               f"sgd 1thr {s1 * 1e6:9.1f} 2thr {s2 * 1e6:9.1f} ({s1 / s2:4.2f}x)")
 

@@ -19,22 +19,54 @@ from .cli import UsageError
 DATASETS = ("digits", "cifar10", "spiral")
 NORMALIZATIONS = ("none", "batchnorm", "layernorm")
 WEIGHT_INITS = ("small", "he", "xavier")
-OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov_momentum", "adagrad", "rmsprop", "adam", "adamw")
 BACKENDS = ("cython", "numpy")
 # The schedules --lr-schedule takes (fastopt.optim.lr_scheduler.SCHEDULES, minus what the Solver
 # cannot drive yet: ReduceLROnPlateau needs the Solver to pass it a metric every epoch).
 LR_SCHEDULES = ("step", "multistep", "exponential", "linear", "cosine", "cosine_restarts", "onecycle")
 
-# Optimizer hyperparameters beyond --lr: option -> (optim_config key (CS231n names; the Solver maps them
-# to AdamW's torch names), the optimizers that use it, bounds for _number).
-OPTIMIZER_OPTIONS = {
-    "--momentum": ("momentum", ("sgd_momentum", "nesterov_momentum"), dict(low=0, high=1, high_open=True)),
-    "--decay-rate": ("decay_rate", ("rmsprop",), dict(low=0, high=1, high_open=True)),
-    "--beta1": ("beta1", ("adam", "adamw"), dict(low=0, high=1, high_open=True)),
-    "--beta2": ("beta2", ("adam", "adamw"), dict(low=0, high=1, high_open=True)),
-    "--eps": ("epsilon", ("adagrad", "rmsprop", "adam", "adamw"), dict(low=0, low_open=True)),
-    "--weight-decay": ("weight_decay", ("adamw",), dict(low=0)),
-}
+
+def _optimizer_tables():
+    """(OPTIMIZERS, OPTIMIZER_OPTIONS, CLASS_RULES) from the declarations (fastopt/optim/_declarations.py).
+
+    OPTIMIZERS: the CS231n rules (run as functions by the Solver), then the rules that exist only
+    as torch-style classes (CLASS_RULES: name -> Rule; the Solver builds the class).
+    OPTIMIZER_OPTIONS: option -> (optim_config key, the optimizers that use it, bounds for _number).
+    Keys are CS231n's names where CS231n has one (the Solver maps them to the torch names), else
+    torch's; the option is "--" + key with "-" for "_", epsilon spelled --eps.
+    """
+    from .optim._declarations import class_rules, cs231n_forms
+
+    forms = cs231n_forms()
+    class_only = {r.key: r for r in class_rules() if r.key not in forms}
+    options = {}
+
+    def add(key, user, bounds):
+        option = "--eps" if key == "epsilon" else "--" + key.replace("_", "-")
+        entry = options.setdefault(option, (key, [], bounds))
+        entry[1].append(user)
+
+    for name, (rule, form) in forms.items():
+        hypers = {h.name: h for h in rule.hypers}
+        for k in form.config:
+            if k.name != "learning_rate":
+                add(k.name, name, dict(low=k.low, high=k.high, high_open=k.high_open,
+                                       low_open=hypers[k.target].cli_positive))
+    for name, rule in class_only.items():
+        for h in rule.hypers:
+            if h.kind == "bool" or h.name == "lr":
+                continue
+            keys = ("beta1", "beta2") if h.kind == "pair" else ("epsilon" if h.name == "eps" else h.name,)
+            for key in keys:
+                add(key, name, h.bounds())
+    def plain(bounds):   # 0 and 1, not 0.0 and 1.0, in the messages
+        return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in bounds.items()}
+
+    return ((*forms, *class_only), {o: (k, tuple(u), plain(b)) for o, (k, u, b) in options.items()},
+            class_only)
+
+
+# Optimizer hyperparameters beyond --lr: see _optimizer_tables.
+OPTIMIZERS, OPTIMIZER_OPTIONS, CLASS_RULES = _optimizer_tables()
 
 # Chosen so that `fastopt train` alone reaches >= 95% test accuracy on the digits in seconds on one
 # core. Measured with a NumPy stand-in model, seeds 0..9: test accuracy 96.4%..98.3% (mean 97.2%);
@@ -211,6 +243,12 @@ def _optim_config(args, cfg):
             raise UsageError(f"{option} applies only to --optimizer {' or '.join(users)} "
                              f"(got --optimizer {cfg['optimizer']})")
         config[key] = _number(option, text, float, **bounds)
+    rule = CLASS_RULES.get(cfg["optimizer"])
+    if rule is not None and ("beta1" in config) != ("beta2" in config):
+        # One beta given: the other is this rule's default (Lion's beta2 is 0.99, not Adam's 0.999).
+        b1, b2 = rule.defaults["betas"]
+        config.setdefault("beta1", b1)
+        config.setdefault("beta2", b2)
     return config
 
 
@@ -317,10 +355,11 @@ def load_data(cfg):
 
 
 def update_rule(name):
-    """A CS231n rule name, or the optimizer class for the torch-style AdamW (no CS231n form exists)."""
-    if name == "adamw":
-        from .optim import AdamW
-        return AdamW
+    """A CS231n rule name, or the optimizer class of a rule that has no CS231n form (AdamW, NAdam, ...)."""
+    rule = CLASS_RULES.get(name)
+    if rule is not None:
+        from . import optim
+        return getattr(optim, rule.class_name)
     return name
 
 

@@ -132,7 +132,14 @@ def test_defaults_match_torch_213():
                             maximize=False),
         optim.RMSprop: dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                             maximize=False),
-        optim.Adam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False),
+        optim.Adam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
+                         decoupled_weight_decay=False),
+        optim.NAdam: dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+                          decoupled_weight_decay=False, maximize=False),
+        optim.RAdam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
+                          maximize=False),
+        optim.Adamax: dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False),
+        optim.Adadelta: dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False),
         optim.AdamW: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                           maximize=False),
     }
@@ -437,9 +444,10 @@ def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
         GRAIN = real.GRAIN
 
         def __getattr__(self, name):
-            def call(*args):
-                calls.append((name, args[0].size, args[-1]))
-                return getattr(real, name)(*args)
+            def call(*args, **kwargs):
+                assert not args, "kernels are called with keywords only"
+                calls.append((name, kwargs["param"].size, kwargs["n_threads"]))
+                return getattr(real, name)(**kwargs)
             return call
 
     fetched = []

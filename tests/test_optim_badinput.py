@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from fastopt import optim
+from fastopt.optim._declarations import class_rules
 
-CLASSES = [optim.SGD, optim.Adagrad, optim.RMSprop, optim.Adam, optim.AdamW]
+CLASSES = [getattr(optim, r.class_name) for r in class_rules()]   # every declared rule
 FULL_OPTIONS = {
     optim.SGD: dict(lr=0.1, momentum=0.9),
     optim.Adagrad: dict(lr=0.1),
@@ -18,7 +19,7 @@ FULL_OPTIONS = {
 
 
 def snapshot(opt):
-    return ([p.copy() for p in opt._params],
+    return ([r.array.copy() for r in opt._params],
             [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()} for st in opt.state],
             [{k: v for k, v in g.items() if k not in ("params",)} for g in opt.param_groups])
 
@@ -45,7 +46,7 @@ def stepped(cls, rng=None):
     a = rng.standard_normal((3, 2))
     b = rng.standard_normal(4)
     c = rng.standard_normal(5).astype(np.float32)
-    opt = cls([{"params": [a, b]}, {"params": [c], "lr": 0.05}], **FULL_OPTIONS[cls])
+    opt = cls([{"params": [a, b]}, {"params": [c], "lr": 0.05}], **FULL_OPTIONS.get(cls, dict(lr=0.1)))
     grads = [np.ones_like(a), np.ones_like(b), np.ones_like(c)]
     opt.step(grads)
     opt.step(grads)
@@ -275,7 +276,7 @@ def test_added_group_outside_add_param_group_refused():
 
 def test_add_param_group_bad_inputs():
     opt, grads = stepped(optim.Adam)
-    p0 = opt._params[0]
+    p0 = opt._params[0].array
     for bad, exc, fragment in [
         ([np.ones(2)], TypeError, "param_group must be a dict"),
         ({"lr": 0.1}, ValueError, "no 'params'"),
@@ -306,8 +307,7 @@ _DELETE = object()
 
 
 def _state_key(cls):
-    return {optim.SGD: "momentum_buffer", optim.Adagrad: "sum", optim.RMSprop: "square_avg",
-            optim.Adam: "exp_avg", optim.AdamW: "exp_avg"}[cls]
+    return cls._RULE.state[0].name       # the declaration's first state array
 
 
 def bad_state_dict_cases(cls, sd):
@@ -335,12 +335,18 @@ def bad_state_dict_cases(cls, sd):
         ("no state", lambda s: _set(s, ["state"], _DELETE), ValueError, "no 'state'"),
         ("groups not list", lambda s: _set(s, ["param_groups"], 3), TypeError, "must be a list"),
     ]
-    if cls is not optim.SGD:
+    if any(sc.name == "step" for sc in cls._RULE.scalars):
         cases += [
             ("negative step", lambda s: _set(s, ["state", 0, "step"], -1), ValueError, r"\['step'\] must be >= 0"),
             ("float step", lambda s: _set(s, ["state", 0, "step"], 2.5), TypeError, r"\['step'\] must be an int"),
-            ("missing required", lambda s: _set(s, ["state", 0, key], _DELETE), ValueError, f"no '{key}'"),
         ]
+    if cls._RULE.state[0].when is None:
+        cases.append(("missing required", lambda s: _set(s, ["state", 0, key], _DELETE), ValueError, f"no '{key}'"))
+    if cls is optim.NAdam:
+        cases += [("mu_product", lambda s: _set(s, ["state", 0, "mu_product"], 1.5), ValueError,
+                   r"\['mu_product'\] must be <= 1"),
+                  ("huge mu_product", lambda s: _set(s, ["state", 0, "mu_product"], 10 ** 400), ValueError,
+                   r"\['mu_product'\] must be a finite real number")]
     return cases
 
 

@@ -52,6 +52,32 @@ def empty(dtype):
     return np.empty(0, dtype)
 
 
+# The kernels take keywords (the API calls them so); these tests write the calls in the kernels'
+# positional order of arrays and scalars, and `call` names them (the averaging and clipping
+# arguments get their "off" values: no average, gradient factor 1).
+ARGS = {
+    "sgd_step": (("param", "grad", "momentum_buffer"),
+                 ("lr", "weight_decay", "momentum", "dampening", "nesterov", "maximize", "first_step")),
+    "velocity_step": (("param", "grad", "velocity"), ("lr", "mu", "nesterov")),
+    "adagrad_step": (("param", "grad", "state_sum"), ("clr", "weight_decay", "eps", "maximize")),
+    "rmsprop_step": (("param", "grad", "square_avg", "grad_avg", "momentum_buffer"),
+                     ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")),
+    "adam_step": (("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                  ("lr", "beta1", "beta2", "eps", "weight_decay", "step_size", "bias_correction2_sqrt",
+                   "decoupled", "amsgrad", "maximize")),
+}
+
+
+def call(mod, name, *args):
+    """mod.<name>(arrays..., scalars..., n_threads) with every argument passed by keyword."""
+    arrays, scalars = ARGS[name]
+    assert len(args) == len(arrays) + len(scalars) + 1, name
+    kw = dict(zip(arrays + scalars, args[:-1]), n_threads=args[-1])
+    if name != "velocity_step":
+        kw.update(param_avg=np.empty(0, args[0].dtype), grad_scale=1.0, avg_weight=0.0)
+    return getattr(mod, name)(**kw)
+
+
 def bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
@@ -63,10 +89,10 @@ def run_all(name, arrays, scalars, mod=K):
     Returns the three lists of arrays after the step.
     """
     results = []
-    for fn, n_threads in ((getattr(mod, name), 1), (getattr(mod, name), 2), (getattr(R, name), 1)):
+    for m, n_threads in ((mod, 1), (mod, 2), (R, 1)):
         copies = [a.copy() for a in arrays]
         copies[1].flags.writeable = False
-        fn(*copies, *scalars, n_threads)
+        call(m, name, *copies, *scalars, n_threads)
         results.append(copies)
     return results
 
@@ -183,7 +209,7 @@ def test_adam_first_step_moves_by_lr_times_sign(mod, dtype):
     lr, beta1, beta2 = 0.01, 0.9, 0.999
     m, v = np.zeros_like(p), np.zeros_like(p)
     step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, 1)
-    mod.adam_step(p, g, m, v, empty(dtype), lr, beta1, beta2, 1e-12, 0.0, step_size, bc2_sqrt,
+    call(mod, "adam_step", p, g, m, v, empty(dtype), lr, beta1, beta2, 1e-12, 0.0, step_size, bc2_sqrt,
                   False, False, False, 1)
     np.testing.assert_allclose(p, np.array([0.99, 2.01, -1.01, 0.01]), rtol=1e-5)
     np.testing.assert_allclose(m, 0.1 * g.astype(np.float64), rtol=1e-6)
@@ -195,12 +221,12 @@ def test_adamw_decays_param_and_adam_adds_to_grad(mod):
     lr, wd, eps = 0.1, 0.5, 1e-8
     step_size, bc2_sqrt = adam_scalars(lr, 0.9, 0.999, 1)
     # AdamW with zero gradient: only the decay acts, param * (1 - lr*wd) = 2 * 0.95.
-    mod.adam_step(p, g, np.zeros(1), np.zeros(1), empty(np.float64), lr, 0.9, 0.999, eps, wd,
+    call(mod, "adam_step", p, g, np.zeros(1), np.zeros(1), empty(np.float64), lr, 0.9, 0.999, eps, wd,
                   step_size, bc2_sqrt, True, False, False, 1)
     assert p[0] == pytest.approx(1.9, rel=1e-15)
     # Adam (L2) with zero gradient: g = wd * p = 1, so the first step moves by ~lr.
     p = np.array([2.0])
-    mod.adam_step(p, g, np.zeros(1), np.zeros(1), empty(np.float64), lr, 0.9, 0.999, eps, wd,
+    call(mod, "adam_step", p, g, np.zeros(1), np.zeros(1), empty(np.float64), lr, 0.9, 0.999, eps, wd,
                   step_size, bc2_sqrt, False, False, False, 1)
     assert p[0] == pytest.approx(1.9, rel=1e-7)
 
@@ -209,7 +235,7 @@ def test_adam_amsgrad_uses_the_running_max(mod):
     # v_new = 0.5*v + 0.5*g^2 = 0.5*4 + 0 = 2 < vmax = 9: denom = sqrt(9)/1 + 0 = 3.
     p, g = np.array([1.0]), np.array([0.0])
     m, v, vmax = np.array([6.0]), np.array([4.0]), np.array([9.0])
-    mod.adam_step(p, g, m, v, vmax, 0.1, 0.5, 0.5, 0.0, 0.0, 1.0, 1.0, False, True, False, 1)
+    call(mod, "adam_step", p, g, m, v, vmax, 0.1, 0.5, 0.5, 0.0, 0.0, 1.0, 1.0, False, True, False, 1)
     assert m[0] == 3.0 and v[0] == 2.0 and vmax[0] == 9.0
     assert p[0] == 1.0 - 3.0 / 3.0
 
@@ -217,10 +243,10 @@ def test_adam_amsgrad_uses_the_running_max(mod):
 def test_sgd_momentum_two_steps(mod):
     p, g = np.array([1.0, 2.0]), np.array([0.5, -1.0])
     buf = np.zeros(2)
-    mod.sgd_step(p, g, buf, 0.1, 0.0, 0.9, 0.0, False, False, True, 1)   # buf = g
+    call(mod, "sgd_step", p, g, buf, 0.1, 0.0, 0.9, 0.0, False, False, True, 1)   # buf = g
     np.testing.assert_array_equal(buf, g)
     np.testing.assert_allclose(p, [0.95, 2.1], rtol=1e-15)
-    mod.sgd_step(p, g, buf, 0.1, 0.0, 0.9, 0.0, False, False, False, 1)  # buf = 0.9 g + g
+    call(mod, "sgd_step", p, g, buf, 0.1, 0.0, 0.9, 0.0, False, False, False, 1)  # buf = 0.9 g + g
     np.testing.assert_allclose(buf, [0.95, -1.9], rtol=1e-15)
     np.testing.assert_allclose(p, [0.855, 2.29], rtol=1e-15)
 
@@ -228,23 +254,23 @@ def test_sgd_momentum_two_steps(mod):
 def test_sgd_nesterov_dampening_weight_decay_maximize(mod):
     p, g, buf = np.array([2.0]), np.array([1.0]), np.array([1.0])
     # maximize: g = -1; wd: g = -1 + 0.5*2 = 0; buf = 0.9*1 + 0.8*0 = 0.9; nesterov: g = 0 + 0.81
-    mod.sgd_step(p, g, buf, 0.1, 0.5, 0.9, 0.2, True, True, False, 1)
+    call(mod, "sgd_step", p, g, buf, 0.1, 0.5, 0.9, 0.2, True, True, False, 1)
     assert buf[0] == pytest.approx(0.9, rel=1e-15)
     assert p[0] == pytest.approx(2.0 - 0.081, rel=1e-15)
 
 
 def test_velocity_plain_and_nesterov(mod):
     p, g, v = np.array([1.0]), np.array([2.0]), np.array([0.5])
-    mod.velocity_step(p, g, v, 0.1, 0.9, False, 1)       # v = 0.45 - 0.2 = 0.25; p = 1.25
+    call(mod, "velocity_step", p, g, v, 0.1, 0.9, False, 1)       # v = 0.45 - 0.2 = 0.25; p = 1.25
     assert v[0] == pytest.approx(0.25, rel=1e-15) and p[0] == pytest.approx(1.25, rel=1e-15)
     p, v = np.array([1.0]), np.array([0.5])
-    mod.velocity_step(p, g, v, 0.1, 0.9, True, 1)        # p = 1 - 0.45 + 1.9*0.25 = 1.025
+    call(mod, "velocity_step", p, g, v, 0.1, 0.9, True, 1)        # p = 1 - 0.45 + 1.9*0.25 = 1.025
     assert v[0] == pytest.approx(0.25, rel=1e-15) and p[0] == pytest.approx(1.025, rel=1e-15)
 
 
 def test_adagrad_first_step(mod):
     p, g, s = np.array([1.0, 1.0]), np.array([2.0, -3.0]), np.zeros(2)
-    mod.adagrad_step(p, g, s, 0.1, 0.0, 0.0, False, 1)   # s = g^2, step = clr * g/|g|
+    call(mod, "adagrad_step", p, g, s, 0.1, 0.0, 0.0, False, 1)   # s = g^2, step = clr * g/|g|
     np.testing.assert_array_equal(s, [4.0, 9.0])
     np.testing.assert_allclose(p, [0.9, 1.1], rtol=1e-15)
 
@@ -252,13 +278,13 @@ def test_adagrad_first_step(mod):
 def test_rmsprop_first_step(mod):
     # sq = (1-0.99) g^2 -> avg = 0.1|g|, so the move is lr*g/avg = 10*lr*sign(g).
     p, g, sq = np.array([1.0, 1.0]), np.array([4.0, -0.25]), np.zeros(2)
-    mod.rmsprop_step(p, g, sq, empty(np.float64), empty(np.float64), 0.01, 0.99, 0.0, 0.0, 0.0,
+    call(mod, "rmsprop_step", p, g, sq, empty(np.float64), empty(np.float64), 0.01, 0.99, 0.0, 0.0, 0.0,
                      False, False, 1)
     np.testing.assert_allclose(sq, [0.16, 0.000625], rtol=1e-13)
     np.testing.assert_allclose(p, [0.9, 1.1], rtol=1e-13)
     # centered: ga = 0.01 g, variance 0.01 g^2 - 1e-4 g^2 = 0.0099 g^2; momentum 0.5 from buf = 1
     p, sq, ga, buf = np.array([1.0]), np.zeros(1), np.zeros(1), np.array([1.0])
-    mod.rmsprop_step(p, np.array([2.0]), sq, ga, buf, 0.01, 0.99, 0.0, 0.0, 0.5, True, False, 1)
+    call(mod, "rmsprop_step", p, np.array([2.0]), sq, ga, buf, 0.01, 0.99, 0.0, 0.0, 0.5, True, False, 1)
     assert ga[0] == pytest.approx(0.02, rel=1e-13)
     expected_buf = 0.5 + 2.0 / math.sqrt(0.0099 * 4.0)
     assert buf[0] == pytest.approx(expected_buf, rel=1e-13)
@@ -299,8 +325,8 @@ def test_maximize_is_descent_on_negated_grad(name, states, scalars, dtype):
     for mod in VARIANTS:
         a = [p0.copy(), g] + [s.copy() for s in s0]
         b = [p0.copy(), -g] + [s.copy() for s in s0]
-        getattr(mod, name)(*a, *scalars(True), 1)
-        getattr(mod, name)(*b, *scalars(False), 1)
+        call(mod, name, *a, *scalars(True), 1)
+        call(mod, name, *b, *scalars(False), 1)
         for k in [0] + list(range(2, len(a))):
             assert np.array_equal(bits(a[k]), bits(b[k])), f"{mod.SIMD_VARIANT} array {k}"
 
@@ -327,7 +353,7 @@ def test_unused_buffer_is_untouched(mod, case, size):
     p, g = np.linspace(-1, 1, 9), np.linspace(1, 2, 9)
     sentinel = np.full(9 if size == "full" else 0, 7.0)
     arrays, scalars = UNUSED_CALLS[case](p, g, sentinel)
-    getattr(mod, name)(*arrays, *scalars, 2)
+    call(mod, name, *arrays, *scalars, 2)
     assert np.all(sentinel == 7.0)
     assert not np.array_equal(p, np.linspace(-1, 1, 9))  # the step itself happened
 
@@ -337,12 +363,12 @@ def test_wrong_state_size_is_refused_before_any_change(mod, dtype):
     p, g = np.ones(5, dtype), np.ones(5, dtype)
     m, v = np.zeros(5, dtype), np.zeros(4, dtype)
     with pytest.raises(ValueError, match="exp_avg_sq must have 5 elements"):
-        mod.adam_step(p, g, m, v, empty(dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, 0.03,
+        call(mod, "adam_step", p, g, m, v, empty(dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, 0.03,
                       False, False, False, 1)
     with pytest.raises(ValueError, match="momentum_buffer is unused here and must be empty"):
-        mod.sgd_step(p, g, np.zeros(3, dtype), 0.1, 0.0, 0.0, 0.0, False, False, False, 1)
+        call(mod, "sgd_step", p, g, np.zeros(3, dtype), 0.1, 0.0, 0.0, 0.0, False, False, False, 1)
     with pytest.raises(ValueError, match="grad must have 5 elements"):
-        mod.velocity_step(p, g[:3], m, 0.1, 0.9, False, 1)
+        call(mod, "velocity_step", p, g[:3], m, 0.1, 0.9, False, 1)
     assert np.all(p == 1) and np.all(m == 0)
 
 
@@ -383,21 +409,21 @@ def fastopt_steps(name, opts, p, grads):
     for t, g in enumerate(grads, start=1):
         if name == "SGD":
             mom = opts.get("momentum", 0.0)
-            K.sgd_step(p, g, state["buf"] if mom else empty(dt), opts["lr"], wd, mom,
+            call(K, "sgd_step", p, g, state["buf"] if mom else empty(dt), opts["lr"], wd, mom,
                        opts.get("dampening", 0.0), opts.get("nesterov", False), maximize, t == 1, 1)
         elif name == "Adagrad":
             clr = opts["lr"] / (1 + (t - 1) * opts.get("lr_decay", 0.0))
-            K.adagrad_step(p, g, state["sum"], clr, wd, opts.get("eps", 1e-10), maximize, 1)
+            call(K, "adagrad_step", p, g, state["sum"], clr, wd, opts.get("eps", 1e-10), maximize, 1)
         elif name == "RMSprop":
             centered, mom = opts.get("centered", False), opts.get("momentum", 0.0)
-            K.rmsprop_step(p, g, state["sq"], state["gavg"] if centered else empty(dt),
+            call(K, "rmsprop_step", p, g, state["sq"], state["gavg"] if centered else empty(dt),
                            state["buf"] if mom > 0 else empty(dt), opts["lr"], opts.get("alpha", 0.99),
                            opts.get("eps", 1e-8), wd, mom, centered, maximize, 1)
         else:
             beta1, beta2 = opts.get("betas", (0.9, 0.999))
             amsgrad = opts.get("amsgrad", False)
             step_size, bc2_sqrt = adam_scalars(opts["lr"], beta1, beta2, t)
-            K.adam_step(p, g, state["m"], state["v"], state["vmax"] if amsgrad else empty(dt),
+            call(K, "adam_step", p, g, state["m"], state["v"], state["vmax"] if amsgrad else empty(dt),
                         opts["lr"], beta1, beta2, opts.get("eps", 1e-8), wd, step_size, bc2_sqrt,
                         name == "AdamW", amsgrad, maximize, 1)
 

@@ -132,7 +132,7 @@ def test_load_keeps_group_dicts_and_restores_hyperparameters():
     target.load_state_dict(opt.state_dict())
     assert target.param_groups[0] is group
     assert group["lr"] == 0.1 and group["momentum"] == 0.5
-    assert group["params"][0] is target._params[0]
+    assert group["params"][0] is target._params[0].array
 
 
 def test_state_before_any_step_round_trips():
@@ -193,7 +193,7 @@ def _check_placed(opt, params):
     offsets = set()
     for i, p in enumerate(params):
         st = opt.state[i]
-        for slot, (key, _) in enumerate(opt._STATE):
+        for slot, key in enumerate(s.name for s in opt._RULE.state):
             a = st[key]
             if a.size == 0:
                 continue
@@ -226,7 +226,7 @@ def test_large_state_arrays_start_at_distinct_page_offsets(cls, kwargs, flat, rn
     plist = list(params.values())
     if flat:
         # later params of a group buffer are views further in; only the first starts at the offset
-        for slot, (key, _) in enumerate(opt._STATE):
+        for slot, key in enumerate(s.name for s in opt._RULE.state):
             a = opt.state[0][key]
             if a.size:
                 assert a.ctypes.data % _base._PAGE == _expected_offset(slot), (first, key)

@@ -75,7 +75,11 @@ def test_variants_round_identically():
         results = []
         for mod in (_optim_kernels, _optim_kernels_avx2):
             arrays = [a.copy() for a in base]
-            mod.adam_step(*arrays, 1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-2, 0.03, True, True, False, 1)
+            p, g, m, v, vmax = arrays
+            mod.adam_step(param=p, grad=g, exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=vmax,
+                          param_avg=np.empty(0, dtype), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                          weight_decay=0.01, step_size=1e-2, bias_correction2_sqrt=0.03, decoupled=True,
+                          amsgrad=True, maximize=False, grad_scale=1.0, avg_weight=0.0, n_threads=1)
             results.append(arrays)
         for a, b in zip(*results):
             np.testing.assert_array_equal(a, b)

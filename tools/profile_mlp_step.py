@@ -88,8 +88,11 @@ class FlatAdam:
         for dt, p in self.p.items():
             g, m, v = self.g[dt], self.m[dt], self.v[dt]
             if self.kernel is not None:
-                self.kernel(p, g, m, v, self.empty[dt], self.lr, BETA1, BETA2, ADAM_EPS, 0.0, step_size, bc2_sqrt,
-                            False, False, False, n_threads)
+                self.kernel(param=p, grad=g, exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=self.empty[dt],
+                            param_avg=self.empty[dt], lr=self.lr, beta1=BETA1, beta2=BETA2, eps=ADAM_EPS,
+                            weight_decay=0.0, step_size=step_size, bias_correction2_sqrt=bc2_sqrt,
+                            decoupled=False, amsgrad=False, maximize=False, grad_scale=1.0, avg_weight=0.0,
+                            n_threads=n_threads)
                 continue
             tmp = self.tmp[dt]                        # in-place ufuncs: no allocation per step
             m *= BETA1

@@ -14,17 +14,21 @@ from .cases import Case, size_label, using_backend
 OPTIM_SIZES = (10_000, 100_000, 1_000_000, 16_000_000)
 OPTIM_SIZES_QUICK = (10_000, 100_000)
 
-# kernel -> (class name in fastopt.optim and torch.optim, constructor kwargs, arrays moved per element).
-# Arrays moved = each array the update must read plus each it must write, once:
-#   Adam/AdamW: read p, g, m, v; write p, m, v -> 7.   SGD with momentum: read p, g, buf; write p, buf -> 5.
-#   RMSprop: read p, g, square_avg; write p, square_avg -> 5.   Adagrad: p, g, sum likewise -> 5.
-OPTIMIZERS = {
-    "adam": ("Adam", {"lr": 1e-3}, 7),
-    "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 1e-2}, 7),
-    "sgd-momentum": ("SGD", {"lr": 1e-2, "momentum": 0.9}, 5),
-    "rmsprop": ("RMSprop", {"lr": 1e-2}, 5),
-    "adagrad": ("Adagrad", {"lr": 1e-2}, 5),
-}
+def _optimizer_cases():
+    """kernel -> (class name in fastopt.optim (and torch.optim where torch has the rule), constructor
+    kwargs, arrays moved per element), from the declarations (fastopt/optim/_declarations.py).
+    Arrays moved = each array the update must read plus each it must write, once: p (read, write),
+    g (read), each state array the configuration uses (read, write): Adam 7, SGD momentum 5."""
+    from fastopt.optim._declarations import class_rules
+
+    cases = {}
+    for rule in class_rules():
+        h = {**rule.defaults, **rule.bench}
+        cases[rule.bench_case] = (rule.class_name, dict(rule.bench), rule.arrays_moved(h), rule.torch_name)
+    return cases
+
+
+OPTIMIZERS = _optimizer_cases()
 
 
 def optim_cases(config):
@@ -40,7 +44,7 @@ def make_optim_case(kernel, n, dtype, torch=None, seed=0):
     """The Case of optimizer `kernel` (a key of OPTIMIZERS) stepping one parameter array of n elements."""
     from fastopt import optim
 
-    class_name, kwargs, arrays_moved = OPTIMIZERS[kernel]
+    class_name, kwargs, arrays_moved, torch_name = OPTIMIZERS[kernel]
     rng = np.random.default_rng(seed)
     param = rng.standard_normal(n).astype(dtype)
     grad = rng.standard_normal(n).astype(dtype)
@@ -52,8 +56,8 @@ def make_optim_case(kernel, n, dtype, torch=None, seed=0):
         return lambda: opt.step([g])
 
     torch_step, torch_impl = (None, "")
-    if torch is not None:
-        torch_step, torch_impl = _torch_optim_step(torch, class_name, kwargs, param, grad)
+    if torch is not None and torch_name is not None:
+        torch_step, torch_impl = _torch_optim_step(torch, torch_name, kwargs, param, grad)
     return Case(kernel=kernel, size=size_label(n), elements=n, dtype=dtype,
                 bytes_moved=arrays_moved * param.itemsize * n,
                 fastopt=new_step(), numpy=new_step(),
@@ -61,13 +65,14 @@ def make_optim_case(kernel, n, dtype, torch=None, seed=0):
 
 
 def _torch_optim_step(torch, class_name, kwargs, param, grad):
-    """torch.optim.<class_name> stepping a copy of `param`: fused when torch supports it on CPU, else foreach."""
+    """torch.optim.<class_name> stepping a copy of `param`: fused when torch supports it on CPU, else
+    foreach, else the for-loop (single-tensor) implementation."""
     p = torch.from_numpy(param.copy()).requires_grad_(True)
     p.grad = torch.from_numpy(grad.copy())
     cls = getattr(torch.optim, class_name)
-    for mode in ("fused", "foreach"):
+    for mode in ("fused", "foreach", "for-loop"):
         try:
-            opt = cls([p], **kwargs, **{mode: True})
+            opt = cls([p], **kwargs, **({"foreach": False} if mode == "for-loop" else {mode: True}))
             opt.step()  # fused support is only checked at the first step on some versions
         except (RuntimeError, ValueError, TypeError):
             continue

@@ -9,32 +9,60 @@ Semantics follow torch.optim, adapted to NumPy:
   ``opt.state[i]`` is the state dict of parameter ``i``.
 * Every call validates everything first and then updates; a call that raises changed nothing.
 
-Layout: per parameter ``i`` the optimizer keeps ``_flat[i]`` (a 1-D view of the parameter, made
-once) and ``_views[i]`` (1-D views of its state arrays, in the order of ``_STATE``). ``step``
-validates, then calls ``_step_group`` per group, which hands 1-D arrays to the subclass's
-``_kernel`` (one kernel call).
+A subclass is made from one declaration (``_RULE``, a fastopt.optim._declarations.Rule): its
+hyperparameters, state arrays, per-parameter scalars, per-step scalars and kernel. Per parameter
+the optimizer keeps a `_ParamRecord` (the array, its name, a 1-D view, the 1-D views of its state
+arrays), per group a `_GroupRecord` (the group dict, its members, the buffer its parameters tile,
+the group-wide state buffers, the validated hyperparameters, the gradients' span last seen).
 
 Flat fast path (fastopt.flat): when a group's parameters tile one buffer in order
 (``tiles_one_buffer``, checked once per group), each of its state kinds is allocated as ONE buffer
-of which ``state[i][key]`` are views, so ``state[i]`` and ``state_dict()`` stay per parameter. A
-step whose gradients also tile one buffer in the same order (an address check, cached while the
-same gradient arrays come back) then makes ONE kernel call over the whole group. Otherwise -- other
-gradients, state rebuilt per parameter by load_state_dict, unequal step counts -- the group takes
-the per-parameter loop, which computes the same bits (the kernels are elementwise).
+of which ``state[i][key]`` are views (the record keeps that buffer: nothing has to rediscover it),
+so ``state[i]`` and ``state_dict()`` stay per parameter. A step whose gradients also tile one
+buffer in the same order (an address check, cached while the same gradient arrays come back) then
+makes ONE kernel call over the whole group. Otherwise -- other gradients, state rebuilt per
+parameter by load_state_dict, unequal step counts -- the group takes the per-parameter loop, which
+computes the same bits (the kernels are elementwise).
+
+Options of every optimizer (keyword-only, not per group):
+* ``max_grad_norm``: clip the gradients by their global 2-norm inside the step (torch's
+  clip_grad_norm_ semantics): one read pass computes the norm, and the kernels read
+  ``scale * grad`` -- no extra write pass. ``opt.last_grad_norm`` holds the norm seen.
+* ``skip_nonfinite``: a step whose gradients hold an inf or NaN changes nothing (no parameter, no
+  state, no step count) and counts ``opt.skipped_steps``; the check is that same read pass.
+* ``ema``: a decay in [0, 1) keeps an exponential moving average of every parameter, or "polyak"
+  the running mean of all iterates; updated inside the step's kernel pass (``state[i]
+  ["param_avg"]``). ``with opt.averaged(): ...`` swaps the averages into the parameters and back.
+
+Aliasing: parameters may not overlap each other (check_distinct at add time); a gradient may not
+overlap a parameter or a state array. Every array involved is C-contiguous, so its memory is exactly
+the interval [data, data + nbytes) and overlap of intervals is np.shares_memory's answer without
+scanning anything; the intervals of everything a step writes are kept sorted (rebuilt when a state
+array is allocated) and each gradient -- a flat group's gradient span once -- is bisected into them,
+and the answer is cached while the same gradient objects come back.
+
+Threads: ``step``, ``load_state_dict``, ``add_param_group``, ``state_dict`` and ``averaged`` hold
+a per-optimizer lock, so two threads stepping one optimizer serialize; different optimizers never
+share anything. Hooks: ``register_step_pre_hook`` / ``register_step_post_hook`` as torch's.
 
 The state arrays in ``opt.state[i]`` are updated in place. Edit them in place if you must;
-rebinding an entry to a new array is not seen by the cached views (use ``load_state_dict``).
+rebinding an entry to another array is refused at the next step (use ``load_state_dict``).
 """
+import bisect
+import contextlib
 import copy
 import numbers
 import operator
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
 
 from .. import _backend
 from ..flat import tiles_one_buffer
-from .._validation import check_array, check_bool, check_distinct, check_like, check_scalar
+from .._validation import check_array, check_bool, check_distinct, check_like
+from ._declarations import StateScalar, real
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
@@ -48,6 +76,8 @@ _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): n
 _PLACE_MIN_BYTES = 1 << 16
 _PLACE_STRIDE = 1024
 _PAGE = 4096
+AVG = "param_avg"          # the state key of the running average (option `ema`)
+AVG_COUNT = "avg_count"    # steps averaged so far (Polyak's weight at the next: 1 / (count + 2))
 
 
 def placed_array(shape, dtype, slot, fill=None):
@@ -73,78 +103,94 @@ def is_placed(a, slot):
 
 def empty_like_dtype(dtype):
     """The shared size-0 array the kernels take in place of a buffer an option does not use."""
-    return _EMPTY[dtype]
-
-
-# ---------------------------------------------------------------- hyperparameter checkers
-# Each takes (name, value) and returns the normalized value (Python float / bool) or raises.
-
-def nonneg(name, value):
-    return check_scalar(name, value, low=0.0)
-
-
-def unit_open(name, value):
-    """[0, 1): momentum and betas (1 would never forget, and bias corrections divide by 1 - beta**t)."""
-    return check_scalar(name, value, low=0.0, high=1.0, high_open=True)
-
-
-def unit_closed(name, value):
-    return check_scalar(name, value, low=0.0, high=1.0)
-
-
-def boolean(name, value):
-    return check_bool(name, value)
-
-
-def betas(name, value):
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        got = f"{type(value).__name__} of length {len(value)}" if isinstance(value, (tuple, list)) \
-            else type(value).__name__
-        raise TypeError(f"{name} must be a pair (beta1, beta2), got {got}")
-    return (unit_open(f"{name}[0]", value[0]), unit_open(f"{name}[1]", value[1]))
+    return _EMPTY[np.dtype(dtype)]
 
 
 def _label(key):
     return f"[{key!r}]" if isinstance(key, str) else f"[{key}]"
 
 
+def _span(a):
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+class _Handle:
+    """What register_step_*_hook returns: ``.remove()`` unregisters the hook (idempotent)."""
+
+    def __init__(self, hooks, key):
+        self._hooks, self.id = hooks, key
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+class _ParamRecord:
+    __slots__ = ("index", "group", "array", "name", "flat", "state", "owned", "args")
+
+    def __init__(self, index, group, array, name):
+        self.index, self.group, self.array, self.name = index, group, array, name
+        self.flat = array.reshape(-1)
+        self.state = {}
+        self.owned = {}        # state key -> (the array the optimizer put there, its 1-D view)
+        self.args = None       # (layout version, uses, the kernel's array keywords) last built
+
+    def set(self, key, a):
+        """Put state array `a` under `key` (the only way the optimizer rebinds a state array)."""
+        self.state[key] = a
+        self.owned[key] = (a, a.reshape(-1))
+
+    def view(self, key):
+        return self.owned[key][1]
+
+
+class _GroupRecord:
+    __slots__ = ("dict", "params", "members", "span", "buffers", "raw", "hyper", "grads", "checked")
+
+    def __init__(self, group, params, members, span):
+        self.dict, self.params, self.members, self.span = group, params, members, span
+        self.buffers = {}      # state key -> 1-D buffer all members' state[key] are views of, in order
+        self.raw = None        # the group's hyperparameter objects last validated (identity cache)
+        self.hyper = None      # their validated values, a dict
+        self.grads = None      # (gradient arrays last seen, the span they tile or None)
+        self.checked = None    # (gradient arrays last checked for overlaps, the layout version then)
+
+
 class Optimizer:
-    """Base class. Subclasses set:
+    """Base class of the optimizers made from a declaration (``_RULE``, see the module doc)."""
 
-    ``_HYPER``: ((key, checker), ...) in the order ``_update`` receives the values;
-    ``_STATE``: ((key, required), ...) state arrays shaped like the parameter; a required array
-    exists from construction, an optional one is a size-0 array until an option needs it;
-    ``_HAS_STEP``: whether the state holds a per-parameter int ``step`` (as torch's does);
-    ``_uses(hyper)``: per _STATE slot, whether the kernel gets that array under `hyper` (else the
-    empty array); a used optional array is allocated (zeros) the first time it is needed;
-    ``_kernel(k, p, grad, views, step, fresh, hyper)``: one call of kernel module ``k`` on 1-D
-    arrays (one parameter, or a whole flat group): ``views`` per _STATE slot, ``step`` the new step
-    count (None without _HAS_STEP), ``fresh`` whether the used optional arrays were just allocated.
-    """
+    _RULE = None
 
-    _HYPER = ()
-    _STATE = ()
-    _HAS_STEP = True
-
-    def __init__(self, params, defaults):
-        self._hyper_getter = operator.itemgetter(*(key for key, _ in self._HYPER))
-        self.defaults = {}
-        for key, check in self._HYPER:
-            self.defaults[key] = check(key, defaults[key])
-        self._check_hyper("", tuple(self.defaults[k] for k, _ in self._HYPER))
+    def __init__(self, params, defaults, *, max_grad_norm=None, skip_nonfinite=False, ema=None):
+        rule = self._RULE
+        self._keys = tuple(h.name for h in rule.hypers)
+        self._hyper_getter = operator.itemgetter(*self._keys)
+        self._state_keys = [s.name for s in rule.state]
+        self.max_grad_norm = None if max_grad_norm is None else real(
+            "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
+        self.skip_nonfinite = check_bool("skip_nonfinite", skip_nonfinite)
+        self.ema = self._check_ema(ema)
+        if self.ema is not None and not rule.averaging:
+            raise ValueError(f"{type(self).__name__} has no averaging kernel; ema must be None")
+        self.skipped_steps = 0
+        self.last_grad_norm = None
+        self.defaults = self._validate_hyper("", defaults)
         self.param_groups = []
         self.state = []
-        self._params = []       # the user's arrays, flattened over groups
-        self._names = []        # a name per parameter, or None when it was given unnamed
-        self._flat = []         # 1-D views of the parameters
-        self._views = []        # per parameter: 1-D views of its state arrays, in _STATE order
-        self._group_params = []  # per group: the tuple stored in group["params"]
-        self._group_slices = []  # per group: range of flat indices
-        self._hyper_cache = []  # per group: (raw values, validated values)
-        self._group_span = []   # per group: 1-D view of the buffer its params tile in order, or None
-        self._group_state = []  # per group: per _STATE slot, the span its state arrays tile, or None
-        self._allocated = []    # per group: per _STATE slot, whether every param has that array
-        self._grad_cache = []   # per group: (grad arrays last seen, their span) or None
+        self._params = []       # _ParamRecord per parameter, flattened over groups
+        self._groups = []       # _GroupRecord per group
+        self._written = None    # sorted (start, end, label) of every array a step writes (lazy)
+        self._version = 0       # bumped whenever a parameter or state array is (re)allocated
+        self._lock = threading.RLock()
+        self._pre_hooks, self._post_hooks = OrderedDict(), OrderedDict()
+        self._hook_ids = 0
+        self._swapped = False
 
         if isinstance(params, np.ndarray):
             raise TypeError("params must be a list or dict of arrays (or of param-group dicts), "
@@ -166,13 +212,38 @@ class Optimizer:
         for gi, group in enumerate(groups):
             self._add_group(group, "params" if plain else f"param_groups[{gi}]", plain)
 
+    @staticmethod
+    def _check_ema(ema):
+        if ema is None or (isinstance(ema, str) and ema == "polyak"):
+            return ema
+        if isinstance(ema, str):
+            raise ValueError(f"ema must be None, a decay in [0, 1) or 'polyak', got {ema!r}")
+        return real("ema", ema, low=0.0, high=1.0, high_open=True)
+
+    # ------------------------------------------------------------ hooks
+    def _register(self, hooks, hook):
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        self._hook_ids += 1
+        hooks[self._hook_ids] = hook
+        return _Handle(hooks, self._hook_ids)
+
+    def register_step_pre_hook(self, hook):
+        """hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs), run before each step."""
+        return self._register(self._pre_hooks, hook)
+
+    def register_step_post_hook(self, hook):
+        """hook(optimizer, args, kwargs) -> None, run after each step (also a skipped one)."""
+        return self._register(self._post_hooks, hook)
+
     # ------------------------------------------------------------ groups and parameters
     def add_param_group(self, param_group):
         """Add a group {"params": [...] or {name: array}, hyperparameter: value, ...}.
 
         Missing hyperparameters take the constructor's values. Validated before anything changes.
         """
-        self._add_group(param_group, "param_group", False)
+        with self._lock:
+            self._add_group(param_group, "param_group", False)
 
     def _add_group(self, group, label, plain):
         if not isinstance(group, dict):
@@ -197,290 +268,423 @@ class Optimizer:
         labels = [f"{where}{_label(n if n is not None else j)}" for j, n in enumerate(names)]
         for lab, a in zip(labels, arrays):
             check_array(lab, a, writeable=True)
-        taken = {n for n in self._names if n is not None}
+        taken = {r.name for r in self._params if r.name is not None}
         for n, lab in zip(names, labels):
             if n in taken:
                 raise ValueError(f"{lab}: the name {n!r} is already used by another parameter")
-        check_distinct([(f"parameter {i}", p) for i, p in enumerate(self._params)] + list(zip(labels, arrays)))
-
+        check_distinct([(self._param_label(r.index), r.array) for r in self._params]
+                       + list(zip(labels, arrays)))
         new = {k: v for k, v in group.items() if k not in ("params", "param_names")}
-        for key, _ in self._HYPER:
+        for key in self._keys:
             new.setdefault(key, self.defaults[key])
-        hyper = self._validate_group(label, new)
+        h = self._validate_hyper(label, new)
 
         # Validated: now change things.
-        start = len(self._params)
         stored = tuple(arrays)
         span = tiles_one_buffer(list(arrays))
-        h = dict(zip((k for k, _ in self._HYPER), hyper))
         new["params"] = stored
         if names[0] is not None:
             new["param_names"] = tuple(names)
-        for key, value in zip((k for k, _ in self._HYPER), hyper):
-            new[key] = value
+        new.update(h)       # normalized: pairs become tuples (an in-place edit of a list is no cache hazard)
+        members = []
         for n, a in zip(names, arrays):
-            self._params.append(a)
-            self._names.append(n)
-            self._flat.append(a.reshape(-1))
-            # A flat group's arrays are views of group buffers, set just below.
-            self.state.append(self._init_state(a, h, allocate=span is None))
-            self._views.append(None)
-            self._refresh_views(len(self._params) - 1)
+            rec = _ParamRecord(len(self._params), len(self._groups), a, n)
+            self._initial_state(rec, h, allocate=span is None)
+            self._params.append(rec)
+            self.state.append(rec.state)
+            members.append(rec)
+        g = _GroupRecord(new, stored, members, span)
         self.param_groups.append(new)
-        self._group_params.append(stored)
-        self._group_slices.append(range(start, len(self._params)))
-        self._hyper_cache.append(None)
-        self._group_span.append(span)
-        self._group_state.append(None)
-        self._allocated.append(None)
-        self._grad_cache.append(None)
-        gi = len(self._group_params) - 1
+        self._groups.append(g)
         if span is not None:
-            for slot, (key, required) in enumerate(self._STATE):
-                if required or self._wants(key, h):
-                    self._set_group_state(gi, slot, self._placed_initial(slot, span, h))
-        self._relayout(gi)
+            for slot, s in enumerate(self._RULE.state):
+                if s.used(h) and not s.lazy:
+                    self._set_group_buffer(g, s.name, self._new_array(slot, span, s.initial(h)))
+            if self.ema is not None:
+                self._set_group_buffer(g, AVG, self._avg_copy(span))
+        self._layout_changed()
 
-    def _init_state(self, param, h, allocate=True):
-        """Parameter's initial state; with allocate=False the arrays a group buffer will hold are None."""
-        state = {"step": 0} if self._HAS_STEP else {}
-        for slot, (key, required) in enumerate(self._STATE):
-            if required or self._wants(key, h):
-                state[key] = self._placed_initial(slot, param, h) if allocate else None
-            else:
-                state[key] = empty_like_dtype(param.dtype)
-        return state
+    def _initial_state(self, rec, h, allocate=True):
+        """The record's initial state; with allocate=False the arrays a group buffer will hold are
+        set later (_set_group_buffer)."""
+        param = rec.array
+        for s in self._RULE.scalars:
+            rec.state[s.name] = s.initial
+        for slot, s in enumerate(self._RULE.state):
+            if not s.used(h) or s.lazy:
+                rec.set(s.name, _EMPTY[param.dtype])
+            elif allocate:
+                rec.set(s.name, self._new_array(slot, param, s.initial(h)))
+        if self.ema is not None:
+            if allocate:
+                rec.set(AVG, self._avg_copy(param))
+            rec.state[AVG_COUNT] = 0
 
-    def _initial_buffer(self, key, param, hyper):
-        """A new state array for `key`: zeros unless a subclass says otherwise."""
-        return self._zeros(key, param)
-
-    def _zeros(self, key, like, fill=0):
-        """`fill` (zeros by default) shaped like `like`, placed within its page for state kind `key`
-        (see placed_array)."""
-        slot = [k for k, _ in self._STATE].index(key)
+    def _new_array(self, slot, like, fill):
         return placed_array(like.shape, like.dtype, slot, fill=fill)
 
-    def _placed_initial(self, slot, param, hyper):
-        """_initial_buffer's array, moved into a placed one if a subclass allocated it elsewhere."""
-        a = self._initial_buffer(self._STATE[slot][0], param, hyper)
-        if is_placed(a, slot):
-            return a
-        b = placed_array(a.shape, a.dtype, slot)
-        b[...] = a
-        return b
+    def _avg_copy(self, like):
+        a = placed_array(like.shape, like.dtype, len(self._RULE.state))
+        a[...] = like
+        return a
 
-    def _wants(self, key, hyper):
-        """Whether optional state array `key` is used under hyperparameters `hyper` (a dict)."""
-        return False
-
-    def _refresh_views(self, i):
-        self._views[i] = [None if self.state[i][key] is None else self.state[i][key].reshape(-1)
-                          for key, _ in self._STATE]
-
-    # ------------------------------------------------------------ flat groups
-    def _set_group_state(self, gi, slot, buffer):
-        """Make `buffer` (1-D, the group's total size) hold state `slot` of every param of group gi."""
-        key = self._STATE[slot][0]
+    def _set_group_buffer(self, g, key, buffer):
+        """Make `buffer` (1-D, the group's total size) hold state `key` of every member, in order."""
         offset = 0
-        for i in self._group_slices[gi]:
-            p = self._params[i]
-            self.state[i][key] = buffer[offset:offset + p.size].reshape(p.shape)
+        for rec in g.members:
+            p = rec.array
+            rec.set(key, buffer[offset:offset + p.size].reshape(p.shape))
             offset += p.size
-            self._refresh_views(i)
-
-    def _relayout(self, gi):
-        """Recompute, after state arrays changed, which of group gi's state kinds tile one buffer."""
-        rng = self._group_slices[gi]
-        span = self._group_span[gi]
-        tiled, allocated = [], []
-        for key, _ in self._STATE:
-            arrays = [self.state[i][key] for i in rng]
-            allocated.append(all(a.size == self._params[i].size for i, a in zip(rng, arrays)))
-            s = tiles_one_buffer(arrays) if span is not None and allocated[-1] else None
-            tiled.append(s if s is not None and s.size == span.size else None)
-        self._group_state[gi] = tiled
-        self._allocated[gi] = allocated
-
-    def _allocate_used(self, gi, uses):
-        """Allocate (zeros) the used optional state arrays group gi lacks; the set of params that got one.
-
-        A flat group missing a kind for every parameter gets one buffer for it; otherwise each
-        parameter that lacks it gets its own array (and the group steps per parameter).
-        """
-        allocated = self._allocated[gi]
-        fresh = set()
-        for slot, used in enumerate(uses):
-            if not used or allocated[slot]:
-                continue
-            key = self._STATE[slot][0]
-            rng = self._group_slices[gi]
-            missing = [i for i in rng if self.state[i][key].size != self._params[i].size]
-            span = self._group_span[gi]
-            if span is not None and len(missing) == len(rng):
-                self._set_group_state(gi, slot, self._zeros(key, span))
-            else:
-                for i in missing:
-                    self.state[i][key] = self._zeros(key, self._params[i])
-                    self._refresh_views(i)
-            fresh.update(missing)
-            self._relayout(gi)
-        return fresh
+        g.buffers[key] = buffer
 
     # ------------------------------------------------------------ validation
-    def _validate_group(self, label, group):
-        """The group's hyperparameters checked and normalized, as a tuple in _HYPER order."""
-        values = []
-        for key, check in self._HYPER:
-            if key not in group:
-                raise ValueError(f"{label} has no {key!r} entry")
-            values.append(check(f"{label}[{key!r}]", group[key]))
-        values = tuple(values)
-        self._check_hyper(label, values)
-        return values
-
-    def _check_hyper(self, label, values):
-        """Checks across hyperparameters (e.g. nesterov needs momentum); label '' = constructor."""
+    def _validate_hyper(self, label, group):
+        """The hyperparameters of `group` (a dict) checked and normalized, as a dict in declaration order."""
+        h = {}
+        for hyper in self._RULE.hypers:
+            if hyper.name not in group:
+                raise ValueError(f"{label} has no {hyper.name!r} entry")
+            h[hyper.name] = hyper.check(f"{label}[{hyper.name!r}]" if label else hyper.name, group[hyper.name])
+        check = self._RULE.check
+        message = check(h) if check is not None else None
+        if message is not None:
+            raise ValueError(f"{label}: {message}" if label else message)
+        return h
 
     def _group_hyper(self, gi):
-        """Group gi's validated hyperparameters; revalidated only when an entry was rebound."""
-        group = self.param_groups[gi]
-        cached = self._hyper_cache[gi]
-        if group.get("params") is not self._group_params[gi]:
+        """Group gi's validated hyperparameters; revalidated when an entry was rebound (identity)."""
+        g = self._groups[gi]
+        group = g.dict
+        if group.get("params") is not g.params:
             raise ValueError(f"param_groups[{gi}]['params'] was replaced; parameters are fixed at "
                              f"construction (use add_param_group to add some)")
         try:
             raw = self._hyper_getter(group)
         except KeyError as exc:
             raise ValueError(f"param_groups[{gi}] has no {exc.args[0]!r} entry") from None
+        if not isinstance(raw, tuple):
+            raw = (raw,)
         # Identity, not equality: an entry rebound to an equal value of another type (True for 1.0)
-        # is still revalidated.
-        if cached is not None and all(map(operator.is_, raw, cached[0])):
-            return cached[1]
-        values = self._validate_group(f"param_groups[{gi}]", group)
-        self._hyper_cache[gi] = (raw, values)
-        return values
+        # is still revalidated. Values are written back normalized (tuples), see _commit_hyper.
+        if g.raw is not None and all(map(operator.is_, raw, g.raw)):
+            return g.hyper, None
+        return self._validate_hyper(f"param_groups[{gi}]", group), raw
 
-    def _grad_label(self, i, by_name):
-        return f"grads[{self._names[i]!r}]" if by_name else f"grads[{i}]"
+    def _commit_hyper(self, gi, h):
+        # After a step validated everything: store the normalized values, so that the cached
+        # objects are immutable (a list edited in place would otherwise go unseen).
+        g = self._groups[gi]
+        g.dict.update(h)
+        g.raw = self._hyper_getter(g.dict)
+        if not isinstance(g.raw, tuple):
+            g.raw = (g.raw,)
+        g.hyper = h
 
     def _param_label(self, i):
-        return f"params[{self._names[i]!r}]" if self._names[i] is not None else f"params[{i}]"
+        name = self._params[i].name
+        return f"params[{name!r}]" if name is not None else f"params[{i}]"
+
+    def _grad_label(self, i, by_name):
+        return f"grads[{self._params[i].name!r}]" if by_name else f"grads[{i}]"
 
     def _collect_grads(self, grads):
-        """Validate `grads` against the parameters; return (the arrays, their 1-D views) in parameter order."""
-        n = len(self._params)
+        """Validate `grads` against the parameters; return them in parameter order (and by_name)."""
+        recs = self._params
+        n = len(recs)
         by_name = isinstance(grads, Mapping)   # a dict, or FlatArrays (fastopt.flat)
         if by_name:
-            if any(name is None for name in self._names):
+            names = [r.name for r in recs]
+            if any(name is None for name in names):
                 raise TypeError("grads is a mapping but the parameters were not all given by name; "
                                 "pass a list aligned with the parameters in param_groups order")
-            missing = [name for name in self._names if name not in grads]
+            missing = [name for name in names if name not in grads]
             if missing or len(grads) != n:
-                extra = sorted(map(repr, set(grads) - set(self._names)))
+                extra = sorted(map(repr, set(grads) - set(names)))
                 raise ValueError(f"grads must have exactly the parameter names; missing {missing}, "
                                  f"unexpected [{', '.join(extra)}]")
-            seq = [grads[name] for name in self._names]
+            seq = [grads[name] for name in names]
         elif isinstance(grads, (list, tuple)):
             if len(grads) != n:
                 raise ValueError(f"grads has {len(grads)} entries, expected {n} "
                                  f"(one per parameter, in param_groups order)")
-            seq = grads
+            seq = list(grads)
         else:
+            named = None not in (r.name for r in recs)
             raise TypeError(f"grads must be a list of arrays aligned with the parameters"
-                            f"{' or a dict by name' if None not in self._names else ''}, "
-                            f"got {type(grads).__name__}")
-        flat = []
-        params = self._params
+                            f"{' or a dict by name' if named else ''}, got {type(grads).__name__}")
         ndarray = np.ndarray
-        for i, g in enumerate(seq):
-            p = params[i]
+        for rec, g in zip(recs, seq):
+            p = rec.array
             if not (type(g) is ndarray and g.dtype == p.dtype and g.shape == p.shape
                     and g.flags.c_contiguous):
-                check_like(self._grad_label(i, by_name), g, self._param_label(i), p)
-            if g is p:
-                raise ValueError(f"{self._grad_label(i, by_name)} is the parameter array itself")
-            flat.append(g.reshape(-1) if g.ndim != 1 else g)
-        return seq, flat
+                check_like(self._grad_label(rec.index, by_name), g, self._param_label(rec.index), p)
+        return seq, by_name
+
+    def _check_written(self):
+        """Every parameter and state array the step writes: still writeable, state not rebound."""
+        for rec in self._params:
+            if not rec.array.flags.writeable:
+                raise ValueError(f"{self._param_label(rec.index)} is read-only now: the optimizer "
+                                 f"updates it in place")
+            for key, (a, _) in rec.owned.items():
+                current = rec.state.get(key)
+                if current is not a:
+                    raise ValueError(f"state[{rec.index}][{key!r}] was rebound to another object; "
+                                     f"edit state arrays in place or use load_state_dict")
+                if a.size and not a.flags.writeable:
+                    raise ValueError(f"state[{rec.index}][{key!r}] is read-only: the optimizer "
+                                     f"updates it in place")
+
+    def _layout_changed(self):
+        self._written = None
+        self._version += 1
+
+    def _written_spans(self):
+        """Sorted (start, end, label) of the memory of every parameter and state array (cached)."""
+        if self._written is None:
+            spans = []
+            for rec in self._params:
+                if rec.array.nbytes:
+                    spans.append((*_span(rec.array), self._param_label(rec.index)))
+                for key, (a, _) in rec.owned.items():
+                    if a.nbytes:
+                        spans.append((*_span(a), f"state[{rec.index}][{key!r}]"))
+            spans.sort()
+            self._written = ([s[0] for s in spans], spans)
+        return self._written
+
+    def _check_grad_memory(self, label, g):
+        """A gradient may not overlap a parameter or a state array (it is read while they are written)."""
+        if not g.nbytes:
+            return
+        starts, spans = self._written_spans()
+        lo, hi = _span(g)
+        k = bisect.bisect_left(starts, hi)     # spans starting before the grad ends
+        # Written arrays never overlap each other (checked at add time / allocated by us), so the
+        # candidates are the one starting last before `hi` and any that start inside the grad.
+        for j in range(k - 1, -1, -1):
+            s0, s1, what = spans[j]
+            if s1 > lo:
+                raise ValueError(f"{label} shares memory with {what}; a gradient must not be a view "
+                                 f"of a parameter or of optimizer state")
+            if s0 < lo:
+                break
 
     # ------------------------------------------------------------ the step
-    def step(self, grads):
+    def step(self, grads=None, *args, **kwargs):
         """One update of every parameter from `grads` (a list in parameter order, or a dict by name).
 
-        Everything (grads and every group's hyperparameters) is checked before any array changes.
+        Everything (grads, hyperparameters, memory overlaps, writeability) is checked before any
+        array changes. Pre-hooks may replace the arguments; post-hooks run after the update.
         """
-        n_groups = len(self._group_params)
-        if len(self.param_groups) != n_groups:
-            raise ValueError("param_groups was changed by adding or removing a group; use add_param_group")
-        seq, flat = self._collect_grads(grads)
-        hypers = [self._group_hyper(gi) for gi in range(n_groups)]
-        k = _backend.kernels("optim")
-        for gi in range(n_groups):
-            self._step_group(k, gi, seq, flat, hypers[gi])
+        with self._lock:
+            args = (grads,) + args
+            for hook in list(self._pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(f"a step pre-hook must return None or (args, kwargs), "
+                                           f"got {result!r}")
+                    args, kwargs = result
+            if kwargs or len(args) != 1:
+                raise TypeError(f"step() takes one argument, grads; got {len(args)} positional "
+                                f"and {sorted(kwargs)} keyword arguments")
+            self._step(args[0])
+            for hook in list(self._post_hooks.values()):
+                hook(self, args, kwargs)
 
-    def _step_group(self, k, gi, grads, flat_grads, hyper):
-        """One kernel call over the group's buffers when it is flat (see the module doc), else one per param."""
-        uses = self._uses(hyper)
-        fresh = self._allocate_used(gi, uses)
-        rng = self._group_slices[gi]
-        state = self.state
-        if self._group_span[gi] is not None:
-            views = self._flat_views(gi, uses)
-            gspan = self._grad_span(gi, grads) if views is not None else None
-            if gspan is not None:
-                step = None
-                if self._HAS_STEP:
-                    step = state[rng.start]["step"] + 1
-                    if any(state[i]["step"] != step - 1 for i in rng):
-                        step = None                    # unequal step counts: per parameter
-                if step is not None or not self._HAS_STEP:
-                    for i in rng if step is not None else ():
-                        state[i]["step"] = step
-                    # fresh is all of the group or nobody here: a kind is flat only when allocated at once.
-                    self._kernel(k, self._group_span[gi], gspan, views, step, bool(fresh), hyper)
-                    return
-        params = self._params
-        for i in rng:
-            empty = _EMPTY[params[i].dtype]
-            step = None
-            if self._HAS_STEP:
-                step = state[i]["step"] + 1
-                state[i]["step"] = step
-            pviews = self._views[i]
-            self._kernel(k, self._flat[i], flat_grads[i],
-                         [v if used else empty for v, used in zip(pviews, uses)], step, i in fresh, hyper)
-
-    def _flat_views(self, gi, uses):
-        """Per _STATE slot the group buffer (used) or the empty array, or None if a used kind is not flat."""
-        tiled = self._group_state[gi]
-        empty = _EMPTY[self._group_span[gi].dtype]
-        views = []
-        for s, used in zip(tiled, uses):
-            if not used:
-                views.append(empty)
-            elif s is None:
-                return None
+    def _step(self, grads):
+        if self._swapped:
+            raise RuntimeError("step() inside `with optimizer.averaged()`: the parameters hold "
+                               "the averages now; step after the block")
+        if len(self.param_groups) != len(self._groups) or any(
+                a is not g.dict for a, g in zip(self.param_groups, self._groups)):
+            raise ValueError("param_groups was changed by adding, removing or replacing a group; "
+                             "use add_param_group")
+        seq, by_name = self._collect_grads(grads)
+        validated = [self._group_hyper(gi) for gi in range(len(self._groups))]
+        self._check_written()
+        plans = [self._plan(g, seq, h) for g, (h, _) in zip(self._groups, validated)]
+        for gi, (g, plan) in enumerate(zip(self._groups, plans)):
+            # The same gradient objects against the same layout: the same answer (cached).
+            mine = seq[g.members[0].index:g.members[-1].index + 1]
+            if (g.checked is not None and g.checked[1] == self._version and len(g.checked[0]) == len(mine)
+                    and all(map(operator.is_, mine, g.checked[0]))):
+                continue
+            if plan is not None:           # a flat group's gradients: one span, checked once
+                self._check_grad_memory(f"the gradients of param_groups[{gi}]", plan)
             else:
-                views.append(s)
-        return views
+                for rec, grad in zip(g.members, mine):
+                    if grad is rec.array:
+                        raise ValueError(f"{self._grad_label(rec.index, by_name)} is the parameter array itself")
+                    self._check_grad_memory(self._grad_label(rec.index, by_name), grad)
+            g.checked = (tuple(mine), self._version)
 
-    def _grad_span(self, gi, grads):
-        """The span group gi's gradients tile in parameter order, or None (cached per gradient arrays)."""
-        rng = self._group_slices[gi]
-        mine = grads[rng.start:rng.stop]
-        cached = self._grad_cache[gi]
+        scale = 1.0
+        if self.max_grad_norm is not None or self.skip_nonfinite:
+            k = _backend.kernels("optim")
+            total, finite = 0.0, True
+            for g, plan in zip(self._groups, plans):
+                parts = [plan] if plan is not None else [seq[r.index].reshape(-1) for r in g.members]
+                for part in parts:
+                    s, ok = k.norm_partial(x=part, norm_type=2.0, n_threads=_backend.threads_for(part.size, k.GRAIN))
+                    total += s
+                    finite = finite and ok
+            norm = total ** 0.5
+            self.last_grad_norm = norm
+            if self.skip_nonfinite and not finite:
+                self.skipped_steps += 1
+                for gi, (h, raw) in enumerate(validated):
+                    if raw is not None:
+                        self._commit_hyper(gi, h)
+                return
+            if self.max_grad_norm is not None:
+                scale = min(self.max_grad_norm / (norm + 1e-6), 1.0)   # torch's clip_coef, clamped
+
+        # Validated: now change things.
+        for gi, (h, raw) in enumerate(validated):
+            if raw is not None:
+                self._commit_hyper(gi, h)
+        k = _backend.kernels("optim")
+        for g, plan in zip(self._groups, plans):
+            self._step_group(k, g, seq, plan, g.hyper, scale)
+
+    def _plan(self, g, seq, h):
+        """The gradient span for one kernel call over group g, or None (per-parameter calls)."""
+        if g.span is None:
+            return None
+        mine = seq[g.members[0].index:g.members[-1].index + 1]
+        cached = g.grads
         # An ndarray's memory, shape and dtype are fixed for its lifetime: same objects, same answer.
         if cached is not None and len(cached[0]) == len(mine) and all(map(operator.is_, mine, cached[0])):
-            return cached[1]
-        span = tiles_one_buffer(list(mine))
-        self._grad_cache[gi] = (tuple(mine), span) if span is not None else None
+            span = cached[1]
+        else:
+            span = tiles_one_buffer(mine)
+            g.grads = (tuple(mine), span)
+        if span is None:
+            return None
+        for s in self._RULE.state:
+            if s.used(h) and s.name not in g.buffers and not self._all_missing(g, s.name):
+                return None           # a used kind is per parameter (e.g. after load_state_dict)
+        if self.ema is not None and AVG not in g.buffers:
+            return None
+        scalars = [s.name for s in self._RULE.scalars] + ([AVG_COUNT] if self.ema is not None else [])
+        first = g.members[0].state
+        if any(rec.state[k] != first[k] for rec in g.members for k in scalars):
+            return None               # unequal step counts: per parameter
         return span
 
-    def _uses(self, hyper):
-        raise NotImplementedError
+    @staticmethod
+    def _all_missing(g, key):
+        return all(rec.state[key].size == 0 for rec in g.members)
 
-    def _kernel(self, k, p, grad, views, step, fresh, hyper):
-        raise NotImplementedError
+    def _allocate(self, g, h):
+        """Allocate (fill) the used optional state arrays group g lacks; the indices that got one.
+
+        A flat group missing a kind for every parameter gets one buffer for it; otherwise each
+        parameter that lacks it gets its own array (and the group steps per parameter).
+        """
+        fresh = set()
+        for slot, s in enumerate(self._RULE.state):
+            if not s.used(h) or s.name in g.buffers:
+                continue
+            missing = [rec for rec in g.members if rec.state[s.name].size != rec.array.size]
+            if not missing:
+                continue
+            if g.span is not None and len(missing) == len(g.members):
+                self._set_group_buffer(g, s.name, self._new_array(slot, g.span, s.initial(h)))
+            else:
+                for rec in missing:
+                    rec.set(s.name, self._new_array(slot, rec.array, s.initial(h)))
+            fresh.update(rec.index for rec in missing)
+            self._layout_changed()
+        return fresh
+
+    def _avg_weight(self, count):
+        # Polyak: the mean of p_0 (the average starts as a copy of it) .. p_t after `count` steps.
+        return 1.0 / (count + 2) if self.ema == "polyak" else 1.0 - self.ema
+
+    def _step_group(self, k, g, seq, plan, h, scale):
+        """One kernel call over the group's buffers when planned flat, else one per parameter."""
+        rule = self._RULE
+        fresh = self._allocate(g, h)
+        uses = rule.used_state(h)
+        kernel = getattr(k, rule.kernel)
+        averaging = self.ema is not None
+        extra = {}
+        if rule.averaging:
+            extra = dict(grad_scale=scale, avg_weight=0.0)
+        if plan is not None:
+            first = g.members[0].state
+            scalars, new = rule.per_step(h, first, bool(fresh))
+            arrays = {}
+            for s, used in zip(rule.state, uses):
+                arrays[s.kernel_arg] = g.buffers[s.name] if used else _EMPTY[g.span.dtype]
+            if rule.averaging:
+                arrays[AVG] = g.buffers[AVG] if averaging else _EMPTY[g.span.dtype]
+                if averaging:
+                    extra["avg_weight"] = self._avg_weight(first[AVG_COUNT])
+            kernel(param=g.span, grad=plan, **arrays, **scalars, **extra,
+                   n_threads=_backend.threads_for(g.span.size, k.GRAIN))
+            for rec in g.members:
+                rec.state.update(new)
+                if averaging:
+                    rec.state[AVG_COUNT] += 1
+            return
+        names = [s.name for s in rule.scalars]
+        last = None
+        for rec in g.members:
+            st = rec.state
+            key = (rec.index in fresh, *(st[n] for n in names))
+            if key != last:               # members at the same step share their per-step scalars
+                scalars, new = rule.per_step(h, st, rec.index in fresh)
+                last = key
+            if rec.args is None or rec.args[0] != self._version or rec.args[1] != uses:
+                empty = _EMPTY[rec.array.dtype]
+                arrays = {s.kernel_arg: rec.view(s.name) if used else empty for s, used in zip(rule.state, uses)}
+                if rule.averaging:
+                    arrays[AVG] = rec.view(AVG) if averaging else empty
+                rec.args = (self._version, uses, arrays)
+            arrays = rec.args[2]
+            if averaging:
+                extra["avg_weight"] = self._avg_weight(st[AVG_COUNT])
+            grad = seq[rec.index]
+            kernel(param=rec.flat, grad=grad.reshape(-1) if grad.ndim != 1 else grad, **arrays, **scalars,
+                   **extra, n_threads=_backend.threads_for(rec.flat.size, k.GRAIN))
+            st.update(new)
+            if averaging:
+                st[AVG_COUNT] += 1
+
+    # ------------------------------------------------------------ averaging
+    @contextlib.contextmanager
+    def averaged(self):
+        """Within the block the parameters hold their running averages (option `ema`); on exit
+        (also on an exception) they get their trained values back. step() inside is refused."""
+        if self.ema is None:
+            raise RuntimeError(f"{type(self).__name__} keeps no averages: construct it with ema=")
+        with self._lock:
+            if self._swapped:
+                raise RuntimeError("averaged() blocks do not nest")
+            self._swap()
+            self._swapped = True
+            try:
+                yield self
+            finally:
+                self._swap()
+                self._swapped = False
+
+    def _swap(self):
+        for rec in self._params:
+            avg = rec.state[AVG]
+            tmp = rec.array.copy()
+            rec.array[...] = avg
+            avg[...] = tmp
+
+    def averages(self):
+        """The running averages, one array per parameter in parameter order (views: do not write)."""
+        if self.ema is None:
+            raise RuntimeError(f"{type(self).__name__} keeps no averages: construct it with ema=")
+        return [rec.state[AVG] for rec in self._params]
 
     # ------------------------------------------------------------ state_dict
     def state_dict(self):
@@ -490,22 +694,28 @@ class Optimizer:
         when named), as torch's do. Arrays are copies: later steps do not change a saved dict.
         Round-trips through pickle; for np.savez use fastopt.optim.save_state / state_to_arrays.
         """
-        groups = []
-        for gi, group in enumerate(self.param_groups):
-            values = self._validate_group(f"param_groups[{gi}]", group)
-            saved = {k: copy.deepcopy(v) for k, v in group.items() if k not in ("params", "param_names")}
-            saved.update(zip((k for k, _ in self._HYPER), values))
-            saved["params"] = list(self._group_slices[gi])
-            if "param_names" in group:
-                saved["param_names"] = list(group["param_names"])
-            groups.append(saved)
-        state = {i: {key: (v.copy() if isinstance(v, np.ndarray) else v) for key, v in st.items()}
-                 for i, st in enumerate(self.state)}
-        return {"state": state, "param_groups": groups}
+        with self._lock:
+            groups = []
+            for gi, g in enumerate(self._groups):
+                h = self._validate_hyper(f"param_groups[{gi}]", g.dict)
+                saved = {k: copy.deepcopy(v) for k, v in g.dict.items() if k not in ("params", "param_names")}
+                saved.update(h)
+                saved["params"] = [rec.index for rec in g.members]
+                if "param_names" in g.dict:
+                    saved["param_names"] = list(g.dict["param_names"])
+                groups.append(saved)
+            state = {i: {key: (v.copy() if isinstance(v, np.ndarray) else v) for key, v in st.items()}
+                     for i, st in enumerate(self.state)}
+            return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Restore from `state_dict()` output. Everything is validated first; arrays are copied in."""
+        with self._lock:
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict):
         label = "state_dict"
+        rule = self._RULE
         if not isinstance(state_dict, dict):
             raise TypeError(f"{label} must be a dict, got {type(state_dict).__name__}")
         for key in ("state", "param_groups"):
@@ -514,28 +724,28 @@ class Optimizer:
         groups, state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(groups, (list, tuple)):
             raise TypeError(f"{label}['param_groups'] must be a list, got {type(groups).__name__}")
-        if len(groups) != len(self.param_groups):
+        if len(groups) != len(self._groups):
             raise ValueError(f"{label} has {len(groups)} param groups, this optimizer has "
-                             f"{len(self.param_groups)}")
+                             f"{len(self._groups)}")
         new_groups = []
         for gi, group in enumerate(groups):
             glabel = f"{label}['param_groups'][{gi}]"
             if not isinstance(group, dict):
                 raise TypeError(f"{glabel} must be a dict, got {type(group).__name__}")
-            expected = list(self._group_slices[gi])
+            expected = [rec.index for rec in self._groups[gi].members]
             got = group.get("params")
             if not isinstance(got, (list, tuple)) or len(got) != len(expected):
                 count = len(got) if isinstance(got, (list, tuple)) else type(got).__name__
                 raise ValueError(f"{glabel}['params'] must list {len(expected)} parameter indices, got {count}")
             if [int(j) if isinstance(j, numbers.Integral) else j for j in got] != expected:
                 raise ValueError(f"{glabel}['params'] must be {expected}, got {list(got)}")
-            mine = self.param_groups[gi].get("param_names")
+            mine = self._groups[gi].dict.get("param_names")
             if "param_names" in group and mine is not None and list(group["param_names"]) != list(mine):
                 raise ValueError(f"{glabel}['param_names'] {list(group['param_names'])} do not match "
                                  f"this optimizer's {list(mine)}")
-            values = self._validate_group(glabel, group)
+            h = self._validate_hyper(glabel, group)
             new = {k: copy.deepcopy(v) for k, v in group.items() if k not in ("params", "param_names")}
-            new.update(zip((k for k, _ in self._HYPER), values))
+            new.update(h)
             new_groups.append(new)
 
         if not isinstance(state, dict):
@@ -544,11 +754,16 @@ class Optimizer:
         if set(state) != set(range(n)):
             raise ValueError(f"{label}['state'] must have an entry for each parameter index 0..{n - 1}, "
                              f"got keys {sorted(state, key=repr)}")
-        allowed = {key for key, _ in self._STATE} | ({"step"} if self._HAS_STEP else set())
+        scalars = list(rule.scalars)
+        arrays = [(s.name, s.when is None) for s in rule.state]
+        if self.ema is not None:
+            scalars.append(StateScalar(AVG_COUNT, 0, integer=True, low=0))
+            arrays.append((AVG, True))
+        allowed = {s.name for s in scalars} | {key for key, _ in arrays}
         new_state = []
         for i in range(n):
             slabel = f"{label}['state'][{i}]"
-            entry, p = state[i], self._params[i]
+            entry, p = state[i], self._params[i].array
             if not isinstance(entry, dict):
                 raise TypeError(f"{slabel} must be a dict, got {type(entry).__name__}")
             unknown = set(entry) - allowed
@@ -556,16 +771,16 @@ class Optimizer:
                 raise ValueError(f"{slabel} has unexpected entries {sorted(map(repr, unknown))}; "
                                  f"expected {sorted(allowed)}")
             st = {}
-            if self._HAS_STEP:
-                if "step" not in entry:
-                    raise ValueError(f"{slabel} has no 'step' entry")
-                st["step"] = check_scalar(f"{slabel}['step']", entry["step"], low=0, integer=True)
-            for key, required in self._STATE:
+            for s in scalars:
+                if s.name not in entry:
+                    raise ValueError(f"{slabel} has no {s.name!r} entry")
+                st[s.name] = s.check(f"{slabel}[{s.name!r}]", entry[s.name])
+            for key, required in arrays:
                 alabel = f"{slabel}[{key!r}]"
                 if key not in entry:
                     if required:
                         raise ValueError(f"{slabel} has no {key!r} entry")
-                    st[key] = empty_like_dtype(p.dtype)
+                    st[key] = _EMPTY[p.dtype]
                     continue
                 a = entry[key]
                 if not isinstance(a, np.ndarray):
@@ -574,7 +789,7 @@ class Optimizer:
                     raise TypeError(f"{alabel} must have the dtype of {self._param_label(i)} "
                                     f"({p.dtype}), got {a.dtype}")
                 if not required and a.size == 0:
-                    st[key] = empty_like_dtype(p.dtype)
+                    st[key] = _EMPTY[p.dtype]
                     continue
                 if a.shape != p.shape:
                     raise ValueError(f"{alabel} must have the shape of {self._param_label(i)} "
@@ -583,39 +798,52 @@ class Optimizer:
             new_state.append(st)
 
         # Validated: now change things. Group dicts are updated in place (schedules may hold them).
-        for gi, new in enumerate(new_groups):
-            group = self.param_groups[gi]
-            kept = {k: group[k] for k in ("params", "param_names") if k in group}
-            group.clear()
-            group.update(new)
-            group.update(kept)
-            self._hyper_cache[gi] = None
+        for g, new in zip(self._groups, new_groups):
+            kept = {k: g.dict[k] for k in ("params", "param_names") if k in g.dict}
+            g.dict.clear()
+            g.dict.update(new)
+            g.dict.update(kept)
+            g.raw = g.hyper = g.grads = None
         # Arrays are copied in: a flat group's kind that every parameter has goes into one new
         # buffer (views per parameter), anything else into a per-parameter copy.
-        for gi, rng in enumerate(self._group_slices):
-            span = self._group_span[gi]
-            for slot, (key, _) in enumerate(self._STATE):
-                arrays = [new_state[i][key] for i in rng]
-                if span is not None and all(a.size == self._params[i].size for i, a in zip(rng, arrays)):
-                    buffer = placed_array(span.shape, span.dtype, slot)
+        for g in self._groups:
+            g.buffers = {}
+            for slot, (key, _) in enumerate(arrays):
+                got = [new_state[rec.index][key] for rec in g.members]
+                if g.span is not None and all(a.size == rec.array.size for rec, a in zip(g.members, got)):
+                    buffer = placed_array(g.span.shape, g.span.dtype, slot)
                     offset = 0
-                    for i, a in zip(rng, arrays):
-                        view = buffer[offset:offset + a.size].reshape(self._params[i].shape)
-                        view[...] = a
-                        new_state[i][key] = view
+                    for rec, a in zip(g.members, got):
+                        buffer[offset:offset + a.size] = a.reshape(-1)
                         offset += a.size
+                    g.buffers[key] = buffer
+                    for rec in g.members:
+                        new_state[rec.index][key] = None     # set from the buffer below
                 else:
-                    for i, a in zip(rng, arrays):
+                    for rec, a in zip(g.members, got):
                         if a is not _EMPTY[a.dtype]:
                             copied = placed_array(a.shape, a.dtype, slot)
                             copied[...] = a
-                            new_state[i][key] = copied
-        self.state[:] = new_state
-        for i in range(n):
-            self._refresh_views(i)
-        for gi in range(len(self._group_slices)):
-            self._grad_cache[gi] = None
-            self._relayout(gi)
+                            new_state[rec.index][key] = copied
+        for rec, st in zip(self._params, new_state):
+            rec.state.clear()
+            rec.owned = {}
+            for key, v in st.items():
+                if isinstance(v, np.ndarray):
+                    rec.set(key, v)
+                elif v is not None:
+                    rec.state[key] = v
+        for g in self._groups:
+            for key, buffer in g.buffers.items():
+                self._set_group_buffer(g, key, buffer)
+        self._layout_changed()
+
+    def __reduce_ex__(self, protocol):
+        # A pickled (or deep-copied) optimizer would lose which state arrays are views of its group
+        # buffers, and the flat path would then update buffers nobody sees: refuse, and say how.
+        raise TypeError(f"{type(self).__name__} objects are not pickled or copied; save "
+                        f"opt.state_dict() (or fastopt.optim.save_state) and restore it into a new "
+                        f"optimizer with load_state_dict")
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

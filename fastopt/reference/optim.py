@@ -32,13 +32,30 @@ def _check_sizes(n, what, buf, used):
                          f"got {buf.shape[0]} elements")
 
 
-def _signed(grad, maximize):
-    # maximize: ascend, i.e. descend on -grad (torch.optim's `maximize`).
-    return -grad if maximize else grad
+def _signed(grad, maximize, grad_scale=1.0):
+    # The gradient as the kernels read it: grad_scale (clipping's factor) and -1 for `maximize`
+    # (torch.optim's ascent) folded into one factor in the array's precision; 1 and -1 are exact.
+    factor = -grad_scale if maximize else grad_scale
+    if factor == 1.0:
+        return grad
+    if factor == -1.0:
+        return -grad
+    return grad.dtype.type(factor) * grad
 
 
-def sgd_step(param, grad, momentum_buffer, lr, weight_decay, momentum, dampening,
-             nesterov, maximize, first_step, n_threads):
+def _put(param, param_avg, new, avg_weight):
+    # The new parameter, and its running average moved toward it (param_avg empty: no average).
+    n = param.shape[0]
+    if param_avg.shape[0] not in (0, n):
+        raise ValueError(f"param_avg is unused here and must be empty (or of size {n}), "
+                         f"got {param_avg.shape[0]} elements")
+    if param_avg.shape[0]:
+        param_avg[...] = param_avg + param.dtype.type(avg_weight) * (new - param_avg)
+    param[...] = new
+
+
+def sgd_step(param, grad, momentum_buffer, param_avg, lr, weight_decay, momentum, dampening,
+             nesterov, maximize, first_step, grad_scale, avg_weight, n_threads):
     """torch.optim.SGD, one step in place.
 
     g = -grad if maximize else grad
@@ -55,7 +72,7 @@ def sgd_step(param, grad, momentum_buffer, lr, weight_decay, momentum, dampening
     _check_sizes(n, "grad", grad, True)
     _check_sizes(n, "momentum_buffer", momentum_buffer, momentum != 0)
     t = param.dtype.type
-    g = _signed(grad, maximize)
+    g = _signed(grad, maximize, grad_scale)
     if weight_decay != 0:
         g = g + t(weight_decay) * param
     if momentum != 0:
@@ -65,7 +82,7 @@ def sgd_step(param, grad, momentum_buffer, lr, weight_decay, momentum, dampening
         else:
             momentum_buffer[...] = mom * momentum_buffer + t(1.0 - dampening) * g
         g = g + mom * momentum_buffer if nesterov else momentum_buffer
-    param[...] = param - t(lr) * g
+    _put(param, param_avg, param - t(lr) * g, avg_weight)
 
 
 def velocity_step(param, grad, velocity, lr, mu, nesterov, n_threads):
@@ -89,7 +106,8 @@ def velocity_step(param, grad, velocity, lr, mu, nesterov, n_threads):
         param[...] = param + velocity
 
 
-def adagrad_step(param, grad, state_sum, clr, weight_decay, eps, maximize, n_threads):
+def adagrad_step(param, grad, state_sum, param_avg, clr, weight_decay, eps, maximize, grad_scale,
+                 avg_weight, n_threads):
     """torch.optim.Adagrad, one step in place.
 
     clr = lr / (1 + (step - 1) * lr_decay), computed by the caller.
@@ -104,15 +122,15 @@ def adagrad_step(param, grad, state_sum, clr, weight_decay, eps, maximize, n_thr
     _check_sizes(n, "grad", grad, True)
     _check_sizes(n, "state_sum", state_sum, True)
     t = param.dtype.type
-    g = _signed(grad, maximize)
+    g = _signed(grad, maximize, grad_scale)
     if weight_decay != 0:
         g = g + t(weight_decay) * param
     state_sum[...] = state_sum + g * g
-    param[...] = param - t(clr) * g / (np.sqrt(state_sum) + t(eps))
+    _put(param, param_avg, param - t(clr) * g / (np.sqrt(state_sum) + t(eps)), avg_weight)
 
 
-def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
-                 weight_decay, momentum, centered, maximize, n_threads):
+def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, param_avg, lr, alpha, eps,
+                 weight_decay, momentum, centered, maximize, grad_scale, avg_weight, n_threads):
     """torch.optim.RMSprop, one step in place.
 
     g = -grad if maximize else grad
@@ -134,7 +152,7 @@ def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, 
     _check_sizes(n, "momentum_buffer", momentum_buffer, momentum > 0)
     t = param.dtype.type
     lr_, alpha1 = t(lr), t(1.0 - alpha)
-    g = _signed(grad, maximize)
+    g = _signed(grad, maximize, grad_scale)
     if weight_decay != 0:
         g = g + t(weight_decay) * param
     square_avg[...] = t(alpha) * square_avg + alpha1 * g * g
@@ -145,14 +163,14 @@ def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, 
         avg = np.sqrt(square_avg) + t(eps)
     if momentum > 0:
         momentum_buffer[...] = t(momentum) * momentum_buffer + g / avg
-        param[...] = param - lr_ * momentum_buffer
+        _put(param, param_avg, param - lr_ * momentum_buffer, avg_weight)
     else:
-        param[...] = param - lr_ * (g / avg)
+        _put(param, param_avg, param - lr_ * (g / avg), avg_weight)
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, param_avg, lr, beta1, beta2, eps,
               weight_decay, step_size, bias_correction2_sqrt, decoupled, amsgrad, maximize,
-              n_threads):
+              grad_scale, avg_weight, n_threads):
     """torch.optim.Adam (decoupled=False) and AdamW (decoupled=True), one step in place.
 
     The caller computes, in double, at step t (1-based): bc1 = 1 - beta1**t, bc2 = 1 - beta2**t,
@@ -174,7 +192,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2
     _check_sizes(n, "exp_avg_sq", exp_avg_sq, True)
     _check_sizes(n, "max_exp_avg_sq", max_exp_avg_sq, amsgrad)
     t = param.dtype.type
-    g = _signed(grad, maximize)
+    g = _signed(grad, maximize, grad_scale)
     p = param
     if weight_decay != 0:
         if decoupled:
@@ -188,4 +206,153 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2
         np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         v = max_exp_avg_sq
     denom = np.sqrt(v) * t(1.0 / bias_correction2_sqrt) + t(eps)
-    param[...] = p - t(step_size) * exp_avg / denom
+    _put(param, param_avg, p - t(step_size) * exp_avg / denom, avg_weight)
+
+
+def _decay_or_l2(param, g, lr, weight_decay, decoupled):
+    # (param, g) after weight decay: decoupled p * (1 - lr*wd) (AdamW), else L2 g + wd * p.
+    t = param.dtype.type
+    if weight_decay == 0:
+        return param, g
+    if decoupled:
+        return param * t(1.0 - lr * weight_decay), g
+    return param, g + t(weight_decay) * param
+
+
+def _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
+                  maximize, grad_scale):
+    # NAdam's and RAdam's shared first half: sizes, the gradient read, weight decay (L2 or
+    # decoupled) and the Adam moments m, v (updated in place). Returns (param after decay, g).
+    n = param.shape[0]
+    for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        _check_sizes(n, what, buf, True)
+    t = param.dtype.type
+    p, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), lr, weight_decay, decoupled)
+    exp_avg[...] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
+    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1.0 - beta2) * g * g
+    return p, g
+
+
+def nadam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, eps, weight_decay,
+               bias_correction2, grad_coef, exp_avg_coef, decoupled, maximize, grad_scale,
+               avg_weight, n_threads):
+    """torch.optim.NAdam, one step in place (torch 2.13's single-tensor formula).
+
+    The caller computes at step t, in double: mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay)),
+    mu_product_t = mu_product_{t-1} * mu_t, bias_correction2 = 1 - beta2**t,
+    grad_coef = -lr * (1 - mu_t) / (1 - mu_product_t), exp_avg_coef = -lr * mu_{t+1} / (1 - mu_product_t * mu_{t+1}).
+    g = grad_scale * grad (negated if maximize); weight decay as Adam / AdamW (decoupled)
+    m = m + (1 - beta1) * (g - m);  v = beta2 * v + (1 - beta2) * g * g
+    denom = sqrt(v / bias_correction2) + eps
+    param = param + grad_coef * g / denom;  param = param + exp_avg_coef * m / denom
+    """
+    p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
+                         maximize, grad_scale)
+    t = param.dtype.type
+    denom = np.sqrt(exp_avg_sq / t(bias_correction2)) + t(eps)
+    p = p + t(grad_coef) * g / denom
+    _put(param, param_avg, p + t(exp_avg_coef) * exp_avg / denom, avg_weight)
+
+
+def radam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, eps, weight_decay,
+               bias_correction1, bias_correction2_sqrt, rect, rectified, decoupled, maximize,
+               grad_scale, avg_weight, n_threads):
+    """torch.optim.RAdam, one step in place (torch 2.13's single-tensor formula).
+
+    The caller computes at step t, in double: bias_correction1 = 1 - beta1**t,
+    bias_correction2_sqrt = sqrt(1 - beta2**t), rho_inf = 2 / (1 - beta2) - 1,
+    rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t), rectified = rho_t > 5 and
+    rect = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)).
+    m, v as Adam (weight decay as Adam / AdamW);  u = m * (lr / bias_correction1)
+    rectified: u = u * (bias_correction2_sqrt * rect) / (sqrt(v) + eps);  param = param - u
+    (torch: m / bias_correction1 * lr * (bias_correction2_sqrt / (sqrt(v) + eps)) * rect; the
+    constants folded in double leave one divide per element, a rounding or two apart in float32)
+    """
+    p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
+                         maximize, grad_scale)
+    t = param.dtype.type
+    u = exp_avg * t(lr / bias_correction1)
+    if rectified:
+        u = u * t(bias_correction2_sqrt * rect) / (np.sqrt(exp_avg_sq) + t(eps))
+    _put(param, param_avg, p - u, avg_weight)
+
+
+def adamax_step(param, grad, exp_avg, exp_inf, param_avg, clr, beta1, beta2, eps, weight_decay,
+                maximize, grad_scale, avg_weight, n_threads):
+    """torch.optim.Adamax, one step in place; clr = lr / (1 - beta1**t) from the caller.
+
+    g (+ weight_decay * param);  m = m + (1 - beta1) * (g - m);
+    u = max(beta2 * u, |g| + eps);  param = param - clr * m / u
+    """
+    n = param.shape[0]
+    for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_inf", exp_inf)):
+        _check_sizes(n, what, buf, True)
+    t = param.dtype.type
+    _, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), 0.0, weight_decay, False)
+    exp_avg[...] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
+    np.maximum(t(beta2) * exp_inf, np.abs(g) + t(eps), out=exp_inf)
+    _put(param, param_avg, param - t(clr) * exp_avg / exp_inf, avg_weight)
+
+
+def adadelta_step(param, grad, square_avg, acc_delta, param_avg, lr, rho, eps, weight_decay,
+                  maximize, grad_scale, avg_weight, n_threads):
+    """torch.optim.Adadelta, one step in place.
+
+    g (+ weight_decay * param);  square_avg = square_avg * rho + (1 - rho) * g * g
+    delta = sqrt((acc_delta + eps) / (square_avg + eps)) * g   (torch: sqrt(a) / sqrt(b) * g)
+    acc_delta = acc_delta * rho + (1 - rho) * delta * delta;  param = param - lr * delta
+    """
+    n = param.shape[0]
+    for what, buf in (("grad", grad), ("square_avg", square_avg), ("acc_delta", acc_delta)):
+        _check_sizes(n, what, buf, True)
+    t = param.dtype.type
+    _, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), 0.0, weight_decay, False)
+    rho_, rho1, eps_ = t(rho), t(1.0 - rho), t(eps)
+    square_avg[...] = square_avg * rho_ + rho1 * g * g
+    delta = np.sqrt((acc_delta + eps_) / (square_avg + eps_)) * g
+    acc_delta[...] = acc_delta * rho_ + rho1 * delta * delta
+    _put(param, param_avg, param - t(lr) * delta, avg_weight)
+
+
+def lion_step(param, grad, exp_avg, param_avg, lr, beta1, beta2, weight_decay, maximize,
+              grad_scale, avg_weight, n_threads):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", Algorithm 2), in place.
+
+    c = beta1 * m + (1 - beta1) * g;  param = param * (1 - lr * weight_decay) - lr * sign(c)
+    m = beta2 * m + (1 - beta2) * g
+    """
+    n = param.shape[0]
+    for what, buf in (("grad", grad), ("exp_avg", exp_avg)):
+        _check_sizes(n, what, buf, True)
+    t = param.dtype.type
+    g = _signed(grad, maximize, grad_scale)
+    c = t(beta1) * exp_avg + t(1.0 - beta1) * g
+    exp_avg[...] = t(beta2) * exp_avg + t(1.0 - beta2) * g
+    _put(param, param_avg, param * t(1.0 - lr * weight_decay) - t(lr) * np.sign(c), avg_weight)
+
+
+NORM_BLOCK = 16384
+
+
+def norm_partial(x, norm_type, n_threads):
+    """(accumulated norm, all finite) as the compiled kernel: sum x**2 (norm_type 2), sum |x|
+    (1), max |x| (inf) or sum |x|**p, in double; the order of additions differs from the
+    kernel's fixed lanes, so sums agree to rounding, not bitwise."""
+    if not norm_type > 0:
+        raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type}")
+    if x.shape[0] == 0:
+        return 0.0, True
+    a = np.abs(x.astype(np.float64))
+    finite = bool(np.isfinite(a).all())
+    if norm_type == np.inf:
+        return float(a.max()), finite
+    if norm_type == 2.0:
+        return float(np.dot(a, a)), finite
+    if norm_type == 1.0:
+        return float(a.sum()), finite
+    return float((a ** norm_type).sum()), finite
+
+
+def scale_(x, factor, n_threads):
+    """x *= factor in place (factor converted to x's precision)."""
+    x *= x.dtype.type(factor)
