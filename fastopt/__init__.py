@@ -5,14 +5,13 @@ CS231n-style functions (``fastopt.optim.adam(w, dw, config)``, ``fastopt.layers.
 plus a NumPy MLP (``fastopt.nn``), a ``Solver``, gradient checking and data loaders.
 """
 from ._backend import backend, beside_blas, get_num_threads, set_backend, set_num_threads
-from .nn import FullyConnectedNet
-from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RAdam, RMSprop, clip_grad_norm_
+from ._version import __version__
+from .nn import FullyConnectedNet, TwoLayerNet
+from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, LBFGS, Lion, NAdam, RAdam, RMSprop, clip_grad_norm_
 from .solver import Solver
-
-__version__ = "0.1.0"
 
 __all__ = [
     "backend", "set_backend", "get_num_threads", "set_num_threads", "beside_blas", "__version__",
-    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adadelta", "Lion",
-    "clip_grad_norm_", "FullyConnectedNet", "Solver",
+    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adadelta", "Lion", "LBFGS",
+    "clip_grad_norm_", "FullyConnectedNet", "TwoLayerNet", "Solver",
 ]

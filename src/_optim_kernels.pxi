@@ -43,6 +43,7 @@ from libc.stdlib cimport malloc, free
 from libc.math cimport pow as c_pow, fabs as c_fabs, INFINITY
 
 from _fastmath cimport f_sqrt, f_max, f_abs
+from _contract cimport threads
 
 # Elements per thread below which a second thread costs more than it saves; the caller passes
 # n_threads = fastopt._backend.threads_for(n, GRAIN), i.e. two threads from n >= 2*GRAIN.
@@ -106,12 +107,13 @@ cdef inline void _sgd_at(floating* param, const floating* grad, floating* buf, f
     _put(param, avg, i, p - lr_ * g, aw, use_avg)
 
 
-def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] momentum_buffer,
-             floating[::1] param_avg, double lr, double weight_decay, double momentum,
+def sgd_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] momentum_buffer not None,
+             floating[::1] param_avg not None, double lr, double weight_decay, double momentum,
              double dampening, bint nesterov, bint maximize, bint first_step,
              double grad_scale, double avg_weight, int n_threads):
     """torch.optim.SGD step, in place. momentum_buffer is empty when momentum == 0."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "momentum_buffer", momentum_buffer.shape[0], momentum != 0)
     cdef bint use_avg = param_avg.shape[0] != 0
@@ -134,10 +136,11 @@ def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] moment
                     nesterov, False)
 
 
-def velocity_step(floating[::1] param, const floating[::1] grad, floating[::1] velocity,
+def velocity_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] velocity not None,
                   double lr, double mu, bint nesterov, int n_threads):
     """CS231n momentum (sgd_momentum) step, in place; nesterov uses the lecture-notes form."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "velocity", velocity.shape[0], True)
     cdef floating lr_ = <floating>lr, mu_ = <floating>mu, mu1 = <floating>(1.0 + mu)
@@ -154,11 +157,12 @@ def velocity_step(floating[::1] param, const floating[::1] grad, floating[::1] v
             param[i] = p + v
 
 
-def adagrad_step(floating[::1] param, const floating[::1] grad, floating[::1] state_sum,
-                 floating[::1] param_avg, double clr, double weight_decay, double eps,
+def adagrad_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] state_sum not None,
+                 floating[::1] param_avg not None, double clr, double weight_decay, double eps,
                  bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.Adagrad step, in place; clr = lr / (1 + (step - 1) * lr_decay) from the caller."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "state_sum", state_sum.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
@@ -192,13 +196,14 @@ cdef inline floating _rmsprop_direction(floating* buf, Py_ssize_t i, floating g,
     return g / avg
 
 
-def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] square_avg,
-                 floating[::1] grad_avg, floating[::1] momentum_buffer, floating[::1] param_avg,
+def rmsprop_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] square_avg not None,
+                 floating[::1] grad_avg not None, floating[::1] momentum_buffer not None, floating[::1] param_avg not None,
                  double lr, double alpha, double eps, double weight_decay, double momentum,
                  bint centered, bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.RMSprop step, in place. grad_avg is empty unless centered, momentum_buffer
     empty unless momentum > 0."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "square_avg", square_avg.shape[0], True)
     _check_sizes(n, "grad_avg", grad_avg.shape[0], centered)
@@ -333,8 +338,8 @@ cdef inline void _adam_tail8(floating* param, const floating* grad, floating* ex
             param_avg[i + j] = A[j]
 
 
-def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-              floating[::1] exp_avg_sq, floating[::1] max_exp_avg_sq, floating[::1] param_avg,
+def adam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
+              floating[::1] exp_avg_sq not None, floating[::1] max_exp_avg_sq not None, floating[::1] param_avg not None,
               double lr, double beta1, double beta2, double eps, double weight_decay,
               double step_size, double bias_correction2_sqrt,
               bint decoupled, bint amsgrad, bint maximize, double grad_scale, double avg_weight,
@@ -347,6 +352,7 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_a
     weight_decay = 0.
     """
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     _check_sizes(n, "exp_avg_sq", exp_avg_sq.shape[0], True)
@@ -424,8 +430,8 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_a
 # torch 2.13's single-tensor formulas, in torch's operation order (see fastopt/reference/optim.py);
 # scalars that torch computes per step in Python are computed by the caller in double.
 
-def nadam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-               floating[::1] exp_avg_sq, floating[::1] param_avg,
+def nadam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
+               floating[::1] exp_avg_sq not None, floating[::1] param_avg not None,
                double lr, double beta1, double beta2, double eps, double weight_decay,
                double bias_correction2, double grad_coef, double exp_avg_coef,
                bint decoupled, bint maximize, double grad_scale, double avg_weight, int n_threads):
@@ -433,6 +439,7 @@ def nadam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_
     grad_coef = -lr * (1 - mu_t) / (1 - mu_product_t) and
     exp_avg_coef = -lr * mu_{t+1} / (1 - mu_product_t * mu_{t+1})."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     _check_sizes(n, "exp_avg_sq", exp_avg_sq.shape[0], True)
@@ -468,8 +475,8 @@ def nadam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_
         _put(pp, ap, i, p + cm * m / d, aw, use_avg)
 
 
-def radam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-               floating[::1] exp_avg_sq, floating[::1] param_avg,
+def radam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
+               floating[::1] exp_avg_sq not None, floating[::1] param_avg not None,
                double lr, double beta1, double beta2, double eps, double weight_decay,
                double bias_correction1, double bias_correction2_sqrt, double rect,
                bint rectified, bint decoupled, bint maximize, double grad_scale, double avg_weight,
@@ -478,6 +485,7 @@ def radam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_
     bias_correction2_sqrt = sqrt(1 - beta2**t), rectified = (rho_t > 5) and rect, the variance
     rectification term (used only when rectified)."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     _check_sizes(n, "exp_avg_sq", exp_avg_sq.shape[0], True)
@@ -514,12 +522,13 @@ def radam_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_
         _put(pp, ap, i, p - u, aw, use_avg)
 
 
-def adamax_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-                floating[::1] exp_inf, floating[::1] param_avg,
+def adamax_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
+                floating[::1] exp_inf not None, floating[::1] param_avg not None,
                 double clr, double beta1, double beta2, double eps, double weight_decay,
                 bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.Adamax step, in place; clr = lr / (1 - beta1**t) from the caller."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     _check_sizes(n, "exp_inf", exp_inf.shape[0], True)
@@ -547,12 +556,13 @@ def adamax_step(floating[::1] param, const floating[::1] grad, floating[::1] exp
         _put(pp, ap, i, p - clr_ * m / u, aw, use_avg)
 
 
-def adadelta_step(floating[::1] param, const floating[::1] grad, floating[::1] square_avg,
-                  floating[::1] acc_delta, floating[::1] param_avg,
+def adadelta_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] square_avg not None,
+                  floating[::1] acc_delta not None, floating[::1] param_avg not None,
                   double lr, double rho, double eps, double weight_decay,
                   bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.Adadelta step, in place."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "square_avg", square_avg.shape[0], True)
     _check_sizes(n, "acc_delta", acc_delta.shape[0], True)
@@ -587,13 +597,14 @@ cdef inline floating _sign(floating c) noexcept nogil:
     return c if c != c else s
 
 
-def lion_step(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-              floating[::1] param_avg, double lr, double beta1, double beta2, double weight_decay,
+def lion_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
+              floating[::1] param_avg not None, double lr, double beta1, double beta2, double weight_decay,
               bint maximize, double grad_scale, double avg_weight, int n_threads):
     """Lion (Chen et al. 2023, Algorithm 2), in place:
     c = beta1 * m + (1 - beta1) * g;  p = p * (1 - lr * wd) - lr * sign(c);
     m = beta2 * m + (1 - beta2) * g."""
     cdef Py_ssize_t i, n = param.shape[0]
+    n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
@@ -663,11 +674,12 @@ cdef inline double _block_norm(const floating* x, Py_ssize_t lo, Py_ssize_t hi, 
     return s
 
 
-def norm_partial(const floating[::1] x, double norm_type, int n_threads):
+def norm_partial(const floating[::1] x not None, double norm_type, int n_threads):
     """(accumulated norm, all finite) of x for fastopt.clip_grad_norm_: sum of x**2 for norm_type 2
     (sum |x|**p for other finite p, max |x| for inf), in double over fixed blocks of NORM_BLOCK
     added in order (bitwise independent of n_threads), and whether every element is finite."""
     cdef Py_ssize_t n = x.shape[0], nb = (n + _NORM_BLOCK - 1) // _NORM_BLOCK, b
+    n_threads = threads(n_threads)
     cdef int kind
     if norm_type == INFINITY:
         kind = 0
@@ -702,9 +714,10 @@ def norm_partial(const floating[::1] x, double norm_type, int n_threads):
     return total, bad == 0
 
 
-def scale_(floating[::1] x, double factor, int n_threads):
+def scale_(floating[::1] x not None, double factor, int n_threads):
     """x *= factor in place (factor converted once to x's precision)."""
     cdef Py_ssize_t i, n = x.shape[0]
+    n_threads = threads(n_threads)
     cdef floating f = <floating>factor
     for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
         x[i] = x[i] * f

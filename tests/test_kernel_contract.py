@@ -59,6 +59,10 @@ def _bn(x, v):
     }
 
 
+# The step kernels' clipping scale and averaging weight (a kernel reads the scaled gradient and
+# updates param_avg in the same pass).
+_AVG = dict(grad_scale=("v", 0.5), avg_weight=("v", 0.1))
+
 REGISTRY = {
     "norm": {
         **{f"batchnorm_{k}": v for k, v in _bn(ND, D_).items()},
@@ -88,32 +92,54 @@ REGISTRY = {
                                         dbeta=_f(D_, E), db=_f(D_, E), n_threads=T),
         "softmax_loss_grad": dict(scores=_f(ND), y=("i64", N_, "y"), dscores=_f(ND, E), n_threads=T),
     },
-    "optim": {  # every state buffer in use (momentum, centered, amsgrad): all must match param
-        "sgd_step": dict(param=_f(L_), grad=_f(L_), momentum_buffer=_f(L_), lr=("v", 1e-2),
+    "optim": {  # every state buffer in use (momentum, centered, amsgrad, averaging): all must match param
+        "sgd_step": dict(param=_f(L_), grad=_f(L_), momentum_buffer=_f(L_), param_avg=_f(L_), lr=("v", 1e-2),
                          weight_decay=("v", 1e-2), momentum=("v", 0.9), dampening=("v", 0.1),
-                         nesterov=("v", True), maximize=("v", False), first_step=("v", False), n_threads=T),
+                         nesterov=("v", True), maximize=("v", False), first_step=("v", False), **_AVG, n_threads=T),
         "velocity_step": dict(param=_f(L_), grad=_f(L_), velocity=_f(L_), lr=("v", 1e-2), mu=("v", 0.9),
                               nesterov=("v", True), n_threads=T),
-        "adagrad_step": dict(param=_f(L_), grad=_f(L_), state_sum=_f(L_, P), clr=("v", 1e-2),
-                             weight_decay=("v", 1e-2), eps=("v", 1e-8), maximize=("v", False), n_threads=T),
+        "adagrad_step": dict(param=_f(L_), grad=_f(L_), state_sum=_f(L_, P), param_avg=_f(L_), clr=("v", 1e-2),
+                             weight_decay=("v", 1e-2), eps=("v", 1e-8), maximize=("v", False), **_AVG,
+                             n_threads=T),
         "rmsprop_step": dict(param=_f(L_), grad=_f(L_), square_avg=_f(L_, P), grad_avg=_f(L_, S),
-                             momentum_buffer=_f(L_), lr=("v", 1e-2), alpha=("v", 0.99), eps=("v", 1e-8),
-                             weight_decay=("v", 1e-2), momentum=("v", 0.9), centered=("v", True),
-                             maximize=("v", False), n_threads=T),
+                             momentum_buffer=_f(L_), param_avg=_f(L_), lr=("v", 1e-2), alpha=("v", 0.99),
+                             eps=("v", 1e-8), weight_decay=("v", 1e-2), momentum=("v", 0.9), centered=("v", True),
+                             maximize=("v", False), **_AVG, n_threads=T),
         "adam_step": dict(param=_f(L_), grad=_f(L_), exp_avg=_f(L_), exp_avg_sq=_f(L_, P),
-                          max_exp_avg_sq=_f(L_, P), lr=("v", 1e-3), beta1=("v", 0.9), beta2=("v", 0.999),
-                          eps=("v", 1e-8), weight_decay=("v", 1e-2), step_size=("v", 1e-2),
+                          max_exp_avg_sq=_f(L_, P), param_avg=_f(L_), lr=("v", 1e-3), beta1=("v", 0.9),
+                          beta2=("v", 0.999), eps=("v", 1e-8), weight_decay=("v", 1e-2), step_size=("v", 1e-2),
                           bias_correction2_sqrt=("v", 0.05), decoupled=("v", True), amsgrad=("v", True),
-                          maximize=("v", False), n_threads=T),
+                          maximize=("v", False), **_AVG, n_threads=T),
+        "nadam_step": dict(param=_f(L_), grad=_f(L_), exp_avg=_f(L_), exp_avg_sq=_f(L_, P), param_avg=_f(L_),
+                           lr=("v", 1e-3), beta1=("v", 0.9), beta2=("v", 0.999), eps=("v", 1e-8),
+                           weight_decay=("v", 1e-2), bias_correction2=("v", 0.002), grad_coef=("v", -1e-3),
+                           exp_avg_coef=("v", -2e-3), decoupled=("v", True), maximize=("v", False), **_AVG,
+                           n_threads=T),
+        "radam_step": dict(param=_f(L_), grad=_f(L_), exp_avg=_f(L_), exp_avg_sq=_f(L_, P), param_avg=_f(L_),
+                           lr=("v", 1e-3), beta1=("v", 0.9), beta2=("v", 0.999), eps=("v", 1e-8),
+                           weight_decay=("v", 1e-2), bias_correction1=("v", 0.5), bias_correction2_sqrt=("v", 0.2),
+                           rect=("v", 0.7), rectified=("v", True), decoupled=("v", True), maximize=("v", False),
+                           **_AVG, n_threads=T),
+        "adamax_step": dict(param=_f(L_), grad=_f(L_), exp_avg=_f(L_), exp_inf=_f(L_, P), param_avg=_f(L_),
+                            clr=("v", 1e-2), beta1=("v", 0.9), beta2=("v", 0.999), eps=("v", 1e-8),
+                            weight_decay=("v", 1e-2), maximize=("v", False), **_AVG, n_threads=T),
+        "adadelta_step": dict(param=_f(L_), grad=_f(L_), square_avg=_f(L_, P), acc_delta=_f(L_, P),
+                              param_avg=_f(L_), lr=("v", 1.0), rho=("v", 0.9), eps=("v", 1e-6),
+                              weight_decay=("v", 1e-2), maximize=("v", False), **_AVG, n_threads=T),
+        "lion_step": dict(param=_f(L_), grad=_f(L_), exp_avg=_f(L_), param_avg=_f(L_), lr=("v", 1e-4),
+                          beta1=("v", 0.9), beta2=("v", 0.99), weight_decay=("v", 1e-2), maximize=("v", False),
+                          **_AVG, n_threads=T),
+        "norm_partial": dict(x=_f(L_), norm_type=("v", 2.0), n_threads=T),
+        "scale_": dict(x=_f(L_), factor=("v", 0.5), n_threads=T),
     },
 }
 # Build facts, not kernels: no buffers, no twin. They take no arguments.
 FACTS = {"_openmp": {"openmp_enabled", "omp_max_threads", "cpu_has_avx2_fma", "simd_flags"}}
 
-# Gaps in files this test's author does not own, reported to their owner; remove an entry when fixed.
-# src/_optim_kernels.pxi does not check n_threads: -1 makes libgomp exit the process ("out of
-# memory allocating ... bytes"), 100000 segfaults (owner: i10-optim).
-KNOWN_GAPS = {("optim", "n_threads")}
+# Known contract gaps, as (family, "n_threads"): their cases run only with gaps=True. None today; the
+# optimizer kernels' unchecked n_threads (-1 made libgomp exit the process, 100000 segfaulted) was the
+# last one.
+KNOWN_GAPS = set()
 
 # Sizes: odd ones, and ones large enough to run on 2 threads (2 * GRAIN elements and more).
 DIMS = {
@@ -212,7 +238,7 @@ _INOUT = {
     "mlp": {"relu_backward_inplace": ("dout",), "relu_bias_backward": ("dout",),
             "batchnorm_relu_forward": ("running_mean", "running_var")},
     "optim": {f: tuple(n for n in spec if n != "grad" and spec[n][0] == "f")
-              for f, spec in REGISTRY["optim"].items()},
+              for f, spec in REGISTRY["optim"].items() if f != "norm_partial"},   # reads x only
 }
 
 
@@ -252,7 +278,7 @@ def bad_cases(family, fname, dtype):
         if a.ndim >= 1 and a.shape[-1] > 1:
             wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
             cases.append((f"{name} non-contiguous", "layout", name, dict(base, **{name: wide[..., ::2]})))
-        if a.dtype.kind == "f":
+        if a.dtype.kind == "f" and sum(v.dtype.kind == "f" for v in buffers(base).values()) > 1:
             other = np.float64 if a.dtype == np.float32 else np.float32
             cases.append((f"{name} other precision", "layout", name, dict(base, **{name: a.astype(other)})))
         if name in written(family, fname):
@@ -446,17 +472,6 @@ def test_bad_buffers_raise_and_never_crash(module_name, dtype):
     """Every bad case against the compiled kernel, in a subprocess: an out-of-bounds access could
     corrupt the heap or segfault, which an in-process test could not report."""
     assert _expect(module_name, dtype, gaps=False) > 0
-
-
-GAP_MODULES = [n for n in KERNEL_MODULES if runnable(n) and (family_of(n), "n_threads") in KNOWN_GAPS]
-
-
-@pytest.mark.xfail(strict=True, reason="KNOWN_GAPS: n_threads unchecked in src/_optim_kernels.pxi "
-                                       "(owner i10-optim); remove the entry once it is checked")
-@pytest.mark.parametrize("module_name", GAP_MODULES)
-def test_known_gaps_still_open(module_name):
-    """Runs only the known-gap cases; passes (so this xfail turns into an error) once they are fixed."""
-    _expect(module_name, np.float64, gaps=True)
 
 
 @pytest.mark.parametrize("family", sorted(REGISTRY))

@@ -18,6 +18,8 @@ per step in double.
 """
 import numpy as np
 
+from ._contract import threads
+
 # Elements per thread below which a second thread costs more than it saves; the compiled module's
 # value (measured there), mirrored so that both backends expose the same constant.
 GRAIN = 65536
@@ -43,12 +45,13 @@ def _signed(grad, maximize, grad_scale=1.0):
     return grad.dtype.type(factor) * grad
 
 
+def _check_avg(param, param_avg):
+    # Checked before anything is written (the kernels do the same): empty means no average.
+    _check_sizes(param.shape[0], "param_avg", param_avg, param_avg.shape[0] != 0)
+
+
 def _put(param, param_avg, new, avg_weight):
     # The new parameter, and its running average moved toward it (param_avg empty: no average).
-    n = param.shape[0]
-    if param_avg.shape[0] not in (0, n):
-        raise ValueError(f"param_avg is unused here and must be empty (or of size {n}), "
-                         f"got {param_avg.shape[0]} elements")
     if param_avg.shape[0]:
         param_avg[...] = param_avg + param.dtype.type(avg_weight) * (new - param_avg)
     param[...] = new
@@ -68,6 +71,8 @@ def sgd_step(param, grad, momentum_buffer, param_avg, lr, weight_decay, momentum
     momentum == 0: plain SGD, momentum_buffer is empty and untouched. CS231n's ``sgd`` is this with
     weight_decay = momentum = 0.
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     n = param.shape[0]
     _check_sizes(n, "grad", grad, True)
     _check_sizes(n, "momentum_buffer", momentum_buffer, momentum != 0)
@@ -93,6 +98,7 @@ def velocity_step(param, grad, velocity, lr, mu, nesterov, n_threads):
 
     Unlike torch's SGD, the learning rate sits inside the velocity.
     """
+    threads(n_threads)
     n = param.shape[0]
     _check_sizes(n, "grad", grad, True)
     _check_sizes(n, "velocity", velocity, True)
@@ -118,6 +124,8 @@ def adagrad_step(param, grad, state_sum, param_avg, clr, weight_decay, eps, maxi
 
     CS231n's adagrad (lecture notes) is this with lr_decay = weight_decay = 0 and state_sum = cache.
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     n = param.shape[0]
     _check_sizes(n, "grad", grad, True)
     _check_sizes(n, "state_sum", state_sum, True)
@@ -145,6 +153,8 @@ def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, param_avg, 
     grad_avg is empty unless centered, momentum_buffer empty unless momentum > 0. CS231n's rmsprop is
     this with alpha = decay_rate, square_avg = cache, not centered, no momentum and no weight decay.
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     n = param.shape[0]
     _check_sizes(n, "grad", grad, True)
     _check_sizes(n, "square_avg", square_avg, True)
@@ -186,6 +196,8 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, param_avg, lr, b
     CS231n's adam (assignment 2: m, v, t in the config, bias-corrected mt/vt) is this function with
     weight_decay = 0, decoupled = amsgrad = maximize = False; there is no separate kernel for it.
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     n = param.shape[0]
     _check_sizes(n, "grad", grad, True)
     _check_sizes(n, "exp_avg", exp_avg, True)
@@ -246,6 +258,8 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, ep
     denom = sqrt(v / bias_correction2) + eps
     param = param + grad_coef * g / denom;  param = param + exp_avg_coef * m / denom
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
                          maximize, grad_scale)
     t = param.dtype.type
@@ -268,6 +282,8 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, ep
     (torch: m / bias_correction1 * lr * (bias_correction2_sqrt / (sqrt(v) + eps)) * rect; the
     constants folded in double leave one divide per element, a rounding or two apart in float32)
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
                          maximize, grad_scale)
     t = param.dtype.type
@@ -284,6 +300,8 @@ def adamax_step(param, grad, exp_avg, exp_inf, param_avg, clr, beta1, beta2, eps
     g (+ weight_decay * param);  m = m + (1 - beta1) * (g - m);
     u = max(beta2 * u, |g| + eps);  param = param - clr * m / u
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     n = param.shape[0]
     for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_inf", exp_inf)):
         _check_sizes(n, what, buf, True)
@@ -302,6 +320,8 @@ def adadelta_step(param, grad, square_avg, acc_delta, param_avg, lr, rho, eps, w
     delta = sqrt((acc_delta + eps) / (square_avg + eps)) * g   (torch: sqrt(a) / sqrt(b) * g)
     acc_delta = acc_delta * rho + (1 - rho) * delta * delta;  param = param - lr * delta
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     n = param.shape[0]
     for what, buf in (("grad", grad), ("square_avg", square_avg), ("acc_delta", acc_delta)):
         _check_sizes(n, what, buf, True)
@@ -321,6 +341,8 @@ def lion_step(param, grad, exp_avg, param_avg, lr, beta1, beta2, weight_decay, m
     c = beta1 * m + (1 - beta1) * g;  param = param * (1 - lr * weight_decay) - lr * sign(c)
     m = beta2 * m + (1 - beta2) * g
     """
+    threads(n_threads)
+    _check_avg(param, param_avg)
     n = param.shape[0]
     for what, buf in (("grad", grad), ("exp_avg", exp_avg)):
         _check_sizes(n, what, buf, True)
@@ -338,6 +360,7 @@ def norm_partial(x, norm_type, n_threads):
     """(accumulated norm, all finite) as the compiled kernel: sum x**2 (norm_type 2), sum |x|
     (1), max |x| (inf) or sum |x|**p, in double; the order of additions differs from the
     kernel's fixed lanes, so sums agree to rounding, not bitwise."""
+    threads(n_threads)
     if not norm_type > 0:
         raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type}")
     if x.shape[0] == 0:
@@ -355,4 +378,5 @@ def norm_partial(x, norm_type, n_threads):
 
 def scale_(x, factor, n_threads):
     """x *= factor in place (factor converted to x's precision)."""
+    threads(n_threads)
     x *= x.dtype.type(factor)
