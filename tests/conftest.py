@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 import fastopt
 from fastopt import _backend
@@ -12,7 +12,9 @@ settings.register_profile("default", deadline=None, max_examples=40,
 settings.register_profile("ci", deadline=None, max_examples=60, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 # Mutation runs (tools/mutation.sh) need tests that give the same verdict every time, and fast.
+# No shrinking: a mutant is killed by the first failing example, and shrinking it costs minutes.
 settings.register_profile("mutation", deadline=None, max_examples=12, derandomize=True, database=None,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate],
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("FASTOPT_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
 

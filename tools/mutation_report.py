@@ -1,15 +1,16 @@
 """Kill rate per module from mutmut's result files (mutants/**/*.py.meta), as a Markdown table.
 
-Killed: a test failed (or timed out) under the mutant. Survived: every covering test passed.
+Killed: a test failed under the mutant. Timeout: the covering tests ran out of their CPU-time
+limit (or crashed) under the mutant; counted as killed, and listed apart. Survived: every covering test passed.
 No tests: no test reaches the mutated function. Not checked: not run yet (the run was limited).
-Rate = killed / (killed + survived + no tests), over the mutants that were run.
+Rate = (killed + timeout) / (killed + timeout + survived + no tests), over the mutants that ran.
 """
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 
-KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}   # mutmut's exit codes for killed and timeout
+KILLED, TIMEOUT = {1, 3}, {36, -24, 24, 152, 255, -11, -9}   # mutmut's exit codes
 SURVIVED, NO_TESTS = {0}, {5, 33}
 
 
@@ -18,6 +19,8 @@ def classify(code):
         return "not checked"
     if code in KILLED:
         return "killed"
+    if code in TIMEOUT:
+        return "timeout"
     if code in SURVIVED:
         return "survived"
     if code in NO_TESTS:
@@ -38,13 +41,14 @@ def main(root="mutants"):
                 survivors.append((module, name, kind))
         total.update(counts)
         rows.append((module, counts))
-    print("| module | mutants | killed | survived | no tests | not checked | kill rate |")
-    print("|---|---|---|---|---|---|---|")
+    print("| module | mutants | killed | timeout | survived | no tests | not checked | kill rate |")
+    print("|---|---|---|---|---|---|---|---|")
     for module, c in rows + [("**all**", total)]:
-        run = c["killed"] + c["survived"] + c["no tests"]
-        rate = f"{100 * c['killed'] / run:.1f}%" if run else "-"
-        print(f"| {module} | {sum(c.values())} | {c['killed']} | {c['survived']} | {c['no tests']} | "
-              f"{c['not checked'] + c['other']} | {rate} |")
+        dead = c["killed"] + c["timeout"]
+        run = dead + c["survived"] + c["no tests"]
+        rate = f"{100 * dead / run:.1f}%" if run else "-"
+        print(f"| {module} | {sum(c.values())} | {c['killed']} | {c['timeout']} | {c['survived']} | "
+              f"{c['no tests']} | {c['not checked'] + c['other']} | {rate} |")
     if survivors:
         print("\nsurvivors (`mutmut show NAME` prints the diff):")
         for module, name, kind in survivors:
