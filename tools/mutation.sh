@@ -4,6 +4,7 @@
 #
 #   tools/mutation.sh                      every module listed in [tool.mutmut] only_mutate
 #   tools/mutation.sh fastopt.reference    one module (a mutant-name prefix; several may be given)
+#   tools/mutation.sh --sample 0.1 [MOD..] a seeded random 10% of the mutants of each file (an estimate)
 #   tools/mutation.sh --report             print the kill rate per module of what has run so far
 #
 # Needs `pip install -e '.[test,mutation]'` (an in-place build: the compiled .so files are copied
@@ -20,7 +21,10 @@ CHILDREN=${MUTATION_CHILDREN:-2}
 if [ "${1:-}" = "--report" ]; then
   exec "$PY" tools/mutation_report.py
 fi
-if [ $# -eq 0 ]; then
+if [ "${1:-}" = "--sample" ]; then
+  mapfile -t names < <("$PY" tools/mutation_report.py --sample "${@:2}")
+  "$MUTMUT" run --max-children "$CHILDREN" "${names[@]}"
+elif [ $# -eq 0 ]; then
   "$MUTMUT" run --max-children "$CHILDREN"
 else
   patterns=()

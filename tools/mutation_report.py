@@ -55,5 +55,21 @@ def main(root="mutants"):
             print(f"- {name} ({kind})")
 
 
+def sample(fraction, *prefixes, root="mutants", seed=0):
+    """Print a seeded random `fraction` of the mutant names of each file under the given module
+    prefixes (all modules when none): a kill-rate estimate where the full run takes too long."""
+    import random
+    rng = random.Random(seed)
+    for meta in sorted(Path(root).rglob("*.py.meta")):
+        names = sorted(json.loads(meta.read_text()).get("exit_code_by_key", {}))
+        names = [n for n in names if not prefixes or n.startswith(prefixes)]
+        if names:
+            k = max(1, round(fraction * len(names)))
+            print("\n".join(sorted(rng.sample(names, k))))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:2] == ["--sample"]:
+        sample(float(sys.argv[2]), *sys.argv[3:])
+    else:
+        main(*sys.argv[1:])
