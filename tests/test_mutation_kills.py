@@ -73,3 +73,57 @@ def test_an_unused_buffer_may_be_empty_or_full_but_nothing_else(mod, name, slot)
     with pytest.raises(ValueError, match=rf"^{slot} is unused here and must be empty \(or of size 5\), "
                                          rf"got 3 elements$"):
         call(3)
+
+
+# weight_decay = 1 exactly: grad' = grad + param (L2) or param *= 1 - lr (decoupled). Worked by hand
+# for param = grad = 1 in float64, first step, no momentum.
+WD1 = [
+    ("sgd_step", [np.empty(0)], [0.1, 1.0, 0.0, 0.0, False, False, False], 1 - 0.1 * 2),
+    ("adagrad_step", [np.zeros(1)], [0.1, 1.0, 1e-10, False], 1 - 0.1 * 2 / (2 + 1e-10)),
+    ("rmsprop_step", [np.zeros(1), np.empty(0), np.empty(0)], [0.01, 0.99, 1e-8, 1.0, 0.0, False, False],
+     1 - 0.01 * 2 / (0.2 + 1e-8)),
+    ("adam_step", [np.zeros(1), np.zeros(1), np.empty(0)],
+     [1e-3, 0.9, 0.999, 1e-8, 1.0, 1e-3 / 0.1, 0.001 ** 0.5, False, False, False],
+     1 - 1e-2 * 0.2 / (0.004 ** 0.5 / 0.001 ** 0.5 + 1e-8)),
+    ("adam_step", [np.zeros(1), np.zeros(1), np.empty(0)],
+     [1e-3, 0.9, 0.999, 1e-8, 1.0, 1e-3 / 0.1, 0.001 ** 0.5, True, False, False],
+     (1 - 1e-3) - 1e-2 * 0.1 / (1 + 1e-8)),
+]
+
+
+@pytest.mark.parametrize("mod", MODULES, ids=MOD_IDS)
+@pytest.mark.parametrize("name, state, scalars, want", WD1, ids=[f"{c[0]}-{i}" for i, c in enumerate(WD1)])
+def test_weight_decay_of_exactly_one(mod, name, state, scalars, want):
+    p = np.ones(1)
+    getattr(mod, name)(p, np.ones(1), *[s.copy() for s in state], *scalars, 1)
+    assert p[0] == pytest.approx(want, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# the softmax loss twin: per-row shift, refusals by message
+
+from fastopt import _mlp_kernels  # noqa: E402
+from fastopt.reference import mlp as RM  # noqa: E402
+
+
+@pytest.mark.parametrize("mod", [_mlp_kernels, RM], ids=["compiled", "twin"])
+def test_softmax_loss_shifts_each_row_by_its_own_max(mod):
+    # Rows 2000 apart: a shift by the global max would underflow the second row's exponentials.
+    scores = np.array([[1000.0, 999.0], [-1000.0, -1001.0]])
+    d = np.empty_like(scores)
+    loss = mod.softmax_loss_grad(scores, np.array([0, 1]), d, 1)
+    l0, l1 = np.log1p(np.exp(-1.0)), 1 + np.log1p(np.exp(-1.0))
+    assert loss == pytest.approx((l0 + l1) / 2, rel=1e-12)
+    p = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(d, [[(p - 1) / 2, (1 - p) / 2], [p / 2, (1 - p - 1) / 2]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("mod", [_mlp_kernels, RM], ids=["compiled", "twin"])
+def test_softmax_loss_refuses_empty_scores_by_message(mod):
+    e = np.empty((0, 3))
+    with pytest.raises(ValueError, match="^scores must have at least one row: the mean loss of no samples "
+                                         "is undefined$"):
+        mod.softmax_loss_grad(e, np.empty(0, np.int64), e, 1)
+    e = np.empty((2, 0))
+    with pytest.raises(ValueError, match="^scores must have at least one class column$"):
+        mod.softmax_loss_grad(e, np.zeros(2, np.int64), e, 1)
