@@ -76,18 +76,20 @@ def test_an_unused_buffer_may_be_empty_or_full_but_nothing_else(mod, name, slot)
 
 
 # weight_decay = 1 exactly: grad' = grad + param (L2) or param *= 1 - lr (decoupled). Worked by hand
-# for param = grad = 1 in float64, first step, no momentum.
+# for param = grad = 1 in float64, no momentum. The second moments start at 1, not 0: a first step
+# from zero state divides the gradient by its own size, which would hide how large it was.
+SQ5 = 5 ** 0.5
 WD1 = [
     ("sgd_step", [np.empty(0)], [0.1, 1.0, 0.0, 0.0, False, False, False], 1 - 0.1 * 2),
-    ("adagrad_step", [np.zeros(1)], [0.1, 1.0, 1e-10, False], 1 - 0.1 * 2 / (2 + 1e-10)),
-    ("rmsprop_step", [np.zeros(1), np.empty(0), np.empty(0)], [0.01, 0.99, 1e-8, 1.0, 0.0, False, False],
-     1 - 0.01 * 2 / (0.2 + 1e-8)),
-    ("adam_step", [np.zeros(1), np.zeros(1), np.empty(0)],
+    ("adagrad_step", [np.ones(1)], [0.1, 1.0, 1e-10, False], 1 - 0.1 * 2 / (SQ5 + 1e-10)),
+    ("rmsprop_step", [np.ones(1), np.empty(0), np.empty(0)], [0.01, 0.99, 1e-8, 1.0, 0.0, False, False],
+     1 - 0.01 * 2 / (1.03 ** 0.5 + 1e-8)),
+    ("adam_step", [np.zeros(1), np.ones(1), np.empty(0)],
      [1e-3, 0.9, 0.999, 1e-8, 1.0, 1e-3 / 0.1, 0.001 ** 0.5, False, False, False],
-     1 - 1e-2 * 0.2 / (0.004 ** 0.5 / 0.001 ** 0.5 + 1e-8)),
-    ("adam_step", [np.zeros(1), np.zeros(1), np.empty(0)],
+     1 - 1e-2 * 0.2 / (1.003 ** 0.5 / 0.001 ** 0.5 + 1e-8)),
+    ("adam_step", [np.zeros(1), np.ones(1), np.empty(0)],
      [1e-3, 0.9, 0.999, 1e-8, 1.0, 1e-3 / 0.1, 0.001 ** 0.5, True, False, False],
-     (1 - 1e-3) - 1e-2 * 0.1 / (1 + 1e-8)),
+     (1 - 1e-3) - 1e-2 * 0.1 / (1 / 0.001 ** 0.5 + 1e-8)),
 ]
 
 
