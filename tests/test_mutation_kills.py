@@ -129,3 +129,10 @@ def test_softmax_loss_refuses_empty_scores_by_message(mod):
     e = np.empty((2, 0))
     with pytest.raises(ValueError, match="^scores must have at least one class column$"):
         mod.softmax_loss_grad(e, np.zeros(2, np.int64), e, 1)
+
+
+@pytest.mark.parametrize("mod", [_mlp_kernels, RM], ids=["compiled", "twin"])
+def test_softmax_loss_names_the_first_bad_label(mod):
+    scores, d = np.zeros((3, 3)), np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"^y must hold class indices in \[0, 3\), got y\[1\] = 5$"):
+        mod.softmax_loss_grad(scores, np.array([0, 5, -1]), d, 1)
