@@ -136,3 +136,110 @@ def test_softmax_loss_names_the_first_bad_label(mod):
     scores, d = np.zeros((3, 3)), np.zeros((3, 3))
     with pytest.raises(ValueError, match=r"^y must hold class indices in \[0, 3\), got y\[1\] = 5$"):
         mod.softmax_loss_grad(scores, np.array([0, 5, -1]), d, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# messages name the argument, what it got, what was expected (the Python layer's convention)
+
+def test_solver_data_messages():
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    data = blob_data()
+    model = FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1)
+    with pytest.raises(TypeError, match=r"^data\['X_train'\] must be an ndarray of shape \(N, \.\.\.\), "
+                                        r"got list$"):
+        Solver(model, {**data, "X_train": data["X_train"].tolist()})
+    with pytest.raises(TypeError, match=r"^data\['X_val'\] must be an ndarray of shape \(N, \.\.\.\), "
+                                        r"got ndarray\(6,\)$"):
+        Solver(model, {**data, "X_val": np.zeros(6)})
+    with pytest.raises(TypeError, match=r"^data\['y_train'\] must be a 1-D ndarray of integer labels, "
+                                        r"got ndarray float64\(120,\)$"):
+        Solver(model, {**data, "y_train": data["y_train"].astype(float)})
+    with pytest.raises(TypeError, match=r"^data\['y_val'\] must be a 1-D ndarray of integer labels, got list $"):
+        Solver(model, {**data, "y_val": [0, 1]})
+    with pytest.raises(ValueError, match=r"^num_train_samples "):
+        Solver(model, data, num_train_samples=0)
+
+
+def test_check_accuracy_messages():
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    data = blob_data()
+    solver = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1), data)
+    X = data["X_val"]
+    with pytest.raises(ValueError, match=r"^y must be an ndarray of shape \(60,\), got list$"):
+        solver.check_accuracy(X, list(data["y_val"]))
+    with pytest.raises(ValueError, match=r"^y must be an ndarray of shape \(60,\), got \(59,\)$"):
+        solver.check_accuracy(X, data["y_val"][:59])
+
+
+def test_end_event_reports_the_iteration():
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    events = []
+    solver = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1), blob_data(), batch_size=40,
+                    num_epochs=1, verbose=False, callback=lambda s, e, i: events.append((e, dict(i))))
+    solver.train()
+    name, info = events[-1]
+    assert name == "end"
+    assert info == {"iteration": 3, "num_iterations": 3, "epoch": 1, "best_val_acc": solver.best_val_acc}
+
+
+def test_checkpoint_with_a_custom_schedule_needs_it_again(tmp_path):
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    data = blob_data()
+
+    def halve(t, lr):
+        return lr / 2
+
+    solver = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1), data, lr_schedule=halve,
+                    optim_config={"learning_rate": 0.1}, num_epochs=1, verbose=False)
+    path = solver.save_checkpoint(tmp_path / "c.ckpt")
+    with pytest.raises(ValueError, match="custom lr_schedule"):
+        Solver.from_checkpoint(path, FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1), data)
+    again = Solver.from_checkpoint(path, FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1), data,
+                                   lr_schedule=halve)
+    assert again.lr_schedule is halve
+
+
+def test_a_damaged_checkpoint_is_named_in_the_error(tmp_path):
+    from fastopt import checkpoint
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(checkpoint.CheckpointError, match=f"checkpoint file {str(path)!r}"):
+        checkpoint.load(path)
+
+
+def test_layer_messages_name_gamma_and_dout():
+    from fastopt.layers import batchnorm_forward, layernorm_forward, relu_backward, relu_forward
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"^gamma "):
+        layernorm_forward(x, np.ones(2), np.zeros(3), {})
+    rm = np.zeros(3)
+    with pytest.raises(ValueError, match="gamma"):           # gamma is the running mean array
+        batchnorm_forward(x, rm, np.zeros(3), {"mode": "train", "running_mean": rm})
+    _, cache = relu_forward(x)
+    with pytest.raises(TypeError, match=r"^dout "):
+        relu_backward(np.ones((2, 3), np.float32), cache)
+
+
+def test_losses_accept_non_contiguous_scores():
+    from fastopt.layers import softmax_loss, svm_loss
+    x = np.arange(12.0).reshape(3, 4).T          # (4, 3), not C-contiguous
+    y = np.array([0, 1, 2, 0])
+    for loss in (softmax_loss, svm_loss):
+        a, da = loss(x, y)
+        b, db = loss(np.ascontiguousarray(x), y)
+        assert a == b and np.array_equal(da, db)
+
+
+def test_functional_rule_names_dw_when_it_is_w():
+    from fastopt import optim
+    w = np.ones(4)
+    with pytest.raises(ValueError, match="dw"):
+        optim.sgd(w, w, None)
