@@ -188,10 +188,13 @@ def tiles_one_buffer(arrays):
     """The 1-D view of the memory that `arrays` tile in order, or None.
 
     Positive when every array is a C-contiguous ndarray of one float dtype, all are views of the
-    same base array, and each one starts exactly where the previous one ends (no gap, no overlap,
-    the given order). The result then covers exactly those arrays' elements, so an elementwise
-    kernel run once on it does what a loop over the arrays would do. Cost: O(len(arrays)), no data
-    is read. A group that is a contiguous run inside a bigger buffer is also positive.
+    same C-contiguous base array, and each one starts exactly where the previous one ends (no gap,
+    no overlap, the given order). The result then covers exactly those arrays' elements, so an
+    elementwise kernel run once on it does what a loop over the arrays would do. Cost:
+    O(len(arrays)), no data is read. A group that is a contiguous run inside a bigger buffer is
+    also positive. The base may hold another dtype than the arrays: optimizer state is placed in a
+    raw uint8 buffer and viewed as floats (fastopt.optim._base.placed_array), and it must tile too.
+    The result is read-only unless every array is writeable.
     """
     if not isinstance(arrays, (list, tuple)) or not arrays:
         return None
@@ -199,20 +202,23 @@ def tiles_one_buffer(arrays):
     if not isinstance(first, np.ndarray):
         return None
     base, dtype = first.base, first.dtype
-    if (not isinstance(base, np.ndarray) or dtype not in FLOAT_DTYPES or base.dtype != dtype
-            or not base.flags.c_contiguous):
+    if not isinstance(base, np.ndarray) or dtype not in FLOAT_DTYPES or not base.flags.c_contiguous:
         return None
     start = _address(first)
     end = start
+    writeable = True
     for a in arrays:
         if (not isinstance(a, np.ndarray) or a.base is not base or a.dtype != dtype
                 or not a.flags.c_contiguous or _address(a) != end):
             return None
         end += a.nbytes
-    base_start = _address(base)
-    flat = base.reshape(-1)                  # a view: base is C-contiguous
-    lo = (start - base_start) // dtype.itemsize
-    hi = (end - base_start) // dtype.itemsize
-    if lo < 0 or hi > flat.size:
+        writeable = writeable and a.flags.writeable
+    lo = start - _address(base)
+    hi = end - _address(base)
+    if lo < 0 or hi > base.nbytes:
         return None
-    return flat[lo:hi]
+    raw = base.reshape(-1).view(np.uint8)    # views: base is C-contiguous
+    span = raw[lo:hi].view(dtype)
+    if not writeable:
+        span.flags.writeable = False
+    return span

@@ -280,13 +280,18 @@ def test_kernel_shape_errors_change_nothing():
     np.testing.assert_array_equal(out, 5.0)
 
 
-def test_empty_batch_is_refused():
+@pytest.mark.parametrize("mod", [K, R], ids=["compiled", "twin"])
+def test_empty_batch_is_refused(mod):
     e = np.empty((0, 3))
+    with pytest.raises(ValueError, match="^z must have at least one row: batch statistics of an empty "
+                                         "batch are undefined$"):
+        mod.batchnorm_relu_forward(e, np.zeros(3), np.ones(3), np.zeros(3), 1e-5, 0.9, np.zeros(3),
+                                   np.ones(3), e, np.empty(3), np.empty(3), 1)
+    with pytest.raises(ValueError, match="^dout must have at least one row"):
+        mod.relu_batchnorm_backward(e, e, e, np.zeros(3), np.ones(3), np.zeros(3), np.ones(3), e,
+                                    np.empty(3), np.empty(3), np.empty(3), 1)
     with pytest.raises(ValueError, match="at least one row"):
-        K.batchnorm_relu_forward(e, np.zeros(3), np.ones(3), np.zeros(3), 1e-5, 0.9, np.zeros(3),
-                                 np.ones(3), e, np.empty(3), np.empty(3), 1)
-    with pytest.raises(ValueError, match="at least one row"):
-        K.softmax_loss_grad(e, np.empty(0, np.int64), e, 1)
+        mod.softmax_loss_grad(e, np.empty(0, np.int64), e, 1)
 
 
 def test_mixed_dtypes_are_refused():

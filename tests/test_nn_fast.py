@@ -7,7 +7,7 @@ import pytest
 import fastopt
 from fastopt.flat import tiles_one_buffer
 from fastopt.nn import FullyConnectedNet
-from fastopt import _blas
+from fastopt import _blas, _mlp_kernels
 
 D, H, C = 37, [70, 66], 5   # 66 * N crosses a COLS=64 block boundary of the column reductions
 
@@ -75,14 +75,21 @@ def test_fast_path_float32_close_to_layer_path(normalization):
     np.testing.assert_allclose(sf, ss, rtol=1e-4, atol=1e-5)
 
 
-def test_results_do_not_depend_on_thread_count():
+@pytest.mark.parametrize("threads", [2, 3])
+def test_results_do_not_depend_on_thread_count(threads, kernel_calls):
+    # loss() runs inside beside_blas, where the kernels take one thread whenever OpenBLAS runs
+    # several: hold BLAS at one thread so the kernels really run on 1, then on `threads` threads.
     out = []
-    for n in (1, 2):
-        fastopt.set_num_threads(n)
-        model = make(normalization="batchnorm", hidden_dims=[600, 300], dtype=np.float32)
-        X, y = batch(256, dtype=np.float32)
-        loss, grads = model.loss(X, y)
-        out.append((loss, {k: g.copy() for k, g in grads.items()}))
+    with _blas.limit_blas_threads(1):
+        for n in (1, threads):
+            fastopt.set_num_threads(n)
+            model = make(normalization="batchnorm", hidden_dims=[600, 300], dtype=np.float32)
+            X, y = batch(256, dtype=np.float32)
+            kernel_calls.clear()
+            loss, grads = model.loss(X, y)
+            used = [t for fam, name, t in kernel_calls.calls if name == "batchnorm_relu_forward"]
+            assert used == [min(n, 256 * h // _mlp_kernels.GRAIN) for h in (600, 300)], kernel_calls.calls
+            out.append((loss, {k: g.copy() for k, g in grads.items()}))
     assert out[0][0] == out[1][0]
     for k in out[0][1]:
         assert np.array_equal(out[0][1][k], out[1][1][k]), k

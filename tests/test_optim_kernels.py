@@ -35,17 +35,12 @@ DTYPES = [np.float32, np.float64]
 # 70001 is split by two threads (the kernels split whatever n_threads they are given).
 SIZES = [1, 7, 1023, 70001]
 TOL = {np.float32: dict(rtol=2e-6, atol=1e-7), np.float64: dict(rtol=1e-13, atol=1e-300)}
-# The AVX2 variant contracts a*b + c into one FMA (one rounding instead of two). Where the result
-# cancels (p - lr*g with p close to lr*g) that difference, about an ulp of the O(1) operands, is
-# large relative to the result: an absolute floor of a few ulps of the largest operand covers it.
+# No extra tolerance for the AVX2 variant: it is built with -ffp-contract=off (no FMA contraction),
+# so it rounds exactly like the baseline (test_simd_dispatch checks every kernel bitwise).
 
 
 def tolerance(mod, dtype, arrays):
-    tol = dict(TOL[dtype])
-    if getattr(mod, "SIMD_VARIANT", "") == "avx2":
-        scale = max((float(np.max(np.abs(a))) for a in arrays if a.size), default=1.0)
-        tol["atol"] = max(tol["atol"], 8 * float(np.finfo(dtype).eps) * scale)
-    return tol
+    return dict(TOL[dtype])
 
 
 def empty(dtype):
@@ -291,22 +286,41 @@ def test_rmsprop_first_step(mod):
     assert p[0] == pytest.approx(1.0 - 0.01 * expected_buf, rel=1e-13)
 
 
+# Every rule in every option combination that changes its arithmetic: (name, state kinds, scalars)
+# with state kinds 0 = normal, 1 = positive, None = unused (empty).
+_ADAM = adam_scalars(1e-3, 0.9, 0.999, 3)
+PRECISION_CASES = [
+    ("sgd_step", [None], [0.1, 0.0, 0.0, 0.0, False, False, False]),
+    ("sgd_step", [0], [0.1, 0.01, 0.9, 0.2, False, True, False]),
+    ("sgd_step", [0], [0.1, 0.01, 0.9, 0.0, True, False, True]),
+    ("velocity_step", [0], [0.1, 0.9, False]),
+    ("velocity_step", [0], [0.1, 0.9, True]),
+    ("adagrad_step", [1], [0.1, 0.01, 1e-10, False]),
+    ("rmsprop_step", [1, None, None], [0.01, 0.99, 1e-8, 0.0, 0.0, False, False]),
+    ("rmsprop_step", [1, 0, 0], [0.01, 0.9, 1e-8, 0.01, 0.9, True, True]),
+    ("adam_step", [0, 1, None], [1e-3, 0.9, 0.999, 1e-8, 0.0, *_ADAM, False, False, False]),
+    ("adam_step", [0, 1, 1], [1e-3, 0.9, 0.999, 1e-8, 0.01, *_ADAM, True, True, True]),
+    ("adam_step", [0, 1, 1], [1e-3, 0.9, 0.999, 1e-8, 0.01, *_ADAM, False, True, False]),
+]
+
+
+@pytest.mark.parametrize("name, states, scalars", PRECISION_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(PRECISION_CASES)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_float32_arithmetic_stays_in_float32(dtype):
-    # The kernel must round like the float32 twin, not like a float64 computation cast at the end.
-    # Bit for bit only where the compiler cannot contract a*b + c into an FMA (x86-64 without FMA).
-    flags = _openmp.simd_flags()
-    if "SSE2" not in flags or "FMA" in flags:
-        pytest.skip(f"bitwise agreement needs x86-64 without FMA contraction; build has {flags}")
+def test_arithmetic_stays_in_the_array_precision_bit_for_bit(name, states, scalars, dtype):
+    # The kernels must round like the twin, which computes in the array's own precision: not like a
+    # float64 computation cast at the end (float32), and without FMA contraction (every variant).
     rng = np.random.default_rng(1)
-    n = 4096
-    arrays = [normal(rng, n, dtype), normal(rng, n, dtype), normal(rng, n, dtype, 0.1),
-              positive(rng, n, dtype), empty(dtype)]
-    step_size, bc2_sqrt = adam_scalars(1e-3, 0.9, 0.999, 3)
-    scalars = [1e-3, 0.9, 0.999, 1e-8, 0.0, step_size, bc2_sqrt, False, False, False]
-    compiled, _, twin = run_all("adam_step", arrays, scalars)
-    for a, b in zip(compiled, twin):
-        np.testing.assert_array_equal(bits(a), bits(b))
+    n = 4099
+    p, g = normal(rng, n, dtype), normal(rng, n, dtype)
+    state = [empty(dtype) if k is None else positive(rng, n, dtype) if k else normal(rng, n, dtype, 0.1)
+             for k in states]
+    if name == "rmsprop_step" and states[1] == 0:     # centered: square_avg >= grad_avg**2
+        state[0] = (state[0] + state[1].astype(np.float64) ** 2).astype(dtype)
+    for mod in VARIANTS:
+        compiled, _, twin = run_all(name, [p, g, *state], scalars, mod)
+        for k, (a, b) in enumerate(zip(compiled, twin)):
+            assert np.array_equal(bits(a), bits(b)), f"{mod.SIMD_VARIANT} {name} array {k}"
 
 
 @pytest.mark.parametrize("name, states, scalars", [

@@ -18,7 +18,10 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file_
 
 
 def _run(code, **env):
-    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), cwd=PACKAGE_PARENT,
+    # The child decides its backend and variant from what this test gives it alone: a
+    # FASTOPT_BACKEND=numpy (or FASTOPT_SIMD) set for the whole test session must not leak in.
+    child = {k: v for k, v in os.environ.items() if k not in ("FASTOPT_BACKEND", "FASTOPT_SIMD")}
+    return subprocess.run([sys.executable, "-c", code], env=dict(child, **env), cwd=PACKAGE_PARENT,
                           capture_output=True, text=True)
 
 
@@ -42,6 +45,7 @@ def test_default_picks_avx2_on_this_cpu():
 
 
 def test_set_simd_switches_at_once():
+    _backend.set_backend("cython")     # the compiled variants, also in a FASTOPT_BACKEND=numpy session
     _backend.set_simd("sse2")
     assert _backend.kernels("optim").SIMD_VARIANT == "sse2"
     _backend.set_simd("auto")
@@ -63,35 +67,87 @@ def test_avx2_request_without_support_is_refused():
         _backend.set_simd("avx2")
 
 
+def _optim_calls(rng, n, dtype):
+    """(function name, arrays, scalars) covering every optimizer kernel and its option branches."""
+    def normal(scale=1.0):
+        return (scale * rng.standard_normal(n)).astype(dtype)
+
+    def positive():
+        return (rng.random(n) + 1e-3).astype(dtype)
+    e = np.empty(0, dtype)
+    return [
+        ("sgd_step", [normal(), normal(), e], [0.1, 0.0, 0.0, 0.0, False, False, False]),
+        ("sgd_step", [normal(), normal(), normal()], [0.1, 0.01, 0.9, 0.2, False, True, False]),
+        ("sgd_step", [normal(), normal(), normal()], [0.1, 0.01, 0.9, 0.0, True, False, True]),
+        ("velocity_step", [normal(), normal(), normal()], [0.1, 0.9, False]),
+        ("velocity_step", [normal(), normal(), normal()], [0.1, 0.9, True]),
+        ("adagrad_step", [normal(), normal(), positive()], [0.1, 0.01, 1e-10, True]),
+        ("rmsprop_step", [normal(), normal(), positive(), e, e], [0.01, 0.99, 1e-8, 0.0, 0.0, False, False]),
+        ("rmsprop_step", [normal(), normal(), positive() + 1, normal(0.1), normal()],
+         [0.01, 0.9, 1e-8, 0.01, 0.9, True, True]),
+        ("adam_step", [normal(), normal(), normal(0.1), positive(), e],
+         [1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, 0.03, False, False, False]),
+        ("adam_step", [normal(), normal(), normal(0.1), positive(), positive()],
+         [1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-2, 0.03, True, True, True]),
+    ]
+
+
+def _norm_calls(rng, dtype):
+    """(function name, arrays in call order, scalars, index where the scalars go) for every
+    normalization kernel; outputs are fresh arrays."""
+    n, d = 67, 1031
+    x = (3 + rng.standard_normal((n, d))).astype(dtype)
+    dout = rng.standard_normal((n, d)).astype(dtype)
+    g, b = rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype)
+    rm, rv = rng.standard_normal(d).astype(dtype), rng.uniform(0.5, 2, d).astype(dtype)
+    mean, inv = x.mean(0).astype(dtype), (1 / x.std(0)).astype(dtype)
+    x3, dout3 = x.reshape(n, 1, d)[:, :, :1024].copy().reshape(n, 4, 256), dout[:, :1024].reshape(n, 4, 256).copy()
+    g4, b4, rm4, rv4 = g[:4].copy(), b[:4].copy(), rm[:4].copy(), rv[:4].copy()
+    m4, i4 = x3.mean((0, 2)).astype(dtype), (1 / x3.std((0, 2))).astype(dtype)
+    lm, li = x.mean(1).astype(dtype), (1 / x.std(1)).astype(dtype)
+    z = np.empty_like
+    return [
+        ("batchnorm_train_forward", lambda: [x, g, b, 1e-5, 0.9, z(x), z(g), z(g), rm.copy(), rv.copy()]),
+        ("batchnorm_test_forward", lambda: [x, g, b, rm, rv, 1e-5, z(x)]),
+        ("batchnorm_backward", lambda: [dout, x, mean, inv, g, z(x), z(g), z(g)]),
+        ("spatial_batchnorm_train_forward", lambda: [x3, g4, b4, 1e-5, 0.9, z(x3), z(g4), z(g4), rm4.copy(),
+                                                     rv4.copy()]),
+        ("spatial_batchnorm_test_forward", lambda: [x3, g4, b4, rm4, rv4, 1e-5, z(x3)]),
+        ("spatial_batchnorm_backward", lambda: [dout3, x3, m4, i4, g4, z(x3), z(g4), z(g4)]),
+        ("layernorm_forward", lambda: [x, g, b, 1e-5, z(x), z(lm), z(lm)]),
+        ("layernorm_backward", lambda: [dout, x, lm, li, g, z(x), z(g), z(g)]),
+    ]
+
+
 @pytest.mark.skipif(not HAS_AVX2, reason="CPU without AVX2/FMA")
-def test_variants_round_identically():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_every_kernel_rounds_identically_in_both_variants(dtype, n_threads):
     # The AVX2 build is compiled with -ffp-contract=off: wider vectors, same operations, same bits.
     from fastopt import _norm_kernels, _norm_kernels_avx2, _optim_kernels, _optim_kernels_avx2
     rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        base = [rng.standard_normal(10007).astype(dtype) for _ in range(2)] + \
-               [(0.1 * rng.standard_normal(10007)).astype(dtype), rng.random(10007).astype(dtype),
-                rng.random(10007).astype(dtype)]
+    names = set()
+    for name, arrays, scalars in _optim_calls(rng, 10007 if n_threads == 1 else 140001, dtype):
         results = []
         for mod in (_optim_kernels, _optim_kernels_avx2):
-            arrays = [a.copy() for a in base]
-            p, g, m, v, vmax = arrays
-            mod.adam_step(param=p, grad=g, exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=vmax,
-                          param_avg=np.empty(0, dtype), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                          weight_decay=0.01, step_size=1e-2, bias_correction2_sqrt=0.03, decoupled=True,
-                          amsgrad=True, maximize=False, grad_scale=1.0, avg_weight=0.0, n_threads=1)
-            results.append(arrays)
-        for a, b in zip(*results):
-            np.testing.assert_array_equal(a, b)
-        x = (3 + rng.standard_normal((67, 1031))).astype(dtype)
-        gamma, beta = rng.standard_normal(1031).astype(dtype), rng.standard_normal(1031).astype(dtype)
-        outs = []
+            copies = [a.copy() for a in arrays]
+            getattr(mod, name)(*copies, *scalars, n_threads)
+            results.append(copies)
+        for k, (a, b) in enumerate(zip(*results)):
+            assert a.tobytes() == b.tobytes(), f"{name} array {k}"
+        names.add(name)
+    assert names == {n for n in dir(_optim_kernels) if n.endswith("_step")}       # every kernel
+    names = set()
+    for name, make in _norm_calls(rng, dtype):
+        results = []
         for mod in (_norm_kernels, _norm_kernels_avx2):
-            out, mean, inv = np.empty_like(x), np.empty(67, dtype), np.empty(67, dtype)
-            mod.layernorm_forward(x, gamma, beta, 1e-5, out, mean, inv, 1)
-            outs.append((out, mean, inv))
-        for a, b in zip(*outs):
-            np.testing.assert_array_equal(a, b)
+            args = make()
+            getattr(mod, name)(*args, n_threads)
+            results.append([a for a in args if isinstance(a, np.ndarray)])
+        for k, (a, b) in enumerate(zip(*results)):
+            assert a.tobytes() == b.tobytes(), f"{name} array {k}"
+        names.add(name)
+    assert names == {n for n in dir(_norm_kernels) if n.endswith(("_forward", "_backward"))}
 
 
 def test_info_reports_the_active_variants():

@@ -61,7 +61,15 @@ def test_overfits_fifty_samples():
     dict(update_rule=optim.Adam, optim_config={"learning_rate": 5e-3}, lr_decay=0.8),
     dict(update_rule="rmsprop", optim_config={"learning_rate": 1e-3},
          lr_schedule=StepLR(1, 0.5), lr_schedule_unit="iteration"),
-], ids=["adam", "momentum-decay", "Adam-class", "rmsprop-schedule"])
+    dict(update_rule="sgd", optim_config={"learning_rate": 0.05}, lr_decay=0.9),
+    dict(update_rule="nesterov_momentum", optim_config={"learning_rate": 0.02, "momentum": 0.8}),
+    dict(update_rule="adagrad", optim_config={"learning_rate": 0.05}),
+    dict(update_rule=optim.SGD, optim_config={"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}),
+    dict(update_rule=optim.Adagrad, optim_config={"learning_rate": 0.05, "lr_decay": 0.01}),
+    dict(update_rule=optim.RMSprop, optim_config={"learning_rate": 1e-3, "momentum": 0.5, "centered": True}),
+    dict(update_rule=optim.AdamW, optim_config={"learning_rate": 5e-3, "weight_decay": 0.05}),
+], ids=["adam", "momentum-decay", "Adam-class", "rmsprop-schedule", "sgd", "nesterov", "adagrad",
+        "SGD-class", "Adagrad-class", "RMSprop-class", "AdamW-class"])
 def test_resume_from_epoch_checkpoint_is_bit_for_bit(tmp_path, config):
     data = blob_data()
     full = Solver(make_model(), data, checkpoint_name=str(tmp_path / "run"), **solver_kwargs(**config))

@@ -2,6 +2,7 @@ import functools
 import json
 import sys
 
+import numpy as np
 import pytest
 
 import fastopt.data
@@ -93,13 +94,43 @@ def test_cifar10_too_few_rows_is_a_usage_error(tmp_path, capsys):
     assert "hold 100 rows" in err and "Traceback" not in err
 
 
-def test_checkpoint_then_resume(tmp_path):
-    ckpt = tmp_path / "model.ckpt"
-    run_json(tmp_path, "--hidden", "16", "--checkpoint", str(ckpt))
-    assert ckpt.is_file() and ckpt.stat().st_size > 0
-    summary = run_json(tmp_path, "--hidden", "16", "--resume", str(ckpt), "--epochs", "3", name="r.json")
-    assert summary["config"]["resume"] == str(ckpt)
-    assert 0.5 < summary["test_acc"] <= 1
+def _same(a, b, where="checkpoint"):
+    """Bitwise equality of nested checkpoint data (dicts, lists, arrays, numbers, RNG states)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert a.tobytes() == b.tobytes(), where
+    else:
+        assert type(a) is type(b) and a == b, where
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum"])
+def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, optimizer):
+    from fastopt import checkpoint
+    common = ["--hidden", "16", "--optimizer", optimizer, "--dropout", "0.9"]
+    full = run_json(tmp_path, *common, "--epochs", "3", "--checkpoint", str(tmp_path / "full.ckpt"),
+                    name="full.json")
+    run_json(tmp_path, *common, "--checkpoint", str(tmp_path / "part.ckpt"), name="part.json")  # 2 epochs
+    # The resumed run is given another seed: the checkpoint's RNG states and params must win. A
+    # resume that dropped the loaded state would train a seed-7 run from scratch, which differs:
+    fresh = run_json(tmp_path, *common, "--epochs", "3", "--seed", "7", name="fresh.json")
+    assert fresh["history"] != full["history"]
+    resumed = run_json(tmp_path, *common, "--epochs", "3", "--seed", "7", "--resume", str(tmp_path / "part.ckpt"),
+                       "--checkpoint", str(tmp_path / "resumed.ckpt"), name="resumed.json")
+    assert resumed["config"]["resume"] == str(tmp_path / "part.ckpt")
+    for key in ("val_acc", "test_acc", "best_val_acc", "epochs", "iterations", "history"):
+        assert resumed[key] == full[key], key
+    a, b = checkpoint.load(tmp_path / "full.ckpt"), checkpoint.load(tmp_path / "resumed.ckpt")
+    for key in a:
+        if key != "kwargs":          # the kwargs hold each run's own checkpoint path
+            _same(a[key], b[key], key)
 
 
 def test_resume_into_a_different_model_is_a_usage_error(tmp_path, capsys):
@@ -221,3 +252,68 @@ def test_optimizer_hyperparameters_reach_the_solver(tmp_path, monkeypatch, extra
     summary = run_json(tmp_path, *extra)
     assert seen == expected
     assert summary["config"]["optim_config"] == expected
+
+
+def test_keyboard_interrupt_exits_130_and_writes_no_summary(tmp_path, capsys, monkeypatch):
+    from fastopt.nn import FullyConnectedNet
+    real, calls = FullyConnectedNet.loss, []
+
+    def interrupted(self, X, y=None):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, X, y)
+
+    monkeypatch.setattr(FullyConnectedNet, "loss", interrupted)
+    out_json = tmp_path / "out.json"
+    assert main([*FAST, "--hidden", "16", "--json", str(out_json)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+    assert len(calls) == 5 and not out_json.exists()
+
+
+@pytest.mark.parametrize("option", ["--json", "--checkpoint", "--plot"])
+def test_unwritable_existing_output_is_refused_before_training(tmp_path, capsys, monkeypatch, option):
+    import os
+    target = tmp_path / "existing.out"
+    target.write_bytes(b"keep me")
+    os.chmod(target, 0o444)
+    if os.access(target, os.W_OK):     # root ignores the mode bits: deny like a read-only mount would
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(target)
+                            and mode & os.W_OK else real_access(p, mode, **kw))
+    assert main([*FAST, option, str(target)]) == 2
+    captured = capsys.readouterr()
+    assert f"{option} '{target}' is not writable" in captured.err and captured.out == ""
+    assert target.read_bytes() == b"keep me"
+
+
+def test_output_in_a_folder_that_cannot_be_written_is_refused(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    assert main([*FAST, "--json", str(tmp_path / "new.json")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write in" in err and "Permission denied" in err
+    assert not (tmp_path / "new.json").exists()
+
+
+def test_backend_cython_without_the_compiled_core_is_a_usage_error(capsys, monkeypatch):
+    from fastopt import _backend
+    monkeypatch.setattr(_backend, "_compiled_available", lambda: False)
+    assert main([*FAST, "--backend", "cython"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("fastopt train: error: --backend cython:")
+    assert "compiled core" in captured.err and "Traceback" not in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("argv, fragment", [([], "required"), (["frobnicate"], "invalid choice")])
+def test_missing_or_unknown_subcommand_exits_2(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.startswith("usage: fastopt")

@@ -229,13 +229,27 @@ def batchnorm_backward(dout, cache):
 
 
 def batchnorm_backward_alt(dout, cache):
-    """Same result as batchnorm_backward, by the same kernel.
+    """Gradients (dx, dgamma, dbeta) of a training-mode batchnorm_forward, by CS231n's simplified
+    closed form, computed here in NumPy (not by the kernel behind batchnorm_backward):
 
-    In CS231n the "alt" version is the simplified closed form of the gradient, next to a step-by-step
-    computational-graph version. Here there is no graph version to contrast with: batchnorm_backward
-    already uses the simplified form, so both names run the one fused kernel.
+        xhat = (x - mean) * inv_std
+        dbeta = sum_n dout,  dgamma = sum_n dout * xhat
+        dx = inv_std / N * (N * dout - dbeta - xhat * dgamma) * gamma
+
+    An independent derivation of the same gradient: tests compare the two, and it is the readable
+    version to study. Sums accumulate in float64; results are in x's dtype.
     """
-    return batchnorm_backward(dout, cache)
+    cache = _cache_for(cache, "batchnorm", "batchnorm_forward")
+    dout = _dout(dout, cache)
+    x, dtype = cache.x, cache.x.dtype
+    n = x.shape[0]
+    inv_std = cache.inv_std.astype(np.float64)
+    xhat = (x - cache.mean.astype(np.float64)) * inv_std
+    dout64 = dout.astype(np.float64)
+    dbeta = dout64.sum(axis=0)
+    dgamma = (dout64 * xhat).sum(axis=0)
+    dx = (cache.gamma * inv_std / n) * (n * dout64 - dbeta - xhat * dgamma)
+    return dx.astype(dtype, copy=False), dgamma.astype(dtype), dbeta.astype(dtype)
 
 
 # ---------------------------------------------------------------------------------------------------

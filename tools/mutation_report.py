@@ -1,0 +1,75 @@
+"""Kill rate per module from mutmut's result files (mutants/**/*.py.meta), as a Markdown table.
+
+Killed: a test failed under the mutant. Timeout: the covering tests ran out of their CPU-time
+limit (or crashed) under the mutant; counted as killed, and listed apart. Survived: every covering test passed.
+No tests: no test reaches the mutated function. Not checked: not run yet (the run was limited).
+Rate = (killed + timeout) / (killed + timeout + survived + no tests), over the mutants that ran.
+"""
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+KILLED, TIMEOUT = {1, 3}, {36, -24, 24, 152, 255, -11, -9}   # mutmut's exit codes
+SURVIVED, NO_TESTS = {0}, {5, 33}
+
+
+def classify(code):
+    if code is None:
+        return "not checked"
+    if code in KILLED:
+        return "killed"
+    if code in TIMEOUT:
+        return "timeout"
+    if code in SURVIVED:
+        return "survived"
+    if code in NO_TESTS:
+        return "no tests"
+    return "other"
+
+
+def main(root="mutants"):
+    rows, survivors, total = [], [], Counter()
+    for meta in sorted(Path(root).rglob("*.py.meta")):
+        module = str(meta.relative_to(root))[:-len(".meta")]
+        data = json.loads(meta.read_text())
+        counts = Counter()
+        for name, code in data.get("exit_code_by_key", {}).items():
+            kind = classify(code)
+            counts[kind] += 1
+            if kind in ("survived", "no tests"):
+                survivors.append((module, name, kind))
+        total.update(counts)
+        rows.append((module, counts))
+    print("| module | mutants | killed | timeout | survived | no tests | not checked | kill rate |")
+    print("|---|---|---|---|---|---|---|---|")
+    for module, c in rows + [("**all**", total)]:
+        dead = c["killed"] + c["timeout"]
+        run = dead + c["survived"] + c["no tests"]
+        rate = f"{100 * dead / run:.1f}%" if run else "-"
+        print(f"| {module} | {sum(c.values())} | {c['killed']} | {c['timeout']} | {c['survived']} | "
+              f"{c['no tests']} | {c['not checked'] + c['other']} | {rate} |")
+    if survivors:
+        print("\nsurvivors (`mutmut show NAME` prints the diff):")
+        for module, name, kind in survivors:
+            print(f"- {name} ({kind})")
+
+
+def sample(fraction, *prefixes, root="mutants", seed=0):
+    """Print a seeded random `fraction` of the mutant names of each file under the given module
+    prefixes (all modules when none): a kill-rate estimate where the full run takes too long."""
+    import random
+    rng = random.Random(seed)
+    for meta in sorted(Path(root).rglob("*.py.meta")):
+        names = sorted(json.loads(meta.read_text()).get("exit_code_by_key", {}))
+        names = [n for n in names if not prefixes or n.startswith(prefixes)]
+        if names:
+            k = max(1, round(fraction * len(names)))
+            print("\n".join(sorted(rng.sample(names, k))))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--sample"]:
+        sample(float(sys.argv[2]), *sys.argv[3:])
+    else:
+        main(*sys.argv[1:])
