@@ -45,8 +45,8 @@ def rng():
 class KernelCalls:
     """Every kernel call made through fastopt._backend.kernels(family), in order.
 
-    `calls` holds (family, function name, n_threads) tuples; n_threads is the last positional
-    argument when it is an int (the kernel convention), else None.
+    `calls` holds (family, function name, n_threads) tuples; n_threads is the `n_threads` keyword,
+    else the last positional argument when it is an int (the kernel convention), else None.
     """
 
     def __init__(self):
@@ -72,7 +72,7 @@ class _CountingModule:
             return value
 
         def counted(*args, **kwargs):
-            last = args[-1] if args else None
+            last = kwargs["n_threads"] if "n_threads" in kwargs else (args[-1] if args else None)
             n = last if isinstance(last, int) and not isinstance(last, bool) else None
             self._record.calls.append((self._family, name, n))
             return value(*args, **kwargs)

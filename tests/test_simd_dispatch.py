@@ -75,20 +75,40 @@ def _optim_calls(rng, n, dtype):
     def positive():
         return (rng.random(n) + 1e-3).astype(dtype)
     e = np.empty(0, dtype)
+    off, clip = [1.0, 0.0], [0.5, 0.1]   # (grad_scale, avg_weight): no clipping/averaging; both on
     return [
-        ("sgd_step", [normal(), normal(), e], [0.1, 0.0, 0.0, 0.0, False, False, False]),
-        ("sgd_step", [normal(), normal(), normal()], [0.1, 0.01, 0.9, 0.2, False, True, False]),
-        ("sgd_step", [normal(), normal(), normal()], [0.1, 0.01, 0.9, 0.0, True, False, True]),
+        ("sgd_step", [normal(), normal(), e, e], [0.1, 0.0, 0.0, 0.0, False, False, False, *off]),
+        ("sgd_step", [normal(), normal(), normal(), normal()], [0.1, 0.01, 0.9, 0.2, False, True, False, *clip]),
+        ("sgd_step", [normal(), normal(), normal(), e], [0.1, 0.01, 0.9, 0.0, True, False, True, *off]),
         ("velocity_step", [normal(), normal(), normal()], [0.1, 0.9, False]),
         ("velocity_step", [normal(), normal(), normal()], [0.1, 0.9, True]),
-        ("adagrad_step", [normal(), normal(), positive()], [0.1, 0.01, 1e-10, True]),
-        ("rmsprop_step", [normal(), normal(), positive(), e, e], [0.01, 0.99, 1e-8, 0.0, 0.0, False, False]),
-        ("rmsprop_step", [normal(), normal(), positive() + 1, normal(0.1), normal()],
-         [0.01, 0.9, 1e-8, 0.01, 0.9, True, True]),
-        ("adam_step", [normal(), normal(), normal(0.1), positive(), e],
-         [1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, 0.03, False, False, False]),
-        ("adam_step", [normal(), normal(), normal(0.1), positive(), positive()],
-         [1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-2, 0.03, True, True, True]),
+        ("adagrad_step", [normal(), normal(), positive(), e], [0.1, 0.01, 1e-10, True, *off]),
+        ("adagrad_step", [normal(), normal(), positive(), normal()], [0.1, 0.0, 1e-10, False, *clip]),
+        ("rmsprop_step", [normal(), normal(), positive(), e, e, e],
+         [0.01, 0.99, 1e-8, 0.0, 0.0, False, False, *off]),
+        ("rmsprop_step", [normal(), normal(), positive() + 1, normal(0.1), normal(), normal()],
+         [0.01, 0.9, 1e-8, 0.01, 0.9, True, True, *clip]),
+        ("adam_step", [normal(), normal(), normal(0.1), positive(), e, e],
+         [1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, 0.03, False, False, False, *off]),
+        ("adam_step", [normal(), normal(), normal(0.1), positive(), positive(), normal()],
+         [1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-2, 0.03, True, True, True, *clip]),
+        ("nadam_step", [normal(), normal(), normal(0.1), positive(), e],
+         [1e-3, 0.9, 0.999, 1e-8, 0.01, 0.002, -1e-3, -2e-3, False, False, *off]),
+        ("nadam_step", [normal(), normal(), normal(0.1), positive(), normal()],
+         [1e-3, 0.9, 0.999, 1e-8, 0.01, 0.002, -1e-3, -2e-3, True, True, *clip]),
+        ("radam_step", [normal(), normal(), normal(0.1), positive(), e],
+         [1e-3, 0.9, 0.999, 1e-8, 0.01, 0.5, 0.2, 0.7, True, False, False, *off]),
+        ("radam_step", [normal(), normal(), normal(0.1), positive(), normal()],
+         [1e-3, 0.9, 0.999, 1e-8, 0.01, 0.5, 0.2, 0.7, False, True, True, *clip]),
+        ("adamax_step", [normal(), normal(), normal(0.1), positive(), e],
+         [1e-2, 0.9, 0.999, 1e-8, 0.01, False, *off]),
+        ("adamax_step", [normal(), normal(), normal(0.1), positive(), normal()],
+         [1e-2, 0.9, 0.999, 1e-8, 0.0, True, *clip]),
+        ("adadelta_step", [normal(), normal(), positive(), positive(), e], [1.0, 0.9, 1e-6, 0.01, False, *off]),
+        ("adadelta_step", [normal(), normal(), positive(), positive(), normal()],
+         [1.0, 0.9, 1e-6, 0.0, True, *clip]),
+        ("lion_step", [normal(), normal(), normal(0.1), e], [1e-4, 0.9, 0.99, 0.01, False, *off]),
+        ("lion_step", [normal(), normal(), normal(0.1), normal()], [1e-4, 0.9, 0.99, 0.0, True, *clip]),
     ]
 
 
@@ -105,6 +125,8 @@ def _norm_calls(rng, dtype):
     g4, b4, rm4, rv4 = g[:4].copy(), b[:4].copy(), rm[:4].copy(), rv[:4].copy()
     m4, i4 = x3.mean((0, 2)).astype(dtype), (1 / x3.std((0, 2))).astype(dtype)
     lm, li = x.mean(1).astype(dtype), (1 / x.std(1)).astype(dtype)
+    groups = x3.reshape(n * 2, -1)                 # 2 groups of 2 channels: each row one group
+    gm, gi = groups.mean(1).astype(dtype), (1 / groups.std(1)).astype(dtype)
     z = np.empty_like
     return [
         ("batchnorm_train_forward", lambda: [x, g, b, 1e-5, 0.9, z(x), z(g), z(g), rm.copy(), rv.copy()]),
@@ -116,6 +138,8 @@ def _norm_calls(rng, dtype):
         ("spatial_batchnorm_backward", lambda: [dout3, x3, m4, i4, g4, z(x3), z(g4), z(g4)]),
         ("layernorm_forward", lambda: [x, g, b, 1e-5, z(x), z(lm), z(lm)]),
         ("layernorm_backward", lambda: [dout, x, lm, li, g, z(x), z(g), z(g)]),
+        ("spatial_groupnorm_forward", lambda: [x3, g4, b4, 2, 1e-5, z(x3), z(gm), z(gm)]),
+        ("spatial_groupnorm_backward", lambda: [dout3, x3, gm, gi, g4, 2, z(x3), z(g4), z(g4)]),
     ]
 
 
