@@ -36,4 +36,4 @@ def compute_dtype(*named):
 
 def as_operand(a, dtype):
     """A read-only operand in `dtype`, C-contiguous (a copy only when needed; never written)."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    return np.asarray(a, dtype=dtype, order="C")     # keeps a 0-d shape (ascontiguousarray makes it 1-d)

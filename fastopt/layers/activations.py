@@ -100,7 +100,7 @@ def activation_forward(name, x, param=None):
     spec = get(name)
     value = spec.check_param(param)
     check_array("x", x, contiguous=False)
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")      # read only: a copy of a non-contiguous x is harmless
     out = _run(spec.forward_kernel, x, value)
     return out, (name, value, x if spec.saves == "x" else out)
 
@@ -134,7 +134,7 @@ def activation_backward(name, dout, cache):
     else:
         check_scalar(f"cache ({expected}): its {spec.param}", value, low=spec.low)
     check_array("dout", dout, contiguous=False, dtype=saved.dtype, shape=saved.shape)
-    return _run(spec.backward_kernel, np.ascontiguousarray(dout), float(value), saved)
+    return _run(spec.backward_kernel, np.asarray(dout, order="C"), float(value), saved)
 
 
 def relu_forward(x):
