@@ -12,6 +12,8 @@
 # (elu), rounded once to the arrays' precision; other kernels ignore it (one signature for all, so the
 # layer functions and the model call every activation the same way).
 #
+# Every buffer's size and n_threads are checked (src/_contract.pxd) before any element is touched.
+#
 # Elementwise: each element is written by exactly one thread from its own inputs, so results are
 # bitwise independent of the thread count. Arithmetic in the arrays' precision (expf/expm1f/tanhf
 # for float32). The transcendental calls are libm's scalar functions (no vector libm without
@@ -22,6 +24,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport expm1, expm1f, tanh, tanhf
 
+from _contract cimport check_size, threads
 from _fastmath cimport f_abs, f_exp, f_max
 
 # Elements per thread below which a kernel stays on one thread: threads_for(n, GRAIN). The dropout
@@ -77,78 +80,77 @@ cdef inline floating _tanh(floating x) noexcept nogil:
         return tanh(x)
 
 
-cdef int _check_size(str name, Py_ssize_t got, Py_ssize_t n) except -1:
-    if got != n:
-        raise ValueError(f"{name} must have {n} elements, got {got}")
-    return 0
-
-
 # ---------------------------------------------------------------------------------------------
 # forward: out = f(x)
 # ---------------------------------------------------------------------------------------------
 
-def relu_forward(const floating[::1] x,      # IN
-                 double param,               # unused
-                 floating[::1] out,          # OUT max(x, 0); may be x
-                 int n_threads=1):
+def relu_forward(const floating[::1] x not None,   # IN
+                 double param,                     # unused
+                 floating[::1] out not None,       # OUT max(x, 0); may be x
+                 int n_threads):
     """out = max(x, 0) (NaN propagates, like np.maximum)."""
     cdef Py_ssize_t n = x.shape[0], i
-    _check_size("out", out.shape[0], n)
+    check_size("out", out.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             out[i] = f_max(x[i], <floating>0)
 
 
-def leaky_relu_forward(const floating[::1] x,   # IN
-                       double param,            # negative_slope
-                       floating[::1] out,       # OUT; may be x
-                       int n_threads=1):
+def leaky_relu_forward(const floating[::1] x not None,   # IN
+                       double param,                     # negative_slope
+                       floating[::1] out not None,       # OUT; may be x
+                       int n_threads):
     """out = x where x > 0, else negative_slope * x."""
     cdef Py_ssize_t n = x.shape[0], i
     cdef floating s = <floating>param
     cdef floating v
-    _check_size("out", out.shape[0], n)
+    check_size("out", out.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             v = x[i]
             out[i] = _sel(v > 0, v, s * v)
 
 
-def elu_forward(const floating[::1] x,   # IN
-                double param,            # alpha
-                floating[::1] out,       # OUT; may be x
-                int n_threads=1):
+def elu_forward(const floating[::1] x not None,   # IN
+                double param,                     # alpha
+                floating[::1] out not None,       # OUT; may be x
+                int n_threads):
     """out = x where x > 0, else alpha * expm1(x)."""
     cdef Py_ssize_t n = x.shape[0], i
     cdef floating a = <floating>param
     cdef floating v
-    _check_size("out", out.shape[0], n)
+    check_size("out", out.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             v = x[i]
             out[i] = v if v > 0 else a * _expm1(v)
 
 
-def tanh_forward(const floating[::1] x,   # IN
-                 double param,            # unused
-                 floating[::1] out,       # OUT; may be x
-                 int n_threads=1):
+def tanh_forward(const floating[::1] x not None,   # IN
+                 double param,                     # unused
+                 floating[::1] out not None,       # OUT; may be x
+                 int n_threads):
     """out = tanh(x)."""
     cdef Py_ssize_t n = x.shape[0], i
-    _check_size("out", out.shape[0], n)
+    check_size("out", out.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             out[i] = _tanh(x[i])
 
 
-def sigmoid_forward(const floating[::1] x,   # IN
-                    double param,            # unused
-                    floating[::1] out,       # OUT; may be x
-                    int n_threads=1):
+def sigmoid_forward(const floating[::1] x not None,   # IN
+                    double param,                     # unused
+                    floating[::1] out not None,       # OUT; may be x
+                    int n_threads):
     """out = 1 / (1 + e) for x >= 0, e / (1 + e) otherwise, with e = exp(-|x|) (never overflows)."""
     cdef Py_ssize_t n = x.shape[0], i
     cdef floating v, e
-    _check_size("out", out.shape[0], n)
+    check_size("out", out.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             v = x[i]
@@ -160,48 +162,51 @@ def sigmoid_forward(const floating[::1] x,   # IN
 # backward: dx = dout * f'(.)
 # ---------------------------------------------------------------------------------------------
 
-def relu_backward(const floating[::1] dout,    # IN
-                  const floating[::1] saved,   # IN x
-                  double param,                # unused
-                  floating[::1] dx,            # OUT; may be dout
-                  int n_threads=1):
+def relu_backward(const floating[::1] dout not None,    # IN
+                  const floating[::1] saved not None,   # IN x
+                  double param,                         # unused
+                  floating[::1] dx not None,            # OUT; may be dout
+                  int n_threads):
     """dx = dout where x > 0, else 0 (a select: inf/NaN in dout do not leak into dead units)."""
     cdef Py_ssize_t n = dout.shape[0], i
-    _check_size("saved", saved.shape[0], n)
-    _check_size("dx", dx.shape[0], n)
+    check_size("saved", saved.shape[0], n)
+    check_size("dx", dx.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             dx[i] = _sel(saved[i] > 0, dout[i], <floating>0)
 
 
-def leaky_relu_backward(const floating[::1] dout,    # IN
-                        const floating[::1] saved,   # IN x
-                        double param,                # negative_slope
-                        floating[::1] dx,            # OUT; may be dout
-                        int n_threads=1):
+def leaky_relu_backward(const floating[::1] dout not None,    # IN
+                        const floating[::1] saved not None,   # IN x
+                        double param,                         # negative_slope
+                        floating[::1] dx not None,            # OUT; may be dout
+                        int n_threads):
     """dx = dout where x > 0, else negative_slope * dout."""
     cdef Py_ssize_t n = dout.shape[0], i
     cdef floating s = <floating>param
     cdef floating g
-    _check_size("saved", saved.shape[0], n)
-    _check_size("dx", dx.shape[0], n)
+    check_size("saved", saved.shape[0], n)
+    check_size("dx", dx.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             g = dout[i]
             dx[i] = _sel(saved[i] > 0, g, s * g)
 
 
-def elu_backward(const floating[::1] dout,    # IN
-                 const floating[::1] saved,   # IN out
-                 double param,                # alpha
-                 floating[::1] dx,            # OUT; may be dout
-                 int n_threads=1):
+def elu_backward(const floating[::1] dout not None,    # IN
+                 const floating[::1] saved not None,   # IN out
+                 double param,                         # alpha
+                 floating[::1] dx not None,            # OUT; may be dout
+                 int n_threads):
     """dx = dout where out > 0, else dout * (out + alpha)   (alpha * e^x = out + alpha for x <= 0)."""
     cdef Py_ssize_t n = dout.shape[0], i
     cdef floating a = <floating>param
     cdef floating g, o
-    _check_size("saved", saved.shape[0], n)
-    _check_size("dx", dx.shape[0], n)
+    check_size("saved", saved.shape[0], n)
+    check_size("dx", dx.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             g = dout[i]
@@ -209,32 +214,34 @@ def elu_backward(const floating[::1] dout,    # IN
             dx[i] = _sel(o > 0, g, g * (o + a))
 
 
-def tanh_backward(const floating[::1] dout,    # IN
-                  const floating[::1] saved,   # IN out
-                  double param,                # unused
-                  floating[::1] dx,            # OUT; may be dout
-                  int n_threads=1):
+def tanh_backward(const floating[::1] dout not None,    # IN
+                  const floating[::1] saved not None,   # IN out
+                  double param,                         # unused
+                  floating[::1] dx not None,            # OUT; may be dout
+                  int n_threads):
     """dx = dout * (1 - out * out)."""
     cdef Py_ssize_t n = dout.shape[0], i
     cdef floating o
-    _check_size("saved", saved.shape[0], n)
-    _check_size("dx", dx.shape[0], n)
+    check_size("saved", saved.shape[0], n)
+    check_size("dx", dx.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             o = saved[i]
             dx[i] = dout[i] * (<floating>1 - o * o)
 
 
-def sigmoid_backward(const floating[::1] dout,    # IN
-                     const floating[::1] saved,   # IN out
-                     double param,                # unused
-                     floating[::1] dx,            # OUT; may be dout
-                     int n_threads=1):
+def sigmoid_backward(const floating[::1] dout not None,    # IN
+                     const floating[::1] saved not None,   # IN out
+                     double param,                         # unused
+                     floating[::1] dx not None,            # OUT; may be dout
+                     int n_threads):
     """dx = (dout * out) * (1 - out)."""
     cdef Py_ssize_t n = dout.shape[0], i
     cdef floating o
-    _check_size("saved", saved.shape[0], n)
-    _check_size("dx", dx.shape[0], n)
+    check_size("saved", saved.shape[0], n)
+    check_size("dx", dx.shape[0], n)
+    n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             o = saved[i]

@@ -1,4 +1,4 @@
-# The kernel contract shared by the norm, dropout and MLP kernel modules: every buffer's extent is
+# The kernel contract shared by every kernel module (norm, groupnorm, dropout, MLP, activation, L-BFGS): every buffer's extent is
 # checked against the shape the kernel derives from its main input, and n_threads (always the last
 # argument) is checked, before any memory is read or written. A wrong size raises ValueError naming
 # the argument; nothing reachable from Python may read or write out of bounds.
@@ -15,6 +15,13 @@ cdef enum:
 cdef inline int check_1d(str name, Py_ssize_t got, Py_ssize_t want) except -1:
     if got != want:
         raise ValueError(f"{name} must have shape ({want},), got ({got},)")
+    return 0
+
+
+cdef inline int check_size(str name, Py_ssize_t got, Py_ssize_t want) except -1:
+    # The flat-buffer kernels' form of check_1d: their arrays are views of any shape, so a count.
+    if got != want:
+        raise ValueError(f"{name} must have {want} elements, got {got}")
     return 0
 
 

@@ -14,21 +14,17 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
+from _contract cimport check_3d, check_size, threads
+
 cdef enum:
     GN_LANES = 32
-
-
-cdef int _gn_check_size(str name, Py_ssize_t got, Py_ssize_t want) except -1:
-    if got != want:
-        raise ValueError(f"{name} must have {want} elements, got {got}")
-    return 0
 
 
 cdef int _gn_check_shape(Py_ssize_t n, Py_ssize_t c, Py_ssize_t s, Py_ssize_t groups) except -1:
     if n < 1 or c < 1 or s < 1:
         raise ValueError(f"x must be a non-empty (N, C, H*W) array, got ({n}, {c}, {s})")
     if groups < 1 or c % groups != 0:
-        raise ValueError(f"groups must be >= 1 and divide C = {c}, got {groups}")
+        raise ValueError(f"groups must be >= 1 and divide the C = {c} channels of x, got {groups}")
     return 0
 
 
@@ -168,12 +164,12 @@ def spatial_groupnorm_forward(const floating[:, :, ::1] x, const floating[::1] g
     """
     cdef Py_ssize_t n = x.shape[0], nc = x.shape[1], s = x.shape[2]
     _gn_check_shape(n, nc, s, groups)
-    _gn_check_size("gamma", gamma.shape[0], nc)
-    _gn_check_size("beta", beta.shape[0], nc)
-    if out.shape[0] != n or out.shape[1] != nc or out.shape[2] != s:
-        raise ValueError(f"out must have x's shape ({n}, {nc}, {s})")
-    _gn_check_size("mean", mean.shape[0], n * groups)
-    _gn_check_size("inv_std", inv_std.shape[0], n * groups)
+    check_size("gamma", gamma.shape[0], nc)
+    check_size("beta", beta.shape[0], nc)
+    check_3d("out", out.shape[0], out.shape[1], out.shape[2], n, nc, s)
+    check_size("mean", mean.shape[0], n * groups)
+    check_size("inv_std", inv_std.shape[0], n * groups)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t cpg = nc // groups, rows = n * groups, r
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* op = &out[0, 0, 0]
@@ -193,14 +189,14 @@ def spatial_groupnorm_backward(const floating[:, :, ::1] dout, const floating[:,
     """
     cdef Py_ssize_t n = x.shape[0], nc = x.shape[1], s = x.shape[2]
     _gn_check_shape(n, nc, s, groups)
-    if (dout.shape[0] != n or dout.shape[1] != nc or dout.shape[2] != s
-            or dx.shape[0] != n or dx.shape[1] != nc or dx.shape[2] != s):
-        raise ValueError(f"dout and dx must have x's shape ({n}, {nc}, {s})")
-    _gn_check_size("mean", mean.shape[0], n * groups)
-    _gn_check_size("inv_std", inv_std.shape[0], n * groups)
-    _gn_check_size("gamma", gamma.shape[0], nc)
-    _gn_check_size("dgamma", dgamma.shape[0], nc)
-    _gn_check_size("dbeta", dbeta.shape[0], nc)
+    check_3d("dout", dout.shape[0], dout.shape[1], dout.shape[2], n, nc, s)
+    check_size("mean", mean.shape[0], n * groups)
+    check_size("inv_std", inv_std.shape[0], n * groups)
+    check_size("gamma", gamma.shape[0], nc)
+    check_3d("dx", dx.shape[0], dx.shape[1], dx.shape[2], n, nc, s)
+    check_size("dgamma", dgamma.shape[0], nc)
+    check_size("dbeta", dbeta.shape[0], nc)
+    n_threads = threads(n_threads)
     cdef Py_ssize_t cpg = nc // groups, rows = n * groups, r, c
     cdef const floating* xp = &x[0, 0, 0]
     cdef const floating* dp = &dout[0, 0, 0]

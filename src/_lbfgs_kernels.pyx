@@ -7,7 +7,8 @@
 # lanes are added in lane order, and the block sums are added in block order after the parallel
 # loop. Threads only decide who computes a block, so results are bitwise the same for any n_threads.
 # Elementwise updates stay in the array's precision; the scalar is converted to it once.
-# n_threads is the last argument (the caller passes fastopt._backend.threads_for(n, GRAIN)).
+# n_threads is the last argument (the caller passes fastopt._backend.threads_for(n, GRAIN)). Every
+# buffer's size (against x's) and n_threads are checked (src/_contract.pxd) before any memory is touched.
 #
 # No AVX2 variant: these loops are memory bound (one or two reads, at most one write per element),
 # and a double reduction does not vectorize wider without reassociation, which would change bits.
@@ -15,6 +16,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs
 from libc.stdlib cimport malloc, free
+
+from _contract cimport check_size, threads
 
 SIMD_VARIANT = "sse2"
 
@@ -30,12 +33,6 @@ cdef enum:
 # Python-visible copies of the partition constants (the NumPy twin mirrors them).
 BLOCK_SIZE = BLOCK
 N_LANES = LANES
-
-
-cdef int _same(str what, Py_ssize_t got, str ref, Py_ssize_t n) except -1:
-    if got != n:
-        raise ValueError(f"{what} must have {n} elements (the size of {ref}), got {got}")
-    return 0
 
 
 cdef double* _partials(Py_ssize_t n) except NULL:
@@ -123,38 +120,41 @@ cdef double _reduce(int kind, const floating[::1] x, const floating[::1] y, int 
     return total
 
 
-def dot(const floating[::1] x, const floating[::1] y, int n_threads):
+def dot(const floating[::1] x not None, const floating[::1] y not None, int n_threads):
     """sum(x * y) accumulated in double over fixed blocks (bitwise independent of n_threads)."""
-    _same("y", y.shape[0], "x", x.shape[0])
-    return _reduce(K_DOT, x, y, n_threads)
+    check_size("y", y.shape[0], x.shape[0])
+    return _reduce(K_DOT, x, y, threads(n_threads))
 
 
-def abs_sum(const floating[::1] x, int n_threads):
+def abs_sum(const floating[::1] x not None, int n_threads):
     """sum(|x|) accumulated in double over fixed blocks."""
-    return _reduce(K_ABS_SUM, x, x, n_threads)
+    return _reduce(K_ABS_SUM, x, x, threads(n_threads))
 
 
-def abs_max(const floating[::1] x, int n_threads):
+def abs_max(const floating[::1] x not None, int n_threads):
     """max(|x|) (0 for an empty x); NaN when x holds a NaN, inf when it holds an infinity."""
-    return _reduce(K_ABS_MAX, x, x, n_threads)
+    return _reduce(K_ABS_MAX, x, x, threads(n_threads))
 
 
-def axpy(floating[::1] y, double a, const floating[::1] x, int n_threads):
+def axpy(floating[::1] y not None, double a, const floating[::1] x not None, int n_threads):
     """y += a * x, in place, in y's precision."""
-    cdef Py_ssize_t i, n = y.shape[0]
-    _same("x", x.shape[0], "y", n)
+    cdef Py_ssize_t i, n = x.shape[0]
+    check_size("y", y.shape[0], n)
+    n_threads = threads(n_threads)
     cdef floating a_ = <floating>a
     for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
         y[i] = y[i] + a_ * x[i]
 
 
-def axpy_dot(floating[::1] y, double a, const floating[::1] x, const floating[::1] z, int n_threads):
+def axpy_dot(floating[::1] y not None, double a, const floating[::1] x not None,
+             const floating[::1] z not None, int n_threads):
     """y += a * x in place, then return dot(y, z): the two-loop recursion's update fused with the
     next dot product (one pass over y instead of two). Same blocks as dot, so the value is bitwise
     dot(y_new, z)."""
-    cdef Py_ssize_t n = y.shape[0], b, lo, i, m, nb = (y.shape[0] + BLOCK - 1) // BLOCK
-    _same("x", x.shape[0], "y", n)
-    _same("z", z.shape[0], "y", n)
+    cdef Py_ssize_t n = x.shape[0], b, lo, i, m, nb = (x.shape[0] + BLOCK - 1) // BLOCK
+    check_size("y", y.shape[0], n)
+    check_size("z", z.shape[0], n)
+    n_threads = threads(n_threads)
     cdef floating a_ = <floating>a
     if n == 0:
         return 0.0
@@ -173,20 +173,23 @@ def axpy_dot(floating[::1] y, double a, const floating[::1] x, const floating[::
     return total
 
 
-def add_scaled(floating[::1] out, const floating[::1] x, double a, const floating[::1] d, int n_threads):
+def add_scaled(floating[::1] out not None, const floating[::1] x not None, double a,
+               const floating[::1] d not None, int n_threads):
     """out = x + a * d (a trial point of the line search); out may not overlap x or d."""
-    cdef Py_ssize_t i, n = out.shape[0]
-    _same("x", x.shape[0], "out", n)
-    _same("d", d.shape[0], "out", n)
+    cdef Py_ssize_t i, n = x.shape[0]
+    check_size("out", out.shape[0], n)
+    check_size("d", d.shape[0], n)
+    n_threads = threads(n_threads)
     cdef floating a_ = <floating>a
     for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
         out[i] = x[i] + a_ * d[i]
 
 
-def scale(floating[::1] out, double a, const floating[::1] x, int n_threads):
+def scale(floating[::1] out not None, double a, const floating[::1] x not None, int n_threads):
     """out = a * x (out may be x itself)."""
-    cdef Py_ssize_t i, n = out.shape[0]
-    _same("x", x.shape[0], "out", n)
+    cdef Py_ssize_t i, n = x.shape[0]
+    check_size("out", out.shape[0], n)
+    n_threads = threads(n_threads)
     cdef floating a_ = <floating>a
     for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
         out[i] = a_ * x[i]

@@ -163,12 +163,22 @@ LAYERS = {
                                             lambda: [_x(2, 4, 2, 2), _x(4), _x(4), 2, {"eps": 1e-5}],
                                             (2, 4, 2, 2)),
 }
-assert set(LAYERS) == set(layers.__all__), sorted(set(layers.__all__) ^ set(LAYERS))
 
-# Forged caches for these backward functions are not refused cleanly yet (an AttributeError from
-# `cache` used unchecked in fastopt/layers/core.py; owner i9-model): their cache slot is drawn valid
-# here, and test_known_gap_forged_core_caches records the gap.
-UNCHECKED_CACHE = {"affine_backward", "relu_backward", "affine_relu_backward"}
+
+def _activation_layers():
+    """The activation layer functions of the table (relu's are core's, already above)."""
+    found = {}
+    for spec in layers.activations.ACTIVATIONS.values():
+        if spec.name == "relu":
+            continue
+        fwd_args = (lambda: [_x(3, 4)]) if spec.param is None else (lambda d=spec.default: [_x(3, 4), d])
+        found[spec.forward_kernel] = fwd_args
+        found[spec.backward_kernel] = _backward(getattr(layers, spec.forward_kernel), fwd_args, (3, 4))
+    return found
+
+
+LAYERS.update(_activation_layers())
+assert set(LAYERS) == set(layers.__all__), sorted(set(layers.__all__) ^ set(LAYERS))
 
 RULE_CONFIG_KEYS = {
     "sgd": ["learning_rate"],
@@ -216,13 +226,31 @@ def draw_args(data, valid, hostile_slots=None, slot_strategies=None):
 # the fuzz tests
 
 
+def forge(data, cache, depth=0):
+    """A forged cache: the valid `cache` with one part (at any depth of its tuples, or one NormCache
+    field) replaced by a hostile value, or (at the top) a hostile value instead of the cache."""
+    where = f"cache part at depth {depth}"
+    if isinstance(cache, tuple) and cache and data.draw(st.booleans(), label=f"forge inside ({where})?"):
+        i = data.draw(st.integers(0, len(cache) - 1), label=where)
+        return cache[:i] + (forge(data, cache[i], depth + 1),) + cache[i + 1:]
+    if isinstance(cache, layers.normalization.NormCache) and data.draw(st.booleans(), label="forge a field?"):
+        fields = {f: getattr(cache, f) for f in cache.__slots__}
+        field = data.draw(st.sampled_from(sorted(fields)), label="NormCache field")
+        return layers.normalization.NormCache(**dict(fields, **{field: data.draw(hostile, label=field)}))
+    return data.draw(hostile, label=where)
+
+
 @pytest.mark.parametrize("name", sorted(LAYERS))
 @FUZZ
 @given(data=st.data())
 def test_fuzz_layers(name, data):
+    """Every layer function of layers.__all__; a backward's cache slot, when hostile, is a forged
+    version of a real cache (a part or a field replaced) as often as an unrelated value."""
     valid = LAYERS[name]()
-    slots = set(range(len(valid))) - ({1} if name in UNCHECKED_CACHE else set())
-    check_call(getattr(layers, name), draw_args(data, valid, slots))
+    args = draw_args(data, valid)
+    if name.endswith("_backward") and args[1] is not valid[1] and data.draw(st.booleans(), label="forge?"):
+        args[1] = forge(data, valid[1])
+    check_call(getattr(layers, name), args)
 
 
 def _config(data, rule):
@@ -293,20 +321,23 @@ def test_fuzz_checkpoint(name, data):
 
 
 def _model_state(model):
+    # model.rng is None for a CS231n-seeded model (seed=): its masks come from the seed, and NumPy's
+    # global state is compared by check_call.
     return {"params": {k: v for k, v in model.params.items()}, "bn": model.bn_params,
-            "dropout": model.dropout_params, "rng": model.rng.bit_generator.state}
+            "dropout": model.dropout_params, "rng": None if model.rng is None else model.rng.bit_generator.state}
 
 
 @pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm"])
 @pytest.mark.parametrize("keep", [1.0, 0.5])
+@pytest.mark.parametrize("seeding", ["rng", "seed"])
 @FUZZ
 @given(data=st.data())
-def test_fuzz_model_loss(normalization, keep, data):
+def test_fuzz_model_loss(normalization, keep, seeding, data):
     """FullyConnectedNet.loss is the Python wrapper of the fused MLP kernels (fastopt._mlp_kernels):
     hostile X / y must be refused with TypeError/ValueError and change neither them nor the model."""
     from fastopt import FullyConnectedNet
-    model = FullyConnectedNet([5], input_dim=4, num_classes=3, rng=0, normalization=normalization,
-                              dropout_keep_ratio=keep, dtype=np.float64)
+    model = FullyConnectedNet([5], input_dim=4, num_classes=3, normalization=normalization,
+                              dropout_keep_ratio=keep, dtype=np.float64, **{seeding: 0})
     args = draw_args(data, [_x(6, 4), np.array([0, 1, 2, 0, 1, 2])])
     if data.draw(st.booleans(), label="test mode (no y)"):
         args = args[:1]
@@ -318,13 +349,20 @@ def test_fuzz_model_loss(normalization, keep, data):
         check_call(model.loss, args)   # and the arguments are unchanged
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="fastopt/layers/core.py uses a forged cache unchecked (owner i9-model)")
-@pytest.mark.parametrize("name", sorted(UNCHECKED_CACHE))
-def test_known_gap_forged_core_caches(name):
-    dout = _x(4, 5) if name != "relu_backward" else _x(3, 4)
-    for cache in [None, (1, 2, 3), [np.ones(2)], "cache", ((1, 2, 3), 4)]:
-        try:
-            getattr(layers, name)(dout, cache)
-        except ALLOWED:
-            continue
+CORE_BACKWARD = {"affine_backward": ((4, 5), _affine), "relu_backward": ((3, 4), lambda: [_x(3, 4)]),
+                 "affine_relu_backward": ((4, 5), _affine)}
+
+
+@pytest.mark.parametrize("name", sorted(CORE_BACKWARD))
+def test_forged_core_caches_are_refused(name):
+    """The caches that once raised AttributeError (fastopt/layers/core.py used them unchecked) now
+    raise TypeError/ValueError naming the cache and the forward that makes it."""
+    shape, fwd_args = CORE_BACKWARD[name]
+    _, real = getattr(layers, name.replace("backward", "forward"))(*fwd_args())
+    forged = [None, (1, 2, 3), [np.ones(2)], "cache", ((1, 2, 3), 4), (np.ones(3), np.ones(3)),
+              (np.ones((4, 6)), np.ones((5, 5)), np.ones(5)), np.ones((3, 4), complex)]
+    if name == "affine_relu_backward":
+        forged += [(real[0], None), (real[0][:2], real[1]), ((real[0][0], real[0][1], np.ones(2)), real[1])]
+    for cache in forged:
+        with pytest.raises((TypeError, ValueError), match=r"cache.*_forward"):
+            getattr(layers, name)(_x(*shape), cache)

@@ -27,19 +27,22 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _openmp
+from fastopt import _backend, _openmp
+from fastopt.layers.activations import ACTIVATIONS
 
 # ---------------------------------------------------------------------------------------------------
 # registry: family -> function -> {parameter: spec}
 #   ("f", shape, fill)   a buffer of the floating dtype under test; shape in symbols N, D, C, S, L
 #   ("u8", shape, fill)  a uint8 buffer;  ("i64", shape, fill) an int64 buffer
-#   ("v", value)         a scalar or flag;  ("bitgen",) a fresh PCG64;  ("threads",) n_threads
+#   ("v", value)         a scalar or flag;  ("dim", symbol) the size `symbol` as an int (groups)
+#   ("bitgen",) a fresh PCG64;  ("threads",) n_threads
 # fills: "n" normal, "p" positive (0.5..2), "s" small (0.1 * normal), "m" 0/1 mask,
 #        "y" labels in [0, D), "e" output buffer (filled with 7 so both backends start alike)
 
 F, P, S, E = "n", "p", "s", "e"
 T = ("threads",)
 ND, D_, N_, NCS, C_, L_ = ("N", "D"), ("D",), ("N",), ("N", "C", "S"), ("C",), ("L",)
+M_ = ("M",)   # groupnorm's (sample, group) statistics: M = N * G
 
 
 def _f(shape, fill=F):
@@ -71,6 +74,27 @@ REGISTRY = {
                                   mean=_f(N_, E), inv_std=_f(N_, E), n_threads=T),
         "layernorm_backward": dict(dout=_f(ND), x=_f(ND), mean=_f(N_), inv_std=_f(N_, P), gamma=_f(D_),
                                    dx=_f(ND, E), dgamma=_f(D_, E), dbeta=_f(D_, E), n_threads=T),
+        "spatial_groupnorm_forward": dict(x=_f(NCS), gamma=_f(C_), beta=_f(C_), groups=("dim", "G"),
+                                          eps=("v", 1e-5), out=_f(NCS, E), mean=_f(M_, E), inv_std=_f(M_, E),
+                                          n_threads=T),
+        "spatial_groupnorm_backward": dict(dout=_f(NCS), x=_f(NCS), mean=_f(M_), inv_std=_f(M_, P),
+                                           gamma=_f(C_), groups=("dim", "G"), dx=_f(NCS, E), dgamma=_f(C_, E),
+                                           dbeta=_f(C_, E), n_threads=T),
+    },
+    "activation": {   # every activation of the layers' table; param is its slope/alpha (ignored by some)
+        **{a.forward_kernel: dict(x=_f(L_), param=("v", 0.3), out=_f(L_, E), n_threads=T)
+           for a in ACTIVATIONS.values()},
+        **{a.backward_kernel: dict(dout=_f(L_), saved=_f(L_), param=("v", 0.3), dx=_f(L_, E), n_threads=T)
+           for a in ACTIVATIONS.values()},
+    },
+    "lbfgs": {
+        "dot": dict(x=_f(L_), y=_f(L_), n_threads=T),
+        "abs_sum": dict(x=_f(L_), n_threads=T),
+        "abs_max": dict(x=_f(L_), n_threads=T),
+        "axpy": dict(y=_f(L_), a=("v", -0.3), x=_f(L_), n_threads=T),
+        "axpy_dot": dict(y=_f(L_), a=("v", -0.3), x=_f(L_), z=_f(L_), n_threads=T),
+        "add_scaled": dict(out=_f(L_, E), x=_f(L_), a=("v", 0.7), d=_f(L_), n_threads=T),
+        "scale": dict(out=_f(L_, E), a=("v", 0.7), x=_f(L_), n_threads=T),
     },
     "dropout": {
         "dropout_train": dict(x=_f(L_), p=("v", 0.6), scale=("v", 1 / 0.6), bit_generator=("bitgen",),
@@ -141,14 +165,26 @@ FACTS = {"_openmp": {"openmp_enabled", "omp_max_threads", "cpu_has_avx2_fma", "s
 # last one.
 KNOWN_GAPS = set()
 
-# Sizes: odd ones, and ones large enough to run on 2 threads (2 * GRAIN elements and more).
+
+
+def _norm_dims(**dims):
+    """Norm sizes with groupnorm's derived extent M = N * G (G divides C)."""
+    return dict(dims, M=dims["N"] * dims["G"])
+
+
+# Sizes: odd ones, and ones large enough to run on 2 threads (2 * GRAIN elements and more; the
+# L-BFGS reductions also over more than one of their 4096-element blocks).
 DIMS = {
-    "norm": [dict(N=1, D=1, C=1, S=1), dict(N=7, D=33, C=3, S=7), dict(N=130, D=1023, C=5, S=64)],
+    "norm": [_norm_dims(N=1, D=1, C=1, S=1, G=1), _norm_dims(N=7, D=33, C=6, S=7, G=3),
+             _norm_dims(N=130, D=1023, C=10, S=64, G=5)],
     "mlp": [dict(N=1, D=1), dict(N=7, D=33), dict(N=80, D=1023)],
     "dropout": [dict(L=1), dict(L=1023), dict(L=70001)],
     "optim": [dict(L=1), dict(L=1023), dict(L=140001)],
+    "activation": [dict(L=1), dict(L=1023), dict(L=70001)],
+    "lbfgs": [dict(L=1), dict(L=1023), dict(L=140001)],
 }
-SMALL = {"norm": dict(N=7, D=5, C=3, S=4), "mlp": dict(N=6, D=5), "dropout": dict(L=9), "optim": dict(L=9)}
+SMALL = {"norm": _norm_dims(N=7, D=5, C=6, S=4, G=3), "mlp": dict(N=6, D=5), "dropout": dict(L=9),
+         "optim": dict(L=9), "activation": dict(L=9), "lbfgs": dict(L=9)}
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 DTYPES = [np.float32, np.float64]
 
@@ -175,6 +211,11 @@ def functions_of(module):
     return {n: getattr(module, n) for n in dir(module)
             if not n.startswith("_") and callable(getattr(module, n))
             and getattr(getattr(module, n), "__module__", None) == module.__name__}
+
+
+def twin_of(family):
+    """The NumPy twin of a kernel family, as the numpy backend loads it."""
+    return importlib.import_module(f"fastopt.reference.{_backend.FAMILIES[family]}")
 
 
 def runnable(name):
@@ -216,6 +257,8 @@ def build_args(family, fname, dtype, dims, seed, n_threads=1):
             args[name] = _fill(rng, dt, tuple(dims[s] for s in spec[1]), spec[2], dims)
         elif kind == "v":
             args[name] = spec[1]
+        elif kind == "dim":
+            args[name] = dims[spec[1]]
         elif kind == "bitgen":
             args[name] = np.random.PCG64(seed)
         else:
@@ -239,6 +282,7 @@ _INOUT = {
             "batchnorm_relu_forward": ("running_mean", "running_var")},
     "optim": {f: tuple(n for n in spec if n != "grad" and spec[n][0] == "f")
               for f, spec in REGISTRY["optim"].items() if f != "norm_partial"},   # reads x only
+    "lbfgs": {"axpy": ("y",), "axpy_dot": ("y",)},
 }
 
 
@@ -278,9 +322,12 @@ def bad_cases(family, fname, dtype):
         if a.ndim >= 1 and a.shape[-1] > 1:
             wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
             cases.append((f"{name} non-contiguous", "layout", name, dict(base, **{name: wide[..., ::2]})))
-        if a.dtype.kind == "f" and sum(v.dtype.kind == "f" for v in buffers(base).values()) > 1:
+        if a.dtype.kind == "f":
+            # With a single floating buffer (abs_sum(x)) the other precision is another valid call.
+            alone = sum(base[n].dtype.kind == "f" for n in names) == 1
             other = np.float64 if a.dtype == np.float32 else np.float32
-            cases.append((f"{name} other precision", "layout", name, dict(base, **{name: a.astype(other)})))
+            cases.append((f"{name} other precision", "free" if alone else "layout", name,
+                          dict(base, **{name: a.astype(other)})))
         if name in written(family, fname):
             ro = a.copy()
             ro.flags.writeable = False
@@ -358,7 +405,7 @@ def test_every_compiled_module_is_known():
 def test_signatures_match_registry_and_end_with_n_threads(module_name):
     module = MODULES[module_name]
     family = family_of(module_name)
-    twin = importlib.import_module(f"fastopt.reference.{family}")
+    twin = twin_of(family)
     for fname, fn in functions_of(module).items():
         params = list(inspect.signature(fn).parameters)
         assert params == list(REGISTRY[family][fname]), f"{module_name}.{fname}{tuple(params)}"
@@ -369,7 +416,7 @@ def test_signatures_match_registry_and_end_with_n_threads(module_name):
 @pytest.mark.parametrize("module_name", KERNEL_MODULES)
 def test_each_module_owns_its_grain(module_name):
     module = MODULES[module_name]
-    twin = importlib.import_module(f"fastopt.reference.{family_of(module_name)}")
+    twin = twin_of(family_of(module_name))
     assert isinstance(module.GRAIN, int) and module.GRAIN > 0
     assert module.GRAIN == twin.GRAIN
 
@@ -396,7 +443,7 @@ def _close(name, got, want, dtype):
 def test_every_kernel_matches_its_twin(module_name, dtype):
     module = MODULES[module_name]
     family = family_of(module_name)
-    twin = importlib.import_module(f"fastopt.reference.{family}")
+    twin = twin_of(family)
     for fname in sorted(REGISTRY[family]):
         for k, dims in enumerate(DIMS[family]):
             want = build_args(family, fname, dtype, dims, seed=k, n_threads=1)
@@ -478,7 +525,7 @@ def test_bad_buffers_raise_and_never_crash(module_name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_twins_refuse_the_same_sizes(family, dtype):
     """The NumPy twins (the numpy backend) refuse every wrong size with the kernels' ValueError."""
-    twin = importlib.import_module(f"fastopt.reference.{family}")
+    twin = twin_of(family)
     for fname in sorted(REGISTRY[family]):
         names = list(buffers(build_args(family, fname, dtype, SMALL[family], 3)))
         for case, kind, name, args in bad_cases(family, fname, dtype):

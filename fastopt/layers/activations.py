@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _backend
-from .._validation import check_array, check_scalar
+from .._validation import _describe, check_array, check_scalar
+from ._operands import as_operand, compute_dtype
 
 FAMILY = "activation"            # fastopt._activation_kernels / fastopt.reference.activations
 
@@ -99,29 +100,62 @@ def activation_forward(name, x, param=None):
     spec = get(name)
     value = spec.check_param(param)
     check_array("x", x, contiguous=False)
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty_like(flat)
+    x = np.asarray(x, order="C")      # read only: a copy of a non-contiguous x is harmless
+    out = _run(spec.forward_kernel, x, value)
+    return out, (name, value, x if spec.saves == "x" else out)
+
+
+def _run(kernel, a, value, saved=None):
+    """The activation kernel `kernel` on the C-contiguous array a (and saved): a new array like a."""
+    flat = a.reshape(-1)
+    res = np.empty_like(flat)
     K = _backend.kernels(FAMILY)
-    getattr(K, spec.forward_kernel)(flat, value, out, _backend.threads_for(flat.shape[0], K.GRAIN))
-    out = out.reshape(x.shape)
-    saved = flat.reshape(x.shape) if spec.saves == "x" else out
-    return out, (name, value, saved)
+    n_threads = _backend.threads_for(flat.shape[0], K.GRAIN)
+    if saved is None:
+        getattr(K, kernel)(flat, value, res, n_threads)
+    else:
+        getattr(K, kernel)(flat, np.ascontiguousarray(saved).reshape(-1), value, res, n_threads)
+    return res.reshape(a.shape)
 
 
 def activation_backward(name, dout, cache):
     """dx of activation `name` for upstream gradient dout, from the cache of its forward."""
     spec = get(name)
-    if not (isinstance(cache, tuple) and len(cache) == 3 and cache[0] == name
+    expected = f"the cache returned by {spec.forward_kernel}"
+    if not (isinstance(cache, tuple) and len(cache) == 3 and isinstance(cache[0], str) and cache[0] == name
             and isinstance(cache[2], np.ndarray)):
-        raise TypeError(f"cache must be the cache returned by {spec.forward_kernel}")
+        raise TypeError(f"cache must be {expected}, got {_describe(cache)}")
     _, value, saved = cache
+    check_array(f"cache ({expected}): its saved {spec.saves}", saved, contiguous=False)
+    # the value forward stored: its checked hyperparameter (0.0 for an activation without one)
+    if spec.param is None:
+        if not (isinstance(value, float) and value == 0.0):
+            raise ValueError(f"cache must be {expected}: {name} has no hyperparameter, got {value!r}")
+    else:
+        check_scalar(f"cache ({expected}): its {spec.param}", value, low=spec.low)
     check_array("dout", dout, contiguous=False, dtype=saved.dtype, shape=saved.shape)
-    flat = np.ascontiguousarray(dout).reshape(-1)
-    dx = np.empty_like(flat)
-    K = _backend.kernels(FAMILY)
-    getattr(K, spec.backward_kernel)(flat, saved.reshape(-1), value, dx,
-                                     _backend.threads_for(flat.shape[0], K.GRAIN))
-    return dx.reshape(dout.shape)
+    return _run(spec.backward_kernel, np.asarray(dout, order="C"), float(value), saved)
+
+
+def relu_forward(x):
+    """out = max(x, 0) elementwise (NaN stays NaN). Returns (out, cache) with cache = x, as CS231n's.
+
+    x: any real dtype (converted as fastopt.layers.core.compute_dtype says; out has that dtype).
+    The relu entry of ACTIVATIONS with CS231n's cache; its kernels are the table's.
+    """
+    x = as_operand(x, compute_dtype(("x", x)))
+    return _run(ACTIVATIONS["relu"].forward_kernel, x, 0.0), x
+
+
+def relu_backward(dout, cache):
+    """dx = dout where x > 0, else 0 (the subgradient at x == 0 is taken as 0, as in CS231n; a select,
+    so an inf/NaN in dout does not leak into units that were off). cache: the x of relu_forward."""
+    if not isinstance(cache, np.ndarray):
+        raise TypeError(f"cache must be the x returned by relu_forward (an array), got {_describe(cache)}")
+    dt = compute_dtype(("dout", dout), ("cache (the x of relu_forward)", cache))
+    if dout.shape != cache.shape:
+        raise ValueError(f"dout must have shape {cache.shape}, got {dout.shape}")
+    return _run(ACTIVATIONS["relu"].backward_kernel, as_operand(dout, dt), 0.0, as_operand(cache, dt))
 
 
 def _make_layer_functions(spec):
@@ -151,9 +185,13 @@ def _make_layer_functions(spec):
     return forward, backward
 
 
-__all__ = ["ACTIVATIONS", "Activation", "get", "activation_forward", "activation_backward"]
+__all__ = ["ACTIVATIONS", "Activation", "get", "activation_forward", "activation_backward", "LAYER_FUNCTIONS"]
+# The layer functions: relu's are written out above (CS231n's cache, any real dtype: the relu
+# fastopt.layers.core re-exports); every other entry's are made from the table.
 for _spec in ACTIVATIONS.values():
-    for _fn in _make_layer_functions(_spec):
-        globals()[_fn.__name__] = _fn
-        __all__.append(_fn.__name__)
+    if _spec.name != "relu":
+        for _fn in _make_layer_functions(_spec):
+            globals()[_fn.__name__] = _fn
+LAYER_FUNCTIONS = [n for a in ACTIVATIONS.values() for n in (a.forward_kernel, a.backward_kernel)]
+__all__ += LAYER_FUNCTIONS
 del _spec, _fn

@@ -1,8 +1,10 @@
-"""Affine and ReLU layers, CS231n-compatible: each forward returns (out, cache), each backward
-takes (dout, cache). Plain NumPy on purpose: the affine work is a matrix product (BLAS) and ReLU is
-one ufunc, so a kernel would win nothing. Inputs are checked first; outputs are new arrays.
+"""Affine layers and the affine-ReLU sandwich, CS231n-compatible: each forward returns (out, cache),
+each backward takes (dout, cache). Plain NumPy on purpose: the affine work is a matrix product
+(BLAS). relu_forward/relu_backward are fastopt.layers.activations' (the activation kernels), re-exported
+here where CS231n keeps them. Inputs (caches included) are checked first; outputs are new arrays.
 
-Operand dtypes (every layer function of fastopt.layers follows this rule, see ``compute_dtype``):
+Operand dtypes (every layer function of fastopt.layers follows this rule, see ``compute_dtype`` in
+fastopt.layers._operands, re-exported here):
 the arrays a layer only READS (x, w, b, gamma, beta, dout, scores) may be of any real dtype,
 integers included; they are converted as NumPy's promotion would convert them, and the result has
 that dtype (float32 stays float32; float32 with float64 gives float64; integers alone give
@@ -11,40 +13,12 @@ statistics) keep their own dtype: the update is computed in the call's dtype and
 """
 import numpy as np
 
-from .._validation import FLOAT_DTYPES, _describe, check_array
+from .._validation import _describe
+from ._operands import as_operand, compute_dtype
+from .activations import relu_backward, relu_forward
 
 __all__ = ["affine_forward", "affine_backward", "relu_forward", "relu_backward",
            "affine_relu_forward", "affine_relu_backward"]
-
-
-def compute_dtype(*named):
-    """The float dtype a layer computes in for read-only operands `named` = (name, array) pairs.
-
-    NumPy's promotion (np.result_type) of the operands' dtypes, with two adjustments: operands that
-    are all integers give float64 (as NumPy's true division does), and float16 gives float32 (the
-    kernels run float32/float64 only). Raises TypeError naming the operand that is not a real array.
-    """
-    dtypes = []
-    for name, a in named:
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a NumPy array of real numbers, got {_describe(a)}")
-        if a.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must have a real numeric dtype (integer or float), got {a.dtype}")
-        dtypes.append(a.dtype)
-    if not any(dt.kind == "f" for dt in dtypes):
-        return np.dtype(np.float64)
-    dt = np.result_type(*dtypes)
-    if dt == np.float16:
-        return np.dtype(np.float32)
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"{', '.join(n for n, _ in named)} promote to {dt}; "
-                        f"fastopt computes in float32 or float64")
-    return dt
-
-
-def as_operand(a, dtype):
-    """A read-only operand in `dtype`, C-contiguous (a copy only when needed; never written)."""
-    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def affine_forward(x, w, b):
@@ -66,10 +40,24 @@ def affine_forward(x, w, b):
     return out, (x, w, b)
 
 
+_AFFINE_CACHE = "the (x, w, b) tuple returned by affine_forward"
+
+
+def _affine_cache(cache):
+    """(x, w, b) of an affine_forward cache, each checked: a forged cache is refused, not trusted."""
+    if not (isinstance(cache, tuple) and len(cache) == 3):
+        raise TypeError(f"cache must be {_AFFINE_CACHE}, got {_describe(cache)}")
+    x, w, b = cache
+    compute_dtype(*((f"cache {n} (of affine_forward)", a) for n, a in zip("xwb", cache)))
+    if x.ndim < 2 or w.ndim != 2 or w.shape[0] != int(np.prod(x.shape[1:])) or b.shape != (w.shape[1],):
+        raise ValueError(f"cache must be {_AFFINE_CACHE}: got shapes x {x.shape}, w {w.shape}, b {b.shape}")
+    return x, w, b
+
+
 def affine_backward(dout, cache):
     """Returns (dx (x's shape), dw (D, M), db (M,)) for dout of shape (N, M)."""
-    x, w, b = cache
-    dt = compute_dtype(("dout", dout), ("x", x))
+    x, w, b = _affine_cache(cache)
+    dt = compute_dtype(("dout", dout), ("x", x), ("w", w))
     if dout.shape != (x.shape[0], w.shape[1]):
         raise ValueError(f"dout must have shape {(x.shape[0], w.shape[1])}, got {dout.shape}")
     dout, x, w = (np.asarray(a, dtype=dt) for a in (dout, x, w))
@@ -78,23 +66,6 @@ def affine_backward(dout, cache):
     dw = x2.T @ dout
     db = dout.sum(axis=0)
     return dx, dw, db
-
-
-def relu_forward(x):
-    """out = max(x, 0) elementwise (NaN stays NaN). Returns (out, cache) with cache = x."""
-    x = np.asarray(x, dtype=compute_dtype(("x", x)))
-    return np.maximum(x, 0), x
-
-
-def relu_backward(dout, cache):
-    """dx = dout where x > 0, else 0 (the subgradient at x == 0 is taken as 0, as in CS231n)."""
-    x = cache
-    check_array("cache", x, contiguous=False)
-    dt = compute_dtype(("dout", dout), ("x", x))
-    if dout.shape != x.shape:
-        raise ValueError(f"dout must have shape {x.shape}, got {dout.shape}")
-    # where, not dout * (x > 0): an inf/NaN in dout does not leak into units that were off.
-    return np.where(x > 0, np.asarray(dout, dtype=dt), dt.type(0))
 
 
 def affine_relu_forward(x, w, b):
@@ -106,5 +77,9 @@ def affine_relu_forward(x, w, b):
 
 def affine_relu_backward(dout, cache):
     """Returns (dx, dw, db) of the affine-relu sandwich."""
+    if not (isinstance(cache, tuple) and len(cache) == 2):
+        raise TypeError(f"cache must be the (affine cache, relu cache) tuple returned by "
+                        f"affine_relu_forward, got {_describe(cache)}")
     fc_cache, relu_cache = cache
+    _affine_cache(fc_cache)     # both checked before either backward runs
     return affine_backward(relu_backward(dout, relu_cache), fc_cache)

@@ -16,13 +16,18 @@ Where the random numbers come from (one uniform double per element, in C order o
   For faster draws pass ``'rng': np.random.default_rng(...)`` (PCG64 draws ~2x faster than MT19937).
 The mask does not depend on the dtype of x (float32 and float64 see the same mask) nor on the
 thread count.
+
+Dtypes (fastopt.layers.core.compute_dtype, as every layer function): x and dout are only read and may
+have any real dtype; an integer or float16 array is converted (to float64 / float32), and out and dx
+have the converted dtype. A float32/float64 x is used as it is (test mode returns it itself).
 """
 import numbers
 
 import numpy as np
 
 from .. import _backend
-from .._validation import _describe, check_array, check_choice, check_scalar
+from .._validation import _describe, check_choice, check_scalar
+from ._operands import as_operand, compute_dtype
 
 __all__ = ["dropout_forward", "dropout_backward"]
 
@@ -75,15 +80,16 @@ def _check_param(dropout_param):
 def dropout_forward(x, dropout_param):
     """Inverted dropout. Returns (out, cache).
 
-    x: float32/float64 array of any shape. dropout_param: dict with 'p' in (0, 1] (probability of
-    keeping a unit), 'mode' ('train' or 'test'), optional 'seed' or 'rng' (module docstring).
-    Train: out = x * mask / p, a new array of x's dtype and shape. Test: out is x itself.
+    x: a real array of any shape (module docstring). dropout_param: dict with 'p' in (0, 1]
+    (probability of keeping a unit), 'mode' ('train' or 'test'), optional 'seed' or 'rng' (module
+    docstring). Train: out = x * mask / p, a new array of x's shape. Test: out is x itself (converted
+    when x is not float32/float64).
     """
     p, mode = _check_param(dropout_param)
-    check_array("x", x, contiguous=False)
+    dt = compute_dtype(("x", x))
     if mode == "test":
-        return x, ({"p": p, "mode": mode}, None)
-    x_flat = np.ascontiguousarray(x).reshape(-1)  # read only: a copy is harmless for an input
+        return np.asarray(x, dtype=dt), ({"p": p, "mode": mode}, None)
+    x_flat = as_operand(x, dt).reshape(-1)  # read only: a copy is harmless for an input
     mask = np.empty(x_flat.shape[0], dtype=np.uint8)
     out = np.empty_like(x_flat)
     _backend.kernels("dropout").dropout_train(x_flat, p, 1.0 / p, _bit_generator(dropout_param), mask, out,
@@ -117,11 +123,12 @@ def _check_cache(cache):
 def dropout_backward(dout, cache):
     """Gradient of dropout_forward: dx = dout * mask / p in train mode; dout itself in test mode."""
     p, mode, mask = _check_cache(cache)
+    dt = compute_dtype(("dout", dout))
     if mode == "test":
-        check_array("dout", dout, contiguous=False)
-        return dout
-    check_array("dout", dout, contiguous=False, shape=mask.shape)
-    dout_flat = np.ascontiguousarray(dout).reshape(-1)
+        return np.asarray(dout, dtype=dt)
+    if dout.shape != mask.shape:
+        raise ValueError(f"dout must have shape {mask.shape} (the x of dropout_forward), got {dout.shape}")
+    dout_flat = as_operand(dout, dt).reshape(-1)
     dx = np.empty_like(dout_flat)
     k = _backend.kernels("dropout")
     k.dropout_apply(dout_flat, np.ascontiguousarray(mask).reshape(-1), 1.0 / p, dx,

@@ -146,7 +146,19 @@ class _Running:
                 np.copyto(target, work, casting="unsafe")
 
 
+_X_NDIM = {"batchnorm": 2, "layernorm": 2, "spatial_batchnorm": 4, "spatial_groupnorm": 4}
+
+
+def _stat_shape(kind, x, groups):
+    """The shape of the mean / inv_std a `kind` forward saves for x."""
+    if kind == "layernorm":
+        return (x.shape[0],)
+    return (x.shape[0] * groups,) if kind == "spatial_groupnorm" else (x.shape[1],)
+
+
 def _cache_for(cache, kind, forward):
+    """A NormCache of a training-mode `kind` forward whose fields are what that forward stores (arrays
+    of x's float dtype and the shapes x implies): a forged or edited cache is refused, not trusted."""
     if not isinstance(cache, NormCache):
         raise TypeError(f"cache must be the cache returned by {forward}, got {type(cache).__name__}")
     if cache.kind != kind:
@@ -154,6 +166,22 @@ def _cache_for(cache, kind, forward):
     if cache.mode != "train":
         raise ValueError(f"cache comes from a {cache.mode}-mode {forward}; backward needs a "
                          f"training-mode forward (test mode uses fixed running statistics)")
+    x = check_array("cache.x", cache.x)
+    _input("cache.x", x, _X_NDIM[kind], "as its forward saw it")
+    groups = cache.groups
+    if kind == "spatial_groupnorm":
+        groups = check_scalar("cache.groups", groups, low=1, integer=True)
+        if x.shape[1] % groups:
+            raise ValueError(f"cache.groups must divide the C = {x.shape[1]} channels of cache.x, got {groups}")
+    elif groups is not None:
+        raise ValueError(f"cache.groups must be None for {forward}, got {groups!r}")
+    check_array("cache.gamma", cache.gamma, dtype=x.dtype, shape=(x.shape[1],))
+    stats = _stat_shape(kind, x, groups)
+    check_array("cache.mean", cache.mean, dtype=x.dtype, shape=stats)
+    check_array("cache.inv_std", cache.inv_std, dtype=x.dtype, shape=stats)
+    c, shape = x.shape[1], cache.param_shape
+    if not (isinstance(shape, tuple) and (shape == (c,) or (x.ndim == 4 and shape == (1, c, 1, 1)))):
+        raise ValueError(f"cache.param_shape must be gamma's shape in {forward}, got {shape!r}")
     return cache
 
 

@@ -19,6 +19,13 @@ def check_shapes(shape, **arrays):
         check_shape(name, a, shape)
 
 
+def check_size(name, a, n):
+    """The flat-buffer kernels' check (src/_contract.pxd check_size): a 1-D `a` of n elements."""
+    if a.shape != (n,):
+        got = a.shape[0] if a.ndim == 1 else f"shape {a.shape}"
+        raise ValueError(f"{name} must have {n} elements, got {got}")
+
+
 def check_nonempty(name, extent, axis):
     if extent < 1:
         raise ValueError(f"{name} must have at least one {axis}, got 0")

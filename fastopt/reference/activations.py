@@ -9,7 +9,8 @@ Every function works on flat C-contiguous arrays of one dtype (float32 or float6
 without recomputing a transcendental function); fastopt.layers.activations.ACTIVATIONS says which.
 `param` is negative_slope (leaky_relu), alpha (elu), ignored otherwise; it is rounded to the arrays'
 precision first, as the kernels do. out may be x and dx may be dout (elementwise, in place).
-n_threads is accepted and ignored.
+Sizes and n_threads are checked as the kernels check them (fastopt.reference._contract); n_threads
+is otherwise ignored.
 
 The piecewise-linear ones (relu, leaky_relu, and every backward pass) agree with the kernels bit for
 bit; elu/tanh/sigmoid forward call exp/expm1/tanh, whose NumPy and libm versions may differ in the
@@ -17,84 +18,87 @@ last bit or two.
 """
 import numpy as np
 
+from ._contract import check_size, threads
+
 GRAIN = 32768   # the compiled module's (src/_activation_kernels.pyx), mirrored
 
 
-def _check(name, a, n):
-    if a.shape[0] != n:
-        raise ValueError(f"{name} must have {n} elements, got {a.shape[0]}")
+def _check_forward(x, out, n_threads):
+    check_size("out", out, x.shape[0])
+    threads(n_threads)
 
 
-def relu_forward(x, param, out, n_threads=1):
+def _check_backward(dout, saved, dx, n_threads):
+    check_size("saved", saved, dout.shape[0])
+    check_size("dx", dx, dout.shape[0])
+    threads(n_threads)
+
+
+def relu_forward(x, param, out, n_threads):
     """out = max(x, 0) (NaN stays NaN, like np.maximum)."""
-    _check("out", out, x.shape[0])
+    _check_forward(x, out, n_threads)
     np.maximum(x, x.dtype.type(0), out=out)
 
 
-def relu_backward(dout, saved, param, dx, n_threads=1):
+def relu_backward(dout, saved, param, dx, n_threads):
     """dx = dout where x > 0, else 0 (saved = x; a select: inf/NaN in dout do not leak)."""
-    _check("saved", saved, dout.shape[0])
-    _check("dx", dx, dout.shape[0])
+    _check_backward(dout, saved, dx, n_threads)
     np.copyto(dx, np.where(saved > 0, dout, dout.dtype.type(0)))
 
 
-def leaky_relu_forward(x, param, out, n_threads=1):
+def leaky_relu_forward(x, param, out, n_threads):
     """out = x where x > 0, else negative_slope * x."""
-    _check("out", out, x.shape[0])
+    _check_forward(x, out, n_threads)
     s = x.dtype.type(param)
     np.copyto(out, np.where(x > 0, x, s * x))
 
 
-def leaky_relu_backward(dout, saved, param, dx, n_threads=1):
+def leaky_relu_backward(dout, saved, param, dx, n_threads):
     """dx = dout where x > 0, else negative_slope * dout (saved = x)."""
-    _check("saved", saved, dout.shape[0])
-    _check("dx", dx, dout.shape[0])
+    _check_backward(dout, saved, dx, n_threads)
     s = dout.dtype.type(param)
     np.copyto(dx, np.where(saved > 0, dout, s * dout))
 
 
-def elu_forward(x, param, out, n_threads=1):
+def elu_forward(x, param, out, n_threads):
     """out = x where x > 0, else alpha * expm1(x)."""
-    _check("out", out, x.shape[0])
+    _check_forward(x, out, n_threads)
     a = x.dtype.type(param)
     with np.errstate(over="ignore"):
         neg = a * np.expm1(np.minimum(x, x.dtype.type(0)))
     np.copyto(out, np.where(x > 0, x, neg))
 
 
-def elu_backward(dout, saved, param, dx, n_threads=1):
+def elu_backward(dout, saved, param, dx, n_threads):
     """dx = dout where out > 0, else dout * (out + alpha)   (saved = out; f'(x) = alpha e^x = out + alpha)."""
-    _check("saved", saved, dout.shape[0])
-    _check("dx", dx, dout.shape[0])
+    _check_backward(dout, saved, dx, n_threads)
     a = dout.dtype.type(param)
     np.copyto(dx, np.where(saved > 0, dout, dout * (saved + a)))
 
 
-def tanh_forward(x, param, out, n_threads=1):
+def tanh_forward(x, param, out, n_threads):
     """out = tanh(x)."""
-    _check("out", out, x.shape[0])
+    _check_forward(x, out, n_threads)
     np.tanh(x, out=out)
 
 
-def tanh_backward(dout, saved, param, dx, n_threads=1):
+def tanh_backward(dout, saved, param, dx, n_threads):
     """dx = dout * (1 - out * out)   (saved = out)."""
-    _check("saved", saved, dout.shape[0])
-    _check("dx", dx, dout.shape[0])
+    _check_backward(dout, saved, dx, n_threads)
     one = dout.dtype.type(1)
     np.multiply(dout, one - saved * saved, out=dx)
 
 
-def sigmoid_forward(x, param, out, n_threads=1):
+def sigmoid_forward(x, param, out, n_threads):
     """out = 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) otherwise (no overflow)."""
-    _check("out", out, x.shape[0])
+    _check_forward(x, out, n_threads)
     one = x.dtype.type(1)
     e = np.exp(-np.abs(x))          # in (0, 1]: never overflows
     np.copyto(out, np.where(x >= 0, one / (one + e), e / (one + e)))
 
 
-def sigmoid_backward(dout, saved, param, dx, n_threads=1):
+def sigmoid_backward(dout, saved, param, dx, n_threads):
     """dx = (dout * out) * (1 - out)   (saved = out)."""
-    _check("saved", saved, dout.shape[0])
-    _check("dx", dx, dout.shape[0])
+    _check_backward(dout, saved, dx, n_threads)
     one = dout.dtype.type(1)
     np.multiply(dout * saved, one - saved, out=dx)

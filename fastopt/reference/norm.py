@@ -181,6 +181,15 @@ def layernorm_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threa
 
 
 
+def _check_groups(x, groups):
+    """x (N, C, S) non-empty, groups dividing C; returns the shape of mean and inv_std."""
+    _check_x(x)
+    c = x.shape[1]
+    if groups < 1 or c % groups:
+        raise ValueError(f"groups must be >= 1 and divide the C = {c} channels of x, got {groups}")
+    return (x.shape[0] * groups,)
+
+
 def _groups(x, groups):
     """For each group g: (g, its channels' slice, a view (N, CPG*S) of its rows) of x (N, C, S)."""
     n, c, s = x.shape
@@ -192,6 +201,10 @@ def _groups(x, groups):
 def spatial_groupnorm_forward(x, gamma, beta, groups, eps, out, mean, inv_std, n_threads):
     """Group normalization of x (N, C, S): each (sample, group) row is layer-normalized, with gamma and
     beta repeated over each channel's S positions. mean, inv_std (N * groups,) at index n*groups + g."""
+    check_shapes(_check_groups(x, groups), mean=mean, inv_std=inv_std)
+    check_shapes((x.shape[1],), gamma=gamma, beta=beta)
+    check_shapes(x.shape, out=out)
+    threads(n_threads)
     s = x.shape[2]
     stats = mean.reshape(-1, groups), inv_std.reshape(-1, groups)
     for (g, ch, rows), (_, _, out_rows) in zip(_groups(x, groups), _groups(out, groups)):
@@ -202,6 +215,7 @@ def spatial_groupnorm_forward(x, gamma, beta, groups, eps, out, mean, inv_std, n
 def spatial_groupnorm_backward(dout, x, mean, inv_std, gamma, groups, dx, dgamma, dbeta, n_threads):
     """dx (N, C, S) and dgamma, dbeta (C,) of spatial_groupnorm_forward: layernorm_backward per group,
     its per-position parameter sums (kept in float64) summed over each channel's positions."""
+    _check_backward(dout, x, mean, inv_std, gamma, dx, dgamma, dbeta, n_threads, _check_groups(x, groups))
     s = x.shape[2]
     stats = mean.reshape(-1, groups), inv_std.reshape(-1, groups)
     for (g, ch, rows), (_, _, d_rows), (_, _, dx_rows) in zip(_groups(x, groups), _groups(dout, groups),
