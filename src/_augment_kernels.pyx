@@ -17,10 +17,12 @@ from libc.stdint cimport int64_t, uint8_t
 
 from _contract cimport check_1d, check_2d, threads
 
-# Elements (N * C * H * W) per thread below which the pass stays serial. Measured on the loaded
-# 2-core machine (float32, shift+flip+mixup+noise, min of 20): 4096x3072 elements took 16.0 ms on 1
-# thread and 9.6 ms on 2; 64x64 (a digits batch) 0.011 ms either way.
-GRAIN = 65536
+# Elements (N * C * H * W) per thread below which the pass stays serial. Measured on the shared,
+# loaded 2-core machine (float32, shift+flip+mixup+noise, min of 20): 1 thread 0.019 ms (64x64, a
+# digits batch), 0.38 ms (32x3072), 3.2 ms (256x3072, a CIFAR batch); 2 threads 8-18 ms at every one
+# of these sizes (the second core was busy). So a batch stays on one thread up to 1M elements per
+# thread; re-measure on a quiet machine before lowering it.
+GRAIN = 1 << 20
 
 
 cdef inline floating _pixel(const floating[:, ::1] x, Py_ssize_t m, Py_ssize_t base, Py_ssize_t i,
