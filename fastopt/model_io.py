@@ -81,6 +81,22 @@ def _refuse(path, what):
     raise ValueError(f"model file {os.fspath(path)!r} {what}")
 
 
+def _check_sizes_against_arrays(path, arch, state):
+    """The layer widths must be those of the weight arrays in the file, checked before the model is
+    built: a tampered width (hidden_dims=[10**9]) is refused instead of allocated."""
+    dims = [arch["input_dim"], *arch["hidden_dims"], arch["num_classes"]] \
+        if isinstance(arch["hidden_dims"], (list, tuple)) else None
+    params = state.get("params") if isinstance(state, dict) else None
+    if dims is None or not isinstance(params, dict):
+        _refuse(path, "must hold architecture['hidden_dims'] as a list and state['params'] as a dict")
+    for i in range(len(dims) - 1):
+        W = params.get(f"W{i + 1}")
+        shape = (dims[i], dims[i + 1])
+        if not isinstance(W, np.ndarray) or W.shape != shape:
+            _refuse(path, f"has architecture widths {dims} but state['params']['W{i + 1}'] is {_describe(W)} "
+                          f"(expected shape {shape})")
+
+
 def load_model(path):
     """Read a file written by save_model: SavedModel(model, preprocess). ValueError for a bad file."""
     data = checkpoint.load(os.fspath(path))    # CheckpointError (a ValueError) for a damaged file
@@ -98,6 +114,7 @@ def load_model(path):
         _refuse(path, f"has architecture keys {got}, expected {sorted(ARCHITECTURE_KEYS)}")
     if arch["dtype"] not in ("float32", "float64"):
         _refuse(path, f"has architecture dtype {arch['dtype']!r}, expected 'float32' or 'float64'")
+    _check_sizes_against_arrays(path, arch, data["state"])
     try:
         # rng=0: weights from a private stream (then overwritten), NumPy's global state untouched.
         model = FullyConnectedNet(**dict(arch, dtype=np.dtype(arch["dtype"])), rng=0)
