@@ -18,12 +18,12 @@ augmentation does not depend on the thread count, on the batch it is in, nor on 
 (pass ``indices=`` the examples' dataset indices to key them by identity). Mixup pairs examples of
 one batch, so its pairing and lam are drawn per batch, from a Philox generator keyed by
 (seed, step). A ``np.random.Generator`` given instead of a step supplies the batch's key (one draw).
-The pixel pass (flip, translate, mix, add the noise) is one compiled kernel over the batch
-(src/_augment_kernels.pyx; NumPy twin fastopt/reference/augment.py). The noise itself is drawn here,
-in NumPy (hash + Box-Muller per pixel pair): on the loaded 2-core machine it cost ~45-50 ms for a
-CIFAR batch of 256 (786k pixels; a NumPy standard_normal of that size: 8-16 ms there), against ~2 ms
-for the compiled pass. Moving the draw into the kernel needs a log/cos computed identically by
-kernel and twin (bitwise); until then noise is the expensive option.
+The pixel pass (flip, translate, mix, draw and add the noise) is one compiled kernel over the batch
+(src/_augment_kernels.pyx; NumPy twin fastopt/reference/augment.py); each pixel's normal comes from
+its example's key by the same hash, Box-Muller with polynomial log/sin/cos (bitwise the same in the
+twin). Measured on the loaded 2-core machine, a CIFAR batch of 256 (786k pixels, float32): shift+flip
+~2 ms (the twin ~25-30 ms); with noise ~23-30 ms, the draw dominating (NumPy's own standard_normal of
+that size took 8-16 ms there).
 """
 import numbers
 from typing import NamedTuple
@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _backend
 from ._validation import _describe, check_scalar
+from .reference.augment import GOLDEN, NOISE_SLOT0, mix64
 
 __all__ = ["Augment", "AugmentedBatch", "parse_spec", "mixup_softmax_loss", "IMAGE_SHAPES"]
 
@@ -44,10 +45,8 @@ _OPTIONS = {
     "noise": ("float", 0.0), "mixup": ("float", 0.0),
 }
 
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+# Parameter slots of each example's stream; the noise uses slots NOISE_SLOT0 + k // 2 (in the kernel).
 _SLOT_SHIFT_Y, _SLOT_SHIFT_X, _SLOT_FLIP, _SLOT_CROP_Y, _SLOT_CROP_X = range(1, 6)
-_NOISE_SLOT0 = 1 << 32   # pixels 2m, 2m+1 use slot 2**32 + m: disjoint from the parameter slots
 
 
 def parse_spec(spec):
@@ -106,39 +105,14 @@ class AugmentedBatch(NamedTuple):
         return t
 
 
-def _mix64(z):
-    """SplitMix64's finalizer on a uint64 array (wrapping arithmetic): a bijective 64-bit hash."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
 def _hash(keys, slots):
-    """(N, S) uint64 draws: example key x slot (both uint64 arrays), a counter-based stream."""
-    return _mix64(keys[:, None] + (slots[None, :] + np.uint64(1)) * _GAMMA)
+    """(N, S) uint64 draws: example key x slot (both uint64 arrays), the kernel's counter-based stream."""
+    return mix64(keys[:, None] + (slots[None, :] + np.uint64(1)) * GOLDEN)
 
 
 def _unit(bits):
     """Uniform doubles in [0, 1) from the top 53 bits."""
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
-
-
-def _gaussian(keys, features):
-    """(N, features) N(0, 1): Box-Muller, one 64-bit draw per PAIR of pixels (2m, 2m+1) -- 32 bits for
-    the radius, 32 for the angle -- giving r cos(t) and r sin(t), two independent normals."""
-    bits = _hash(keys, np.arange(_NOISE_SLOT0, _NOISE_SLOT0 + (features + 1) // 2, dtype=np.uint64))
-    r = (bits >> np.uint64(32)).astype(np.float64)
-    r += 0.5
-    r *= 1.0 / 2**32
-    np.log(r, out=r)
-    r *= -2.0
-    np.sqrt(r, out=r)
-    angle = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64)
-    angle *= 2.0 * np.pi / 2**32
-    z = np.empty((keys.shape[0], 2 * bits.shape[1]))
-    np.multiply(r, np.cos(angle), out=z[:, 0::2])
-    np.multiply(r, np.sin(angle), out=z[:, 1::2])
-    return z[:, :features]
 
 
 def _check_image_shape(image_shape):
@@ -230,11 +204,12 @@ class Augment:
         return indices.astype(np.uint64)
 
     # ------------------------------------------------------------------ the draws and the pass
-    def draw(self, n, features, rng_or_step, indices):
-        """The per-example parameters: dict of dy, dx, flip, partner, lam, noise (standard normal)."""
+    def draw(self, n, rng_or_step, indices):
+        """The per-example parameters: dict of dy, dx, flip, partner, lam, noise_keys (int64 bits of
+        each example's key; the kernel draws pixel k's normal from it)."""
         o = self.options
         key, batch_rng = self._key(rng_or_step)
-        keys = _mix64(np.uint64(key) ^ _mix64((indices + np.uint64(1)) * _GAMMA))
+        keys = mix64(np.uint64(key) ^ mix64((indices + np.uint64(1)) * GOLDEN))
         slots = np.arange(1, 6, dtype=np.uint64)
         u = _unit(_hash(keys, slots))                     # (n, 5): one uniform per slot
 
@@ -249,25 +224,20 @@ class Augment:
             partner = batch_rng.permutation(n).astype(np.int64)
         else:
             lam, partner = np.ones(n), np.arange(n, dtype=np.int64)
-        if o["noise"] > 0:
-            noise = _gaussian(keys, features)
-        else:
-            noise = None
-        return dict(dy=dy, dx=dx, flip=flip, partner=partner, lam=lam, noise=noise)
+        return dict(dy=dy, dx=dx, flip=flip, partner=partner, lam=lam, noise_keys=keys.view(np.int64))
 
     def __call__(self, X, y, rng_or_step, *, indices=None):
         """Augment a batch: returns AugmentedBatch(X', y, y_partner, lam), X' a new array shaped like X."""
         index = self._check_xy(X, y, indices)
         c, h, w = self._geometry(X)
         n, d = X.shape[0], c * h * w
-        p = self.draw(n, d, rng_or_step, index)
+        p = self.draw(n, rng_or_step, index)
         flat = np.ascontiguousarray(X).reshape(n, d)    # an input: a copy is harmless
         dt = X.dtype.type
-        noise = np.zeros((n, d), X.dtype) if p["noise"] is None else p["noise"].astype(X.dtype)
         out = np.empty((n, d), X.dtype)
         k = _backend.kernels("augment")
         k.augment_batch(flat, c, h, w, p["dy"], p["dx"], p["flip"], p["partner"], p["lam"].astype(dt),
-                        noise, float(self.options["noise"]), out,
+                        p["noise_keys"], float(self.options["noise"]), out,
                         n_threads=_backend.threads_for(n * d, k.GRAIN))
         return AugmentedBatch(out.reshape(X.shape), y, y[p["partner"]], p["lam"].astype(dt))
 

@@ -25,7 +25,7 @@ def _params(rng, n, c, h, w, dtype, noise_scale=0.1):
     lam[::3] = 1                # no mixing for these
     return dict(x=rng.standard_normal((n, d)).astype(dtype), channels=c, height=h, width=w, dy=dy, dx=dx,
                 flip=rng.integers(0, 2, n).astype(np.uint8), partner=rng.permutation(n).astype(np.int64),
-                lam=lam, noise=rng.standard_normal((n, d)).astype(dtype), noise_scale=noise_scale)
+                lam=lam, noise_keys=rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64), noise_scale=noise_scale)
 
 
 def _run(module, args, n_threads):
@@ -56,7 +56,7 @@ def test_shift_and_flip_known_answers(module):
     def run(dy, dx, flip):
         args = dict(x=x, channels=1, height=3, width=3, dy=np.array([dy]), dx=np.array([dx]),
                     flip=np.array([flip], np.uint8), partner=np.zeros(1, np.int64), lam=np.ones(1),
-                    noise=np.zeros_like(x), noise_scale=0.0)
+                    noise_keys=np.zeros(1, np.int64), noise_scale=0.0)
         return _run(module, args, 1).reshape(3, 3)
 
     np.testing.assert_array_equal(run(0, 0, 0), [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
@@ -74,17 +74,29 @@ def test_mixup_and_noise_known_answers(module):
     x = np.array([[1.0, 2.0], [10.0, 20.0]])     # two 1x1x2 images
     args = dict(x=x, channels=1, height=1, width=2, dy=np.zeros(2, np.int64), dx=np.array([0, 1]),
                 flip=np.zeros(2, np.uint8), partner=np.array([1, 0]), lam=np.array([0.25, 1.0]),
-                noise=np.array([[1.0, -1.0], [2.0, 0.0]]), noise_scale=0.5)
+                noise_keys=np.array([3, -7]), noise_scale=0.0)
     out = _run(module, args, 1)
-    # example 0: 0.25*[1, 2] + 0.75*(partner 1 shifted right: [0, 10]) + 0.5*[1, -1]
-    np.testing.assert_array_equal(out, [[0.25 + 0 + 0.5, 0.5 + 7.5 - 0.5], [0 + 1.0, 10.0]])
+    # example 0: 0.25*[1, 2] + 0.75*(partner 1 shifted right: [0, 10]); example 1 shifted right
+    np.testing.assert_array_equal(out, [[0.25, 0.5 + 7.5], [0.0, 10.0]])
+    z = twin.normals(args["noise_keys"], 2)
+    args["noise_scale"] = 0.5
+    np.testing.assert_array_equal(_run(module, args, 1), out + 0.5 * z)
+
+
+def test_polynomial_log_sin_cos_are_accurate():
+    u = np.random.default_rng(0).uniform(0, 1, 100000)
+    u[:3] = [2.0**-33, 0.5, 1.0]
+    np.testing.assert_allclose(twin.poly_log(u), np.log(u), rtol=2e-12, atol=1e-15)   # noise, not math
+    s, c = twin.poly_sincos_turns(u[3:] % 1.0)
+    np.testing.assert_allclose(s, np.sin(2 * np.pi * (u[3:] % 1.0)), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(c, np.cos(2 * np.pi * (u[3:] % 1.0)), rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("module", [compiled, twin], ids=["compiled", "numpy"])
 def test_bad_sizes_are_refused_and_nothing_written(module):
     base = _params(np.random.default_rng(0), 5, 2, 3, 4, np.float64)
     cases = [("out", None), ("dy", np.zeros(4, np.int64)), ("partner", np.array([0, 1, 2, 3, 5])),
-             ("partner", np.array([0, 1, 2, 3, -1])), ("noise", np.zeros((5, 23))), ("channels", 3),
+             ("partner", np.array([0, 1, 2, 3, -1])), ("noise_keys", np.zeros(6, np.int64)), ("channels", 3),
              ("lam", np.ones(6))]
     for name, value in cases:
         out = np.full((5, 24), 7.0)
@@ -181,14 +193,17 @@ def test_same_result_on_numpy_backend_and_any_thread_count():
 
 def test_parameter_distributions():
     aug = Augment("shift:2,flip,noise:1", image_shape=(1, 4, 4))
-    p = aug.draw(20000, 16, 0, np.arange(20000, dtype=np.uint64))
+    p = aug.draw(20000, 0, np.arange(20000, dtype=np.uint64))
     counts = np.bincount(p["dy"] + 2, minlength=5)
     assert set(np.unique(p["dx"])) == {-2, -1, 0, 1, 2}
     assert np.all(np.abs(counts / 20000 - 0.2) < 0.02), counts
     assert abs(p["flip"].mean() - 0.5) < 0.02
-    z = p["noise"]
+    z = twin.normals(p["noise_keys"], 16)
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
-    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) < 0.03      # pixels independent
+    assert abs(np.mean(z**4) - 3) < 0.05                        # a normal's kurtosis
+    for j in (1, 2, 15):                                        # pixels independent, pair or not
+        assert abs(np.corrcoef(z[:, 0], z[:, j])[0, 1]) < 0.03
+        assert abs(np.corrcoef(z[:, 0]**2, z[:, j]**2)[0, 1]) < 0.03
 
 
 def test_generator_as_the_key_and_identity_spec():
