@@ -189,6 +189,14 @@ class _Projection(_Preprocessor):
     def output_features(self):
         return self._need_fit()["components"].shape[1]
 
+    def component_images(self, image_shape):
+        """The principal directions as images, (k, C, H, W), leading first (for plotting)."""
+        comp = self._need_fit()["components"]
+        shape = tuple(image_shape)
+        if len(shape) != 3 or int(np.prod(shape)) != comp.shape[0]:
+            raise ValueError(f"image_shape must be (C, H, W) with C*H*W = {comp.shape[0]}, got {image_shape!r}")
+        return comp.T.reshape((comp.shape[1],) + shape).copy()
+
     def _scale(self, state):
         return np.sqrt(state["variances"] + self.eps) if self.whiten else 1.0
 

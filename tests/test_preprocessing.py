@@ -138,3 +138,13 @@ def test_state_validation():
     s = Standardize().fit(X).state_dict()
     with pytest.raises(ValueError, match="scale"):
         from_state_dict(dict(s, scale=np.zeros(6)))
+
+
+def test_component_images():
+    X = _correlated(d=12)
+    p = PCA(4).fit(X)
+    imgs = p.component_images((3, 2, 2))
+    assert imgs.shape == (4, 3, 2, 2)
+    np.testing.assert_array_equal(imgs[1].reshape(-1), p.state_dict()["components"][:, 1])
+    with pytest.raises(ValueError, match="C\\*H\\*W = 12"):
+        p.component_images((1, 3, 3))
