@@ -17,7 +17,7 @@ import warnings
 _BACKENDS = ("cython", "numpy")
 # Every kernel family -> its NumPy twin: fastopt._<family>_kernels and fastopt.reference.<twin>.
 FAMILIES = {"optim": "optim", "norm": "norm", "dropout": "dropout", "mlp": "mlp", "activation": "activations",
-            "lbfgs": "lbfgs"}
+            "lbfgs": "lbfgs", "augment": "augment"}
 _SIMD = ("auto", "sse2", "avx2")
 _state = {"backend": None, "threads": None, "simd": None}
 _modules = {}
