@@ -67,6 +67,12 @@ def _bn(x, v):
 _AVG = dict(grad_scale=("v", 0.5), avg_weight=("v", 0.1))
 
 REGISTRY = {
+    "augment": {
+        "augment_batch": dict(x=_f(("N", "F")), channels=("v", 1), height=("v", 3), width=("v", 4),
+                              dy=("i64", N_, F), dx=("i64", N_, F), flip=("u8", N_, "m"), partner=("i64", N_, "y"),
+                              lam=_f(N_, P), noise_keys=("i64", N_, F), noise_scale=("v", 0.1),
+                              out=_f(("N", "F"), E), n_threads=T),
+    },
     "norm": {
         **{f"batchnorm_{k}": v for k, v in _bn(ND, D_).items()},
         **{f"spatial_batchnorm_{k}": v for k, v in _bn(NCS, C_).items()},
@@ -175,6 +181,8 @@ def _norm_dims(**dims):
 # Sizes: odd ones, and ones large enough to run on 2 threads (2 * GRAIN elements and more; the
 # L-BFGS reductions also over more than one of their 4096-element blocks).
 DIMS = {
+    # augment: D = N, because fill "y" draws the mixup partners' indices in [0, D)
+    "augment": [dict(N=1, F=12, D=1), dict(N=7, F=12, D=7), dict(N=12000, F=12, D=12000)],
     "norm": [_norm_dims(N=1, D=1, C=1, S=1, G=1), _norm_dims(N=7, D=33, C=6, S=7, G=3),
              _norm_dims(N=130, D=1023, C=10, S=64, G=5)],
     "mlp": [dict(N=1, D=1), dict(N=7, D=33), dict(N=80, D=1023)],
@@ -183,7 +191,7 @@ DIMS = {
     "activation": [dict(L=1), dict(L=1023), dict(L=70001)],
     "lbfgs": [dict(L=1), dict(L=1023), dict(L=140001)],
 }
-SMALL = {"norm": _norm_dims(N=7, D=5, C=6, S=4, G=3), "mlp": dict(N=6, D=5), "dropout": dict(L=9),
+SMALL = {"augment": dict(N=6, F=12, D=6), "norm": _norm_dims(N=7, D=5, C=6, S=4, G=3), "mlp": dict(N=6, D=5), "dropout": dict(L=9),
          "optim": dict(L=9), "activation": dict(L=9), "lbfgs": dict(L=9)}
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 DTYPES = [np.float32, np.float64]
