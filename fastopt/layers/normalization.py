@@ -185,18 +185,23 @@ def _cache_for(cache, kind, forward):
     return cache
 
 
+def _backward_operands(kind, dout, cache):
+    """(cache, dout, x, gamma, mean, inv_std) for a backward of `{kind}_forward`: the cache checked,
+    dout of x's shape, all converted to one dtype (fastopt.layers.core.compute_dtype)."""
+    cache = _cache_for(cache, kind, f"{kind}_forward")
+    dt = compute_dtype(("dout", dout), ("cache.x", cache.x))
+    if dout.shape != cache.x.shape:
+        raise ValueError(f"dout must have shape {cache.x.shape}, got {dout.shape}")
+    return (cache, *(as_operand(a, dt) for a in (dout, cache.x, cache.gamma, cache.mean, cache.inv_std)))
+
+
 def _backward(kind, dout, cache):
     """(dx, dgamma, dbeta) from the `{kind}_backward` kernel, for a cache of `{kind}_forward`.
 
     Spatial kernels see (N, C, H, W) arrays as (N, C, H*W) views. dout of another dtype is
     converted with the cache (fastopt.layers.core.compute_dtype).
     """
-    cache = _cache_for(cache, kind, f"{kind}_forward")
-    dt = compute_dtype(("dout", dout), ("cache.x", cache.x))
-    if dout.shape != cache.x.shape:
-        raise ValueError(f"dout must have shape {cache.x.shape}, got {dout.shape}")
-    dout, x, gamma, mean, inv_std = (as_operand(a, dt) for a in
-                                     (dout, cache.x, cache.gamma, cache.mean, cache.inv_std))
+    cache, dout, x, gamma, mean, inv_std = _backward_operands(kind, dout, cache)
     dx = np.empty_like(x)
     spatial = x.ndim == 4
     shape3 = (x.shape[0], x.shape[1], -1) if spatial else x.shape
@@ -267,16 +272,14 @@ def batchnorm_backward_alt(dout, cache):
     An independent derivation of the same gradient: tests compare the two, and it is the readable
     version to study. Sums accumulate in float64; results are in x's dtype.
     """
-    cache = _cache_for(cache, "batchnorm", "batchnorm_forward")
-    dout = _dout(dout, cache)
-    x, dtype = cache.x, cache.x.dtype
-    n = x.shape[0]
-    inv_std = cache.inv_std.astype(np.float64)
-    xhat = (x - cache.mean.astype(np.float64)) * inv_std
+    _, dout, x, gamma, mean, inv_std = _backward_operands("batchnorm", dout, cache)
+    dtype, n = x.dtype, x.shape[0]
+    inv_std = inv_std.astype(np.float64)
+    xhat = (x - mean.astype(np.float64)) * inv_std
     dout64 = dout.astype(np.float64)
     dbeta = dout64.sum(axis=0)
     dgamma = (dout64 * xhat).sum(axis=0)
-    dx = (cache.gamma * inv_std / n) * (n * dout64 - dbeta - xhat * dgamma)
+    dx = (gamma * inv_std / n) * (n * dout64 - dbeta - xhat * dgamma)
     return dx.astype(dtype, copy=False), dgamma.astype(dtype), dbeta.astype(dtype)
 
 
