@@ -21,9 +21,6 @@ NORMALIZATIONS = ("none", "batchnorm", "layernorm")
 WEIGHT_INITS = ("small", "he", "xavier")
 OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov_momentum", "adagrad", "rmsprop", "adam", "adamw")
 BACKENDS = ("cython", "numpy")
-# The schedules --lr-schedule takes (fastopt.optim.lr_scheduler.SCHEDULES, minus what the Solver
-# cannot drive yet: ReduceLROnPlateau needs the Solver to pass it a metric every epoch).
-LR_SCHEDULES = ("step", "multistep", "exponential", "linear", "cosine", "cosine_restarts", "onecycle")
 
 # Optimizer hyperparameters beyond --lr: option -> (optim_config key (CS231n names; the Solver maps them
 # to AdamW's torch names), the optimizers that use it, bounds for _number).
@@ -46,6 +43,11 @@ DEFAULTS = {
 }
 SPLIT_SEED = 0           # the data split stays fixed when --seed changes: test sets stay comparable
 NUM_TRAIN_SAMPLES = 1000  # training rows the Solver samples to estimate train accuracy per epoch
+
+
+def _schedule_names():
+    from .optim.lr_scheduler import SCHEDULES  # the one list of schedules
+    return tuple(SCHEDULES)
 
 
 def configure(parser):
@@ -77,8 +79,9 @@ def configure(parser):
     add("--lr-schedule", metavar="NAME[:KEY=VALUE,...]",
         help="a fastopt.optim.lr_scheduler schedule with its arguments, e.g. cosine:T_max=20, "
              "step:step_size=5,gamma=0.5, multistep:milestones=[5,10], onecycle:max_lr=0.01, "
-             "linear:start_factor=0.1,total_iters=5, cosine_restarts:T_0=5; names: "
-             + ", ".join(LR_SCHEDULES) + " (unit=epoch|iteration chooses when it steps)")
+             "linear:start_factor=0.1,total_iters=5, cosine_restarts:T_0=5, plateau:patience=2,factor=0.5 "
+             "(watches the validation accuracy; monitor=loss for the epoch's training loss); names: "
+             + ", ".join(_schedule_names()) + " (unit=epoch|iteration chooses when it steps)")
     add("--epochs", default=d["epochs"], help=f"epochs >= 1 (default {d['epochs']})")
     add("--batch-size", default=d["batch_size"], help=f"minibatch size >= 1 (default {d['batch_size']})")
     add("--threads", help="threads for fastopt's kernels (fastopt.set_num_threads) and for NumPy's OpenBLAS "
@@ -224,28 +227,12 @@ def _lr_schedule(args, cfg):
     if args.lr_decay is not None:
         raise UsageError("give --lr-schedule or --lr-decay, not both (--lr-decay G is "
                          "--lr-schedule exponential:gamma=G)")
-    from .optim import lr_scheduler
-    from .schedules import SpecSchedule
+    from .solver._schedule import check_spec
     try:
-        spec = lr_scheduler.parse(text)
-        if spec["name"] not in LR_SCHEDULES:
-            raise ValueError(f"schedule {spec['name']!r} is not available in fastopt train yet "
-                             f"(choose one of {', '.join(LR_SCHEDULES)})")
-        SpecSchedule(spec, epochs=cfg["epochs"])          # checks every argument's type and range
+        spec = check_spec(text, cfg["epochs"], lr=cfg["lr"], where="schedule")
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--lr-schedule {text!r}: {exc}") from None
     return spec, 1.0
-
-
-def _solver_schedule(cfg, n_train):
-    """The Solver keyword arguments for cfg's schedule. Today's Solver takes (t, base_lr) callables;
-    once it drives fastopt.optim.lr_scheduler runners this becomes {"lr_schedule": cfg["lr_schedule"]}."""
-    spec = cfg["lr_schedule"]
-    if spec is None:
-        return {}
-    from .schedules import SpecSchedule
-    schedule = SpecSchedule(spec, iterations_per_epoch=max(n_train // cfg["batch_size"], 1), epochs=cfg["epochs"])
-    return {"lr_schedule": schedule, "lr_schedule_unit": schedule.unit}
 
 
 def parse_config(args):
@@ -350,7 +337,7 @@ def train_model(cfg, data, on_event):
     solver = Solver(
         model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")},
         update_rule=update_rule(cfg["optimizer"]), optim_config=dict(cfg["optim_config"]),
-        lr_decay=cfg["lr_decay"], **_solver_schedule(cfg, len(data["X_train"])),
+        lr_decay=cfg["lr_decay"], lr_schedule=cfg["lr_schedule"],
         batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
         seed=cfg["seed"], callback=callback)
