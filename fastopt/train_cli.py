@@ -18,7 +18,7 @@ from .cli import UsageError
 
 DATASETS = ("digits", "cifar10", "spiral")
 NORMALIZATIONS = ("none", "batchnorm", "layernorm")
-WEIGHT_INITS = ("small", "he", "xavier")
+WEIGHT_INITS = ("small", "he", "xavier", "auto")   # auto: the activation's own (He or Xavier)
 OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov_momentum", "adagrad", "rmsprop", "adam", "adamw")
 BACKENDS = ("cython", "numpy")
 
@@ -38,7 +38,7 @@ OPTIMIZER_OPTIONS = {
 # lr 1e-2 dipped to 95.0%, reg 1e-3 to 92.8%, 30 epochs or dropout 0.8 did not raise the minimum.
 DEFAULTS = {
     "data": "digits", "hidden": "128,64", "normalization": "batchnorm", "dropout": "1",
-    "reg": "1e-4", "weight_init": "he", "weight_scale": "1e-2", "optimizer": "adam", "lr": "3e-3",
+    "activation": "relu", "reg": "1e-4", "weight_init": "he", "weight_scale": "1e-2", "optimizer": "adam", "lr": "3e-3",
     "lr_decay": "0.95", "epochs": "20", "batch_size": "64", "seed": "0",
 }
 SPLIT_SEED = 0           # the data split stays fixed when --seed changes: test sets stay comparable
@@ -48,6 +48,11 @@ NUM_TRAIN_SAMPLES = 1000  # training rows the Solver samples to estimate train a
 def _schedule_names():
     from .optim.lr_scheduler import SCHEDULES  # the one list of schedules
     return tuple(SCHEDULES)
+
+
+def _activation_names():
+    from .layers.activations import ACTIVATIONS
+    return tuple(ACTIVATIONS)
 
 
 def configure(parser):
@@ -63,6 +68,9 @@ def configure(parser):
         help=f"normalization after each hidden affine layer (default {d['normalization']})")
     add("--dropout", default=d["dropout"], metavar="KEEP",
         help=f"dropout keep probability in (0, 1]; 1 disables dropout (default {d['dropout']})")
+    add("--activation", default=d["activation"], metavar="{" + ",".join(_activation_names()) + "}",
+        help=f"activation of the hidden layers (default {d['activation']}; --weight-init auto picks "
+             f"He for the ReLU family, Xavier for tanh/sigmoid)")
     add("--reg", default=d["reg"], help=f"L2 regularization strength >= 0 (default {d['reg']})")
     add("--weight-init", default=d["weight_init"], metavar="{" + ",".join(WEIGHT_INITS) + "}",
         help=f"weight initialization; small = Gaussian of std --weight-scale (default {d['weight_init']})")
@@ -242,6 +250,7 @@ def parse_config(args):
         "data_dir": args.data_dir,
         "hidden": _hidden(args.hidden),
         "normalization": _choice("--normalization", args.normalization, NORMALIZATIONS),
+        "activation": _choice("--activation", args.activation, _activation_names()),
         "dropout_keep_ratio": _number("--dropout", args.dropout, float, low=0, high=1, low_open=True),
         "reg": _number("--reg", args.reg, float, low=0),
         "weight_init": _choice("--weight-init", args.weight_init, WEIGHT_INITS),
@@ -324,7 +333,7 @@ def train_model(cfg, data, on_event):
         cfg["hidden"], input_dim=data["X_train"].shape[1], num_classes=num_classes,
         dropout_keep_ratio=cfg["dropout_keep_ratio"],
         normalization=None if cfg["normalization"] == "none" else cfg["normalization"],
-        reg=cfg["reg"],
+        activation=cfg["activation"], reg=cfg["reg"],
         weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
         dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
@@ -456,7 +465,7 @@ def _blas_threads(n):
 def _describe(cfg):
     hidden = ",".join(map(str, cfg["hidden"]))
     init = f"small({cfg['weight_scale']:g})" if cfg["weight_init"] == "small" else cfg["weight_init"]
-    return (f"data={cfg['data']} hidden={hidden} normalization={cfg['normalization']} "
+    return (f"data={cfg['data']} hidden={hidden} normalization={cfg['normalization']} activation={cfg['activation']} "
             f"dropout={cfg['dropout_keep_ratio']:g} reg={cfg['reg']:g} init={init} "
             f"optimizer={cfg['optimizer']} lr={cfg['lr']:g} "
             + "".join(f"{k}={v:g} " for k, v in cfg["optim_config"].items() if k != "learning_rate")

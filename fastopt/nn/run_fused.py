@@ -14,6 +14,7 @@ and backward kernels; ``supports(blocks)`` says whether every block has an entry
 import numpy as np
 
 from .. import _backend, layers
+from ..layers.activations import ACTIVATIONS, FAMILY
 from .blocks import Hidden
 
 __all__ = ["FUSED", "supports", "loss"]
@@ -71,10 +72,31 @@ def _ln_backward(K, blk, call, ws, dr, nt):
     return dz
 
 
+def _act_forward(K, blk, call, ws, z, r, nt):
+    """z += b (kept: the pre-activation), then r = f(z) by the activation's compiled kernel."""
+    A, act = _backend.kernels(FAMILY), blk.activation
+    np.add(z, call.params[f"b{blk.k}"], out=z)
+    getattr(A, act.spec.forward_kernel)(z.reshape(-1), act.value, r.reshape(-1), _backend.threads_for(z.size, A.GRAIN))
+
+
+def _act_backward(K, blk, call, ws, dr, nt):
+    """dr *= f' in place (from z or r, as the activation saves), then the bias gradient."""
+    A, act, i = _backend.kernels(FAMILY), blk.activation, blk.index
+    saved = ws.z[i] if act.spec.saves == "x" else ws.r[i]
+    getattr(A, act.spec.backward_kernel)(dr.reshape(-1), saved.reshape(-1), act.value, dr.reshape(-1),
+                                         _backend.threads_for(dr.size, A.GRAIN))
+    K.bias_grad(dr, call.grads[f"b{blk.k}"], nt)
+    return dr
+
+
+# ReLU keeps the fused bias+relu / batchnorm+relu kernels of _mlp_kernels; the other activations
+# run their own compiled kernels after the bias add (no normalization: with batchnorm/layernorm
+# they take the readable execution).
 FUSED = {
     (None, "relu"): (_plain_forward, _plain_backward),
     ("batchnorm", "relu"): (_bn_forward, _bn_backward),
     ("layernorm", "relu"): (_ln_forward, _ln_backward),
+    **{(None, name): (_act_forward, _act_backward) for name in ACTIVATIONS if name != "relu"},
 }
 
 
