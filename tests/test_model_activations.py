@@ -102,32 +102,55 @@ class _Counting:
         return counted
 
 
+@pytest.mark.parametrize("normalization", [None, "batchnorm"])
 @pytest.mark.parametrize("activation", NAMES)
-def test_realistic_size_takes_the_fused_path(activation, monkeypatch):
+def test_realistic_size_takes_the_fused_path(activation, normalization, monkeypatch):
     counts, real = Counter(), _backend.kernels
     monkeypatch.setattr(_backend, "kernels", lambda family: _Counting(real(family), counts))
     X, y = data(n=256, dim=512, classes=10, seed=1, dtype=np.float32)
-    kw = dict(hidden_dims=[1024, 1024], input_dim=512, num_classes=10)
+    kw = dict(hidden_dims=[1024, 1024], input_dim=512, num_classes=10, normalization=normalization)
     fused, readable = model(activation, np.float32, **kw), model(activation, np.float32, **kw)
     readable.fast_path = False
-    (lf, gf), (lr, gr) = fused.loss(X, y), readable.loss(X, y)
+    lf, gf = fused.loss(X, y)
     spec = ACTIVATIONS[activation]
-    if activation == "relu":   # ReLU stays on the fused bias+relu kernels of _mlp_kernels
-        assert counts["bias_relu_forward"] == 2 and counts["relu_bias_backward"] == 2
+    if activation == "relu":   # ReLU stays on the fused bias+relu / batchnorm+relu kernels of _mlp_kernels
+        name = "bias_relu" if normalization is None else "batchnorm_relu"
+        assert counts[f"{name}_forward"] == 2 and counts[spec.forward_kernel] == 0
     else:
-        assert counts["bias_relu_forward"] == 0
-        assert counts[spec.forward_kernel] == 4       # 2 fused + 2 by the readable layer functions
-        assert counts[spec.backward_kernel] == 4
-    assert counts["softmax_loss_grad"] == 1           # the fused output layer: once, by the fused model
+        assert counts["bias_relu_forward"] == counts["batchnorm_relu_forward"] == 0
+        assert counts[spec.forward_kernel] == 2 and counts[spec.backward_kernel] == 2
+        assert counts["batchnorm_train_forward"] == (2 if normalization else 0)
+    assert counts["softmax_loss_grad"] == 1           # the fused output layer
+    counts.clear()
+    lr, gr = readable.loss(X, y)
+    assert counts["softmax_loss_grad"] == 0 and counts["bias_relu_forward"] == 0
     assert lf == pytest.approx(lr, rel=1e-5)
+    scale = max(float(np.abs(v).max()) for v in gr.values())
     for k in gf:
-        np.testing.assert_allclose(gf[k], gr[k], rtol=1e-3, atol=1e-4 * float(np.abs(gr[k]).max()), err_msg=k)
+        np.testing.assert_allclose(gf[k], gr[k], rtol=1e-3, atol=1e-4 * scale, err_msg=k)
 
 
-def test_normalized_non_relu_blocks_run_the_readable_execution():
-    # No fused batchnorm/layernorm + (non-ReLU) kernel yet: those models run the layer functions.
-    assert not model("tanh", normalization="batchnorm").fused
-    assert model("relu", normalization="batchnorm").fused and model("tanh").fused
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("normalization", ["batchnorm", "layernorm"])
+@pytest.mark.parametrize("activation", NAMES)
+def test_fused_matches_readable_with_a_normalization(activation, normalization, dtype, rtol):
+    X, y = data(n=17, dtype=dtype, seed=6)
+    fused = model(activation, dtype, normalization=normalization, dropout_keep_ratio=0.8)
+    readable = model(activation, dtype, normalization=normalization, dropout_keep_ratio=0.8)
+    readable.fast_path = False
+    assert fused.fused
+    for _ in range(2):   # the second call runs on the running statistics the first one updated
+        (lf, gf), (lr, gr) = fused.loss(X, y), readable.loss(X, y)
+        assert lf == pytest.approx(lr, rel=rtol)
+        # Relative to the largest gradient: batchnorm's hidden biases have gradient 0, both sides noise.
+        scale = max(float(np.abs(v).max()) for v in gr.values())
+        for k in gf:
+            np.testing.assert_allclose(gf[k], gr[k], rtol=rtol, atol=rtol * scale, err_msg=k)
+    np.testing.assert_allclose(fused.loss(X), readable.loss(X), rtol=rtol, atol=rtol)
+    for a, b in zip(fused.bn_params, readable.bn_params):
+        for key in ("running_mean", "running_var"):
+            if key in a:
+                np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=rtol)
 
 
 @pytest.mark.parametrize("activation", NAMES)

@@ -275,7 +275,8 @@ class FullyConnectedNet:
         return self.fast_path and run_fused.supports(self.blocks)
 
     def _init_buffers(self):
-        self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype, self.normalization)
+        self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype, self.normalization,
+                                          run_fused.needs_scratch(self.normalization, self.activation))
         self._reg_scratch = None       # one weight-sized array for the regularisation terms
         self._lock = threading.Lock()
         self._validated = {}           # _memo: the last validated settings, by slot
