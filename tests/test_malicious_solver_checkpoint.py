@@ -43,6 +43,7 @@ def trained_target():
 def solver_snapshot(s):
     return copy.deepcopy({
         "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(), "lr": s.lr,
+        "schedule": s._schedule.state_dict(), "scheduler": id(s.scheduler),
         "histories": (s.loss_history, s.train_acc_history, s.val_acc_history), "epoch": s.epoch,
         "iteration": s.iteration, "best": s.best_params, "best_acc": s.best_val_acc,
         "draws": s._draws.state(), "global": np.random.get_state(legacy=False),
