@@ -38,8 +38,6 @@ _ALLOWED = {
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("collections", "OrderedDict"),
     ("builtins", "complex"), ("builtins", "slice"), ("builtins", "frozenset"), ("builtins", "set"),
-    ("fastopt.schedules", "StepLR"), ("fastopt.schedules", "ExponentialLR"),
-    ("fastopt.schedules", "CosineLR"), ("fastopt.schedules", "LinearWarmup"),
 }
 
 
@@ -52,7 +50,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise CheckpointError(f"checkpoint refers to {module}.{name}, which is not allowed in a "
-                              f"fastopt checkpoint (only arrays, plain data and fastopt schedules)")
+                              f"fastopt checkpoint (only arrays and plain data)")
 
 
 # Temporary files are named ".<target>.<pid>.<random>.fastopt-tmp" beside the target: recognisable,

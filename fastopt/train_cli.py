@@ -18,11 +18,8 @@ from .cli import UsageError
 
 DATASETS = ("digits", "cifar10", "spiral")
 NORMALIZATIONS = ("none", "batchnorm", "layernorm")
-WEIGHT_INITS = ("small", "he", "xavier")
+WEIGHT_INITS = ("small", "he", "xavier", "auto")   # auto: the activation's own (He or Xavier)
 BACKENDS = ("cython", "numpy")
-# The schedules --lr-schedule takes (fastopt.optim.lr_scheduler.SCHEDULES, minus what the Solver
-# cannot drive yet: ReduceLROnPlateau needs the Solver to pass it a metric every epoch).
-LR_SCHEDULES = ("step", "multistep", "exponential", "linear", "cosine", "cosine_restarts", "onecycle")
 
 
 def _optimizer_tables():
@@ -73,11 +70,21 @@ OPTIMIZERS, OPTIMIZER_OPTIONS, CLASS_RULES = _optimizer_tables()
 # lr 1e-2 dipped to 95.0%, reg 1e-3 to 92.8%, 30 epochs or dropout 0.8 did not raise the minimum.
 DEFAULTS = {
     "data": "digits", "hidden": "128,64", "normalization": "batchnorm", "dropout": "1",
-    "reg": "1e-4", "weight_init": "he", "weight_scale": "1e-2", "optimizer": "adam", "lr": "3e-3",
+    "activation": "relu", "reg": "1e-4", "weight_init": "he", "weight_scale": "1e-2", "optimizer": "adam", "lr": "3e-3",
     "lr_decay": "0.95", "epochs": "20", "batch_size": "64", "seed": "0",
 }
 SPLIT_SEED = 0           # the data split stays fixed when --seed changes: test sets stay comparable
 NUM_TRAIN_SAMPLES = 1000  # training rows the Solver samples to estimate train accuracy per epoch
+
+
+def _schedule_names():
+    from .optim.lr_scheduler import SCHEDULES  # the one list of schedules
+    return tuple(SCHEDULES)
+
+
+def _activation_names():
+    from .layers.activations import ACTIVATIONS
+    return tuple(ACTIVATIONS)
 
 
 def configure(parser):
@@ -93,6 +100,9 @@ def configure(parser):
         help=f"normalization after each hidden affine layer (default {d['normalization']})")
     add("--dropout", default=d["dropout"], metavar="KEEP",
         help=f"dropout keep probability in (0, 1]; 1 disables dropout (default {d['dropout']})")
+    add("--activation", default=d["activation"], metavar="{" + ",".join(_activation_names()) + "}",
+        help=f"activation of the hidden layers (default {d['activation']}; --weight-init auto picks "
+             f"He for the ReLU family, Xavier for tanh/sigmoid)")
     add("--reg", default=d["reg"], help=f"L2 regularization strength >= 0 (default {d['reg']})")
     add("--weight-init", default=d["weight_init"], metavar="{" + ",".join(WEIGHT_INITS) + "}",
         help=f"weight initialization; small = Gaussian of std --weight-scale (default {d['weight_init']})")
@@ -109,8 +119,9 @@ def configure(parser):
     add("--lr-schedule", metavar="NAME[:KEY=VALUE,...]",
         help="a fastopt.optim.lr_scheduler schedule with its arguments, e.g. cosine:T_max=20, "
              "step:step_size=5,gamma=0.5, multistep:milestones=[5,10], onecycle:max_lr=0.01, "
-             "linear:start_factor=0.1,total_iters=5, cosine_restarts:T_0=5; names: "
-             + ", ".join(LR_SCHEDULES) + " (unit=epoch|iteration chooses when it steps)")
+             "linear:start_factor=0.1,total_iters=5, cosine_restarts:T_0=5, plateau:patience=2,factor=0.5 "
+             "(watches the validation accuracy; monitor=loss for the epoch's training loss); names: "
+             + ", ".join(_schedule_names()) + " (unit=epoch|iteration chooses when it steps)")
     add("--epochs", default=d["epochs"], help=f"epochs >= 1 (default {d['epochs']})")
     add("--batch-size", default=d["batch_size"], help=f"minibatch size >= 1 (default {d['batch_size']})")
     add("--threads", help="threads for fastopt's kernels (fastopt.set_num_threads) and for NumPy's OpenBLAS "
@@ -262,28 +273,12 @@ def _lr_schedule(args, cfg):
     if args.lr_decay is not None:
         raise UsageError("give --lr-schedule or --lr-decay, not both (--lr-decay G is "
                          "--lr-schedule exponential:gamma=G)")
-    from .optim import lr_scheduler
-    from .schedules import SpecSchedule
+    from .solver._schedule import check_spec
     try:
-        spec = lr_scheduler.parse(text)
-        if spec["name"] not in LR_SCHEDULES:
-            raise ValueError(f"schedule {spec['name']!r} is not available in fastopt train yet "
-                             f"(choose one of {', '.join(LR_SCHEDULES)})")
-        SpecSchedule(spec, epochs=cfg["epochs"])          # checks every argument's type and range
+        spec = check_spec(text, cfg["epochs"], lr=cfg["lr"], where="schedule")
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--lr-schedule {text!r}: {exc}") from None
     return spec, 1.0
-
-
-def _solver_schedule(cfg, n_train):
-    """The Solver keyword arguments for cfg's schedule. Today's Solver takes (t, base_lr) callables;
-    once it drives fastopt.optim.lr_scheduler runners this becomes {"lr_schedule": cfg["lr_schedule"]}."""
-    spec = cfg["lr_schedule"]
-    if spec is None:
-        return {}
-    from .schedules import SpecSchedule
-    schedule = SpecSchedule(spec, iterations_per_epoch=max(n_train // cfg["batch_size"], 1), epochs=cfg["epochs"])
-    return {"lr_schedule": schedule, "lr_schedule_unit": schedule.unit}
 
 
 def parse_config(args):
@@ -293,6 +288,7 @@ def parse_config(args):
         "data_dir": args.data_dir,
         "hidden": _hidden(args.hidden),
         "normalization": _choice("--normalization", args.normalization, NORMALIZATIONS),
+        "activation": _choice("--activation", args.activation, _activation_names()),
         "dropout_keep_ratio": _number("--dropout", args.dropout, float, low=0, high=1, low_open=True),
         "reg": _number("--reg", args.reg, float, low=0),
         "weight_init": _choice("--weight-init", args.weight_init, WEIGHT_INITS),
@@ -376,7 +372,7 @@ def train_model(cfg, data, on_event):
         cfg["hidden"], input_dim=data["X_train"].shape[1], num_classes=num_classes,
         dropout_keep_ratio=cfg["dropout_keep_ratio"],
         normalization=None if cfg["normalization"] == "none" else cfg["normalization"],
-        reg=cfg["reg"],
+        activation=cfg["activation"], reg=cfg["reg"],
         weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
         dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
@@ -389,7 +385,7 @@ def train_model(cfg, data, on_event):
     solver = Solver(
         model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")},
         update_rule=update_rule(cfg["optimizer"]), optim_config=dict(cfg["optim_config"]),
-        lr_decay=cfg["lr_decay"], **_solver_schedule(cfg, len(data["X_train"])),
+        lr_decay=cfg["lr_decay"], lr_schedule=cfg["lr_schedule"],
         batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
         seed=cfg["seed"], callback=callback)
@@ -508,7 +504,7 @@ def _blas_threads(n):
 def _describe(cfg):
     hidden = ",".join(map(str, cfg["hidden"]))
     init = f"small({cfg['weight_scale']:g})" if cfg["weight_init"] == "small" else cfg["weight_init"]
-    return (f"data={cfg['data']} hidden={hidden} normalization={cfg['normalization']} "
+    return (f"data={cfg['data']} hidden={hidden} normalization={cfg['normalization']} activation={cfg['activation']} "
             f"dropout={cfg['dropout_keep_ratio']:g} reg={cfg['reg']:g} init={init} "
             f"optimizer={cfg['optimizer']} lr={cfg['lr']:g} "
             + "".join(f"{k}={v:g} " for k, v in cfg["optim_config"].items() if k != "learning_rate")

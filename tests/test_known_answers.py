@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import fastopt
+from fastopt.solver import _evaluation
 from fastopt import _norm_kernels
 from fastopt.layers import (batchnorm_forward, layernorm_forward, spatial_batchnorm_forward)
 from fastopt.nn import FullyConnectedNet
 from fastopt.reference import norm as twin
-from fastopt.schedules import ExponentialLR, StepLR
 from fastopt.solver import Solver
 
 from _nn_data import blob_data
@@ -120,7 +120,7 @@ def test_statistics_of_data_far_from_zero(module, dtype, offset):
 
 
 def _solver(**kw):
-    model = FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1)
+    model = FullyConnectedNet([8], input_dim=6, num_classes=3, rng=1)
     args = dict(update_rule="sgd", optim_config={"learning_rate": 0.1}, batch_size=20, num_epochs=2,
                 num_train_samples=50, num_val_samples=30, verbose=False, seed=5)
     args.update(kw)
@@ -131,7 +131,7 @@ def _solver(**kw):
 
 @pytest.mark.parametrize("rule", ["sgd", fastopt.optim.SGD])
 def test_iteration_unit_schedule_counts_iterations(rule):
-    solver, lrs = _solver(update_rule=rule, lr_schedule=ExponentialLR(0.5), lr_schedule_unit="iteration")
+    solver, lrs = _solver(update_rule=rule, lr_schedule="exponential:gamma=0.5,unit=iteration")
     solver.train()
     ipe = solver.iterations_per_epoch
     assert ipe > 1 and len(lrs) == 2 * ipe
@@ -139,7 +139,7 @@ def test_iteration_unit_schedule_counts_iterations(rule):
 
 
 def test_epoch_unit_schedule_counts_epochs():
-    solver, lrs = _solver(lr_schedule=StepLR(1, 0.5))          # lr_schedule_unit="epoch" (default)
+    solver, lrs = _solver(lr_schedule="step:step_size=1,gamma=0.5")          # unit=epoch (default)
     solver.train()
     ipe = solver.iterations_per_epoch
     assert lrs == pytest.approx([0.1] * ipe + [0.05] * ipe, rel=1e-12)
@@ -149,14 +149,14 @@ def test_best_snapshot_is_the_first_of_equal_validation_accuracies(monkeypatch):
     # CS231n keeps the params of the FIRST evaluation reaching the best accuracy (val_acc > best).
     solver, _ = _solver(num_epochs=3)
     snapshots = []
-    real = solver.check_accuracy
+    real = _evaluation.accuracy
     accuracy = iter([0.1, 0.5, 0.3, 0.5, 0.6, 0.5, 0.2, 0.5])    # (train, val) per evaluation
 
-    def fixed(X, y, num_samples=None, batch_size=100):
-        real(X, y, num_samples=num_samples, batch_size=batch_size)   # same RNG draws as usual
+    def fixed(*args, **kwargs):
+        real(*args, **kwargs)                                   # same RNG draws as usual
         return next(accuracy)
 
-    monkeypatch.setattr(solver, "check_accuracy", fixed)
+    monkeypatch.setattr(_evaluation, "accuracy", fixed)          # what the Solver's evaluation calls
     solver.callback = lambda s, e, i: (snapshots.append({k: v.copy() for k, v in s.model.params.items()})
                                        if e == "eval" else None)
     solver.train()
@@ -169,7 +169,7 @@ def test_best_snapshot_is_the_first_of_equal_validation_accuracies(monkeypatch):
 
 
 def test_solver_documented_defaults():
-    model = FullyConnectedNet([8], input_dim=6, num_classes=3, seed=1)
+    model = FullyConnectedNet([8], input_dim=6, num_classes=3, rng=1)
     s = Solver(model, blob_data())
     assert (s.update_rule, s.lr_decay, s.batch_size, s.num_epochs) == ("sgd", 1.0, 100, 10)
-    assert (s.num_train_samples, s.num_val_samples, s.lr_schedule_unit) == (1000, None, "epoch")
+    assert (s.num_train_samples, s.num_val_samples, s.lr_schedule_unit) == (1000, None, None)

@@ -11,14 +11,14 @@ from _nn_data import blob_data
 from test_solver_trust import assert_same, make_model
 
 from fastopt import checkpoint
-from fastopt.schedules import LinearWarmup, StepLR
+from fastopt.optim.lr_scheduler import StepLR
 from fastopt.solver import Solver
 
 
 def base_kwargs(**kw):
     args = dict(update_rule="adam", optim_config={"learning_rate": 5e-3}, batch_size=20, num_epochs=2,
                 num_train_samples=50, num_val_samples=30, verbose=False, seed=5,
-                lr_schedule=LinearWarmup(2, after=StepLR(3, 0.5)), lr_schedule_unit="iteration")
+                lr_schedule="step:step_size=3,gamma=0.5,unit=iteration")
     args.update(kw)
     return args
 
@@ -43,6 +43,7 @@ def trained_target():
 def solver_snapshot(s):
     return copy.deepcopy({
         "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(), "lr": s.lr,
+        "schedule": s._schedule.state_dict(), "scheduler": id(s.scheduler),
         "histories": (s.loss_history, s.train_acc_history, s.val_acc_history), "epoch": s.epoch,
         "iteration": s.iteration, "best": s.best_params, "best_acc": s.best_val_acc,
         "draws": s._draws.state(), "global": np.random.get_state(legacy=False),
@@ -60,8 +61,8 @@ def test_the_checkpoint_has_cs231n_keys(saved):
         assert key in saved, key
     assert saved["update_rule"] == "adam" and saved["epoch"] == 1 and saved["batch_size"] == 20
     assert set(saved["model"]["params"]) == set(make_model().params)
-    assert saved["lr_schedule"] == {"name": "LinearWarmup", "args": {
-        "warmup_steps": 2, "after": {"name": "StepLR", "args": {"step_size": 3, "gamma": 0.5}}}}
+    assert saved["lr_schedule"] == {"name": "step", "step_size": 3, "gamma": 0.5, "unit": "iteration"}
+    assert saved["schedule"]["scheduler"]["type"] == "StepLR" and saved["schedule"]["unit"] == "iteration"
 
 
 # ---------------------------------------------------------------- code-naming content
@@ -133,8 +134,11 @@ def test_nested_fields_naming_code_are_refused(saved, tmp_path):
         lambda s: s["model"]["params"].__setitem__("W1", "builtins:eval"),
         lambda s: s["model"]["bn_params"][0].__setitem__("running_mean", "os:system"),
         lambda s: s["lr_schedule"].__setitem__("name", "subprocess.Popen"),
-        lambda s: s["lr_schedule"]["args"].__setitem__("after", {"name": "builtins.eval", "args": {}}),
-        lambda s: s["lr_schedule"]["args"].__setitem__("warmup_steps", "os.system"),
+        lambda s: s["lr_schedule"].__setitem__("gamma", {"name": "builtins.eval", "args": {}}),
+        lambda s: s["lr_schedule"].__setitem__("step_size", "os.system"),
+        lambda s: s["schedule"]["scheduler"].__setitem__("type", "subprocess.Popen"),
+        lambda s: s["schedule"]["scheduler"].__setitem__("gamma", {"name": "builtins.eval", "args": {}}),
+        lambda s: s["schedule"].__setitem__("unit", "os:system"),
         lambda s: s["optim_config"].__setitem__("learning_rate", "subprocess:Popen"),
         lambda s: s["optim_config"].__setitem__("shell", "touch x"),
         lambda s: s["best_params"].__setitem__("W1", "os:system"),
@@ -186,6 +190,8 @@ def test_a_schedule_object_bypassing_its_constructor_is_refused(saved, tmp_path)
     forged = StepLR.__new__(StepLR)
     forged.step_size, forged.gamma = 0, 0.1  # would divide by zero at the first step
     payload = pickle.dumps(dict(saved, lr_schedule=forged), protocol=5)
+    Targets().refuse(raw_file(tmp_path / "forged.pkl", payload), tmp_path / "sentinel")
+    payload = pickle.dumps(dict(saved, schedule=forged), protocol=5)
     Targets().refuse(raw_file(tmp_path / "forged.pkl", payload), tmp_path / "sentinel")
 
 
@@ -239,9 +245,20 @@ TAMPERED = [
     (_set(("optim_config",), ["learning_rate"]), "optim_config"),
     (_set(("batch_size",), 0), "batch_size"), (_set(("num_epochs",), -1), "num_epochs"),
     (_set(("num_train_samples",), 0), "num_train_samples"), (_set(("num_val_samples",), -3), "num_val_samples"),
-    (_set(("lr_schedule",), {"name": "StepLR", "args": {"step_size": 0}}), "step_size"),
-    (_set(("lr_schedule", "args", "after", "args", "gamma"), 7.0), "gamma"),
-    (_set(("lr_schedule", "args", "warmup_steps"), 2.5), "warmup_steps"),
+    (_set(("lr_schedule",), {"name": "step", "step_size": 0}), "step_size"),
+    (_set(("lr_schedule", "gamma"), -7.0), "gamma"),
+    (_set(("lr_schedule", "step_size"), 2.5), "step_size"),
+    (_set(("lr_schedule", "unit"), "fortnight"), "unit"),
+    (_set(("schedule",), None), "without a learning-rate schedule"),
+    (_set(("schedule",), [1, 2]), "schedule must be a scheduler state"),
+    (_set(("schedule", "unit"), "epoch"), "schedule state"),
+    (_set(("schedule", "scheduler", "step_size"), 0), "schedule state.*step_size"),
+    (_set(("schedule", "scheduler", "gamma"), float("nan")), "schedule state.*gamma"),
+    (_set(("schedule", "scheduler", "last_epoch"), -5), "schedule state.*last_epoch"),
+    (_set(("schedule", "scheduler", "_step_count"), 1.5), "schedule state.*_step_count"),
+    (_set(("schedule", "scheduler", "base_lrs"), [-1.0]), "schedule state.*base_lrs"),
+    (_set(("schedule", "scheduler", "type"), "CosineAnnealingLR"), "schedule state"),
+    (lambda s: s["schedule"]["scheduler"].pop("gamma"), "schedule state.*missing"),
     (_set(("lr_schedule_unit",), "fortnight"), "lr_schedule_unit"),
     (_set(("lr_schedule_custom",), "no"), "lr_schedule_custom"),
     (_set(("seed",), -1), "seed"), (_set(("verbose",), "yes"), "verbose"), (_set(("print_every",), 0), "print_every"),

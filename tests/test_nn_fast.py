@@ -136,21 +136,22 @@ def test_scores_are_a_copy():
 
 
 def test_a_block_without_fused_kernels_runs_the_layer_execution():
-    # A new activation is one ACTIVATIONS-style entry with its layer functions: the model then runs
-    # the readable execution for it (no fused kernels needed), with correct gradients.
+    # An activation the fused execution has no kernels for (here a stand-in with only layer
+    # functions): the model then runs the readable execution for it, with correct gradients.
     import dataclasses
     from fastopt.gradcheck import eval_numerical_gradient
-    from fastopt.nn.blocks import Activation
 
-    def leaky_forward(x):
-        return np.where(x > 0, x, 0.1 * x), x
+    class Leaky:
+        name = "my_leaky"
 
-    def leaky_backward(dout, x):
-        return np.where(x > 0, dout, 0.1 * dout)
+        def forward(self, x):
+            return np.where(x > 0, x, 0.1 * x), x
+
+        def backward(self, dout, x):
+            return np.where(x > 0, dout, 0.1 * dout)
 
     model = make()
-    leaky = Activation("leaky_relu", leaky_forward, leaky_backward)
-    model.blocks = [dataclasses.replace(b, activation=leaky) if hasattr(b, "activation") else b
+    model.blocks = [dataclasses.replace(b, activation=Leaky()) if hasattr(b, "activation") else b
                     for b in model.blocks]
     assert not model.fused
     X, y = batch(7)

@@ -7,7 +7,6 @@ from _nn_data import blob_data, blobs
 
 from fastopt import optim
 from fastopt.nn import FullyConnectedNet
-from fastopt.schedules import StepLR
 from fastopt.solver import Solver
 
 DIM, CLASSES = 6, 3
@@ -60,7 +59,7 @@ def test_overfits_fifty_samples():
     dict(update_rule="sgd_momentum", optim_config={"learning_rate": 0.05}, lr_decay=0.9),
     dict(update_rule=optim.Adam, optim_config={"learning_rate": 5e-3}, lr_decay=0.8),
     dict(update_rule="rmsprop", optim_config={"learning_rate": 1e-3},
-         lr_schedule=StepLR(1, 0.5), lr_schedule_unit="iteration"),
+         lr_schedule="step:step_size=1,gamma=0.5,unit=iteration"),
     dict(update_rule="sgd", optim_config={"learning_rate": 0.05}, lr_decay=0.9),
     dict(update_rule="nesterov_momentum", optim_config={"learning_rate": 0.02, "momentum": 0.8}),
     dict(update_rule="adagrad", optim_config={"learning_rate": 0.05}),
@@ -181,7 +180,7 @@ def test_lr_decay_and_schedule():
     lrs = []
     sched = Solver(make_model(), data, callback=lambda s, e, i: lrs.append(i["lr"]) if e == "iteration" else None,
                    **solver_kwargs(update_rule="sgd", optim_config={"learning_rate": 0.1},
-                                   lr_schedule=StepLR(1, 0.1), num_epochs=3))
+                                   lr_schedule="step:step_size=1,gamma=0.1", num_epochs=3))
     sched.train()
     ipe = sched.iterations_per_epoch
     assert lrs == pytest.approx([0.1] * ipe + [0.01] * ipe + [0.001] * ipe, rel=1e-12)
@@ -225,8 +224,8 @@ def test_load_checkpoint_mismatch_changes_nothing(tmp_path):
     ({"batch_size": 0}, ValueError, "batch_size"),
     ({"num_epochs": 2.0}, TypeError, "num_epochs"),
     ({"lr_decay": 0}, ValueError, "lr_decay"),
-    ({"lr_decay": 0.5, "lr_schedule": StepLR(1)}, ValueError, "not both"),
-    ({"lr_schedule": StepLR(1), "optim_config": {}}, ValueError, "learning_rate"),
+    ({"lr_decay": 0.5, "lr_schedule": "step:step_size=1"}, ValueError, "not both"),
+    ({"lr_schedule": "step:step_size=1", "optim_config": {}}, ValueError, "learning_rate"),
     ({"lr_schedule": 0.1}, TypeError, "lr_schedule"),
     ({"lr_schedule_unit": "batch"}, ValueError, "lr_schedule_unit"),
     ({"num_train_samples": 0}, ValueError, "num_train_samples"),

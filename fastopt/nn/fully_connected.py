@@ -1,6 +1,8 @@
 """CS231n's FullyConnectedNet on fastopt's layers, with a fused execution of the same description.
 
-Architecture: {affine -> [batch/layer norm] -> relu -> [dropout]} x (L - 1) -> affine -> softmax,
+Architecture: {affine -> [batch/layer norm] -> activation -> [dropout]} x (L - 1) -> affine -> softmax,
+the activation one of fastopt.layers.activations.ACTIVATIONS (relu, leaky_relu, elu, tanh, sigmoid;
+``activation_param`` its hyperparameter: leaky_relu's negative_slope, elu's alpha),
 described once as a list of blocks (fastopt.nn.blocks). ``loss`` validates the whole call first
 (``_Call``), then runs one of two executions of the blocks: the fused one (fastopt.nn.run_fused:
 workspaces, fused kernels) whenever it has kernels for every block and ``fast_path`` is True, else
@@ -44,7 +46,7 @@ from .._validation import _describe, check_array, check_choice, check_distinct, 
 from ..flat import FlatParams
 from ..layers.normalization import bn_settings, norm_eps
 from . import run_fused, run_layers
-from .blocks import Hidden, describe, param_specs
+from .blocks import Hidden, activation as _activation, describe, param_specs
 from .init import WEIGHT_INITS, init_weight
 from .workspace import WorkspaceCache
 
@@ -151,13 +153,18 @@ class FullyConnectedNet:
     ----------
     rng : None, int >= 0 or np.random.Generator: weights and a fresh mask stream (module docstring)
     reg_type : "l2" (0.5 * reg * sum W^2) or "l1" (reg * sum |W|)
-    weight_init : None, "xavier", "glorot" or "he" (see fastopt.nn.init)
+    weight_init : None, "auto", "xavier", "glorot" or "he" (see fastopt.nn.init); "auto" is the
+        activation's recommended one (He for the ReLU family, Xavier for tanh/sigmoid); None is
+        CS231n's N(0, weight_scale**2)
+    activation : "relu" (default), "leaky_relu", "elu", "tanh" or "sigmoid"
+    activation_param : None (the default) or leaky_relu's negative_slope / elu's alpha
     dropout : the pre-2019 name of dropout_keep_ratio (probability of keeping a unit)
     """
 
     def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout_keep_ratio=1,
                  normalization=None, reg=0.0, weight_scale=1e-2, dtype=np.float32, seed=None, *,
-                 rng=None, reg_type="l2", weight_init=None, dropout=None):
+                 rng=None, reg_type="l2", weight_init=None, dropout=None, activation="relu",
+                 activation_param=None):
         if isinstance(hidden_dims, (str, bytes)) or not hasattr(hidden_dims, "__iter__"):
             raise TypeError(f"hidden_dims must be a sequence of ints, got {type(hidden_dims).__name__}")
         hidden_dims = [check_scalar(f"hidden_dims[{i}]", h, low=1, integer=True)
@@ -171,10 +178,11 @@ class FullyConnectedNet:
         weight_scale = check_scalar("weight_scale", weight_scale, low=0, low_open=True)
         if not (weight_init is None or isinstance(weight_init, str)):
             raise TypeError(f"weight_init must be None or one of {WEIGHT_INITS[1:]}, got {_describe(weight_init)}")
-        if weight_init not in WEIGHT_INITS:
-            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+        if weight_init not in WEIGHT_INITS + ("auto",):
+            raise ValueError(f"weight_init must be one of {WEIGHT_INITS + ('auto',)}, got {weight_init!r}")
         dt = _check_dtype(dtype)
         seed, rng = _check_rng(seed, rng)
+        act = _activation(activation, activation_param)
 
         self.hidden_dims = hidden_dims
         self.input_dim = input_dim
@@ -189,7 +197,10 @@ class FullyConnectedNet:
         self.dtype = dt
         self.seed = seed
         self.num_layers = len(hidden_dims) + 1
-        self.blocks = describe(input_dim, hidden_dims, num_classes, normalization, self.use_dropout)
+        self.activation = act.name
+        self.activation_param = act.param
+        self.blocks = describe(input_dim, hidden_dims, num_classes, normalization, self.use_dropout, act)
+        init_scheme = act.spec.init if weight_init == "auto" else weight_init
 
         # Weights: NumPy's global state (np.random.standard_normal = np.random.randn), or the rng stream.
         if rng is None:
@@ -202,7 +213,7 @@ class FullyConnectedNet:
         params = {}
         for name, shape, init in param_specs(self.blocks):
             if init == "weight":
-                params[name] = init_weight(init_rng, *shape, weight_init=weight_init,
+                params[name] = init_weight(init_rng, *shape, weight_init=init_scheme,
                                            weight_scale=weight_scale, dtype=dt)
             else:
                 params[name] = (np.ones if init == "ones" else np.zeros)(shape, dtype=dt)
@@ -264,7 +275,8 @@ class FullyConnectedNet:
         return self.fast_path and run_fused.supports(self.blocks)
 
     def _init_buffers(self):
-        self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype, self.normalization)
+        self._workspaces = WorkspaceCache(self.hidden_dims, self.num_classes, self.dtype, self.normalization,
+                                          run_fused.needs_scratch(self.normalization, self.activation))
         self._reg_scratch = None       # one weight-sized array for the regularisation terms
         self._lock = threading.Lock()
         self._validated = {}           # _memo: the last validated settings, by slot
@@ -285,6 +297,7 @@ class FullyConnectedNet:
     def __repr__(self):
         return (f"FullyConnectedNet(hidden_dims={self.hidden_dims}, input_dim={self.input_dim}, "
                 f"num_classes={self.num_classes}, normalization={self.normalization!r}, "
+                f"activation={self.activation!r}, activation_param={self.activation_param!r}, "
                 f"dropout_keep_ratio={self.dropout_keep_ratio}, reg={self.reg}, reg_type={self.reg_type!r}, "
                 f"dtype={self.dtype.name})")
 
@@ -468,21 +481,32 @@ class FullyConnectedNet:
         """Copies of everything training changes: params, bn_params (running statistics, eps,
         momentum; not the mode), and the rng stream's state when the model has one."""
         with self._lock:
-            state = {"params": {k: v.copy() for k, v in self._params.items()},
+            state = {"architecture": self._architecture(),
+                     "params": {k: v.copy() for k, v in self._params.items()},
                      "bn_params": [{k: _copy_state(v) for k, v in p.items() if k != "mode"}
                                    for p in self.bn_params]}
             if rng and self.rng is not None:
                 state["rng"] = _copy_state(self.rng.bit_generator.state)
             return state
 
+    def _architecture(self):
+        """What of the architecture the parameters' shapes do not show: the activation."""
+        return {"activation": self.activation, "activation_param": self.activation_param}
+
     def _check_state(self, state):
         """Validate a state_dict() against this model; returns (params, bn_params, rng state)."""
         if not isinstance(state, dict) or "params" not in state or "bn_params" not in state:
             raise ValueError("model state must be a dict with 'params' and 'bn_params' "
                              "(from FullyConnectedNet.state_dict())")
-        unknown = set(state) - {"params", "bn_params", "rng"}
+        unknown = set(state) - {"architecture", "params", "bn_params", "rng"}
         if unknown:
             raise ValueError(f"model state has unknown keys {sorted(map(str, unknown))}")
+        # A state without one was written before the activation was an option: ReLU.
+        arch, mine = state.get("architecture", {"activation": "relu", "activation_param": None}), self._architecture()
+        if type(arch) is not dict or set(arch) != set(mine) or not all(
+                type(arch[k]) is type(mine[k]) and arch[k] == mine[k] for k in mine):
+            raise ValueError(f"model state architecture {arch!r:.200} does not match this model's "
+                             f"{self._architecture()!r}")
         params = state["params"]
         if not isinstance(params, dict) or set(params) != set(self._params):
             got = sorted(map(str, params)) if isinstance(params, dict) else type(params).__name__

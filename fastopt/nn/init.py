@@ -9,6 +9,9 @@ same seed gives the same weights (up to rounding) in float32 and float64.
                                                        notes, also called LeCun normal)
 - ``"glorot"``:             W ~ N(0, 2 / (fan_in + fan_out))   (Glorot & Bengio 2010, normal form)
 - ``"he"``:                 W ~ N(0, 2 / fan_in)      (He et al. 2015, for ReLU layers)
+
+FullyConnectedNet also takes ``"auto"``: its activation's recommended scheme (the activation table's
+``init``: He for the ReLU family, Xavier for tanh/sigmoid).
 """
 import math
 

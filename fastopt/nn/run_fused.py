@@ -3,7 +3,9 @@
 The same blocks and the same mathematics as fastopt.nn.run_layers, but every intermediate goes
 into preallocated buffers (fastopt.nn.workspace), matmuls write with ``out=`` through transposed
 views, no gradient is computed for the input X, bias+norm+ReLU and softmax-loss+gradient are single
-fused kernels (fastopt._mlp_kernels), and the gradients are written straight into ``call.grads``.
+fused kernels (fastopt._mlp_kernels), the other activations run their compiled kernels
+(fastopt._activation_kernels, in place where their backward allows) after the bias add and the
+norm kernel, and the gradients are written straight into ``call.grads``.
 Dropout is the layer function itself (its mask is drawn inside its kernel; nothing to fuse).
 The caller runs it inside ``fastopt.beside_blas()`` (one kernel thread while NumPy's BLAS runs
 several). Tests check both executions agree to ~1e-12 in float64.
@@ -14,6 +16,7 @@ and backward kernels; ``supports(blocks)`` says whether every block has an entry
 import numpy as np
 
 from .. import _backend, layers
+from ..layers.activations import ACTIVATIONS, FAMILY
 from .blocks import Hidden
 
 __all__ = ["FUSED", "supports", "loss"]
@@ -71,11 +74,72 @@ def _ln_backward(K, blk, call, ws, dr, nt):
     return dz
 
 
+def _act_forward(K, blk, call, ws, z, r, nt):
+    """z += b (kept: the pre-activation), then r = f(z) by the activation's compiled kernel."""
+    A, act = _backend.kernels(FAMILY), blk.activation
+    np.add(z, call.params[f"b{blk.k}"], out=z)
+    getattr(A, act.spec.forward_kernel)(z.reshape(-1), act.value, r.reshape(-1), _backend.threads_for(z.size, A.GRAIN))
+
+
+def _act_backward(K, blk, call, ws, dr, nt):
+    """dr *= f' in place (from z or r, as the activation saves), then the bias gradient."""
+    A, act, i = _backend.kernels(FAMILY), blk.activation, blk.index
+    saved = ws.z[i] if act.spec.saves == "x" else ws.r[i]
+    getattr(A, act.spec.backward_kernel)(dr.reshape(-1), saved.reshape(-1), act.value, dr.reshape(-1),
+                                         _backend.threads_for(dr.size, A.GRAIN))
+    K.bias_grad(dr, call.grads[f"b{blk.k}"], nt)
+    return dr
+
+
+def _norm_act_forward(K, blk, call, ws, z, r, nt):
+    """z += b (kept: the norm's input), y = norm(z) by the norm kernel, r = f(y) by the activation's
+    kernel; y is ws.tmp when the activation's backward needs its input, else r itself (in place)."""
+    p, i, k = call.params, blk.index, blk.k
+    N, A, act = _backend.kernels("norm"), _backend.kernels(FAMILY), blk.activation
+    np.add(z, p[f"b{k}"], out=z)
+    y = ws.tmp[i] if act.spec.saves == "x" else r
+    nn = _backend.threads_for(z.size, N.GRAIN)
+    eps, momentum, rm, rv = call.norm_state[i]
+    if blk.norm.name == "layernorm":
+        N.layernorm_forward(z, p[f"gamma{k}"], p[f"beta{k}"], eps, y, ws.mean[i], ws.inv_std[i], nn)
+    elif call.train:
+        N.batchnorm_train_forward(z, p[f"gamma{k}"], p[f"beta{k}"], eps, momentum, y, ws.mean[i], ws.inv_std[i],
+                                  rm, rv, nn)
+    else:
+        N.batchnorm_test_forward(z, p[f"gamma{k}"], p[f"beta{k}"], rm, rv, eps, y, nn)
+    getattr(A, act.spec.forward_kernel)(y.reshape(-1), act.value, r.reshape(-1), _backend.threads_for(y.size, A.GRAIN))
+
+
+def _norm_act_backward(K, blk, call, ws, dr, nt):
+    """dr *= f' in place, then the norm's backward into a buffer other than dr, then the bias gradient."""
+    p, g, i, k = call.params, call.grads, blk.index, blk.k
+    N, A, act = _backend.kernels("norm"), _backend.kernels(FAMILY), blk.activation
+    saved = ws.tmp[i] if act.spec.saves == "x" else ws.r[i]
+    getattr(A, act.spec.backward_kernel)(dr.reshape(-1), saved.reshape(-1), act.value, dr.reshape(-1),
+                                         _backend.threads_for(dr.size, A.GRAIN))
+    dz = ws.tmp[i] if dr is ws.dh[i] else ws.dh[i]   # tmp is free again: f' has read it
+    backward = N.layernorm_backward if blk.norm.name == "layernorm" else N.batchnorm_backward
+    backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], p[f"gamma{k}"], dz, g[f"gamma{k}"], g[f"beta{k}"],
+             _backend.threads_for(dz.size, N.GRAIN))
+    K.bias_grad(dz, g[f"b{k}"], nt)
+    return dz
+
+
+# ReLU keeps the fused bias+relu / batchnorm+relu kernels of _mlp_kernels; the other activations
+# run their own compiled kernels after the bias add (and the norm kernel).
 FUSED = {
     (None, "relu"): (_plain_forward, _plain_backward),
     ("batchnorm", "relu"): (_bn_forward, _bn_backward),
     ("layernorm", "relu"): (_ln_forward, _ln_backward),
+    **{(None, name): (_act_forward, _act_backward) for name in ACTIVATIONS if name != "relu"},
+    **{(norm, name): (_norm_act_forward, _norm_act_backward)
+       for norm in ("batchnorm", "layernorm") for name in ACTIVATIONS if name != "relu"},
 }
+
+
+def needs_scratch(normalization, activation):
+    """Whether the workspace needs its `tmp` buffers for this (normalization, activation)."""
+    return normalization == "layernorm" or (normalization is not None and activation != "relu")
 
 
 def _key(blk):

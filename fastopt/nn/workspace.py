@@ -8,9 +8,10 @@ and, say, the validation batch).
 
 Per hidden layer i (D = hidden_dims[i], N = batch):
   z[i]    (N, D)  x @ W (layernorm: then + b in place, the layernorm input kept for backward)
-  r[i]    (N, D)  ReLU output (before dropout; its sign is the ReLU mask in backward)
+  r[i]    (N, D)  activation output (before dropout; its sign is the ReLU mask in backward)
   dh[i]   (N, D)  grad wrt the layer output; turned into grad wrt z[i] in place where the kernel allows
-  tmp[i]  (N, D)  layernorm only: its backward cannot run in place
+  tmp[i]  (N, D)  with `scratch` (layernorm; a norm with another activation than ReLU): the norm's
+                  output when the activation's backward needs it, the norm backward's output
   mean[i], inv_std[i]  (D,) batchnorm or (N,) layernorm statistics
 and for the output layer scores, dscores (N, C).
 """
@@ -24,14 +25,13 @@ __all__ = ["Workspace", "WorkspaceCache"]
 class Workspace:
     """The buffers of one training step at batch size n (see the module docstring)."""
 
-    def __init__(self, n, hidden_dims, num_classes, dtype, normalization):
+    def __init__(self, n, hidden_dims, num_classes, dtype, normalization, scratch):
         e = lambda *shape: np.empty(shape, dtype)  # noqa: E731
         self.n = n
         self.z = [e(n, d) for d in hidden_dims]
         self.r = [e(n, d) for d in hidden_dims]
         self.dh = [e(n, d) for d in hidden_dims]
-        self.tmp = ([e(n, d) for d in hidden_dims] if normalization == "layernorm"
-                    else [None] * len(hidden_dims))
+        self.tmp = [e(n, d) for d in hidden_dims] if scratch else [None] * len(hidden_dims)
         stat = {"batchnorm": lambda d: d, "layernorm": lambda d: n}.get(normalization)
         self.mean = [e(stat(d)) if stat else None for d in hidden_dims]
         self.inv_std = [e(stat(d)) if stat else None for d in hidden_dims]
@@ -49,8 +49,9 @@ class WorkspaceCache:
 
     KEEP = 2
 
-    def __init__(self, hidden_dims, num_classes, dtype, normalization):
-        self._spec = (tuple(hidden_dims), num_classes, np.dtype(dtype), normalization)
+    def __init__(self, hidden_dims, num_classes, dtype, normalization, scratch=None):
+        scratch = normalization == "layernorm" if scratch is None else bool(scratch)
+        self._spec = (tuple(hidden_dims), num_classes, np.dtype(dtype), normalization, scratch)
         self._cache = OrderedDict()
 
     def get(self, n):

@@ -25,11 +25,18 @@ Keyword arguments (anything else raises ValueError, as in CS231n):
                      function ``rule(w, dw, config) -> (next_w, config)`` or optimizer class.
     optim_config     dict of hyperparameters (default {}), validated at construction (a key the
                      rule does not use, or a value out of range, raises).
-    lr_decay         float in (0, 1]: the learning rate is multiplied by it after each epoch (default 1).
-    lr_schedule      a fastopt.schedules schedule (or any callable (t, base_lr) -> lr), applied before
-                     every step with base_lr = optim_config["learning_rate"] (or "lr"); exclusive
-                     with lr_decay != 1.
-    lr_schedule_unit "epoch" (default: t = completed epochs) or "iteration" (t = completed iterations).
+    lr_decay         float in (0, 1]: the learning rate is multiplied by it after each epoch (default 1);
+                     it runs as fastopt.optim.lr_scheduler.ExponentialLR(gamma=lr_decay).
+    lr_schedule      a fastopt.optim.lr_scheduler schedule driving the optimizer's param_groups
+                     (exclusive with lr_decay != 1; needs optim_config["learning_rate"] or "lr"):
+                     a spec, "cosine:T_max=20" or {"name": "cosine", "T_max": 20} (its "unit" --
+                     "epoch" or "iteration" -- says when it steps; "plateau" is ReduceLROnPlateau on
+                     the epoch's validation accuracy, monitor=loss on its mean training loss;
+                     "onecycle" defaults to the run's length); or a factory(optimizer) returning a
+                     scheduler or ScheduleRunner; or a rate(t, base_lr) -> lr function.
+    lr_schedule_unit None, "epoch" or "iteration": when a factory's scheduler or a rate function
+                     steps (default "epoch"); a spec carries its own unit.
+                     The current scheduler is ``solver.scheduler``; its state is in the checkpoint.
     batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None (None: all),
     checkpoint_name  None, or a path prefix: at every accuracy check (after the first iteration and
                      at every epoch end, as CS231n) the Solver writes "{checkpoint_name}_epoch_{epoch}.pkl"
@@ -65,14 +72,16 @@ Checkpoints (fastopt.checkpoint's format: atomic, checksummed, plain data only) 
 (model -- the model state with its params --, update_rule, lr_decay, optim_config, batch_size,
 num_train_samples, num_val_samples, epoch, loss_history, train_acc_history, val_acc_history: read
 them with ``fastopt.checkpoint.load(path)``) and everything an exact resume needs (iteration, the
-optimizer's state_dict, the draws' RNG state, best_val_acc, best_params, the other kwargs).
+optimizer's and the scheduler's state_dicts, the draws' RNG state, best_val_acc, best_params, the
+other kwargs).
 ``solver.load_checkpoint(path)`` restores one into a Solver built like the original;
 ``Solver.from_checkpoint(path, model, data, **overrides)`` builds that Solver from the stored kwargs.
 A resumed run reproduces the uninterrupted run bit for bit (without a seed, loading restores
 NumPy's global RNG state, which the run draws from).
 
-A checkpoint never chooses code: the update rule and schedule are stored by name and looked up in
-fastopt's own tables; a user's own rule, class or schedule is passed again by the caller
+A checkpoint never chooses code: the update rule is stored by name and looked up in fastopt's own
+tables, the schedule as its spec (plain data); a user's own rule, class or schedule factory is passed
+again by the caller
 (``Solver.from_checkpoint(path, model, data, update_rule=MyRule)``). Every field is validated
 before anything is assigned; a refused checkpoint changes nothing.
 

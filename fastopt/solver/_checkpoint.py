@@ -4,14 +4,16 @@ The saved object (plain data and arrays; fastopt.checkpoint writes it atomically
 CS231n's keys -- ``model`` (the model state, its ``params`` among it), ``update_rule`` (a name),
 ``lr_decay``, ``optim_config``, ``batch_size``, ``num_train_samples``, ``num_val_samples``,
 ``epoch``, ``loss_history``, ``train_acc_history``, ``val_acc_history`` -- beside the Solver's other
-keyword arguments (a schedule as {"name", "args"}) and what an exact resume needs: ``iteration``,
-``optimizer`` (its state_dict), ``rng`` (the draws' state), ``best_val_acc``, ``best_params``,
+keyword arguments (a schedule as its fastopt.optim.lr_scheduler spec, a plain dict) and what an
+exact resume needs: ``iteration``, ``optimizer`` (its state_dict), ``schedule`` (the scheduler's
+state_dict, plain data, or None), ``rng`` (the draws' state), ``best_val_acc``, ``best_params``,
 ``best_model_state``.
 
 A loaded checkpoint never chooses code: names are looked up in fastopt's own tables (_registry),
 a user's own rule/class/schedule must be passed in by the caller. restore_plan() validates every
-field before anything is assigned and returns the commit; the model validates its own state and
-the optimizer is a new one that has loaded its state before it replaces the Solver's.
+field before anything is assigned and returns the commit; the model validates its own state, and
+the optimizer and its scheduler are new ones that have loaded their states (each through its
+validating load_state_dict) before they replace the Solver's.
 """
 import copy
 import math
@@ -23,20 +25,22 @@ from . import _evaluation, _options, _registry
 from ._sampling import draws_from_state
 
 FORMAT = "fastopt.Solver"
-VERSION = 2
-# Constructor arguments stored as they are (update_rule and lr_schedule are stored by name).
+VERSION = 3   # 3: lr_schedule is a fastopt.optim.lr_scheduler spec, the scheduler's state is stored
+# Constructor arguments stored as they are (update_rule by name, lr_schedule as its spec).
 _STORED_KWARGS = ("optim_config", "lr_decay", "lr_schedule_unit", "batch_size", "num_epochs",
                   "num_train_samples", "num_val_samples", "checkpoint_name", "print_every", "verbose", "seed")
 _STATE_KEYS = ("format", "version", "update_rule", "lr_schedule", "lr_schedule_custom", "model", "epoch",
-               "iteration", "optimizer", "rng", "loss_history", "train_acc_history", "val_acc_history",
+               "iteration", "optimizer", "schedule", "rng", "loss_history", "train_acc_history", "val_acc_history",
                "best_val_acc", "best_params", "best_model_state") + _STORED_KWARGS
 
 
 def build(solver):
     """The checkpoint object of `solver`'s complete training state."""
-    spec = _registry.schedule_spec(solver.lr_schedule)  # None for a user's own callable: not stored
+    spec = solver._schedule_kind == "spec"  # a user's factory or rate function is not stored
     state = {"format": FORMAT, "version": VERSION, "update_rule": _registry.rule_name(solver._rule),
-             "lr_schedule": spec, "lr_schedule_custom": solver.lr_schedule is not None and spec is None}
+             "lr_schedule": copy.deepcopy(solver.lr_schedule) if spec else None,
+             "lr_schedule_custom": solver.lr_schedule is not None and not spec,
+             "schedule": None if solver._schedule is None else solver._schedule.state_dict()}
     for key in _STORED_KWARGS:
         state[key] = copy.deepcopy(getattr(solver, key))
     state.update({
@@ -84,8 +88,7 @@ def solver_kwargs(state, source, overrides):
         _require(state["lr_schedule_custom"] is False,
                  f"{source} was trained with a custom lr_schedule callable, which is not stored: "
                  f"pass lr_schedule=... to from_checkpoint")
-        spec = state["lr_schedule"]
-        kw["lr_schedule"] = None if spec is None else _registry.schedule_from_spec(spec, f"{source}: lr_schedule")
+        kw["lr_schedule"] = copy.deepcopy(state["lr_schedule"])  # a spec: check_options checks it
     kw.update(overrides)
     try:
         _options.check_options(kw)
@@ -159,13 +162,28 @@ def _check_kwargs(solver, state, source):
              f"this Solver uses {mine!r}")
     stored = {key: state[key] for key in _STORED_KWARGS}
     _require(type(state["lr_schedule_custom"]) is bool, f"{source}: lr_schedule_custom must be a bool")
-    if state["lr_schedule"] is not None:
-        stored["lr_schedule"] = _registry.schedule_from_spec(state["lr_schedule"], f"{source}: lr_schedule")
+    # A user's own schedule is not stored: this Solver's stands in for it.
+    stored["lr_schedule"] = solver.lr_schedule if state["lr_schedule_custom"] else state["lr_schedule"]
     try:
         _options.check_options(stored)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: {exc}") from None
     _check_optim_config(state["optim_config"], source)
+
+
+def _restore_schedule(schedule, saved, source):
+    """Load the saved scheduler state into the new runner `schedule` (its own validation)."""
+    if schedule is None or saved is None:
+        _require(schedule is None and saved is None,
+                 f"{source} was written {'with' if saved is not None else 'without'} a learning-rate "
+                 f"schedule; this Solver has {'one' if schedule is not None else 'none'}")
+        return
+    _require(isinstance(saved, dict), f"{source}: schedule must be a scheduler state (a dict), "
+             f"got {type(saved).__name__}")
+    try:
+        schedule.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: schedule state does not fit {type(schedule.scheduler).__name__}: {exc}") from None
 
 
 def restore_plan(solver, state, source):
@@ -200,17 +218,19 @@ def restore_plan(solver, state, source):
     draws = draws_from_state(state["rng"], f"{source}: rng")
 
     optimizer = solver._make_optimizer()
+    schedule = solver._make_schedule(optimizer)  # first: building sets the new optimizer's first lr
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{source}: optimizer state does not fit {_registry.rule_name(solver._rule)}: {exc}") from exc
+    _restore_schedule(schedule, state["schedule"], source)
 
     def commit():
         try:  # the model validates its own extras (statistics, RNG) before it copies anything
             _evaluation.load_model_state(solver.model, model_state)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: model state: {exc}") from exc
-        solver.optimizer = optimizer
+        solver.optimizer, solver._schedule = optimizer, schedule
         draws.set_state(state["rng"])
         solver._draws = draws
         solver.epoch, solver._t = epoch, iteration

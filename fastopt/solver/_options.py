@@ -4,12 +4,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .._validation import check_bool, check_choice, check_scalar
-from . import _registry
+from .._validation import check_bool, check_scalar
+from . import _registry, _schedule
 
 DEFAULTS = {
     "update_rule": "sgd", "optim_config": None, "lr_decay": 1.0, "lr_schedule": None,
-    "lr_schedule_unit": "epoch", "batch_size": 100, "num_epochs": 10, "num_train_samples": 1000,
+    "lr_schedule_unit": None, "batch_size": 100, "num_epochs": 10, "num_train_samples": 1000,
     "num_val_samples": None, "checkpoint_name": None, "print_every": 10, "verbose": True,
     "seed": None, "callback": None,
 }
@@ -21,7 +21,9 @@ def _optional(name, value, **kw):
 
 
 def check_options(kwargs):
-    """Validated kwargs (defaults filled in) plus "rule": the resolved rule function or class."""
+    """Validated kwargs (defaults filled in) plus "rule": the resolved rule function or class, and
+    "schedule_kind" (fastopt.solver._schedule.check: None, "spec", "factory" or "rate"; a spec is
+    returned as a plain dict)."""
     unknown = sorted(set(kwargs) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"Unrecognized arguments {', '.join(unknown)}; accepted: {', '.join(sorted(DEFAULTS))}")
@@ -36,14 +38,10 @@ def check_options(kwargs):
     if not isinstance(optim_config, dict):
         raise TypeError(f"optim_config must be a dict, got {type(optim_config).__name__}")
     lr_decay = check_scalar("lr_decay", kw["lr_decay"], low=0, low_open=True, high=1)
-    schedule = kw["lr_schedule"]
-    if schedule is not None:
-        if not callable(schedule):
-            raise TypeError(f"lr_schedule must be callable (t, base_lr) -> lr, got {type(schedule).__name__}")
-        if lr_decay != 1:
-            raise ValueError("give lr_schedule or lr_decay, not both (lr_decay must be 1 with a schedule)")
-        if "learning_rate" not in optim_config and "lr" not in optim_config:
-            raise ValueError("lr_schedule needs the base rate in optim_config['learning_rate']")
+    num_epochs = check_scalar("num_epochs", kw["num_epochs"], low=0, integer=True)
+    kind, schedule = _schedule.check(kw["lr_schedule"], kw["lr_schedule_unit"], lr_decay, num_epochs)
+    if kind is not None and "learning_rate" not in optim_config and "lr" not in optim_config:
+        raise ValueError("lr_schedule needs the base rate in optim_config['learning_rate']")
     name = kw["checkpoint_name"]
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"checkpoint_name must be a str path prefix or None, got {type(name).__name__}")
@@ -52,10 +50,9 @@ def check_options(kwargs):
         raise TypeError(f"callback must be callable(solver, event, info) or None, got {type(callback).__name__}")
     return {
         "update_rule": kw["update_rule"], "rule": rule, "optim_config": optim_config, "lr_decay": lr_decay,
-        "lr_schedule": schedule,
-        "lr_schedule_unit": check_choice("lr_schedule_unit", kw["lr_schedule_unit"], ("epoch", "iteration")),
+        "lr_schedule": schedule, "schedule_kind": kind, "lr_schedule_unit": kw["lr_schedule_unit"],
         "batch_size": check_scalar("batch_size", kw["batch_size"], low=1, integer=True),
-        "num_epochs": check_scalar("num_epochs", kw["num_epochs"], low=0, integer=True),
+        "num_epochs": num_epochs,
         "num_train_samples": _optional("num_train_samples", kw["num_train_samples"], low=1, integer=True),
         "num_val_samples": _optional("num_val_samples", kw["num_val_samples"], low=1, integer=True),
         "checkpoint_name": None if name is None else os.fspath(name),

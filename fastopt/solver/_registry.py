@@ -1,6 +1,6 @@
-"""Names -> fastopt's own update rules, optimizer classes and schedules, and back.
+"""Names -> fastopt's own update rules and optimizer classes, and back.
 
-A checkpoint names its update rule and its schedule. These functions are the only way such a name
+A checkpoint names its update rule (its schedule is a plain-data spec of fastopt.optim.lr_scheduler). These functions are the only way such a name
 becomes code, and they only look it up in fastopt's own tables: nothing is imported or called
 because a file named it. A user's own rule or class is not in the tables; the caller passes it
 again when loading (``Solver.from_checkpoint(path, model, data, update_rule=MyRule)``).
@@ -8,9 +8,8 @@ again when loading (``Solver.from_checkpoint(path, model, data, update_rule=MyRu
 import numbers
 
 from .. import optim
-from .. import schedules as _schedules
 
-CUSTOM = "custom:"  # prefix of the stored name of a user's own rule, class or schedule
+CUSTOM = "custom:"  # prefix of the stored name of a user's own rule or class
 
 # CS231n config names -> torch-style constructor names, for optimizer classes.
 _CLASS_KEYS = {"learning_rate": "lr", "epsilon": "eps", "decay_rate": "alpha"}
@@ -57,51 +56,3 @@ def class_kwargs(optim_config):
     for key, value in cfg.items():
         kw[_CLASS_KEYS.get(key, key)] = value
     return kw
-
-
-# ---------------------------------------------------------------- schedules
-def _schedule_classes():
-    return {name: getattr(_schedules, name) for name in _schedules.__all__
-            if name != "Schedule" and isinstance(getattr(_schedules, name), type)}
-
-
-def schedule_spec(schedule):
-    """Plain data for a fastopt schedule: {"name": class name, "args": constructor arguments}
-    (``after`` nested the same way); None for any other callable (a user's own, not stored)."""
-    if schedule is None:
-        return None
-    cls = _schedule_classes().get(type(schedule).__name__)
-    if cls is not type(schedule):
-        return None
-    args = {}
-    for key, value in vars(schedule).items():
-        if isinstance(value, _schedules.Schedule) or callable(value):
-            value = schedule_spec(value)
-            if value is None:
-                return None
-        args[key] = value
-    return {"name": type(schedule).__name__, "args": args}
-
-
-def schedule_from_spec(spec, where):
-    """The schedule `spec` describes, built through its validating constructor; ValueError naming
-    `where` for anything else (an unknown name, a non-number argument, step_size=0, ...)."""
-    table = _schedule_classes()
-    if not isinstance(spec, dict) or set(spec) != {"name", "args"} or not isinstance(spec["args"], dict):
-        raise ValueError(f"{where} must be {{'name': schedule class, 'args': {{...}}}}, got {spec!r:.200}")
-    name = spec["name"]
-    if not isinstance(name, str) or name not in table:
-        raise ValueError(f"{where}['name'] must be one of {sorted(table)}, got {name!r:.200}")
-    args = {}
-    for key, value in spec["args"].items():
-        if not isinstance(key, str):
-            raise ValueError(f"{where}['args'] keys must be str, got {type(key).__name__}")
-        if isinstance(value, dict):
-            value = schedule_from_spec(value, f"{where}['args'][{key!r}]")
-        elif value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            raise ValueError(f"{where}['args'][{key!r}] must be a number, got {type(value).__name__}")
-        args[key] = value
-    try:
-        return table[name](**args)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where} ({name}): {exc}") from exc

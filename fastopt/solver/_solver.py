@@ -1,6 +1,7 @@
 """The Solver: construction, the training loop, evaluation; checkpoints are in _checkpoint."""
 import contextlib
 import inspect
+import math
 import os
 import threading
 
@@ -8,7 +9,7 @@ from .. import _backend
 from .. import checkpoint as _ckpt
 from ..optim.rule_adapter import RuleOptimizer
 from .._validation import check_scalar
-from . import _checkpoint, _evaluation, _options, _registry
+from . import _checkpoint, _evaluation, _options, _registry, _schedule
 from ._sampling import make_draws
 
 
@@ -32,18 +33,20 @@ class Solver:
         opts = _options.check_options(kwargs)
         self.model = model
         self._rule = opts.pop("rule")
+        self._schedule_kind = opts.pop("schedule_kind")
         for key, value in opts.items():
             setattr(self, key, value)
-        self._reset()  # builds the optimizer: optim_config is validated here
-        # Last, as it may run the model once (test mode, one row) to learn its number of classes.
+        self.optimizer = self._make_optimizer()  # optim_config is validated here
+        # Then the data, as it may run the model once (test mode, one row) to learn its number of
+        # classes; the schedule last, as it counts iterations per epoch.
         data, self._num_classes = _options.check_data(data, model)
         self.X_train, self.y_train = data["X_train"], data["y_train"]
         self.X_val, self.y_val = data["X_val"], data["y_val"]
+        self._schedule = self._make_schedule(self.optimizer)
+        self._reset()
         self._loss = _loss_function(model)
         self._lock = threading.RLock()   # held by the thread inside train() / a checkpoint call
         self._training = False
-        base = self.optim_config.get("learning_rate", self.optim_config.get("lr"))
-        self._base_lr = self.optimizer.param_groups[0]["lr"] if base is None else base
 
     # ---------------------------------------------------------------- state
     def _reset(self):
@@ -56,7 +59,6 @@ class Solver:
         self.val_acc_history = []
         self._t = 0  # steps taken
         self._draws = make_draws(self.seed)
-        self.optimizer = self._make_optimizer()
 
     def _make_optimizer(self):
         """The one place where a rule function and an optimizer class differ: both become an
@@ -68,6 +70,11 @@ class Solver:
             except TypeError as exc:
                 raise TypeError(f"optim_config does not fit {self._rule.__name__}: {exc}") from exc
         return RuleOptimizer(self._rule, self.model.params, self.optim_config)
+
+    def _make_schedule(self, optimizer):
+        """The fastopt.optim.lr_scheduler runner that sets `optimizer`'s lr (None: constant)."""
+        return _schedule.make_runner(self._schedule_kind, self.lr_schedule, self.lr_schedule_unit,
+                                     self.lr_decay, optimizer, self.iterations_per_epoch, self.num_epochs)
 
     @property
     def iteration(self):
@@ -115,33 +122,24 @@ class Solver:
         if self.callback is not None:
             self.callback(self, event, info)
 
-    # ---------------------------------------------------------------- learning rate (one place)
-    def _set_lr(self, lr):
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def _lr_before_step(self):
-        if self.lr_schedule is not None:
-            t = self._t if self.lr_schedule_unit == "iteration" else self._t // self.iterations_per_epoch
-            self._set_lr(self.lr_schedule(t, self._base_lr))
-
-    def _lr_at_epoch_end(self):
-        if self.lr_decay != 1:
-            for group in self.optimizer.param_groups:
-                group["lr"] *= self.lr_decay
+    @property
+    def scheduler(self):
+        """The fastopt.optim.lr_scheduler scheduler setting the learning rate (None: constant)."""
+        return None if self._schedule is None else self._schedule.scheduler
 
     # ---------------------------------------------------------------- training
     def _step(self):
         """One minibatch update; returns the loss."""
         idx = self._draws.batch(self.X_train.shape[0], self.batch_size)
         X_batch, y_batch = self.X_train[idx], self.y_train[idx]
-        self._lr_before_step()
         # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS.
         with _backend.beside_blas():
             loss, grads = self._loss(X_batch, y_batch)
             self.optimizer.step(grads)
         loss = float(loss)
         self.loss_history.append(loss)
+        if self._schedule is not None:
+            self._schedule.after_iteration()
         return loss
 
     def train(self):
@@ -160,16 +158,16 @@ class Solver:
         self._emit("begin", {"iteration": self._t, "num_iterations": num_iterations,
                              "iterations_per_epoch": ipe, "epoch": self.epoch, "num_epochs": self.num_epochs})
         for t in range(self._t, num_iterations):
+            lr = self.lr  # the rate of this step (the schedule may move it after the step)
             loss = self._step()
             self._t = t + 1
             if self.verbose and t % self.print_every == 0:
                 print(f"(Iteration {t + 1} / {num_iterations}) loss: {loss:f}")
             self._emit("iteration", {"iteration": t + 1, "num_iterations": num_iterations,
-                                     "epoch": self.epoch, "loss": loss, "lr": self.lr})
+                                     "epoch": self.epoch, "loss": loss, "lr": lr})
             epoch_end = (t + 1) % ipe == 0
             if epoch_end:
                 self.epoch += 1
-                self._lr_at_epoch_end()
             if t == 0 or t == num_iterations - 1 or epoch_end:
                 self._evaluate(epoch_end, num_iterations)
         self._restore_best()
@@ -189,6 +187,9 @@ class Solver:
             self.best_val_acc = val_acc
             self.best_params = {k: v.copy() for k, v in self.model.params.items()}
             self._best_model_state = _evaluation.model_state(self.model, rng=False)
+        if epoch_end and self._schedule is not None:  # before the checkpoint, which holds its state
+            epoch_losses = self.loss_history[-self.iterations_per_epoch:]
+            self._schedule.after_epoch(val_acc=val_acc, loss=math.fsum(epoch_losses) / len(epoch_losses))
         path = self._save_epoch_checkpoint()
         if self.verbose:
             print(f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
