@@ -142,7 +142,34 @@ WD1 = [
     ("adam_step", [np.zeros(1), np.ones(1), np.empty(0)],
      [1e-3, 0.9, 0.999, 1e-8, 1.0, 1e-3 / 0.1, 0.001 ** 0.5, True, False, False],
      (1 - 1e-3) - 1e-2 * 0.1 / (1 / 0.001 ** 0.5 + 1e-8)),
+    # NAdam with the caller's coefficients grad_coef = -0.01, exp_avg_coef = -0.02, bias_correction2
+    # 0.001: p += grad_coef * g / d + exp_avg_coef * m / d, d = sqrt(v / 0.001) + eps (L2, decoupled).
+    ("nadam_step", [np.zeros(1), np.ones(1)], [1e-3, 0.9, 0.999, 1e-8, 1.0, 0.001, -0.01, -0.02, False, False],
+     1 - (0.01 * 2 + 0.02 * 0.2) / ((1.003 / 0.001) ** 0.5 + 1e-8)),
+    ("nadam_step", [np.zeros(1), np.ones(1)], [1e-3, 0.9, 0.999, 1e-8, 1.0, 0.001, -0.01, -0.02, True, False],
+     (1 - 1e-3) - (0.01 * 1 + 0.02 * 0.1) / ((1.0 / 0.001) ** 0.5 + 1e-8)),
+    # RAdam rectified, bias_correction1 0.1, sqrt(bias_correction2) sqrt(0.001), rect 0.5:
+    # p -= m * (lr / 0.1) * sqrt(0.001) * 0.5 / (sqrt(v) + eps).
+    ("radam_step", [np.zeros(1), np.ones(1)],
+     [1e-3, 0.9, 0.999, 1e-8, 1.0, 0.1, 0.001 ** 0.5, 0.5, True, False, False],
+     1 - 0.2 * 1e-2 * (0.001 ** 0.5 * 0.5) / (1.003 ** 0.5 + 1e-8)),
+    ("radam_step", [np.zeros(1), np.ones(1)],
+     [1e-3, 0.9, 0.999, 1e-8, 1.0, 0.1, 0.001 ** 0.5, 0.5, True, True, False],
+     (1 - 1e-3) - 0.1 * 1e-2 * (0.001 ** 0.5 * 0.5) / (1.0 ** 0.5 + 1e-8)),
+    # Adamax: g = 2 also enters the infinity norm, u = max(0.999 * 1, |2| + eps).
+    ("adamax_step", [np.zeros(1), np.ones(1)], [0.01, 0.9, 0.999, 1e-8, 1.0, False],
+     1 - 0.01 * 0.2 / (2 + 1e-8)),
+    # Adadelta, lr 1: square_avg = 0.9 + 0.1 * 4, delta = sqrt((1 + eps) / (1.3 + eps)) * 2.
+    ("adadelta_step", [np.ones(1), np.ones(1)], [1.0, 0.9, 1e-6, 1.0, False],
+     1 - ((1 + 1e-6) / (1.3 + 1e-6)) ** 0.5 * 2),
+    # Lion decays the parameter (decoupled): c = 0.9 * 0 + 0.1 * g > 0, p = (1 - lr) - lr * sign(c).
+    ("lion_step", [np.zeros(1)], [1e-4, 0.9, 0.99, 1.0, False], (1 - 1e-4) - 1e-4),
 ]
+
+
+def test_weight_decay_of_one_covers_every_kernel_with_weight_decay():
+    assert {c[0] for c in WD1} == {name for name, rule in KERNEL_RULES.items()
+                                   if "weight_decay" in rule.defaults}
 
 
 @pytest.mark.parametrize("mod", MODULES, ids=MOD_IDS)
