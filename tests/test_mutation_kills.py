@@ -49,12 +49,12 @@ def kernel_scalars(rule, h):
     return rule.per_step(h, {sc.name: sc.initial for sc in rule.scalars}, False)[0]
 
 
-def kernel_kwargs(rule, h, arrays, avg_size=0):
+def kernel_kwargs(rule, h, arrays):
     """Keywords of one kernel call: arrays by kernel argument, the per-step scalars, and (averaging
-    rules) a running average of avg_size elements with weight 0.5 and gradient factor 0.5."""
+    rules) gradient factor and average weight 0.5, with arrays["param_avg"] or no average (empty)."""
     kw = {**arrays, **kernel_scalars(rule, h), "n_threads": 1}
     if rule.averaging:
-        kw.update(param_avg=kw.pop("param_avg", np.ones(avg_size)), grad_scale=0.5, avg_weight=0.5)
+        kw.update(param_avg=kw.pop("param_avg", np.empty(0)), grad_scale=0.5, avg_weight=0.5)
     return kw
 
 
