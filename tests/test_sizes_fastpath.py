@@ -11,24 +11,30 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _blas, _mlp_kernels, _norm_kernels, _optim_kernels, optim
+from fastopt import _blas, _dropout_kernels, _mlp_kernels, _norm_kernels, _optim_kernels, optim
 from fastopt.flat import FlatParams
-from fastopt.layers import dropout as dropout_layer
 from fastopt.layers import (batchnorm_backward, batchnorm_forward, dropout_backward, dropout_forward,
                             layernorm_backward, layernorm_forward)
 from fastopt.nn import FullyConnectedNet
 from fastopt.optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from fastopt.optim._declarations import class_rules
 
 BIG = (1 << 20) + 7                     # > 1M elements, and odd
 SIZES = [1, 7, 1023, 70001, BIG]        # 70001 float32 state is > 64 KiB (placed state buffers)
 
-OPT_CASES = [
-    (SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True), "sgd_step"),
-    (Adagrad, dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1), "adagrad_step"),
-    (RMSprop, dict(lr=0.01, momentum=0.5, centered=True), "rmsprop_step"),
-    (Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01), "adam_step"),
-    (AdamW, dict(lr=0.01, weight_decay=0.1), "adam_step"),
+KERNEL = {r.class_name: r.kernel for r in class_rules()}
+# Options that turn every optional state buffer on; every other class of the declaration table
+# with its `fastopt bench` options (so a rule added to the table is swept too).
+_WITH_OPTIONS = [
+    (SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)),
+    (Adagrad, dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1)),
+    (RMSprop, dict(lr=0.01, momentum=0.5, centered=True)),
+    (Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01)),
+    (AdamW, dict(lr=0.01, weight_decay=0.1)),
 ]
+OPT_CASES = [(cls, opts, KERNEL[cls.__name__]) for cls, opts in _WITH_OPTIONS] + [
+    (getattr(optim, r.class_name), dict(r.bench), r.kernel) for r in class_rules()
+    if r.class_name not in {cls.__name__ for cls, _ in _WITH_OPTIONS}]
 OPT_IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(OPT_CASES)]
 
 
@@ -161,7 +167,7 @@ def test_fused_model_step_kernels_and_threads(n, hidden, normalization, kernel_c
     X = rng.standard_normal((n, 16)).astype(np.float32)
     y = rng.integers(0, 10, size=n)
     kw = dict(hidden_dims=[hidden], input_dim=16, num_classes=10, normalization=normalization,
-              dtype=np.float32, seed=0)
+              dtype=np.float32, rng=0)
     fast, slow = FullyConnectedNet(**kw), FullyConnectedNet(**kw)
     slow.fast_path = False
     fastopt.set_num_threads(2)
@@ -198,7 +204,7 @@ def test_fused_model_step_above_1m_is_bitwise_independent_of_threads(threads, ke
         for n_threads in (1, threads):
             fastopt.set_num_threads(n_threads)
             model = FullyConnectedNet([1025], input_dim=16, num_classes=10, normalization="batchnorm",
-                                      dtype=np.float32, seed=0)
+                                      dtype=np.float32, rng=0)
             kernel_calls.clear()
             loss, grads = model.loss(X, y)
             assert kernel_calls.threads("mlp")[0] == min(n_threads, 1024 * 1025 // _mlp_kernels.GRAIN)
@@ -213,7 +219,7 @@ def test_solver_step_with_a_class_is_one_optimizer_call_over_1m_params(kernel_ca
     rng = np.random.default_rng(3)
     data = {"X_train": rng.standard_normal((64, 1024)).astype(np.float32), "y_train": rng.integers(0, 10, 64),
             "X_val": rng.standard_normal((8, 1024)).astype(np.float32), "y_val": rng.integers(0, 10, 8)}
-    model = FullyConnectedNet([1024], input_dim=1024, num_classes=10, dtype=np.float32, seed=0)
+    model = FullyConnectedNet([1024], input_dim=1024, num_classes=10, dtype=np.float32, rng=0)
     n_params = sum(p.size for p in model.params.values())
     assert n_params > 1 << 20
     solver = Solver(model, data, update_rule=Adam, optim_config={"lr": 1e-3}, batch_size=32, num_epochs=1,
@@ -228,11 +234,8 @@ def test_solver_step_with_a_class_is_one_optimizer_call_over_1m_params(kernel_ca
 # ------------------------------------------------------------------------------------------------
 # kernels split across threads: CS231n rules and layers at > 1M elements, thread counts 1..4
 
-RULES = [("sgd", {}), ("sgd_momentum", {}), ("nesterov_momentum", {}), ("adagrad", {}), ("rmsprop", {}),
-         ("adam", {})]
-
-
-@pytest.mark.parametrize("rule, config", RULES)
+# Every CS231n function of the registry, with its default config.
+@pytest.mark.parametrize("rule, config", [(name, {}) for name in optim.RULES])
 def test_cs231n_rules_split_large_arrays_across_threads(rule, config, kernel_calls):
     rng = np.random.default_rng(4)
     w0 = rng.standard_normal(BIG)
@@ -284,7 +287,7 @@ def test_dropout_backward_splits_above_1m(kernel_calls):
         kernel_calls.clear()
         dx = dropout_backward(dout, cache)
         assert kernel_calls.calls == [("dropout", "dropout_apply",
-                                       min(threads, BIG // dropout_layer.GRAIN))]
+                                       min(threads, BIG // _dropout_kernels.GRAIN))]
         results[threads] = (out, dx)
     for threads in (2, 3):
         for a, b in zip(results[1], results[threads]):
