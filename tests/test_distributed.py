@@ -50,7 +50,7 @@ def test_bad_shard_counts():
 # ---------------------------------------------------------------- one process, no MPI
 
 def make_model(dtype=np.float64, reg=0.05, reg_type="l2", **kw):
-    return fastopt.FullyConnectedNet([9, 7], input_dim=6, num_classes=4, dtype=dtype, seed=3, reg=reg,
+    return fastopt.FullyConnectedNet([9, 7], input_dim=6, num_classes=4, dtype=dtype, rng=3, reg=reg,
                                      reg_type=reg_type, weight_init="he", **kw)
 
 
@@ -215,7 +215,7 @@ WORKER = textwrap.dedent('''
     STEPS, RESUME_AT, SHARDS = 6, 3, 8
 
     def setup(mode, dtype, comm):
-        model = fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=dtype, seed=1,
+        model = fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=dtype, rng=1,
                                           reg=0.01, weight_init="he")
         opt = fastopt.Adam(model.params, lr=0.01)
         if comm != "serial" and comm.Get_rank() != 0:   # the broadcast must give every rank rank 0's start
@@ -307,7 +307,7 @@ def test_deterministic_mode_is_bitwise_identical_for_any_rank_count(jobs, refere
 
 
 def setup_params():
-    return fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=np.float64, seed=1,
+    return fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=np.float64, rng=1,
                                      reg=0.01, weight_init="he").params
 
 
@@ -409,7 +409,7 @@ POOL = textwrap.dedent('''
         """One hyperparameter trial of a search: a few Adam steps on fixed data; the final loss."""
         r = np.random.default_rng(0)
         X, y = r.standard_normal((64, 10)), r.integers(0, 3, 64)
-        model = fastopt.FullyConnectedNet([16], input_dim=10, num_classes=3, dtype=np.float64, seed=0)
+        model = fastopt.FullyConnectedNet([16], input_dim=10, num_classes=3, dtype=np.float64, rng=0)
         opt = fastopt.Adam(model.params, lr=lr)
         for _ in range(20):
             loss, grads = model.loss(X, y)

@@ -112,7 +112,7 @@ def train(cfg, comm=None, out=sys.stdout):
         normalization=None if cfg["normalization"] == "none" else cfg["normalization"], reg=cfg["reg"],
         weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
-        dtype=np.dtype(cfg["dtype"]).type, seed=cfg["seed"])
+        dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
     optimizer = make_optimizer(cfg["optimizer"], model.params, cfg["optim_config"])
     dp = DataParallel(model, optimizer, comm, shards=cfg["shards"], mode=cfg["mode"])
     rng = np.random.default_rng(cfg["seed"])
