@@ -48,6 +48,12 @@ Keyword arguments (anything else raises ValueError, as in CS231n):
                      (reproducible, independent of anything else in the process). Dropout masks
                      come from the model.
     callback         None or callable(solver, event, info) -- see below.
+    evaluate_averaged None (default: True exactly when the optimizer keeps parameter averages,
+                     optim_config ema=...), True or False: the accuracy checks and the best snapshot
+                     use the averaged weights (``with optimizer.averaged():``), so after train() the
+                     model holds the best AVERAGED weights; training steps always use the trained
+                     weights. Batchnorm's running statistics are not averaged. True without averages
+                     raises ValueError.
 
 Minibatches are drawn WITH replacement (CS231n: ``np.random.choice(num_train, batch_size)``);
 there are max(num_train // batch_size, 1) iterations per epoch. Accuracy is checked after the first
