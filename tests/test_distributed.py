@@ -449,3 +449,31 @@ def test_the_options_can_be_wired_into_fastopt_train():
     bare = argparse.ArgumentParser()
     cli.configure_distributed(bare)
     assert bare.parse_args([]).distributed is None    # fastopt train stays single-process by default
+
+
+@pytest.mark.parametrize("name", __import__("fastopt.train_cli", fromlist=["OPTIMIZERS"]).OPTIMIZERS)
+def test_every_fastopt_train_optimizer_trains_data_parallel(name):
+    """The data-parallel CLI builds `fastopt train --optimizer NAME`'s optimizer the Solver's way:
+    one serial step equals the Solver's optimizer stepping the whole batch's gradient."""
+    from fastopt.distributed.cli import make_optimizer
+    from fastopt.solver import _registry
+    from fastopt.train_cli import _class_config, update_rule
+    config = {"learning_rate": 1e-2}
+    X, y = batch()
+    model, ref = make_model(), make_model()
+    dp = DataParallel(model, make_optimizer(name, model.params, config), "serial", shards=1)
+    rule = update_rule(name, config)
+    opt = _registry.make_optimizer(_registry.update_rules()[rule] if isinstance(rule, str) else rule,
+                                   ref.params, _class_config(name, config))
+    dp.step(X, y)
+    opt.step(ref.loss(X, y)[1])
+    for k in ref.params:
+        np.testing.assert_allclose(model.params[k], ref.params[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    assert not np.array_equal(model.params["W1"], make_model().params["W1"])
+
+
+def test_class_options_reach_the_data_parallel_optimizer():
+    from fastopt.distributed.cli import make_optimizer
+    model = make_model()
+    opt = make_optimizer("adam", model.params, {"learning_rate": 1e-3, "ema": 0.5, "max_grad_norm": 1.0})
+    assert isinstance(opt, fastopt.optim.Adam) and opt.ema == 0.5 and opt.max_grad_norm == 1.0

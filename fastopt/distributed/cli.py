@@ -20,18 +20,6 @@ from .data_parallel import MODES, DataParallel, abort_on_error
 
 DEFAULT_SHARDS = 8
 
-# CS231n rule name -> (fastopt optimizer class name, {optim_config key: constructor keyword}, fixed keywords)
-_OPTIMIZERS = {
-    "sgd": ("SGD", {}, {}),
-    "sgd_momentum": ("SGD", {"momentum": "momentum"}, {"momentum": 0.9}),
-    "nesterov_momentum": ("SGD", {"momentum": "momentum"}, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": ("Adagrad", {"epsilon": "eps"}, {}),
-    "rmsprop": ("RMSprop", {"decay_rate": "alpha", "epsilon": "eps"}, {"alpha": 0.99}),
-    "adam": ("Adam", {"epsilon": "eps"}, {}),
-    "adamw": ("AdamW", {"epsilon": "eps", "weight_decay": "weight_decay"}, {}),
-}
-
-
 def configure(parser):
     """`fastopt train`'s options, data-parallel by default (and without batchnorm, which needs a hook)."""
     import argparse
@@ -58,18 +46,14 @@ def configure_distributed(parser):
 
 
 def make_optimizer(name, params, optim_config):
-    """The fastopt optimizer for a CS231n rule name and its optim_config (as `fastopt train` takes them)."""
-    import fastopt
-    cls_name, renames, fixed = _OPTIMIZERS[name]
-    kwargs = dict(fixed, lr=optim_config["learning_rate"])
-    for key, value in optim_config.items():
-        if key == "beta1":
-            kwargs["betas"] = (value, kwargs.get("betas", (0.9, 0.999))[1])
-        elif key == "beta2":
-            kwargs["betas"] = (kwargs.get("betas", (0.9, 0.999))[0], value)
-        elif key in renames:
-            kwargs[renames[key]] = value
-    return getattr(fastopt, cls_name)(params, **kwargs)
+    """The optimizer `fastopt train --optimizer name` trains with (its optim_config, as parse_config
+    gives it): built by the Solver's own fastopt.solver._registry.make_optimizer, so both trainers
+    run the same rule with the same hyperparameters."""
+    from ..optim import RULES
+    from ..solver._registry import make_optimizer as build
+    from ..train_cli import _class_config, update_rule
+    rule = update_rule(name, optim_config)
+    return build(RULES[rule] if isinstance(rule, str) else rule, params, _class_config(name, optim_config))
 
 
 def parse(args):

@@ -8,6 +8,7 @@ again when loading (``Solver.from_checkpoint(path, model, data, update_rule=MyRu
 import numbers
 
 from .. import optim
+from ..optim.rule_adapter import RuleOptimizer
 from ..optim._declarations import class_rules, cs231n_to_torch_keys
 
 CUSTOM = "custom:"  # prefix of the stored name of a user's own rule or class
@@ -71,3 +72,16 @@ def class_kwargs(optim_config, cls=None):
     for key, value in cfg.items():
         kw[_CLASS_KEYS.get(key, key)] = value
     return kw
+
+
+def make_optimizer(rule, params, optim_config):
+    """The one place where a rule function and an optimizer class differ: both become an optimizer
+    over `params` (updated in place; a read-only Mapping of views into one flat buffer is fine):
+    a class built once with class_kwargs(optim_config), a function run per parameter by
+    RuleOptimizer. The Solver and the data-parallel trainer build theirs here."""
+    if isinstance(rule, type):
+        try:
+            return rule(dict(params), **class_kwargs(optim_config, rule))
+        except TypeError as exc:
+            raise TypeError(f"optim_config does not fit {rule.__name__}: {exc}") from exc
+    return RuleOptimizer(rule, params, optim_config)

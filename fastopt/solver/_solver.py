@@ -7,7 +7,6 @@ import threading
 
 from .. import _backend
 from .. import checkpoint as _ckpt
-from ..optim.rule_adapter import RuleOptimizer
 from .._validation import check_scalar
 from . import _checkpoint, _evaluation, _options, _registry, _schedule
 from ._sampling import make_draws
@@ -62,15 +61,7 @@ class Solver:
         self._draws = make_draws(self.seed)
 
     def _make_optimizer(self):
-        """The one place where a rule function and an optimizer class differ: both become an
-        optimizer over the model's own arrays (updated in place; params may be a read-only
-        Mapping of views into one flat buffer, fastopt.flat)."""
-        if isinstance(self._rule, type):
-            try:
-                return self._rule(dict(self.model.params), **_registry.class_kwargs(self.optim_config, self._rule))
-            except TypeError as exc:
-                raise TypeError(f"optim_config does not fit {self._rule.__name__}: {exc}") from exc
-        return RuleOptimizer(self._rule, self.model.params, self.optim_config)
+        return _registry.make_optimizer(self._rule, self.model.params, self.optim_config)
 
     def _check_evaluate_averaged(self, value):
         """None -> whether the optimizer keeps parameter averages (optim_config ema=...)."""
