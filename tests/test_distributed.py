@@ -477,3 +477,24 @@ def test_class_options_reach_the_data_parallel_optimizer():
     model = make_model()
     opt = make_optimizer("adam", model.params, {"learning_rate": 1e-3, "ema": 0.5, "max_grad_norm": 1.0})
     assert isinstance(opt, fastopt.optim.Adam) and opt.ema == 0.5 and opt.max_grad_norm == 1.0
+
+
+def test_cli_with_ema_reports_the_accuracy_of_the_averaged_weights(monkeypatch):
+    import argparse
+    from fastopt.distributed import cli
+    from fastopt.train_cli import load_data
+    built = []
+    real = cli.make_optimizer
+    monkeypatch.setattr(cli, "make_optimizer", lambda *a: built.append(real(*a)) or built[-1])
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    cfg = cli.parse(parser.parse_args(["--optimizer", "adam", "--ema", "0.9", "--hidden", "16", "--epochs", "1",
+                                       "--steps", "4", "--batch-size", "32", "--shards", "2", "--quiet",
+                                       "--normalization", "none"]))
+    summary, model = cli.train(cfg, "serial")
+    data = load_data(cfg)
+    acc = lambda: float(np.mean(np.argmax(model.loss(data["X_val"]), axis=1) == data["y_val"]))
+    trained = acc()
+    with built[0].averaged():
+        averaged = acc()
+    assert summary["val_acc"] == averaged and averaged != trained

@@ -7,8 +7,11 @@ minibatches come from one Generator seeded by --seed (CS231n's Solver: `batch_si
 replacement per step, `max(N // batch_size, 1)` steps per epoch, the learning rate times --lr-decay
 after each epoch), identical on every rank, so a run does not depend on K. Rank 0 prints, evaluates,
 writes --checkpoint (at each epoch end and at the end) and --json. --resume works on any K.
+The optimizer is the one `fastopt train` builds (fastopt.solver._registry.make_optimizer); with
+--ema the accuracies are those of the averaged weights, as the Solver's.
 Not supported here (refused with a message): --normalization batchnorm, --dropout < 1, --plot.
 """
+import contextlib
 import json
 import sys
 import time
@@ -106,8 +109,11 @@ def train(cfg, comm=None, out=sys.stdout):
     total = per_epoch * cfg["epochs"] if cfg["steps"] is None else cfg["steps"]
     lead = dp.rank == 0
 
+    averaged = getattr(optimizer, "ema", None) is not None   # --ema: evaluate the averages, as the Solver
+
     def accuracy(Xs, ys):
-        return float(np.mean(np.argmax(model.loss(Xs), axis=1) == ys))
+        with optimizer.averaged() if averaged else contextlib.nullcontext():
+            return float(np.mean(np.argmax(model.loss(Xs), axis=1) == ys))
 
     def checkpoint():
         if cfg["checkpoint"]:
