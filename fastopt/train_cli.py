@@ -65,6 +65,21 @@ def _optimizer_tables():
 # Optimizer hyperparameters beyond --lr: see _optimizer_tables.
 OPTIMIZERS, OPTIMIZER_OPTIONS, CLASS_RULES = _optimizer_tables()
 
+
+def _class_capable():
+    """{--optimizer name: Rule} of the optimizers that can run as a fastopt optimizer class with
+    its options (max_grad_norm=, ema=): the class-only rules, and the CS231n forms whose rule has
+    a class whose kernel averages (adam -> Adam, ...; not CS231n's velocity momentum)."""
+    from .optim._declarations import cs231n_forms
+    table = {name: rule for name, (rule, form) in cs231n_forms().items()
+             if rule.class_name is not None and rule.averaging and not form.fixed}
+    return {**table, **CLASS_RULES}
+
+
+# Options of the optimizer classes (fastopt.optim._base.Optimizer's keywords): option -> optim_config key.
+CLASS_OPTIONS = {"--max-grad-norm": "max_grad_norm", "--ema": "ema"}
+CLASS_CAPABLE = _class_capable()
+
 # Chosen so that `fastopt train` alone reaches >= 95% test accuracy on the digits in seconds on one
 # core. Measured with a NumPy stand-in model, seeds 0..9: test accuracy 96.4%..98.3% (mean 97.2%);
 # lr 1e-2 dipped to 95.0%, reg 1e-3 to 92.8%, 30 epochs or dropout 0.8 did not raise the minimum.
@@ -113,6 +128,12 @@ def configure(parser):
     add("--lr", default=d["lr"], help=f"learning rate > 0 (default {d['lr']})")
     for option, (key, users, _) in OPTIMIZER_OPTIONS.items():
         add(option, help=f"{key} of {', '.join(users)} (default: the rule's own)")
+    users = ", ".join(CLASS_CAPABLE)
+    add("--max-grad-norm", metavar="NORM",
+        help=f"clip the gradients to this global 2-norm > 0 inside each step (optimizers {users})")
+    add("--ema", metavar="DECAY|polyak",
+        help=f"keep a moving average of the weights (a decay in [0, 1), or polyak: the running mean) "
+             f"and evaluate, keep the best and report with it (optimizers {users})")
     add("--lr-decay",
         help=f"learning rate factor after each epoch, in (0, 1] (default {d['lr_decay']} without "
              f"--lr-schedule; the same as --lr-schedule exponential:gamma=G)")
@@ -254,6 +275,22 @@ def _optim_config(args, cfg):
             raise UsageError(f"{option} applies only to --optimizer {' or '.join(users)} "
                              f"(got --optimizer {cfg['optimizer']})")
         config[key] = _number(option, text, float, **bounds)
+    for option, key in CLASS_OPTIONS.items():
+        text = getattr(args, option[2:].replace("-", "_"), None)   # None: a parser without them
+        if text is None:
+            continue
+        if cfg["optimizer"] not in CLASS_CAPABLE:
+            raise UsageError(f"{option} applies only to --optimizer {', '.join(CLASS_CAPABLE)} (got --optimizer "
+                             f"{cfg['optimizer']}, CS231n's velocity form, which has no optimizer class)")
+        if key == "ema" and text == "polyak":
+            config[key] = "polyak"
+        elif key == "ema":
+            try:
+                config[key] = _number(option, text, float, low=0, high=1, high_open=True)
+            except UsageError:
+                raise UsageError(f"--ema must be a number >= 0 and < 1 or 'polyak', got {text!r}") from None
+        else:
+            config[key] = _number(option, text, float, low=0, low_open=True)
     rule = CLASS_RULES.get(cfg["optimizer"])
     if rule is not None and ("beta1" in config) != ("beta2" in config):
         # One beta given: the other is this rule's default (Lion's beta2 is 0.99, not Adam's 0.999).
@@ -350,13 +387,27 @@ def load_data(cfg):
         raise UsageError(str(exc)) from None
 
 
-def update_rule(name):
-    """A CS231n rule name, or the optimizer class of a rule that has no CS231n form (AdamW, NAdam, ...)."""
+def update_rule(name, optim_config=None):
+    """A CS231n rule name, or the optimizer class of a rule that has no CS231n form (AdamW, NAdam, ...),
+    or of a CS231n rule when optim_config uses a class option (--ema, --max-grad-norm)."""
     rule = CLASS_RULES.get(name)
+    if rule is None and any(key in (optim_config or {}) for key in CLASS_OPTIONS.values()):
+        rule = CLASS_CAPABLE[name]
     if rule is not None:
         from . import optim
         return getattr(optim, rule.class_name)
     return name
+
+
+def _class_config(name, optim_config):
+    """optim_config for update_rule(name, optim_config): a CS231n rule run as its class keeps
+    CS231n's defaults (adagrad's epsilon is 1e-8, the class's 1e-10)."""
+    from .optim._declarations import cs231n_forms
+    config = dict(optim_config)
+    if name not in CLASS_RULES and isinstance(update_rule(name, config), type):
+        for key in cs231n_forms()[name][1].config:
+            config.setdefault(key.name, key.default)
+    return config
 
 
 def train_model(cfg, data, on_event):
@@ -384,7 +435,8 @@ def train_model(cfg, data, on_event):
 
     solver = Solver(
         model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")},
-        update_rule=update_rule(cfg["optimizer"]), optim_config=dict(cfg["optim_config"]),
+        update_rule=update_rule(cfg["optimizer"], cfg["optim_config"]),
+        optim_config=_class_config(cfg["optimizer"], cfg["optim_config"]),
         lr_decay=cfg["lr_decay"], lr_schedule=cfg["lr_schedule"],
         batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
@@ -507,7 +559,8 @@ def _describe(cfg):
     return (f"data={cfg['data']} hidden={hidden} normalization={cfg['normalization']} activation={cfg['activation']} "
             f"dropout={cfg['dropout_keep_ratio']:g} reg={cfg['reg']:g} init={init} "
             f"optimizer={cfg['optimizer']} lr={cfg['lr']:g} "
-            + "".join(f"{k}={v:g} " for k, v in cfg["optim_config"].items() if k != "learning_rate")
+            + "".join(f"{k}={v if isinstance(v, str) else format(v, 'g')} "   # ema may be "polyak"
+                      for k, v in cfg["optim_config"].items() if k != "learning_rate")
             + f"lr_decay={cfg['lr_decay']:g} "
             + (f"lr_schedule={cfg['lr_schedule']} " if cfg["lr_schedule"] else "")
             + f"epochs={cfg['epochs']} batch={cfg['batch_size']} seed={cfg['seed']} "

@@ -50,7 +50,7 @@ def test_bad_shard_counts():
 # ---------------------------------------------------------------- one process, no MPI
 
 def make_model(dtype=np.float64, reg=0.05, reg_type="l2", **kw):
-    return fastopt.FullyConnectedNet([9, 7], input_dim=6, num_classes=4, dtype=dtype, seed=3, reg=reg,
+    return fastopt.FullyConnectedNet([9, 7], input_dim=6, num_classes=4, dtype=dtype, rng=3, reg=reg,
                                      reg_type=reg_type, weight_init="he", **kw)
 
 
@@ -215,7 +215,7 @@ WORKER = textwrap.dedent('''
     STEPS, RESUME_AT, SHARDS = 6, 3, 8
 
     def setup(mode, dtype, comm):
-        model = fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=dtype, seed=1,
+        model = fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=dtype, rng=1,
                                           reg=0.01, weight_init="he")
         opt = fastopt.Adam(model.params, lr=0.01)
         if comm != "serial" and comm.Get_rank() != 0:   # the broadcast must give every rank rank 0's start
@@ -307,7 +307,7 @@ def test_deterministic_mode_is_bitwise_identical_for_any_rank_count(jobs, refere
 
 
 def setup_params():
-    return fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=np.float64, seed=1,
+    return fastopt.FullyConnectedNet([17, 9], input_dim=12, num_classes=5, dtype=np.float64, rng=1,
                                      reg=0.01, weight_init="he").params
 
 
@@ -409,7 +409,7 @@ POOL = textwrap.dedent('''
         """One hyperparameter trial of a search: a few Adam steps on fixed data; the final loss."""
         r = np.random.default_rng(0)
         X, y = r.standard_normal((64, 10)), r.integers(0, 3, 64)
-        model = fastopt.FullyConnectedNet([16], input_dim=10, num_classes=3, dtype=np.float64, seed=0)
+        model = fastopt.FullyConnectedNet([16], input_dim=10, num_classes=3, dtype=np.float64, rng=0)
         opt = fastopt.Adam(model.params, lr=lr)
         for _ in range(20):
             loss, grads = model.loss(X, y)
@@ -449,3 +449,52 @@ def test_the_options_can_be_wired_into_fastopt_train():
     bare = argparse.ArgumentParser()
     cli.configure_distributed(bare)
     assert bare.parse_args([]).distributed is None    # fastopt train stays single-process by default
+
+
+@pytest.mark.parametrize("name", __import__("fastopt.train_cli", fromlist=["OPTIMIZERS"]).OPTIMIZERS)
+def test_every_fastopt_train_optimizer_trains_data_parallel(name):
+    """The data-parallel CLI builds `fastopt train --optimizer NAME`'s optimizer the Solver's way:
+    one serial step equals the Solver's optimizer stepping the whole batch's gradient."""
+    from fastopt.distributed.cli import make_optimizer
+    from fastopt.solver import _registry
+    from fastopt.train_cli import _class_config, update_rule
+    config = {"learning_rate": 1e-2}
+    X, y = batch()
+    model, ref = make_model(), make_model()
+    dp = DataParallel(model, make_optimizer(name, model.params, config), "serial", shards=1)
+    rule = update_rule(name, config)
+    opt = _registry.make_optimizer(_registry.update_rules()[rule] if isinstance(rule, str) else rule,
+                                   ref.params, _class_config(name, config))
+    dp.step(X, y)
+    opt.step(ref.loss(X, y)[1])
+    for k in ref.params:
+        np.testing.assert_allclose(model.params[k], ref.params[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    assert not np.array_equal(model.params["W1"], make_model().params["W1"])
+
+
+def test_class_options_reach_the_data_parallel_optimizer():
+    from fastopt.distributed.cli import make_optimizer
+    model = make_model()
+    opt = make_optimizer("adam", model.params, {"learning_rate": 1e-3, "ema": 0.5, "max_grad_norm": 1.0})
+    assert isinstance(opt, fastopt.optim.Adam) and opt.ema == 0.5 and opt.max_grad_norm == 1.0
+
+
+def test_cli_with_ema_reports_the_accuracy_of_the_averaged_weights(monkeypatch):
+    import argparse
+    from fastopt.distributed import cli
+    from fastopt.train_cli import load_data
+    built = []
+    real = cli.make_optimizer
+    monkeypatch.setattr(cli, "make_optimizer", lambda *a: built.append(real(*a)) or built[-1])
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    cfg = cli.parse(parser.parse_args(["--optimizer", "adam", "--ema", "0.9", "--hidden", "16", "--epochs", "1",
+                                       "--steps", "4", "--batch-size", "32", "--shards", "2", "--quiet",
+                                       "--normalization", "none"]))
+    summary, model = cli.train(cfg, "serial")
+    data = load_data(cfg)
+    acc = lambda: float(np.mean(np.argmax(model.loss(data["X_val"]), axis=1) == data["y_val"]))
+    trained = acc()
+    with built[0].averaged():
+        averaged = acc()
+    assert summary["val_acc"] == averaged and averaged != trained

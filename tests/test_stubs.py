@@ -84,6 +84,26 @@ def test_the_comparison_catches_drift():
         assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 
+def test_the_comparison_catches_drift_in_a_not_none_kernel():
+    # The optimizer kernels declare `floating[::1] param not None`: a renamed or dropped state
+    # array there must fail too (lion_step: the newest rule's kernel).
+    from fastopt import _optim_kernels as module
+    good = (PKG / "_optim_kernels.pyi").read_text()
+    assert mismatches(module, good) == []
+    renamed = good.replace("def lion_step(param: _Floating, grad: _Floating, exp_avg:",
+                           "def lion_step(param: _Floating, grad: _Floating, momentum:")
+    dropped = "\n".join(line for line in good.splitlines() if not line.startswith("def lion_step("))
+    for bad, expected in ((renamed, "lion_step: stub"), (dropped, "lion_step: not in the stub")):
+        assert bad != good
+        problems = mismatches(module, bad)
+        assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_the_generator_reports_no_stale_stub(capsys):
+    # `tools/gen_stubs.py --check`: every stub is exactly what the generator writes now (types too).
+    assert gen_stubs.main(["--check"]) == 0, capsys.readouterr().err
+
+
 def test_a_simd_variant_reexports_its_baseline_stub():
     assert gen_stubs.variant_of("_optim_kernels_avx2") == "_optim_kernels"
     assert gen_stubs.variant_of("_optim_kernels") is None and gen_stubs.variant_of("_openmp") is None
@@ -95,6 +115,12 @@ def test_types_come_from_the_pyx_declarations():
     assert types == {"x": "_Floating", "mask": "npt.NDArray[np.uint8]", "scale": "float",
                      "out": "_Floating", "n_threads": "int"}
     assert ret == "None"
+    # `not None` after a memoryview parameter (the optimizer, activation and L-BFGS kernels).
+    types, ret = gen_stubs.declared_types("_optim_kernels")["lion_step"]
+    assert types["param"] == types["grad"] == types["exp_avg"] == "_Floating"
+    assert types["maximize"] == "bool" and types["n_threads"] == "int" and ret == "None"
+    types, _ = gen_stubs.declared_types("_augment_kernels")["augment_batch"]
+    assert types["dy"] == types["partner"] == "npt.NDArray[np.int64]" and types["flip"] == "npt.NDArray[np.uint8]"
     assert gen_stubs.python_type("const floating[:, ::1]") == "_Floating"
     assert gen_stubs.python_type("bint") == "bool" and gen_stubs.python_type("") == "Any"
 

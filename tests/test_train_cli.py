@@ -208,6 +208,13 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path, capsys, monkeyp
     (["--optimizer", "adam", "--weight-decay", "0.1"], "--weight-decay applies only to --optimizer adamw"),
     (["--optimizer", "adamw", "--weight-decay", "-1"], "--weight-decay must be a number >= 0"),
     (["--optimizer", "adam", "--decay-rate", "0.9"], "--decay-rate applies only to --optimizer rmsprop"),
+    (["--ema", "1"], "--ema must be a number >= 0 and < 1 or 'polyak', got '1'"),
+    (["--ema", "Polyak"], "--ema must be a number >= 0 and < 1 or 'polyak', got 'Polyak'"),
+    (["--ema", "nan"], "--ema must be a number"),
+    (["--max-grad-norm", "0"], "--max-grad-norm must be a number > 0, got '0'"),
+    (["--max-grad-norm", "inf"], "--max-grad-norm must be a number > 0"),
+    (["--optimizer", "sgd_momentum", "--ema", "0.9"], "--ema applies only to --optimizer sgd, adagrad"),
+    (["--optimizer", "nesterov_momentum", "--max-grad-norm", "1"], "--max-grad-norm applies only to"),
 ])
 def test_bad_options_exit_2_with_one_line_and_no_training(argv, fragment, capsys):
     assert main(["train", *argv]) == 2
@@ -320,3 +327,39 @@ def test_missing_or_unknown_subcommand_exits_2(argv, fragment, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert fragment in err and err.startswith("usage: fastopt")
+
+
+@pytest.mark.parametrize("extra, rule, expected", [
+    (["--optimizer", "adam", "--ema", "0.9", "--max-grad-norm", "2"], "Adam",
+     {"learning_rate": 3e-3, "ema": 0.9, "max_grad_norm": 2.0, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}),
+    (["--optimizer", "adagrad", "--ema", "polyak"], "Adagrad",      # CS231n's epsilon, not the class's 1e-10
+     {"learning_rate": 3e-3, "ema": "polyak", "epsilon": 1e-8}),
+    (["--optimizer", "lion", "--lr", "1e-4", "--max-grad-norm", "1"], "Lion",
+     {"learning_rate": 1e-4, "max_grad_norm": 1.0}),
+])
+def test_class_options_run_the_optimizer_class(tmp_path, monkeypatch, extra, rule, expected):
+    """--ema / --max-grad-norm run the rule as its fastopt.optim class with those options, and the
+    Solver then evaluates (and reports) with the averaged weights."""
+    import fastopt.solver
+    seen = {}
+    real_init = fastopt.solver.Solver.__init__
+
+    def spy(self, model, data, **kwargs):
+        real_init(self, model, data, **kwargs)
+        seen.update(rule=kwargs["update_rule"], config=kwargs["optim_config"], optimizer=self.optimizer,
+                    averaged=self.evaluate_averaged)
+
+    monkeypatch.setattr(fastopt.solver.Solver, "__init__", spy)
+    summary = run_json(tmp_path, *extra)
+    assert seen["rule"] is getattr(fastopt.optim, rule) and seen["config"] == expected
+    assert seen["optimizer"].max_grad_norm == expected.get("max_grad_norm")
+    assert seen["optimizer"].ema == expected.get("ema") and seen["averaged"] == ("ema" in expected)
+    assert {k: summary["config"]["optim_config"][k] for k in ("ema", "max_grad_norm") if k in expected} == \
+        {k: expected[k] for k in ("ema", "max_grad_norm") if k in expected}
+    assert 0 <= summary["test_acc"] <= 1
+
+
+def test_without_class_options_a_cs231n_rule_stays_a_function():
+    from fastopt.train_cli import update_rule
+    assert update_rule("adam") == "adam" and update_rule("adam", {"learning_rate": 1e-3}) == "adam"
+    assert update_rule("adam", {"ema": 0.5}) is fastopt.optim.Adam

@@ -34,12 +34,14 @@ _Floating = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
 # Element type of a Cython memoryview -> the array type a caller passes.
 _ARRAY_OF = {"floating": "_Floating", "uint8_t": "npt.NDArray[np.uint8]",
+             "int64_t": "npt.NDArray[np.int64]", "int32_t": "npt.NDArray[np.int32]",
              "label_t": "npt.NDArray[np.int32] | npt.NDArray[np.int64]",
              "double": "npt.NDArray[np.float64]", "float": "npt.NDArray[np.float32]"}
 # Cython scalar type -> the Python type it accepts.
 _SCALAR = {"double": "float", "float": "float", "int": "int", "long": "int", "Py_ssize_t": "int",
            "size_t": "int", "bint": "bool", "object": "Any", "str": "str"}
 
+_NONE_CLAUSE = re.compile(r"\s+(?:not|or)\s+None$")  # Cython's `floating[::1] x not None`
 _INCLUDE = re.compile(r'^include\s+"([^"]+)"', re.M)
 _DEF = re.compile(r"^def\s+(\w+)\s*\((.*?)\)\s*(?:->\s*([^:]+))?:(.*?)(?=^\S|\Z)", re.M | re.S)
 
@@ -86,7 +88,7 @@ def declared_types(name):
     for fn, params, ret, body in _DEF.findall(source_of(name)):
         types = {}
         for p in _split_top(params):
-            p = p.split("=")[0].strip()
+            p = _NONE_CLAUSE.sub("", p.split("=")[0].strip())
             decl, _, pname = p.rpartition(" ")
             types[pname.strip()] = python_type(decl)
         if ret:

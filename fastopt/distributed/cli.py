@@ -7,8 +7,11 @@ minibatches come from one Generator seeded by --seed (CS231n's Solver: `batch_si
 replacement per step, `max(N // batch_size, 1)` steps per epoch, the learning rate times --lr-decay
 after each epoch), identical on every rank, so a run does not depend on K. Rank 0 prints, evaluates,
 writes --checkpoint (at each epoch end and at the end) and --json. --resume works on any K.
+The optimizer is the one `fastopt train` builds (fastopt.solver._registry.make_optimizer); with
+--ema the accuracies are those of the averaged weights, as the Solver's.
 Not supported here (refused with a message): --normalization batchnorm, --dropout < 1, --plot.
 """
+import contextlib
 import json
 import sys
 import time
@@ -19,18 +22,6 @@ from ..cli import UsageError
 from .data_parallel import MODES, DataParallel, abort_on_error
 
 DEFAULT_SHARDS = 8
-
-# CS231n rule name -> (fastopt optimizer class name, {optim_config key: constructor keyword}, fixed keywords)
-_OPTIMIZERS = {
-    "sgd": ("SGD", {}, {}),
-    "sgd_momentum": ("SGD", {"momentum": "momentum"}, {"momentum": 0.9}),
-    "nesterov_momentum": ("SGD", {"momentum": "momentum"}, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": ("Adagrad", {"epsilon": "eps"}, {}),
-    "rmsprop": ("RMSprop", {"decay_rate": "alpha", "epsilon": "eps"}, {"alpha": 0.99}),
-    "adam": ("Adam", {"epsilon": "eps"}, {}),
-    "adamw": ("AdamW", {"epsilon": "eps", "weight_decay": "weight_decay"}, {}),
-}
-
 
 def configure(parser):
     """`fastopt train`'s options, data-parallel by default (and without batchnorm, which needs a hook)."""
@@ -58,18 +49,14 @@ def configure_distributed(parser):
 
 
 def make_optimizer(name, params, optim_config):
-    """The fastopt optimizer for a CS231n rule name and its optim_config (as `fastopt train` takes them)."""
-    import fastopt
-    cls_name, renames, fixed = _OPTIMIZERS[name]
-    kwargs = dict(fixed, lr=optim_config["learning_rate"])
-    for key, value in optim_config.items():
-        if key == "beta1":
-            kwargs["betas"] = (value, kwargs.get("betas", (0.9, 0.999))[1])
-        elif key == "beta2":
-            kwargs["betas"] = (kwargs.get("betas", (0.9, 0.999))[0], value)
-        elif key in renames:
-            kwargs[renames[key]] = value
-    return getattr(fastopt, cls_name)(params, **kwargs)
+    """The optimizer `fastopt train --optimizer name` trains with (its optim_config, as parse_config
+    gives it): built by the Solver's own fastopt.solver._registry.make_optimizer, so both trainers
+    run the same rule with the same hyperparameters."""
+    from ..optim import RULES
+    from ..solver._registry import make_optimizer as build
+    from ..train_cli import _class_config, update_rule
+    rule = update_rule(name, optim_config)
+    return build(RULES[rule] if isinstance(rule, str) else rule, params, _class_config(name, optim_config))
 
 
 def parse(args):
@@ -112,7 +99,7 @@ def train(cfg, comm=None, out=sys.stdout):
         normalization=None if cfg["normalization"] == "none" else cfg["normalization"], reg=cfg["reg"],
         weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
-        dtype=np.dtype(cfg["dtype"]).type, seed=cfg["seed"])
+        dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
     optimizer = make_optimizer(cfg["optimizer"], model.params, cfg["optim_config"])
     dp = DataParallel(model, optimizer, comm, shards=cfg["shards"], mode=cfg["mode"])
     rng = np.random.default_rng(cfg["seed"])
@@ -122,8 +109,11 @@ def train(cfg, comm=None, out=sys.stdout):
     total = per_epoch * cfg["epochs"] if cfg["steps"] is None else cfg["steps"]
     lead = dp.rank == 0
 
+    averaged = getattr(optimizer, "ema", None) is not None   # --ema: evaluate the averages, as the Solver
+
     def accuracy(Xs, ys):
-        return float(np.mean(np.argmax(model.loss(Xs), axis=1) == ys))
+        with optimizer.averaged() if averaged else contextlib.nullcontext():
+            return float(np.mean(np.argmax(model.loss(Xs), axis=1) == ys))
 
     def checkpoint():
         if cfg["checkpoint"]:

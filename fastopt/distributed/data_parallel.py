@@ -30,7 +30,8 @@ Modes:
                  The ranks stay identical because an Allreduce hands every rank the same bits (the
                  MPI standard advises it; Open MPI does, and the tests check it on 2-4 ranks).
 
-Gradients: ``model.loss(X_s, y_s)`` returns the shard's MEAN gradient; times the shard size n_s it is
+Gradients: ``model.loss(X_s, y_s)`` (``out=model.grads`` when the model takes it, as fastopt's
+FullyConnectedNet does: the gradients are read from its buffer, not copied) returns the shard's MEAN gradient; times the shard size n_s it is
 the shard's gradient SUM; the combined sum divided by the global batch size is the batch mean. The
 model's regularization (``model.reg``, ``model.reg_type``: CS231n's 0.5*reg*sum(W^2) or reg*sum|W| on
 the weights W1..WL) does not depend on the batch and must enter once, not once per shard: the shard
@@ -52,6 +53,7 @@ import traceback
 import numpy as np
 
 from .._validation import check_choice, check_scalar
+from ..solver._solver import _loss_function
 from ._comm import collectives
 
 MODES = ("deterministic", "fast")
@@ -124,6 +126,7 @@ class DataParallel:
         self.model, self.optimizer, self.shards, self.mode = model, optimizer, shards, mode
         self.rank, self.size = self.comm.rank, self.comm.size
         self.steps = 0
+        self._loss = _loss_function(model)   # loss(X, y, out=model.grads) when offered: no copy per shard
 
         params = model.params
         self._names = list(params.keys())
@@ -269,7 +272,7 @@ class DataParallel:
                 model.reg = 0.0           # the batch-independent term is added once, in _add_reg
             for j, s in enumerate(self._mine):
                 a, b = bounds[s], bounds[s + 1]
-                loss, grads = model.loss(X[a:b], y[a:b])
+                loss, grads = self._loss(X[a:b], y[a:b])
                 row, n_s = rows[j], b - a
                 for k in self._names:
                     np.multiply(grads[k].reshape(-1), n_s, out=row[self._slices[k]])

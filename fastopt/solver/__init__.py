@@ -18,10 +18,14 @@ Keyword arguments (anything else raises ValueError, as in CS231n):
     update_rule      name of a rule in fastopt.optim.RULES ("sgd", "sgd_momentum", "nesterov_momentum",
                      "adagrad", "rmsprop", "adam"; default "sgd"), each parameter getting its own deep
                      copy of optim_config (fastopt.optim.rule_adapter.RuleOptimizer runs it); or the
-                     name of a fastopt optimizer class ("Adam", "AdamW", "SGD", ...) or the class
+                     name of a fastopt optimizer class ("Adam", "AdamW", "SGD", ...; a rule that
+                     exists only as a class also by its lower-case name: "nadam", "radam",
+                     "adamax", "adadelta", "lion", as `fastopt train --optimizer`) or the class
                      itself, built once over model.params, its keyword arguments mapped from
-                     optim_config (learning_rate -> lr, epsilon -> eps, beta1/beta2 -> betas,
-                     decay_rate -> alpha; other keys passed as they are); or a user's own update
+                     optim_config by fastopt.optim._declarations.cs231n_to_torch_keys()
+                     (learning_rate -> lr, epsilon -> eps, decay_rate -> alpha; beta1/beta2 ->
+                     betas, a missing one the class's own default: Lion's beta2 is 0.99; other
+                     keys, e.g. ema= or max_grad_norm=, passed as they are); or a user's own update
                      function ``rule(w, dw, config) -> (next_w, config)`` or optimizer class.
     optim_config     dict of hyperparameters (default {}), validated at construction (a key the
                      rule does not use, or a value out of range, raises).
@@ -48,6 +52,12 @@ Keyword arguments (anything else raises ValueError, as in CS231n):
                      (reproducible, independent of anything else in the process). Dropout masks
                      come from the model.
     callback         None or callable(solver, event, info) -- see below.
+    evaluate_averaged None (default: True exactly when the optimizer keeps parameter averages,
+                     optim_config ema=...), True or False: the accuracy checks and the best snapshot
+                     use the averaged weights (``with optimizer.averaged():``), so after train() the
+                     model holds the best AVERAGED weights; training steps always use the trained
+                     weights. Batchnorm's running statistics are not averaged. True without averages
+                     raises ValueError.
 
 Minibatches are drawn WITH replacement (CS231n: ``np.random.choice(num_train, batch_size)``);
 there are max(num_train // batch_size, 1) iterations per epoch. Accuracy is checked after the first

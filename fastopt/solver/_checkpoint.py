@@ -25,10 +25,12 @@ from . import _evaluation, _options, _registry
 from ._sampling import draws_from_state
 
 FORMAT = "fastopt.Solver"
-VERSION = 3   # 3: lr_schedule is a fastopt.optim.lr_scheduler spec, the scheduler's state is stored
+VERSION = 4   # 3: lr_schedule is a fastopt.optim.lr_scheduler spec, the scheduler's state is stored;
+# 4: evaluate_averaged is stored
 # Constructor arguments stored as they are (update_rule by name, lr_schedule as its spec).
 _STORED_KWARGS = ("optim_config", "lr_decay", "lr_schedule_unit", "batch_size", "num_epochs",
-                  "num_train_samples", "num_val_samples", "checkpoint_name", "print_every", "verbose", "seed")
+                  "num_train_samples", "num_val_samples", "checkpoint_name", "print_every", "verbose", "seed",
+                  "evaluate_averaged")
 _STATE_KEYS = ("format", "version", "update_rule", "lr_schedule", "lr_schedule_custom", "model", "epoch",
                "iteration", "optimizer", "schedule", "rng", "loss_history", "train_acc_history", "val_acc_history",
                "best_val_acc", "best_params", "best_model_state") + _STORED_KWARGS
@@ -142,16 +144,18 @@ def _check_same_structure(what, saved, ref):
 
 
 def _hyperparameter(v):
+    if isinstance(v, str):            # the one word an option takes: ema="polyak"
+        return v == "polyak"
     if isinstance(v, (list, tuple)):  # betas
         return all(_hyperparameter(x) and not isinstance(x, (list, tuple)) for x in v)
     return isinstance(v, numbers.Real) and (isinstance(v, bool) or math.isfinite(v))
 
 
 def _check_optim_config(cfg, source):
-    """Stored hyperparameters are plain values (finite numbers, flags, pairs); the rule or class
+    """Stored hyperparameters are plain values (finite numbers, flags, pairs, "polyak"); the rule or class
     they are handed to checks their ranges."""
     _require(isinstance(cfg, dict) and all(isinstance(k, str) and _hyperparameter(v) for k, v in cfg.items()),
-             f"{source}: optim_config must map names to finite numbers, flags or pairs of numbers")
+             f"{source}: optim_config must map names to finite numbers, flags, pairs of numbers or 'polyak'")
 
 
 def _check_kwargs(solver, state, source):

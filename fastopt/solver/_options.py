@@ -11,7 +11,7 @@ DEFAULTS = {
     "update_rule": "sgd", "optim_config": None, "lr_decay": 1.0, "lr_schedule": None,
     "lr_schedule_unit": None, "batch_size": 100, "num_epochs": 10, "num_train_samples": 1000,
     "num_val_samples": None, "checkpoint_name": None, "print_every": 10, "verbose": True,
-    "seed": None, "callback": None,
+    "seed": None, "callback": None, "evaluate_averaged": None,
 }
 DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 
@@ -60,6 +60,8 @@ def check_options(kwargs):
         "verbose": check_bool("verbose", kw["verbose"]),
         "seed": _optional("seed", kw["seed"], low=0, integer=True),
         "callback": callback,
+        "evaluate_averaged": None if kw["evaluate_averaged"] is None
+        else check_bool("evaluate_averaged", kw["evaluate_averaged"]),
     }
 
 

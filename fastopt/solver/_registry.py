@@ -8,11 +8,13 @@ again when loading (``Solver.from_checkpoint(path, model, data, update_rule=MyRu
 import numbers
 
 from .. import optim
+from ..optim.rule_adapter import RuleOptimizer
+from ..optim._declarations import class_rules, cs231n_to_torch_keys
 
 CUSTOM = "custom:"  # prefix of the stored name of a user's own rule or class
 
-# CS231n config names -> torch-style constructor names, for optimizer classes.
-_CLASS_KEYS = {"learning_rate": "lr", "epsilon": "eps", "decay_rate": "alpha"}
+# CS231n config names -> torch-style constructor names, for optimizer classes (from the declarations).
+_CLASS_KEYS = cs231n_to_torch_keys()
 
 
 def update_rules():
@@ -23,6 +25,10 @@ def update_rules():
         obj = getattr(optim, name)
         if isinstance(obj, type) and issubclass(obj, optim.Optimizer) and obj is not optim.Optimizer:
             table[name] = obj
+    # The lower-case key of a rule that exists only as a class ("nadam", "lion"), as `fastopt train
+    # --optimizer` names it; after the class names, so rule_name() keeps storing "NAdam".
+    for rule in class_rules():
+        table.setdefault(rule.key, getattr(optim, rule.class_name))
     return table
 
 
@@ -43,8 +49,17 @@ def rule_name(rule):
     return f"{CUSTOM}{getattr(rule, '__module__', '?')}.{getattr(rule, '__qualname__', type(rule).__name__)}"
 
 
-def class_kwargs(optim_config):
-    """optim_config (CS231n names or torch names) -> keyword arguments of a torch-style class."""
+def _declared_betas(cls):
+    """The default betas the declaration of `cls` (or of the fastopt class it derives from) gives;
+    (0.9, 0.999), Adam's, for a user's class without a declaration."""
+    rule = next((c._RULE for c in getattr(cls, "__mro__", ()) if getattr(c, "_RULE", None) is not None), None)
+    betas = rule.defaults.get("betas") if rule is not None else None
+    return tuple(betas) if betas is not None else (0.9, 0.999)
+
+
+def class_kwargs(optim_config, cls=None):
+    """optim_config (CS231n names or torch names) -> keyword arguments of the torch-style class `cls`;
+    a beta not given is the class's own default (Lion's beta2 is 0.99)."""
     kw = {}
     cfg = dict(optim_config)
     if "learning_rate" in cfg and "lr" in cfg:
@@ -52,7 +67,21 @@ def class_kwargs(optim_config):
     if "beta1" in cfg or "beta2" in cfg:
         if "betas" in cfg:
             raise ValueError("optim_config gives both 'betas' and 'beta1'/'beta2'; give one form")
-        kw["betas"] = (cfg.pop("beta1", 0.9), cfg.pop("beta2", 0.999))
+        b1, b2 = _declared_betas(cls)
+        kw["betas"] = (cfg.pop("beta1", b1), cfg.pop("beta2", b2))
     for key, value in cfg.items():
         kw[_CLASS_KEYS.get(key, key)] = value
     return kw
+
+
+def make_optimizer(rule, params, optim_config):
+    """The one place where a rule function and an optimizer class differ: both become an optimizer
+    over `params` (updated in place; a read-only Mapping of views into one flat buffer is fine):
+    a class built once with class_kwargs(optim_config), a function run per parameter by
+    RuleOptimizer. The Solver and the data-parallel trainer build theirs here."""
+    if isinstance(rule, type):
+        try:
+            return rule(dict(params), **class_kwargs(optim_config, rule))
+        except TypeError as exc:
+            raise TypeError(f"optim_config does not fit {rule.__name__}: {exc}") from exc
+    return RuleOptimizer(rule, params, optim_config)

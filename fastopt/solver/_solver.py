@@ -7,7 +7,6 @@ import threading
 
 from .. import _backend
 from .. import checkpoint as _ckpt
-from ..optim.rule_adapter import RuleOptimizer
 from .._validation import check_scalar
 from . import _checkpoint, _evaluation, _options, _registry, _schedule
 from ._sampling import make_draws
@@ -37,6 +36,7 @@ class Solver:
         for key, value in opts.items():
             setattr(self, key, value)
         self.optimizer = self._make_optimizer()  # optim_config is validated here
+        self.evaluate_averaged = self._check_evaluate_averaged(self.evaluate_averaged)
         # Then the data, as it may run the model once (test mode, one row) to learn its number of
         # classes; the schedule last, as it counts iterations per epoch.
         data, self._num_classes = _options.check_data(data, model)
@@ -61,15 +61,22 @@ class Solver:
         self._draws = make_draws(self.seed)
 
     def _make_optimizer(self):
-        """The one place where a rule function and an optimizer class differ: both become an
-        optimizer over the model's own arrays (updated in place; params may be a read-only
-        Mapping of views into one flat buffer, fastopt.flat)."""
-        if isinstance(self._rule, type):
-            try:
-                return self._rule(dict(self.model.params), **_registry.class_kwargs(self.optim_config))
-            except TypeError as exc:
-                raise TypeError(f"optim_config does not fit {self._rule.__name__}: {exc}") from exc
-        return RuleOptimizer(self._rule, self.model.params, self.optim_config)
+        return _registry.make_optimizer(self._rule, self.model.params, self.optim_config)
+
+    def _check_evaluate_averaged(self, value):
+        """None -> whether the optimizer keeps parameter averages (optim_config ema=...)."""
+        keeps = getattr(self.optimizer, "ema", None) is not None
+        if value is None:
+            return keeps
+        if value and not keeps:
+            raise ValueError("evaluate_averaged=True needs an optimizer that keeps parameter averages: "
+                             "give optim_config={'ema': decay or 'polyak', ...} with an optimizer class")
+        return value
+
+    def _evaluation_weights(self):
+        """The weights accuracy checks and the best snapshot see: the optimizer's averages when
+        evaluate_averaged (swapped in and back by optimizer.averaged()), else the trained ones."""
+        return self.optimizer.averaged() if self.evaluate_averaged else contextlib.nullcontext()
 
     def _make_schedule(self, optimizer):
         """The fastopt.optim.lr_scheduler runner that sets `optimizer`'s lr (None: constant)."""
@@ -178,15 +185,17 @@ class Solver:
     def _evaluate(self, epoch_end, num_iterations):
         """CS231n's check after the first iteration and at every epoch end: accuracies, the best
         snapshot, the checkpoint (its message before the accuracy line, as CS231n prints them)."""
-        train_acc = _evaluation.accuracy(self.model, self.X_train, self.y_train, self._draws,
-                                         self.num_train_samples, 100)
-        val_acc = _evaluation.accuracy(self.model, self.X_val, self.y_val, self._draws, self.num_val_samples, 100)
+        with self._evaluation_weights():
+            train_acc = _evaluation.accuracy(self.model, self.X_train, self.y_train, self._draws,
+                                             self.num_train_samples, 100)
+            val_acc = _evaluation.accuracy(self.model, self.X_val, self.y_val, self._draws,
+                                           self.num_val_samples, 100)
+            if val_acc > self.best_val_acc:
+                self.best_val_acc = val_acc
+                self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+                self._best_model_state = _evaluation.model_state(self.model, rng=False)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
-        if val_acc > self.best_val_acc:
-            self.best_val_acc = val_acc
-            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
-            self._best_model_state = _evaluation.model_state(self.model, rng=False)
         if epoch_end and self._schedule is not None:  # before the checkpoint, which holds its state
             epoch_losses = self.loss_history[-self.iterations_per_epoch:]
             self._schedule.after_epoch(val_acc=val_acc, loss=math.fsum(epoch_losses) / len(epoch_losses))
