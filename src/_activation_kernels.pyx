@@ -22,10 +22,9 @@
 # on the SSE2 baseline).
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport expm1, expm1f, tanh, tanhf
 
 from _contract cimport check_size, threads
-from _fastmath cimport f_abs, f_exp, f_max
+from _fastmath cimport f_abs, f_exp, f_expm1, f_max, f_tanh
 
 # Elements per thread below which a kernel stays on one thread: threads_for(n, GRAIN). The dropout
 # scaling pass (the same one-read-one-write shape) measured 64k float32 elements at 0.023 ms on 1
@@ -64,20 +63,6 @@ cdef inline floating _sel(bint c, floating a, floating b) noexcept nogil:
         return fo_act_sel_f(c, a, b)
     else:
         return fo_act_sel_d(c, a, b)
-
-
-cdef inline floating _expm1(floating x) noexcept nogil:
-    if floating is float:
-        return expm1f(x)
-    else:
-        return expm1(x)
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +111,7 @@ def elu_forward(const floating[::1] x not None,   # IN
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             v = x[i]
-            out[i] = v if v > 0 else a * _expm1(v)
+            out[i] = v if v > 0 else a * f_expm1(v)
 
 
 def tanh_forward(const floating[::1] x not None,   # IN
@@ -139,7 +124,7 @@ def tanh_forward(const floating[::1] x not None,   # IN
     n_threads = threads(n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
-            out[i] = _tanh(x[i])
+            out[i] = f_tanh(x[i])
 
 
 def sigmoid_forward(const floating[::1] x not None,   # IN

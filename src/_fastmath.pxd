@@ -4,7 +4,7 @@
 # measured on this machine, made a float32 Adam loop 4x slower. Each helper picks the function of
 # the argument's own precision at compile time, so kernels stay generic over `floating`.
 from cython cimport floating
-from libc.math cimport sqrt, sqrtf, fabs, fabsf, exp, expf, log, logf, fmax, fmaxf
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, exp, expf, expm1, expm1f, log, logf, tanh, tanhf, fmax, fmaxf
 
 
 cdef inline floating f_sqrt(floating x) noexcept nogil:
@@ -19,6 +19,20 @@ cdef inline floating f_abs(floating x) noexcept nogil:
         return fabsf(x)
     else:
         return fabs(x)
+
+
+cdef inline floating f_expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+cdef inline floating f_tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
 
 
 cdef inline floating f_exp(floating x) noexcept nogil:
