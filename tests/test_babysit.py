@@ -17,7 +17,7 @@ def digits():
 
 def _options(data, **kw):
     return {"hidden_dims": [32, 16], "input_dim": data["X_train"].shape[1], "num_classes": 10,
-            "normalization": "batchnorm", "weight_init": "he", "reg": 1e-4, "seed": 0, **kw}
+            "normalization": "batchnorm", "weight_init": "he", "reg": 1e-4, "rng": 0, **kw}
 
 
 class Broken:

@@ -30,6 +30,10 @@ import fastopt
 from fastopt import _backend, _openmp
 from fastopt.layers.activations import ACTIVATIONS
 
+# Children run from the folder holding the fastopt under test, so `python -c` imports that one (CI runs
+# the suite from the source checkout, whose fastopt/ has no compiled modules).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+
 # ---------------------------------------------------------------------------------------------------
 # registry: family -> function -> {parameter: spec}
 #   ("f", shape, fill)   a buffer of the floating dtype under test; shape in symbols N, D, C, S, L
@@ -494,7 +498,7 @@ def _run_child(module_name, dtype, gaps):
     here = os.path.dirname(os.path.abspath(__file__))
     code = (f"import sys; sys.path.insert(0, {here!r}); import test_kernel_contract as t; "
             f"t.child({module_name!r}, {np.dtype(dtype).name!r}, gaps={gaps!r})")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=PACKAGE_PARENT)
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     started = [r["start"] for r in lines if "start" in r]
     assert proc.returncode == 0, (f"the process died (code {proc.returncode}) during "
@@ -577,7 +581,7 @@ for kind, shape in shapes.items():
 def test_forged_norm_cache_is_refused_not_a_crash(backend):
     """The reported segfault: a NormCache whose gamma (or statistics) has the wrong size, through
     the layer API. The kernels refuse it (ValueError naming the buffer); run in a subprocess."""
-    proc = subprocess.run([sys.executable, "-c", FORGED_NORM_CACHE, backend], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", FORGED_NORM_CACHE, backend], cwd=PACKAGE_PARENT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, f"died (code {proc.returncode}) after: {proc.stdout.splitlines()[-1:]}"
     outcomes = [line for line in proc.stdout.splitlines() if not line.startswith("START")]
