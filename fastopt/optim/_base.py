@@ -162,6 +162,16 @@ class _GroupRecord:
         self.checked = None    # (gradient arrays last checked for overlaps, the layout version then)
 
 
+def state_dict_parts(state_dict, label="state_dict"):
+    """(param_groups, state) of an optimizer's state_dict, checked to be a dict holding both."""
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"{label} must be a dict, got {type(state_dict).__name__}")
+    for key in ("state", "param_groups"):
+        if key not in state_dict:
+            raise ValueError(f"{label} has no {key!r} entry")
+    return state_dict["param_groups"], state_dict["state"]
+
+
 class Optimizer:
     """Base class of the optimizers made from a declaration (``_RULE``, see the module doc)."""
 
@@ -716,12 +726,7 @@ class Optimizer:
     def _load_state_dict(self, state_dict):
         label = "state_dict"
         rule = self._RULE
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"{label} must be a dict, got {type(state_dict).__name__}")
-        for key in ("state", "param_groups"):
-            if key not in state_dict:
-                raise ValueError(f"{label} has no {key!r} entry")
-        groups, state = state_dict["param_groups"], state_dict["state"]
+        groups, state = state_dict_parts(state_dict, label)
         if not isinstance(groups, (list, tuple)):
             raise TypeError(f"{label}['param_groups'] must be a list, got {type(groups).__name__}")
         if len(groups) != len(self._groups):

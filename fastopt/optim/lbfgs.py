@@ -53,6 +53,7 @@ import numpy as np
 
 from .. import _backend
 from .._validation import check_array, check_distinct, check_like, check_scalar
+from ._base import state_dict_parts
 
 __all__ = ["LBFGS"]
 
@@ -578,12 +579,7 @@ class LBFGS:
     def load_state_dict(self, state_dict):
         """Restore from state_dict() output; everything is validated first, arrays are copied in."""
         label = "state_dict"
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"{label} must be a dict, got {type(state_dict).__name__}")
-        for key in ("state", "param_groups"):
-            if key not in state_dict:
-                raise ValueError(f"{label} has no {key!r} entry")
-        groups, st = state_dict["param_groups"], state_dict["state"]
+        groups, st = state_dict_parts(state_dict, label)
         if not isinstance(groups, (list, tuple)) or len(groups) != 1 or not isinstance(groups[0], dict):
             raise ValueError(f"{label}['param_groups'] must be a list of one dict (LBFGS has one group)")
         g0 = groups[0]

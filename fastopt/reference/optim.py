@@ -45,9 +45,17 @@ def _signed(grad, maximize, grad_scale=1.0):
     return grad.dtype.type(factor) * grad
 
 
-def _check_avg(param, param_avg):
-    # Checked before anything is written (the kernels do the same): empty means no average.
-    _check_sizes(param.shape[0], "param_avg", param_avg, param_avg.shape[0] != 0)
+def _check_step(n_threads, param, param_avg=None, **buffers):
+    # A step's checks, all before anything is written (the kernels do the same): n_threads, then
+    # every buffer against param's size. A buffer given as (array, used) may be empty when unused;
+    # param_avg empty means no average.
+    threads(n_threads)
+    n = param.shape[0]
+    if param_avg is not None:
+        buffers["param_avg"] = (param_avg, param_avg.shape[0] != 0)
+    for what, buf in buffers.items():
+        buf, used = buf if isinstance(buf, tuple) else (buf, True)
+        _check_sizes(n, what, buf, used)
 
 
 def _put(param, param_avg, new, avg_weight):
@@ -71,11 +79,7 @@ def sgd_step(param, grad, momentum_buffer, param_avg, lr, weight_decay, momentum
     momentum == 0: plain SGD, momentum_buffer is empty and untouched. CS231n's ``sgd`` is this with
     weight_decay = momentum = 0.
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
-    n = param.shape[0]
-    _check_sizes(n, "grad", grad, True)
-    _check_sizes(n, "momentum_buffer", momentum_buffer, momentum != 0)
+    _check_step(n_threads, param, param_avg, grad=grad, momentum_buffer=(momentum_buffer, momentum != 0))
     t = param.dtype.type
     g = _signed(grad, maximize, grad_scale)
     if weight_decay != 0:
@@ -98,10 +102,7 @@ def velocity_step(param, grad, velocity, lr, mu, nesterov, n_threads):
 
     Unlike torch's SGD, the learning rate sits inside the velocity.
     """
-    threads(n_threads)
-    n = param.shape[0]
-    _check_sizes(n, "grad", grad, True)
-    _check_sizes(n, "velocity", velocity, True)
+    _check_step(n_threads, param, grad=grad, velocity=velocity)
     t = param.dtype.type
     mu_ = t(mu)
     v_prev = velocity.copy()
@@ -124,11 +125,7 @@ def adagrad_step(param, grad, state_sum, param_avg, clr, weight_decay, eps, maxi
 
     CS231n's adagrad (lecture notes) is this with lr_decay = weight_decay = 0 and state_sum = cache.
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
-    n = param.shape[0]
-    _check_sizes(n, "grad", grad, True)
-    _check_sizes(n, "state_sum", state_sum, True)
+    _check_step(n_threads, param, param_avg, grad=grad, state_sum=state_sum)
     t = param.dtype.type
     g = _signed(grad, maximize, grad_scale)
     if weight_decay != 0:
@@ -153,13 +150,8 @@ def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buffer, param_avg, 
     grad_avg is empty unless centered, momentum_buffer empty unless momentum > 0. CS231n's rmsprop is
     this with alpha = decay_rate, square_avg = cache, not centered, no momentum and no weight decay.
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
-    n = param.shape[0]
-    _check_sizes(n, "grad", grad, True)
-    _check_sizes(n, "square_avg", square_avg, True)
-    _check_sizes(n, "grad_avg", grad_avg, centered)
-    _check_sizes(n, "momentum_buffer", momentum_buffer, momentum > 0)
+    _check_step(n_threads, param, param_avg, grad=grad, square_avg=square_avg, grad_avg=(grad_avg, centered),
+                momentum_buffer=(momentum_buffer, momentum > 0))
     t = param.dtype.type
     lr_, alpha1 = t(lr), t(1.0 - alpha)
     g = _signed(grad, maximize, grad_scale)
@@ -196,13 +188,8 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, param_avg, lr, b
     CS231n's adam (assignment 2: m, v, t in the config, bias-corrected mt/vt) is this function with
     weight_decay = 0, decoupled = amsgrad = maximize = False; there is no separate kernel for it.
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
-    n = param.shape[0]
-    _check_sizes(n, "grad", grad, True)
-    _check_sizes(n, "exp_avg", exp_avg, True)
-    _check_sizes(n, "exp_avg_sq", exp_avg_sq, True)
-    _check_sizes(n, "max_exp_avg_sq", max_exp_avg_sq, amsgrad)
+    _check_step(n_threads, param, param_avg, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
+                max_exp_avg_sq=(max_exp_avg_sq, amsgrad))
     t = param.dtype.type
     g = _signed(grad, maximize, grad_scale)
     p = param
@@ -233,11 +220,8 @@ def _decay_or_l2(param, g, lr, weight_decay, decoupled):
 
 def _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
                   maximize, grad_scale):
-    # NAdam's and RAdam's shared first half: sizes, the gradient read, weight decay (L2 or
-    # decoupled) and the Adam moments m, v (updated in place). Returns (param after decay, g).
-    n = param.shape[0]
-    for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        _check_sizes(n, what, buf, True)
+    # NAdam's and RAdam's shared first half (sizes checked by the caller): the gradient read, weight
+    # decay (L2 or decoupled) and the Adam moments m, v (updated in place). Returns (param after decay, g).
     t = param.dtype.type
     p, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), lr, weight_decay, decoupled)
     exp_avg[...] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
@@ -258,8 +242,7 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, ep
     denom = sqrt(v / bias_correction2) + eps
     param = param + grad_coef * g / denom;  param = param + exp_avg_coef * m / denom
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
+    _check_step(n_threads, param, param_avg, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
                          maximize, grad_scale)
     t = param.dtype.type
@@ -282,8 +265,7 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, param_avg, lr, beta1, beta2, ep
     (torch: m / bias_correction1 * lr * (bias_correction2_sqrt / (sqrt(v) + eps)) * rect; the
     constants folded in double leave one divide per element, a rounding or two apart in float32)
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
+    _check_step(n_threads, param, param_avg, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     p, g = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled,
                          maximize, grad_scale)
     t = param.dtype.type
@@ -300,11 +282,7 @@ def adamax_step(param, grad, exp_avg, exp_inf, param_avg, clr, beta1, beta2, eps
     g (+ weight_decay * param);  m = m + (1 - beta1) * (g - m);
     u = max(beta2 * u, |g| + eps);  param = param - clr * m / u
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
-    n = param.shape[0]
-    for what, buf in (("grad", grad), ("exp_avg", exp_avg), ("exp_inf", exp_inf)):
-        _check_sizes(n, what, buf, True)
+    _check_step(n_threads, param, param_avg, grad=grad, exp_avg=exp_avg, exp_inf=exp_inf)
     t = param.dtype.type
     _, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), 0.0, weight_decay, False)
     exp_avg[...] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
@@ -320,11 +298,7 @@ def adadelta_step(param, grad, square_avg, acc_delta, param_avg, lr, rho, eps, w
     delta = sqrt((acc_delta + eps) / (square_avg + eps)) * g   (torch: sqrt(a) / sqrt(b) * g)
     acc_delta = acc_delta * rho + (1 - rho) * delta * delta;  param = param - lr * delta
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
-    n = param.shape[0]
-    for what, buf in (("grad", grad), ("square_avg", square_avg), ("acc_delta", acc_delta)):
-        _check_sizes(n, what, buf, True)
+    _check_step(n_threads, param, param_avg, grad=grad, square_avg=square_avg, acc_delta=acc_delta)
     t = param.dtype.type
     _, g = _decay_or_l2(param, _signed(grad, maximize, grad_scale), 0.0, weight_decay, False)
     rho_, rho1, eps_ = t(rho), t(1.0 - rho), t(eps)
@@ -341,11 +315,7 @@ def lion_step(param, grad, exp_avg, param_avg, lr, beta1, beta2, weight_decay, m
     c = beta1 * m + (1 - beta1) * g;  param = param * (1 - lr * weight_decay) - lr * sign(c)
     m = beta2 * m + (1 - beta2) * g
     """
-    threads(n_threads)
-    _check_avg(param, param_avg)
-    n = param.shape[0]
-    for what, buf in (("grad", grad), ("exp_avg", exp_avg)):
-        _check_sizes(n, what, buf, True)
+    _check_step(n_threads, param, param_avg, grad=grad, exp_avg=exp_avg)
     t = param.dtype.type
     g = _signed(grad, maximize, grad_scale)
     c = t(beta1) * exp_avg + t(1.0 - beta1) * g
