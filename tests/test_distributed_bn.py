@@ -203,3 +203,50 @@ def test_the_distributed_options_are_off_in_plain_fastopt_train():
     configure_distributed(parser)
     args = parser.parse_args([])
     assert args.distributed is None and args.normalization == "batchnorm"
+
+
+FAILING = textwrap.dedent('''
+    import sys
+    import types
+    import numpy as np
+    import fastopt
+    from mpi4py import MPI
+    from fastopt.distributed import abort_on_error, for_solver, sharded
+
+    def run(where):
+        """`where`: the layer function that raises on the last rank only (after some of the step's
+        collectives: softmax_loss after both batchnorm forward combines)."""
+        model = fastopt.FullyConnectedNet([6, 5], input_dim=3, num_classes=2, rng=0, normalization="batchnorm",
+                                          dropout_keep_ratio=0.8)
+        dist = for_solver(model, MPI.COMM_WORLD, shards=4)
+        X, y = np.ones((8, 3)) + np.arange(8)[:, None], np.arange(8) % 2
+        if MPI.COMM_WORLD.Get_rank() == MPI.COMM_WORLD.Get_size() - 1:
+            def boom(*args):
+                raise FloatingPointError("loss exploded")
+            sharded.layers = types.SimpleNamespace(**{**vars(sharded.layers), where: boom})
+        before = model.bn_params[0]["running_mean"].copy()
+        try:
+            dist.loss(X, y)
+        finally:
+            unchanged = np.array_equal(model.bn_params[0]["running_mean"], before)
+            print(f"rank {MPI.COMM_WORLD.Get_rank()} steps {dist.steps} unchanged {unchanged}", flush=True)
+        print("finished", flush=True)
+
+    abort_on_error(run, sys.argv[1])
+''')
+
+
+@pytest.mark.parametrize("where, n", [("softmax_loss", 2), ("softmax_loss", 3), ("affine_forward", 2)])
+def test_a_rank_failing_inside_the_sharded_batchnorm_step_ends_the_job_on_every_rank(tmp_path, where, n):
+    """The step has five collectives; the last rank fails between the second and the third (its
+    softmax_loss raises) or before the first (its first affine_forward), the others are already
+    waiting in the next one: every rank raises RankFailure there, names the failing rank and exits 1
+    with its running statistics and step count unchanged (no hang)."""
+    script = tmp_path / "failing_bn.py"
+    script.write_text(FAILING)
+    proc = mpirun(n, script, where, timeout=120)
+    assert proc.returncode != 0 and "finished" not in proc.stdout
+    for r in range(n):
+        assert (f"rank {r}/{n}: data-parallel step failed on rank {n - 1}: FloatingPointError: loss exploded"
+                in proc.stderr), proc.stderr[-3000:]
+        assert f"rank {r} steps 0 unchanged True" in proc.stdout
