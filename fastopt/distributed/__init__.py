@@ -5,10 +5,17 @@
     dp = DataParallel(model, fastopt.Adam(model.params, lr=1e-3), MPI.COMM_WORLD, shards=8)
     loss = dp.step(X_batch, y_batch)        # the same global batch on every rank
 
-and from the shell: ``mpiexec -n 4 python -m fastopt.distributed train --data digits ...`` (the
-options of ``fastopt train``). See data_parallel.py for the model and DISTRIBUTED.md for measurements.
-mpi4py is imported only when a communicator is needed, so this package imports without it.
-"""
-from .data_parallel import MODES, DataParallel, RankFailure, abort_on_error, shard_bounds, shards_of_rank
+    dist = fastopt.distributed.for_solver(model, MPI.COMM_WORLD)   # what Solver(..., comm=) trains with
+    loss, grads = dist.loss(X_batch, y_batch)
 
-__all__ = ["DataParallel", "RankFailure", "MODES", "abort_on_error", "shard_bounds", "shards_of_rank"]
+and from the shell: ``mpiexec -n 4 python -m fastopt.distributed train --data digits ...`` (the
+options of ``fastopt train``). Batchnorm uses the global batch's statistics, dropout masks are seeded
+per shard (fastopt.distributed.sharded). See global_loss.py for the model and DISTRIBUTED.md for
+measurements. mpi4py is imported only when a communicator is needed, so this package imports without it.
+"""
+from .combine import RankFailure, shard_bounds, shards_of_rank
+from .data_parallel import DataParallel, abort_on_error
+from .global_loss import MODES, GlobalLoss, for_solver
+
+__all__ = ["DataParallel", "GlobalLoss", "RankFailure", "MODES", "abort_on_error", "for_solver",
+           "shard_bounds", "shards_of_rank"]

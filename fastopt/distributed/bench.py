@@ -1,11 +1,14 @@
 """Step time of data-parallel training, split into compute, combine and update (DISTRIBUTED.md).
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpiexec -n K python -m fastopt.distributed.bench \
-        --model digits|cifar --mode deterministic|fast --shards S --steps N
+        --model digits|cifar --mode deterministic|fast --shards S --steps N [--normalization ...]
 
 Synthetic data of the model's shapes (float32); one warm-up step, then N timed steps. Rank 0 prints
-one JSON line: medians and minima (ms) of the whole step and of its three parts (the combine includes
-waiting for the slowest rank), the bytes a rank receives in the combine, and the parameter count.
+one JSON line: medians and minima (ms) of the whole step and of its three parts: compute (the shard
+passes), combine (every combine of the step: the gradient row and, with batchnorm, two per batchnorm
+layer; waiting for the slowest rank included), update (the optimizer step); the bytes a rank receives
+in the combines, and the parameter count. With --shards 1 on one rank the step is the plain model's
+(GlobalLoss calls model.loss once) unless the model has batchnorm or dropout.
 --allreduce instead times a bare in-place Allreduce of float32 buffers of several sizes (the
 latency and bandwidth of the ring model).
 """
@@ -15,50 +18,51 @@ import time
 
 import numpy as np
 
-MODELS = {   # name -> (hidden dims, input dim, classes, batch size): the two MLPs of BENCHMARKS.md
-    "digits": ([128, 64], 64, 10, 64),
-    "cifar": ([1024, 1024], 3072, 10, 256),
+MODELS = {   # name -> (hidden dims, input dim, classes, batch size, normalization): BENCHMARKS.md's MLPs
+    "digits": ([128, 64], 64, 10, 64, "batchnorm"),      # fastopt train's default model
+    "cifar": ([1024, 1024], 3072, 10, 256, "none"),
 }
 
 
 def main(argv=None):
     import fastopt
-    from fastopt.distributed import DataParallel
-    from fastopt.distributed.data_parallel import shard_bounds
+    from fastopt.distributed import GlobalLoss
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=sorted(MODELS), default="digits")
     p.add_argument("--mode", choices=("deterministic", "fast"), default="deterministic")
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--normalization", choices=("none", "batchnorm", "layernorm"),
+                   help="default: the model's (digits batchnorm, cifar none)")
     p.add_argument("--allreduce", action="store_true", help="time bare Allreduce calls instead")
     args = p.parse_args(argv)
     if args.allreduce:
         return allreduce(args.steps)
-    hidden, d, c, n = MODELS[args.model]
-    model = fastopt.FullyConnectedNet(hidden, input_dim=d, num_classes=c, weight_init="he", seed=0,
-                                      reg=1e-4)
-    dp = DataParallel(model, fastopt.Adam(model.params, lr=1e-3), shards=args.shards, mode=args.mode)
+    hidden, d, c, n, norm = MODELS[args.model]
+    norm = args.normalization or norm
+    model = fastopt.FullyConnectedNet(hidden, input_dim=d, num_classes=c, weight_init="he", rng=0, reg=1e-4,
+                                      normalization=None if norm == "none" else norm)
+    gl = GlobalLoss(model, shards=args.shards, mode=args.mode)
+    opt = fastopt.Adam(model.params, lr=1e-3)
+    gl.broadcast(opt)
     r = np.random.default_rng(0)
     X, y = r.standard_normal((n, d)).astype(np.float32), r.integers(0, c, n)
-    bounds = shard_bounds(n, args.shards)
     parts = {"step": [], "compute": [], "combine": [], "update": []}
     for i in range(args.steps + 1):
-        t0 = time.perf_counter()
-        dp._local_sums(X, y, bounds)
+        t0, c0 = time.perf_counter(), gl.combine_seconds
+        _, grads = gl.loss(X, y)
         t1 = time.perf_counter()
-        total = dp._combine()
+        opt.step(grads)
         t2 = time.perf_counter()
-        np.divide(total, n, out=total)
-        dp._add_reg()
-        dp.optimizer.step(dp._grads)
-        t3 = time.perf_counter()
+        comb = gl.combine_seconds - c0
         if i:
-            for key, v in zip(parts, (t3 - t0, t1 - t0, t2 - t1, t3 - t2)):
+            for key, v in zip(parts, (t2 - t0, t1 - t0 - comb, comb, t2 - t1)):
                 parts[key].append(1e3 * v)
-    if dp.rank == 0:
-        print(json.dumps({"model": args.model, "ranks": dp.size, "mode": dp.mode, "shards": dp.shards,
-                          "batch": n, "n_params": dp.n_params, "bytes_per_step": dp.bytes_per_step(),
+    if gl.is_root:
+        print(json.dumps({"model": args.model, "normalization": norm, "ranks": gl.size, "mode": gl.mode,
+                          "shards": gl.shards, "batch": n, "n_params": gl.n_params,
+                          "bytes_per_step": gl.bytes_per_step(),
                           **{f"{k}_ms": round(float(np.median(v)), 3) for k, v in parts.items()},
                           **{f"{k}_min_ms": round(float(np.min(v)), 3) for k, v in parts.items()}}))
 

@@ -1,15 +1,19 @@
-"""`mpiexec -n K python -m fastopt.distributed train ...`: `fastopt train` data-parallel on K ranks.
+"""`fastopt train --distributed MODE` (``mpiexec -n K fastopt train --distributed deterministic ...``)
+and `mpiexec -n K python -m fastopt.distributed train ...`: `fastopt train` data-parallel on K ranks.
 
 The options are `fastopt train`'s (fastopt.train_cli.configure, checked by its parse_config) plus
---distributed MODE (default here: deterministic), --shards and --steps (configure_distributed; the
-same options make `fastopt train --distributed MODE` call run() once train_cli adds them). Every rank parses the same options and loads the same data; the global
-minibatches come from one Generator seeded by --seed (CS231n's Solver: `batch_size` rows drawn with
-replacement per step, `max(N // batch_size, 1)` steps per epoch, the learning rate times --lr-decay
-after each epoch), identical on every rank, so a run does not depend on K. Rank 0 prints, evaluates,
-writes --checkpoint (at each epoch end and at the end) and --json. --resume works on any K.
+--distributed MODE, --shards and --steps (``configure_distributed``; `python -m fastopt.distributed
+train` defaults --distributed to deterministic). ``run_distributed(args)`` runs the parsed options.
+Every rank parses the same options and loads the same data; the global minibatches come from one
+Generator seeded by --seed (CS231n's Solver: `batch_size` rows drawn with replacement per step,
+`max(N // batch_size, 1)` steps per epoch, the learning rate times --lr-decay after each epoch),
+identical on every rank, so a run does not depend on K. The model is `fastopt train`'s (batchnorm by
+default: normalized with the GLOBAL batch's statistics; --dropout masks seeded by (--seed, step,
+shard): fastopt.distributed.sharded). Rank 0 prints, evaluates, writes --checkpoint (at each epoch
+end and at the end) and --json. --resume works on any K.
 The optimizer is the one `fastopt train` builds (fastopt.solver._registry.make_optimizer); with
 --ema the accuracies are those of the averaged weights, as the Solver's.
-Not supported here (refused with a message): --normalization batchnorm, --dropout < 1, --plot.
+Not supported here (refused with a message): --plot, --lr-schedule.
 """
 import contextlib
 import json
@@ -19,12 +23,13 @@ import time
 import numpy as np
 
 from ..cli import UsageError
-from .data_parallel import MODES, DataParallel, abort_on_error
+from .data_parallel import DataParallel, abort_on_error
+from .global_loss import MODES
 
 DEFAULT_SHARDS = 8
 
 def configure(parser):
-    """`fastopt train`'s options, data-parallel by default (and without batchnorm, which needs a hook)."""
+    """`fastopt train`'s options, data-parallel by default."""
     import argparse
     from ..train_cli import configure as train_options
     train_options(parser)
@@ -32,7 +37,7 @@ def configure(parser):
         configure_distributed(parser)
     except argparse.ArgumentError:    # fastopt train already offers them (wired to this module)
         pass
-    parser.set_defaults(distributed="deterministic", normalization="none")
+    parser.set_defaults(distributed="deterministic")
 
 
 def configure_distributed(parser):
@@ -62,12 +67,8 @@ def make_optimizer(name, params, optim_config):
 def parse(args):
     from ..train_cli import _number, parse_config
     cfg = parse_config(args)
-    if cfg["normalization"] == "batchnorm":
-        raise UsageError("--normalization batchnorm is not supported with data-parallel training yet "
-                         "(each shard would use its own batch statistics); use none or layernorm")
-    if cfg["dropout_keep_ratio"] != 1:
-        raise UsageError("--dropout < 1 is not supported with data-parallel training yet (masks are "
-                         "not seeded per shard); use --dropout 1")
+    if cfg["lr_schedule"] is not None:
+        raise UsageError("--lr-schedule is not supported by the data-parallel trainer; use --lr-decay")
     if args.plot is not None:
         raise UsageError("--plot is not supported by the data-parallel trainer; use --json")
     if args.distributed not in MODES:
@@ -96,12 +97,13 @@ def train(cfg, comm=None, out=sys.stdout):
     num_classes = int(max(data["y_train"].max(), data["y_val"].max(), data["y_test"].max())) + 1
     model = FullyConnectedNet(
         cfg["hidden"], input_dim=X.shape[1], num_classes=num_classes,
+        dropout_keep_ratio=cfg["dropout_keep_ratio"], activation=cfg["activation"],
         normalization=None if cfg["normalization"] == "none" else cfg["normalization"], reg=cfg["reg"],
         weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
         dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
     optimizer = make_optimizer(cfg["optimizer"], model.params, cfg["optim_config"])
-    dp = DataParallel(model, optimizer, comm, shards=cfg["shards"], mode=cfg["mode"])
+    dp = DataParallel(model, optimizer, comm, shards=cfg["shards"], mode=cfg["mode"], seed=cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     if cfg["resume"]:
         rng.bit_generator.state = dp.load_checkpoint(cfg["resume"])["rng"]
@@ -144,9 +146,16 @@ def train(cfg, comm=None, out=sys.stdout):
     return summary, model
 
 
-def run(args, comm=None):
-    """The subcommand (fastopt.cli's configure/run contract): parse, train under abort_on_error."""
+def run_distributed(args, comm=None):
+    """Run `fastopt train --distributed` (or the subcommand: fastopt.cli's configure/run contract) on
+    the parsed options: parse, train under abort_on_error; returns the exit status."""
     cfg = parse(args)
+    if comm is None:
+        from ._comm import import_mpi
+        try:
+            import_mpi()
+        except ImportError as exc:     # the same on every rank: a usage error, not a traceback
+            raise UsageError(f"--distributed: {exc}") from None
     if args.json is not None:
         from ..train_cli import _check_writable
         _check_writable("--json", args.json)
@@ -164,3 +173,6 @@ def run(args, comm=None):
         return 0
 
     return abort_on_error(main, comm=comm)
+
+
+run = run_distributed     # the subcommand's name (fastopt.distributed.__main__)
