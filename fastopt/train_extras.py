@@ -46,24 +46,13 @@ def configure(parser):
 
 
 def _int(option, text, low):
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        value = None
-    if value is None or value < low:
-        raise UsageError(f"{option} must be an integer >= {low}, got {text!r}")
-    return value
+    from .train_cli import _number
+    return _number(option, text, int, low=low)
 
 
 def _float(option, text, low, low_open=False):
-    import math
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value < low or (low_open and value == low):
-        raise UsageError(f"{option} must be a number {'>' if low_open else '>='} {low:g}, got {text!r}")
-    return value
+    from .train_cli import _number
+    return _number(option, text, float, low=low, low_open=low_open)
 
 
 def _load(option, path):

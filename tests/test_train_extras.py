@@ -14,7 +14,8 @@ from fastopt.nn import FullyConnectedNet
 def _args(*argv):
     p = argparse.ArgumentParser()
     train_cli.configure(p)
-    train_extras.configure(p)
+    if "--classes" not in p._option_string_actions:     # until train_cli.configure adds them itself
+        train_extras.configure(p)
     args = p.parse_args(list(argv))
     cfg = train_cli.parse_config(args)
     return cfg, train_extras.parse(args, cfg)
