@@ -34,7 +34,7 @@ from . import _backend
 from ._validation import _describe, check_scalar
 from .reference.augment import GOLDEN, NOISE_SLOT0, mix64
 
-__all__ = ["Augment", "AugmentedBatch", "parse_spec", "mixup_softmax_loss", "IMAGE_SHAPES"]
+__all__ = ["Augment", "AugmentedBatch", "parse_spec", "mixup_softmax_loss", "augmented_copies", "IMAGE_SHAPES"]
 
 # Image shapes by dataset name: flattened rows of these datasets are (C, H, W) images in C order.
 IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar": (3, 32, 32)}
@@ -264,3 +264,16 @@ def mixup_softmax_loss(scores, y, y_partner, lam):
     loss = -float((target * log_p).sum()) / n
     dscores = (np.exp(log_p) - target) / n
     return loss, dscores.astype(scores.dtype)
+
+
+def augmented_copies(aug, X, y, copies):
+    """Offline augmentation: (X', y') holding X, y followed by `copies` augmented versions of every
+    example (copy c drawn with step c, keyed by example index), for a fixed enlarged training set.
+    aug: an Augment without mixup (its labels are soft); copies: int >= 0. X, y are not changed."""
+    if not isinstance(aug, Augment):
+        raise TypeError(f"aug must be an Augment, got {_describe(aug)}")
+    if aug.options["mixup"] > 0:
+        raise ValueError("augmented_copies needs an Augment without mixup (mixup's labels are soft)")
+    copies = check_scalar("copies", copies, low=0, integer=True)
+    batches = [aug(X, y, c + 1) for c in range(copies)]     # validates X, y (all before returning)
+    return (np.concatenate([X] + [b.X for b in batches]), np.concatenate([y] * (copies + 1)))

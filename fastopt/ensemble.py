@@ -6,13 +6,18 @@
 A member is anything with ``loss(X)`` returning class scores (N, num_classes) and the attributes
 ``num_classes`` and ``input_dim`` (FullyConnectedNet, TwoLayerNet). Each member's scores go through a
 softmax in float64; the ensemble's probabilities are their mean. ``from_seeds`` builds the members
-from independently seeded runs of a factory.
+from independently seeded runs of a factory; ``Snapshots(last=K)``, a Solver callback, keeps copies
+of the model at the end of each of the last K epochs of ONE run (a snapshot ensemble):
+
+    snaps = Snapshots(last=3)
+    Solver(model, data, callback=snaps, ...).train()
+    Ensemble(snaps.models).accuracy(X_val, y_val)
 """
 import numpy as np
 
 from ._validation import _describe, check_scalar
 
-__all__ = ["Ensemble", "softmax", "from_seeds"]
+__all__ = ["Ensemble", "softmax", "from_seeds", "Snapshots"]
 
 
 def softmax(scores):
@@ -96,3 +101,25 @@ def from_seeds(factory, seeds):
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct (independent runs), got {seeds}")
     return Ensemble([factory(s) for s in seeds])
+
+
+class Snapshots:
+    """A Solver callback keeping copies (fastopt.model_io.clone) of the model at the end of the last
+    `last` epochs seen, oldest first; ``then`` is called after it with the same arguments (to chain
+    another callback). The models are independent of the training run (the Solver's final swap-in of
+    its best params does not touch them)."""
+
+    def __init__(self, last, then=None):
+        self.last = check_scalar("last", last, low=1, integer=True)
+        if then is not None and not callable(then):
+            raise TypeError(f"then must be None or a callback(solver, event, info), got {_describe(then)}")
+        self.then = then
+        self.models, self.epochs = [], []
+
+    def __call__(self, solver, event, info):
+        if event == "eval" and info.get("epoch_end"):
+            from .model_io import clone
+            self.models = (self.models + [clone(solver.model)])[-self.last:]
+            self.epochs = (self.epochs + [info["epoch"]])[-self.last:]
+        if self.then is not None:
+            self.then(solver, event, info)

@@ -263,3 +263,23 @@ def test_mixup_loss_gradient_is_exact():
     p = np.exp(scores - scores.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     assert abs(plain + np.log(p[np.arange(6), y]).mean()) < 1e-12
+
+
+def test_augmented_copies_are_the_originals_then_keyed_augmented_batches():
+    from fastopt.augment import Augment, augmented_copies
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 64)).astype(np.float32)
+    y = np.arange(6) % 3
+    X0 = X.copy()
+    aug = Augment("shift:1,noise:0.05", image_shape="digits", seed=4)
+    Xb, yb = augmented_copies(aug, X, y, 2)
+    assert Xb.shape == (18, 64) and yb.tolist() == y.tolist() * 3
+    assert Xb[:6].tobytes() == X.tobytes() and X.tobytes() == X0.tobytes()
+    assert Xb[6:12].tobytes() == aug(X, y, 1).X.tobytes() and Xb[12:].tobytes() == aug(X, y, 2).X.tobytes()
+    assert augmented_copies(aug, X, y, 0)[0].tobytes() == X.tobytes()
+    with pytest.raises(ValueError, match="mixup"):
+        augmented_copies(Augment("mixup:0.2", image_shape="digits"), X, y, 1)
+    with pytest.raises(ValueError, match="features"):        # wrong shape: refused, nothing returned
+        augmented_copies(aug, X[:, :63], y, 1)
+    with pytest.raises(TypeError):
+        augmented_copies("shift:1", X, y, 1)

@@ -56,3 +56,27 @@ def test_members_must_agree():
         from_seeds(lambda s: a, [1, 1])
     with pytest.raises(ValueError, match="y must be"):
         Ensemble([a]).accuracy(np.zeros((3, 4), np.float32), np.zeros(2, np.int64))
+
+
+def test_snapshots_keep_the_last_epochs_models_independent_of_the_run():
+    from fastopt import Solver
+    from fastopt.ensemble import Snapshots
+    from fastopt.nn import FullyConnectedNet
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    model = FullyConnectedNet([8], input_dim=5, num_classes=2, rng=0)
+    seen = []
+    snaps = Snapshots(last=3, then=lambda s, e, i: seen.append(e))
+    Solver(model, {"X_train": X, "y_train": y, "X_val": X, "y_val": y}, update_rule="adam", batch_size=10,
+           num_epochs=5, verbose=False, seed=0, callback=snaps).train()
+    assert snaps.epochs == [3, 4, 5] and len(snaps.models) == 3 and "iteration" in seen
+    assert all(m is not model for m in snaps.models)
+    assert snaps.models[0].params["W1"].tobytes() != snaps.models[2].params["W1"].tobytes()
+    ens = Ensemble(snaps.models)
+    assert 0 <= ens.accuracy(X, y) <= 1
+    with pytest.raises(ValueError):
+        Snapshots(last=0)
+    with pytest.raises(TypeError):
+        Snapshots(last=2, then=3)

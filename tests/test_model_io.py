@@ -108,3 +108,75 @@ def test_a_damaged_file_is_refused_and_load_touches_no_global_state(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="corrupt"):
         load_model(path)
+
+
+# ---------------------------------------------------------------- the model's own methods (branch transfer)
+
+@pytest.mark.parametrize("activation, param", [("relu", None), ("tanh", None), ("leaky_relu", 0.05)])
+def test_model_save_and_class_load_give_bitwise_the_same_predictions(tmp_path, activation, param):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((30, 6))
+    model = FullyConnectedNet([9, 5], input_dim=6, num_classes=4, normalization="batchnorm",
+                              activation=activation, activation_param=param, dtype=np.float64, rng=2)
+    model.loss(X, rng.integers(0, 4, 30))          # running statistics away from their start
+    model.save(tmp_path / "m.model", meta={"data": "digits", "classes": [0, 1, 2, 3]})
+    loaded = FullyConnectedNet.load(tmp_path / "m.model")
+    assert type(loaded) is FullyConnectedNet and loaded.activation == activation
+    assert loaded.activation_param == model.activation_param
+    assert loaded.loss(X).tobytes() == model.loss(X).tobytes()
+    assert load_model(tmp_path / "m.model").meta == {"data": "digits", "classes": [0, 1, 2, 3]}
+
+
+def test_a_file_without_activation_keys_is_a_relu_network(tmp_path):
+    model = FullyConnectedNet([4], input_dim=3, num_classes=2, rng=0)
+    path = str(tmp_path / "m")
+    save_model(path, model)
+    _tamper(path, lambda d: [d["architecture"].pop(k) for k in ("activation", "activation_param")])
+    assert load_model(path).model.activation == "relu"
+
+
+def test_load_weights_into_an_existing_model(tmp_path):
+    src = FullyConnectedNet([8, 8], input_dim=5, num_classes=3, normalization="layernorm", reg=0.1, rng=1)
+    src.save(tmp_path / "a")
+    dst = FullyConnectedNet([8, 8], input_dim=5, num_classes=3, normalization="layernorm", rng=7)
+    assert dst.load_weights(tmp_path / "a") is dst
+    X = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    assert dst.loss(X).tobytes() == src.loss(X).tobytes()
+    assert dst.reg == 0.0                          # training settings stay the model's own
+
+
+@pytest.mark.parametrize("other, match", [
+    (dict(hidden_dims=[8, 9]), "hidden_dims"),
+    (dict(hidden_dims=[8]), "hidden_dims"),
+    (dict(num_classes=4), "num_classes"),
+    (dict(normalization="batchnorm"), "normalization"),
+    (dict(activation="tanh"), "activation"),
+    (dict(dtype=np.float64), "dtype"),
+])
+def test_load_weights_of_another_architecture_is_refused_and_changes_nothing(tmp_path, other, match):
+    kw = dict(hidden_dims=[8, 8], input_dim=5, num_classes=3, normalization="layernorm", rng=1)
+    FullyConnectedNet(**{**kw, **other}).save(tmp_path / "other")
+    model = FullyConnectedNet(**kw)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=f"another architecture.*{match}"):
+        model.load_weights(tmp_path / "other")
+    after = model.state_dict()
+    assert all(after["params"][k].tobytes() == v.tobytes() for k, v in before["params"].items())
+    assert after["rng"] == before["rng"]
+
+
+@pytest.mark.parametrize("meta", [{"x": object()}, {1: "a"}, {"x": [1, {}]}, ["data"]])
+def test_meta_must_be_plain_data_and_a_refused_save_writes_nothing(tmp_path, meta):
+    model = FullyConnectedNet([4], input_dim=3, num_classes=2, rng=0)
+    with pytest.raises(TypeError, match="meta"):
+        model.save(tmp_path / "m", meta=meta)
+    assert not os.path.exists(tmp_path / "m")
+
+
+def test_a_tampered_meta_is_refused(tmp_path):
+    model = FullyConnectedNet([4], input_dim=3, num_classes=2, rng=0)
+    path = str(tmp_path / "m")
+    model.save(path, meta={"data": "digits"})
+    _tamper(path, lambda d: d.update(meta={"data": np.zeros(3)}))
+    with pytest.raises(ValueError, match="meta"):
+        load_model(path)

@@ -563,3 +563,141 @@ class FullyConnectedNet:
             if rng_state is not None:
                 self.rng.bit_generator.state = _copy_state(rng_state)
 
+
+    # ---------------------------------------------------------------- transfer learning (lecture 7)
+    # Layers are the affine layers by 0-based index: the hidden layers 0..L-2, then the classifier L-1.
+    # A layer's params are its W, b and (with a normalization) gamma, beta.
+
+    @property
+    def frozen(self):
+        """The frozen layers' indices (a frozenset); the executions and optimizers leave them alone."""
+        return getattr(self, "_frozen", frozenset())
+
+    def _layer_index(self, name, value):
+        index = check_scalar(name, value, low=0, integer=True)
+        if index >= self.num_layers:
+            raise ValueError(f"{name} must be a layer index in [0, {self.num_layers - 1}] (the model has "
+                             f"{len(self.hidden_dims)} hidden layers and the classifier {self.num_layers - 1}), "
+                             f"got {index}")
+        return index
+
+    def _layer_set(self, layers):
+        if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+            layers = [layers]
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"layers must be a layer index or a sequence of them, got {_describe(layers)}")
+        return frozenset(self._layer_index(f"layers[{i}]", v) for i, v in enumerate(layers))
+
+    def layer_param_names(self, layer):
+        """The names of layer `layer`'s params, in storage order (W, b[, gamma, beta])."""
+        blk = self.blocks[self._layer_index("layer", layer)]
+        return [name for name, _, _ in param_specs([blk])]
+
+    def freeze(self, layers):
+        """Freeze the layers (an index or indices, see `frozen`); returns the model. At least one layer
+        stays trainable; a bad index raises and nothing changes."""
+        new = self.frozen | self._layer_set(layers)
+        if len(new) == self.num_layers:
+            raise ValueError(f"freezing layers {sorted(new)} would freeze all {self.num_layers} layers; "
+                             f"at least one must stay trainable")
+        self._frozen = new
+        return self
+
+    def unfreeze(self, layers=None):
+        """Unfreeze the layers given (None: all); returns the model."""
+        self._frozen = frozenset() if layers is None else self.frozen - self._layer_set(layers)
+        return self
+
+    @property
+    def trainable_params(self):
+        """{name: param view} of the layers not frozen, in storage order (the optimizer's parameters)."""
+        keep = {name for i in range(self.num_layers) if i not in self.frozen for name in self.layer_param_names(i)}
+        return {k: v for k, v in self._params.items() if k in keep}
+
+    def param_groups(self, lr=None, default_lr=None):
+        """torch-style param groups over the trainable layers, for fastopt.optim classes:
+
+            Adam(model.param_groups(lr={0: 1e-4, 1: 1e-4}, default_lr=1e-3))
+
+        lr: {layer index: learning rate > 0} (None: none); default_lr: the rate of every other trainable
+        layer (None: the optimizer's default). One group per layer named in lr (in layer order), then one
+        for the rest (omitted when empty). Params are given by name (the optimizer's state keys).
+        """
+        lr = {} if lr is None else lr
+        if not isinstance(lr, Mapping):
+            raise TypeError(f"lr must be a mapping layer index -> learning rate, got {_describe(lr)}")
+        rates = {}
+        for layer, value in lr.items():
+            index = self._layer_index(f"lr key {layer!r}", layer)
+            if index in self.frozen:
+                raise ValueError(f"lr names layer {index}, which is frozen (unfreeze it to train it)")
+            rates[index] = check_scalar(f"lr[{layer!r}]", value, low=0, low_open=True)
+        if default_lr is not None:
+            default_lr = check_scalar("default_lr", default_lr, low=0, low_open=True)
+        trainable = self.trainable_params
+        groups = [{"params": {k: trainable[k] for k in self.layer_param_names(i)}, "lr": rates[i]}
+                  for i in sorted(rates)]
+        named = {k for g in groups for k in g["params"]}
+        rest = {k: v for k, v in trainable.items() if k not in named}
+        if rest:
+            groups.append({"params": rest} if default_lr is None else {"params": rest, "lr": default_lr})
+        return groups
+
+    def replace_head(self, num_classes, *, rng=None, fresh=False):
+        """A fresh classifier layer for `num_classes` classes, drawn with the model's weight init from `rng`
+        (an int or a Generator; None: NumPy's global state) -- or, when num_classes is already the model's
+        and not `fresh` (True: other classes of the same count, e.g. digits 5-9 after 0-4), the head is
+        kept as it is. Returns the model.
+
+        A new head rebuilds the parameter and gradient buffers: every param is a new array (the body's
+        values copied bitwise), so build the optimizer after this call. The new head is not frozen.
+        """
+        num_classes = check_scalar("num_classes", num_classes, low=2, integer=True)
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(check_scalar("rng (an int seed or a numpy.random.Generator)", rng,
+                                                     low=0, integer=True))
+        if num_classes == self.num_classes and not fresh:
+            return self
+        act = _activation(self.activation, self.activation_param)
+        blocks = describe(self.input_dim, self.hidden_dims, num_classes, self.normalization, self.use_dropout, act)
+        head = blocks[-1]
+        scheme = act.spec.init if self.weight_init == "auto" else self.weight_init
+        with self._lock:
+            params = {k: v.copy() for k, v in self._params.items()}
+            params[f"W{head.k}"] = init_weight(np.random if rng is None else rng, head.fan_in, num_classes,
+                                               weight_init=scheme, weight_scale=self.weight_scale, dtype=self.dtype)
+            params[f"b{head.k}"] = np.zeros(num_classes, dtype=self.dtype)
+            flat = FlatParams(params)
+            self.num_classes, self.blocks = num_classes, blocks
+            self._params, self.grads = flat.params, flat.grads
+            self._frozen = self.frozen - {self.num_layers - 1}
+        self._init_buffers()
+        return self
+
+    # ---------------------------------------------------------------- model files (fastopt.model_io)
+    def save(self, path, *, preprocess=None, meta=None):
+        """Write this model (and the preprocessing fitted to its data, and plain `meta` data) to `path`
+        in fastopt's safe model format (fastopt.model_io.save_model)."""
+        from ..model_io import save_model
+        save_model(path, self, preprocess=preprocess, meta=meta)
+
+    @classmethod
+    def load(cls, path):
+        """The model saved at `path` (fastopt.model_io.load_model(path).model); ValueError for a bad file."""
+        from ..model_io import load_model
+        return load_model(path).model
+
+    def load_weights(self, path):
+        """Load the weights and normalization statistics of the model file at `path` INTO this model.
+
+        The file's architecture must be this model's (widths, normalization, activation, dtype):
+        ValueError naming the difference, and nothing changed. Returns the model."""
+        from ..model_io import load_model, structure_of
+        saved = load_model(path).model
+        mine, theirs = structure_of(self), structure_of(saved)
+        diff = [f"{k}: file {theirs[k]!r}, model {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
+        if diff:
+            raise ValueError(f"model file {str(path)!r} holds another architecture ({'; '.join(diff)}); "
+                             f"nothing was loaded")
+        self.load_state_dict(saved.state_dict(rng=False))
+        return self
