@@ -11,7 +11,7 @@ from _nn_data import blob_data
 from fastopt import babysit, checkpoint, optim
 from fastopt.nn import FullyConnectedNet
 from fastopt.solver import CHECKPOINT_VERSION, Solver
-from fastopt.solver import _monitor
+from fastopt.solver import _monitor, _registry
 from fastopt.solver._sampling import make_draws
 
 from test_solver import make_model
@@ -52,6 +52,18 @@ class TrackingSGD(optim.SGD):
         return dict(self._ratios)
 
 
+class SnapshotSGD(optim.SGD):
+    """SGD whose constructor takes no track_update_ratio (explicit signature): always the snapshot path."""
+
+    def __init__(self, params, lr=1e-2):
+        super().__init__(params, lr=lr)
+
+
+def expected_source(solver, rule):
+    tracks = _registry.tracks_update_ratio(rule) and callable(getattr(solver.optimizer, "update_ratios", None))
+    return "optimizer" if tracks else "snapshot"
+
+
 # ---------------------------------------------------------------- measurements
 def test_monitoring_does_not_change_the_run():
     data = blob_data()
@@ -72,7 +84,7 @@ def test_records_at_the_interval_with_every_field():
     assert [r["iteration"] for r in solver.monitor_history] == list(range(1, 3 * ipe + 1, 4))
     rec = solver.monitor_history[0]
     assert set(rec) == set(_monitor.RECORD_KEYS)
-    assert rec["ratio_source"] == "snapshot"        # fastopt's optimizers: no update_ratios() (yet)
+    assert rec["ratio_source"] == expected_source(solver, optim.adam)   # the kernels' once they report it
     assert set(rec["update_ratio"]) == set(solver.model.params) == set(rec["grad_norm"])
     assert rec["update_ratio"]["b1"] == 0.0        # zero biases before the first step: 0 by convention
     assert 1e-4 < rec["update_ratio"]["W1"] < 1
@@ -91,7 +103,7 @@ def test_snapshot_ratio_and_grad_norm_are_those_of_the_step():
     model = make_model(dropout_keep_ratio=1)
     twin = make_model(dropout_keep_ratio=1)
     before = {k: v.copy() for k, v in model.params.items()}
-    solver = Solver(model, data, **kwargs(monitor=1, num_epochs=1, update_rule="sgd"))
+    solver = Solver(model, data, **kwargs(monitor=1, num_epochs=1, update_rule=SnapshotSGD, optim_config={}))
     solver._t, solver.epoch = 0, 0
     solver._step()
     idx = make_draws(5).batch(data["X_train"].shape[0], 20)
@@ -111,7 +123,7 @@ def test_the_optimizers_update_ratios_are_used_when_it_has_them(by_index):
     fast = Solver(make_model(), data, **kwargs(update_rule=TrackingSGD, optim_config=cfg, monitor=3))
     assert fast.optimizer.track_update_ratio is True
     fast.train()
-    slow = Solver(make_model(), data, **kwargs(update_rule="sgd", optim_config={"learning_rate": 1e-2}, monitor=3))
+    slow = Solver(make_model(), data, **kwargs(update_rule=SnapshotSGD, optim_config={"learning_rate": 1e-2}, monitor=3))
     slow.train()
     assert fast.optimizer.calls == len(fast.monitor_history) > 1
     same_state(fast, slow)
@@ -127,17 +139,32 @@ def test_tracking_is_found_through_a_constructor_passing_kwargs_on():
         def __init__(self, params, **kw):
             super().__init__(params, **kw)
 
-    class Plain(optim.SGD):
-        def __init__(self, params, **kw):
-            super().__init__(params, **kw)
-
     sources = []
-    for rule in (Sub, Plain):
+    for rule in (Sub, SnapshotSGD):
         solver = Solver(make_model(), blob_data(), **kwargs(update_rule=rule, optim_config={"learning_rate": 1e-2},
                                                             monitor=2, num_epochs=1))
         solver.train()
         sources.append({r["ratio_source"] for r in solver.monitor_history})
     assert sources == [{"optimizer"}, {"snapshot"}]
+
+
+@pytest.mark.parametrize("rule", ["sgd", "sgd_momentum", "adam", "Adam", "AdamW", "nadam", "Lion"])
+def test_both_paths_agree_for_every_kind_of_rule(monkeypatch, rule):
+    """Whatever the optimizer reports (its kernels' ratios once it takes track_update_ratio) agrees
+    with the snapshot computation of the same run (float32 parameters: rel 1e-5)."""
+    data = blob_data()
+    cfg = dict(update_rule=rule, optim_config={"learning_rate": 1e-3}, monitor=2, num_epochs=1)
+    own = Solver(make_model(), data, **kwargs(**cfg))
+    own.train()
+    monkeypatch.setattr(_registry, "tracks_update_ratio", lambda rule: False)
+    snap = Solver(make_model(), data, **kwargs(**cfg))
+    snap.train()
+    same_state(own, snap)
+    assert {r["ratio_source"] for r in snap.monitor_history} == {"snapshot"}
+    for a, b in zip(own.monitor_history, snap.monitor_history):
+        assert set(a["update_ratio"]) == set(b["update_ratio"]) == set(own.model.params)
+        for k, v in b["update_ratio"].items():
+            assert a["update_ratio"][k] == pytest.approx(v, rel=1e-5, abs=1e-12), k
 
 
 def test_tracking_is_not_asked_for_without_monitoring():
