@@ -8,7 +8,7 @@ and a monitor of a training run, all on the public API of a model and the Solver
 - ``lr_find(model, data)``: raise the learning rate exponentially over a number of steps, smooth the
   loss, stop when it diverges, restore the weights, suggest the rate of steepest descent (fastai's
   lr_find). The command is ``fastopt lr-find`` (fastopt/lr_find.py).
-- ``Monitor``: a Solver callback that watches the loss (non-finite / exploding: "learning rate too
+- ``Monitor``: the settings of ``Solver(monitor=...)``, or a Solver callback that watches the loss (non-finite / exploding: "learning rate too
   high?"; flat: "too low?") and, from snapshots of the parameters around a step, the update/weight
   ratio of each parameter (~1e-3 is healthy); ``activation_stats(model, X)`` gives per-layer
   activation statistics from the model's public parameters.
@@ -303,21 +303,18 @@ class TrainingStopped(Exception):
 
 def update_ratios(before, after):
     """{name: ||after - before|| / ||before||} per parameter (the lecture's ~1e-3 rule of thumb);
-    inf where the weights were all zero and moved, 0 where nothing moved."""
-    out = {}
-    for name, w0 in before.items():
-        w0 = np.asarray(w0, dtype=np.float64)
-        du = float(np.linalg.norm(np.asarray(after[name], dtype=np.float64) - w0))
-        w = float(np.linalg.norm(w0))
-        out[name] = du / w if w else (math.inf if du else 0.0)
-    return out
+    0 where the weights were all zero (the optimizers' ``update_ratios()`` convention)."""
+    from .solver._monitor import snapshot_ratios
+    return snapshot_ratios(before, after)
 
 
-def activation_stats(model, X, activation="relu"):
-    """Per hidden layer: mean, std and fraction of flat units (dead ReLU, saturated tanh/sigmoid) of
+def activation_stats(model, X, activation="relu", activation_param=None):
+    """Per hidden layer: layer, width, mean, std, fraction of flat units (dead ReLU, saturated
+    tanh/sigmoid) and of units flat on every row (fastopt.diagnose.layer_stats), of
     FullyConnectedNet's documented architecture {affine - [batchnorm|layernorm] - activation} x (L-1),
     recomputed from ``model.params`` on the batch X (batchnorm with the batch's own statistics, as in
-    training; no dropout). Nothing of the model is changed."""
+    training; no dropout). Nothing of the model is changed, no random number is drawn."""
+    from .diagnose import layer_stats
     from .layers import activations as A, affine_forward, batchnorm_forward, layernorm_forward
 
     spec = A.get(activation)
@@ -329,20 +326,24 @@ def activation_stats(model, X, activation="relu"):
         if f"gamma{k}" in p:
             norm = batchnorm_forward if getattr(model, "normalization", "batchnorm") == "batchnorm" else layernorm_forward
             a, _ = norm(a, p[f"gamma{k}"], p[f"beta{k}"], {"mode": "train"} if norm is batchnorm_forward else {})
-        h, _ = spec.forward(a)
-        flat = spec.flat_mask(h)
-        stats.append({"layer": k, "mean": float(h.mean(dtype=np.float64)), "std": float(h.std(dtype=np.float64)),
-                      "flat_fraction": float(flat.mean()), "dead_units": float(flat.all(axis=0).mean())})
+        h, _ = A.activation_forward(activation, a, activation_param)
+        stats.append({"layer": k, "width": int(h.shape[1]), **layer_stats(spec, h)})
         k += 1
     return stats
 
 
 class Monitor:
-    """A Solver callback that babysits a run: ``Solver(..., callback=Monitor(...))``.
+    """The settings of a babysat run, and a Solver callback applying them from the outside.
 
-    - a non-finite loss, or one above `explode` x the first loss: TrainingStopped("learning rate too
-      high?") out of train(), with the iteration;
-    - a loss that fell by less than `flat_tol` (relative) over the last `flat_window` steps (means of
+    ``Solver(..., monitor=Monitor(interval=..., X=probe, explode=..., flat_window=..., flat_tol=...,
+    patience=...))`` hands them to the Solver's own monitoring (fastopt.solver._monitor: the ratios
+    from the optimizer's kernels when it offers them, history and diagnoses in the Solver and its
+    checkpoints, patience as early_stopping). As ``Solver(..., callback=Monitor(...))`` it observes a
+    run from the callback events, from copies of the parameters:
+
+    - a non-finite loss, or one above `explode` x the first loss: TrainingStopped("loss exploded at
+      iteration N: learning rate too high?") out of train();
+    - a loss that moved by less than `flat_tol` (relative) over the last `flat_window` steps (means of
       the first and last quarter of the window): a "learning rate too low?" entry in `diagnoses`
       (training goes on; near convergence the question is expected);
     - every `interval` steps: the update/weight ratio of each parameter over one step (params copied
@@ -362,7 +363,7 @@ class Monitor:
         self.patience = None if patience is None else check_scalar("patience", patience, low=1, integer=True)
         self.X, self.activation, self.callback = X, activation, callback
         self.history, self.diagnoses = [], []
-        self._first = self._before = None
+        self._before = None
         self._losses = []
         self._best, self._stale = -math.inf, 0
 
@@ -383,26 +384,20 @@ class Monitor:
             else:
                 self._stale += 1
                 if self._stale >= self.patience:
-                    for k, v in solver.best_params.items():
-                        np.copyto(solver.model.params[k], v)
+                    solver._restore_best()      # params and normalization statistics
                     self._stop(f"early stopping: no better validation accuracy for {self.patience} epochs "
                                f"(best {self._best:.4f}; its parameters restored)", info["iteration"])
 
     def _on_step(self, solver, t, loss):
-        if not math.isfinite(loss):
-            self._stop(f"learning rate too high? the loss is {loss} at iteration {t}", t)
-        if self._first is None:
-            self._first = loss
-        elif loss > self.explode * self._first:
-            self._stop(f"learning rate too high? the loss {loss:.4g} exploded past {self.explode:g}x its "
-                       f"first value {self._first:.4g} at iteration {t}", t)
+        from .solver import _monitor    # the Solver's own rules (one declaration of each diagnosis)
+        spec = {"explode": self.explode, "flat_window": self.flat_window, "flat_tol": self.flat_tol}
         self._losses.append(loss)
-        if len(self._losses) >= self.flat_window and len(self._losses) % self.flat_window == 0:
-            window = self._losses[-self.flat_window:]
-            head, tail = np.mean(window[:len(window) // 4]), np.mean(window[-len(window) // 4:])
-            if head - tail <= self.flat_tol * abs(head):      # did not go down (noise either way)
-                self.diagnoses.append({"iteration": t, "diagnosis": f"learning rate too low? the loss did not go "
-                                       f"down over the last {self.flat_window} iterations ({head:.4g} -> {tail:.4g})"})
+        found = _monitor.exploded(spec, self._losses, t, solver.epoch)
+        if found is not None:
+            self._stop(found["message"], t)
+        flat = _monitor.not_moving(spec, self._losses, len(self._losses), solver.epoch)
+        if flat is not None:
+            self.diagnoses.append({"iteration": t, "diagnosis": flat["message"]})
         params = solver.model.params
         if self._before is not None:
             entry = {"iteration": t, "loss": loss, "ratios": update_ratios(self._before, params)}

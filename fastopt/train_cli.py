@@ -88,6 +88,7 @@ DEFAULTS = {
     "activation": "relu", "reg": "1e-4", "weight_init": "he", "weight_scale": "1e-2", "optimizer": "adam", "lr": "3e-3",
     "lr_decay": "0.95", "epochs": "20", "batch_size": "64", "seed": "0",
 }
+MONITOR_INTERVAL = "10"  # --monitor without N: a measurement every 10 steps (>= 1 per digits epoch)
 SPLIT_SEED = 0           # the data split stays fixed when --seed changes: test sets stay comparable
 NUM_TRAIN_SAMPLES = 1000  # training rows the Solver samples to estimate train accuracy per epoch
 
@@ -153,8 +154,17 @@ def configure(parser):
         help=f"seed of initialization, minibatches and dropout; the data split is fixed (default {d['seed']})")
     add("--checkpoint", metavar="PATH", help="save the solver here after every epoch and at the end")
     add("--resume", metavar="PATH", help="load a checkpoint written by --checkpoint before training")
-    add("--json", metavar="PATH", help="write the summary (accuracies, epochs, seconds, configuration) as JSON")
-    add("--plot", metavar="PATH", help="save loss and accuracy curves as a PNG (needs fastopt[plot])")
+    add("--monitor", nargs="?", const=MONITOR_INTERVAL, metavar="N",
+        help=f"babysit the run: every N steps (default {MONITOR_INTERVAL}) record the update/weight ratio "
+             f"and gradient norm of each parameter and the activation statistics of each layer; stop on an "
+             f"exploding loss, warn on a flat one; print one line per epoch (loss, accuracies, median and "
+             f"max update/weight ratio, dead units, diagnoses)")
+    add("--early-stopping", metavar="K",
+        help="stop when the validation accuracy has not improved for K epochs and keep the best parameters")
+    add("--json", metavar="PATH", help="write the summary (accuracies, epochs, seconds, configuration; "
+                                       "the monitor's history with --monitor) as JSON")
+    add("--plot", metavar="PATH", help="save loss and accuracy curves (and with --monitor the update/weight "
+                                       "ratio per layer) as a PNG (needs fastopt[plot])")
     add("--quiet", action="store_true", help="no progress output (the final summary is still printed)")
 
 
@@ -342,6 +352,10 @@ def parse_config(args):
         "dtype": "float32",
         "checkpoint": args.checkpoint,
         "resume": args.resume,
+        "monitor": None if getattr(args, "monitor", None) is None
+        else _number("--monitor", args.monitor, int, low=1),
+        "early_stopping": None if getattr(args, "early_stopping", None) is None
+        else _number("--early-stopping", args.early_stopping, int, low=1),
     }
     cfg["optim_config"] = _optim_config(args, cfg)
     cfg["lr_schedule"], cfg["lr_decay"] = _lr_schedule(args, cfg)
@@ -428,9 +442,15 @@ def train_model(cfg, data, on_event):
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
         dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
 
+    reported = [0]   # diagnoses already handed to on_event
+
     def callback(solver, event, info):
         if is_epoch_end(event, info) and cfg["checkpoint"]:
             solver.save_checkpoint(cfg["checkpoint"])
+        if cfg.get("monitor") is not None and (is_epoch_end(event, info) or event == "end"):
+            info = {**info, "monitor": solver.monitor_history[-1] if solver.monitor_history else None,
+                    "diagnoses": solver.diagnoses[reported[0]:]}
+            reported[0] = len(solver.diagnoses)
         on_event(event, info)
 
     solver = Solver(
@@ -440,7 +460,8 @@ def train_model(cfg, data, on_event):
         lr_decay=cfg["lr_decay"], lr_schedule=cfg["lr_schedule"],
         batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
-        seed=cfg["seed"], callback=callback)
+        seed=cfg["seed"], callback=callback, monitor=cfg.get("monitor"),
+        early_stopping=cfg.get("early_stopping"))
     if cfg["resume"]:
         try:
             solver.load_checkpoint(cfg["resume"])
@@ -462,6 +483,7 @@ def train_model(cfg, data, on_event):
         "loss_history": [float(v) for v in solver.loss_history],
         "train_acc_history": [float(v) for v in solver.train_acc_history],
         "val_acc_history": [float(v) for v in solver.val_acc_history],
+        "monitor_history": solver.monitor_history, "diagnoses": solver.diagnoses, "stopped": solver.stopped,
     }
 
 
@@ -478,6 +500,7 @@ class Progress:
 
     def __init__(self, cfg, n_train, quiet):
         self.epochs, self.quiet = cfg["epochs"], quiet
+        self.monitor = cfg.get("monitor") is not None
         self.losses, self.bar = [], None
         if quiet:
             return
@@ -505,15 +528,52 @@ class Progress:
             train_acc, val_acc = info.get("train_acc", math.nan), info.get("val_acc", math.nan)
             text = (f"epoch {epoch}/{self.epochs}  loss {loss:.4f}  train_acc {train_acc:.4f}  "
                     f"val_acc {val_acc:.4f}  lr {info.get('lr', math.nan):.3g}")
+            if self.monitor:      # --monitor: the line goes to stdout, whatever else is shown
+                self._print(text + monitor_text(info.get("monitor"), info.get("diagnoses", ())))
             if self.bar is not None:
                 self.bar.set_description_str(f"epoch {epoch}/{self.epochs}", refresh=False)
                 self.bar.set_postfix_str(f"loss {loss:.4f} train {train_acc:.3f} val {val_acc:.3f}")
-            elif not self.quiet:
+            elif not self.quiet and not self.monitor:
                 print(text, file=sys.stderr, flush=True)
+        elif event == "end" and self.monitor:
+            for d in info.get("diagnoses", ()):
+                self._print(f"diagnosis: {d['message']}")
+
+    def _print(self, line):
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def _g(value, fmt=".2e"):
+    return "-" if value is None else format(value, fmt)
+
+
+def monitor_text(record, diagnoses=()):
+    """The --monitor part of an epoch line: the epoch's last measurement (median and max
+    update/weight ratio of the weights, fraction of dead hidden units) and the diagnoses since the
+    last line."""
+    text = ""
+    if record is not None:
+        text = (f"  ratio median {_g(record['ratio_median'])} max {_g(record['ratio_max'])}"
+                f"  dead {_g(record['dead_fraction'], '.3f')}")
+    return text + "".join(f"  [{d['message']}]" for d in diagnoses)
+
+
+def _finite_or_none(value):
+    """JSON-safe data: non-finite floats (a diverged run's values) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def write_plot(path, results, title):
@@ -522,9 +582,11 @@ def write_plot(path, results, title):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    history = results.get("monitor_history") or []
+    fig = Figure(figsize=(15 if history else 10, 4), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    axes = fig.subplots(1, 3 if history else 2)
+    ax_loss, ax_acc = axes[:2]
     ax_loss.plot(results["loss_history"], lw=0.8)
     ax_loss.set(xlabel="iteration", ylabel="training loss", title="loss")
     epochs = np.arange(1, len(results["val_acc_history"]) + 1)
@@ -533,8 +595,26 @@ def write_plot(path, results, title):
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.legend()
+    if history:
+        plot_update_ratios(axes[2], history)
     fig.suptitle(title)
     fig.savefig(path, format="png", dpi=100)
+
+
+def plot_update_ratios(ax, history):
+    """The update/weight ratio of each layer's weights (W1, W2, ...) against the iteration on a log
+    axis, with the lecture's healthy ~1e-3 as a horizontal line."""
+    names = sorted({k for r in history for k in r["update_ratio"] if k.startswith("W") and k[1:].isdigit()},
+                   key=lambda k: int(k[1:]))
+    for name in names:
+        points = [(r["iteration"], r["update_ratio"][name]) for r in history
+                  if 0 < r["update_ratio"].get(name, 0) < math.inf]
+        if points:
+            ax.plot(*zip(*points), lw=0.8, label=f"layer {name[1:]}")
+    ax.axhline(1e-3, color="k", ls="--", lw=0.8, label="1e-3")
+    ax.set_yscale("log")
+    ax.set(xlabel="iteration", ylabel="||update|| / ||weights||", title="update/weight ratio")
+    ax.legend(fontsize="small")
 
 
 @contextlib.contextmanager
@@ -564,7 +644,8 @@ def _describe(cfg):
             + f"lr_decay={cfg['lr_decay']:g} "
             + (f"lr_schedule={cfg['lr_schedule']} " if cfg["lr_schedule"] else "")
             + f"epochs={cfg['epochs']} batch={cfg['batch_size']} seed={cfg['seed']} "
-            f"backend={cfg['backend']} threads={cfg['threads']}")
+            + "".join(f"{k}={cfg[k]} " for k in ("monitor", "early_stopping") if cfg.get(k) is not None)
+            + f"backend={cfg['backend']} threads={cfg['threads']}")
 
 
 def run(args):
@@ -597,10 +678,15 @@ def run(args):
                "iterations": results["iterations"], "seconds": round(results["seconds"], 3),
                "config": cfg, "fastopt_version": fastopt.__version__,
                "history": {"train_acc": results["train_acc_history"],
-                           "val_acc": results["val_acc_history"]}}
+                           "val_acc": results["val_acc_history"]},
+               "stopped": results["stopped"], "diagnoses": results["diagnoses"]}
+    if cfg["monitor"] is not None:
+        summary["monitor"] = _finite_or_none(results["monitor_history"])
     print(f"val acc {results['val_acc']:.4f} (best during training {results['best_val_acc']:.4f})  "
           f"test acc {results['test_acc']:.4f}  epochs {results['epochs']}  "
           f"{results['seconds']:.1f} s")
+    if results["stopped"] is not None:
+        print(f"stopped: {results['stopped']['message']}")
     print(f"config: {_describe(cfg)}")
     if args.json is not None:
         with open(args.json, "w") as f:

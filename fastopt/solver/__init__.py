@@ -58,6 +58,36 @@ Keyword arguments (anything else raises ValueError, as in CS231n):
                      model holds the best AVERAGED weights; training steps always use the trained
                      weights. Batchnorm's running statistics are not averaged. True without averages
                      raises ValueError.
+    monitor          None (default: off; the loop then does exactly what it did without it), an int
+                     N, a dict or a fastopt.babysit.Monitor: every N steps (steps 1, 1 + N, ...) record
+                     in ``solver.monitor_history`` the update/weight ratio ||dW|| / ||W|| of every
+                     trained parameter -- from the optimizer's kernels (built with
+                     ``track_update_ratio=True``; ``optimizer.update_ratios()``) when it offers them,
+                     else from a copy of the params taken before that step --, the gradient norms, and
+                     per hidden layer the activations' mean, std, dead/saturated fraction on a fixed
+                     probe batch (the Monitor's X, default the first 256 training rows); and watch the
+                     loss: non-finite or above `explode` (3) x the first loss stops training
+                     ("loss exploded at iteration N: learning rate too high?"), one that did not move by
+                     `flat_tol` (1e-2, relative) over `flat_window` (200) steps is a warning ("loss not
+                     moving over iterations a..b: learning rate too low?"). Both in ``solver.diagnoses``;
+                     the one that stopped training is ``solver.stopped``. The record's shape and the
+                     rules: fastopt.solver._monitor. A Monitor's patience is early_stopping.
+    early_stopping   None or K >= 1: stop at the end of an epoch when the validation accuracy has not
+                     improved for K epochs; train() then restores the best snapshot (params and
+                     normalization statistics) as always. A stopped Solver (``solver.stopped``, kept in
+                     checkpoints) trains no more.
+    augment          None or a fastopt.augment.Augment: each training minibatch X is replaced by
+                     ``augment(X, y, step, indices=idx).X`` (step: the steps taken before it; idx: the
+                     rows' indices in X_train), so augmentation is reproducible from the Augment's seed
+                     and resumes bitwise. Shift, crop, flip, noise; mixup's soft labels need a loss
+                     that takes them, which model.loss(X, y) does not: ValueError.
+    comm             None (default), or a communicator for fastopt.distributed.for_solver(model, comm)
+                     (imported only then): its .loss is the training loss (_solver._loss_function, the
+                     one place it is chosen), .broadcast(optimizer) runs when train() starts, and only
+                     its .is_root writes checkpoints. Not stored in checkpoints: pass it again.
+
+The optimizer is built over ``model.trainable_params`` when the model has that attribute (frozen
+layers left out; gradients of other params are not passed to the optimizer), else ``model.params``.
 
 Minibatches are drawn WITH replacement (CS231n: ``np.random.choice(num_train, batch_size)``);
 there are max(num_train // batch_size, 1) iterations per epoch. Accuracy is checked after the first
@@ -70,11 +100,13 @@ Callback contract: ``callback(solver, event, info)`` with `info` a dict:
     "begin"      before the first step:  iteration (steps already done, > 0 after a resume),
                  num_iterations, iterations_per_epoch, epoch, num_epochs
     "iteration"  after every step:       iteration (1-based count of steps done), num_iterations,
-                 epoch (epochs completed before this step), loss, lr
+                 epoch (epochs completed before this step), loss, lr (a monitored step's
+                 measurement is solver.monitor_history[-1] by then)
     "eval"       after each accuracy check (after iteration 1 and at each epoch end):
                  iteration, num_iterations, epoch, num_epochs, epoch_end (bool), train_acc, val_acc,
                  best_val_acc, lr, checkpoint (the path written at this check, or None)
-    "end"        when train() returns:   iteration, num_iterations, epoch, best_val_acc
+    "end"        when train() returns:   iteration, num_iterations, epoch, best_val_acc (a stop's
+                 diagnosis is solver.stopped)
 An exception raised by the callback propagates out of train(); the checkpoint is written
 before the "eval" event, so stopping there loses nothing.
 
@@ -83,7 +115,8 @@ Checkpoints (fastopt.checkpoint's format: atomic, checksummed, plain data only) 
 num_train_samples, num_val_samples, epoch, loss_history, train_acc_history, val_acc_history: read
 them with ``fastopt.checkpoint.load(path)``) and everything an exact resume needs (iteration, the
 optimizer's and the scheduler's state_dicts, the draws' RNG state, best_val_acc, best_params, the
-other kwargs).
+other kwargs -- monitor and augment as plain specs --, monitor_history, diagnoses, stopped and early
+stopping's best epoch). Schema version 5 (fastopt.solver.CHECKPOINT_VERSION).
 ``solver.load_checkpoint(path)`` restores one into a Solver built like the original;
 ``Solver.from_checkpoint(path, model, data, **overrides)`` builds that Solver from the stored kwargs.
 A resumed run reproduces the uninterrupted run bit for bit (without a seed, loading restores

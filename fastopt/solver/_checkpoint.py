@@ -7,7 +7,9 @@ CS231n's keys -- ``model`` (the model state, its ``params`` among it), ``update_
 keyword arguments (a schedule as its fastopt.optim.lr_scheduler spec, a plain dict) and what an
 exact resume needs: ``iteration``, ``optimizer`` (its state_dict), ``schedule`` (the scheduler's
 state_dict, plain data, or None), ``rng`` (the draws' state), ``best_val_acc``, ``best_params``,
-``best_model_state``.
+``best_model_state``; and, since version 5, the monitoring (``monitor``: its plain spec,
+``monitor_history``, ``diagnoses``, ``stopped``), ``early_stopping`` and ``best_epoch``, ``augment``
+(an Augment's plain spec: options string, image shape, seed).
 
 A loaded checkpoint never chooses code: names are looked up in fastopt's own tables (_registry),
 a user's own rule/class/schedule must be passed in by the caller. restore_plan() validates every
@@ -21,19 +23,20 @@ import numbers
 
 import numpy as np
 
-from . import _evaluation, _options, _registry
+from . import _evaluation, _monitor, _options, _registry
 from ._sampling import draws_from_state
 
 FORMAT = "fastopt.Solver"
-VERSION = 4   # 3: lr_schedule is a fastopt.optim.lr_scheduler spec, the scheduler's state is stored;
-# 4: evaluate_averaged is stored
+VERSION = 5   # 3: lr_schedule is a fastopt.optim.lr_scheduler spec, the scheduler's state is stored;
+# 4: evaluate_averaged is stored; 5: monitor, early_stopping, augment and their state
 # Constructor arguments stored as they are (update_rule by name, lr_schedule as its spec).
 _STORED_KWARGS = ("optim_config", "lr_decay", "lr_schedule_unit", "batch_size", "num_epochs",
                   "num_train_samples", "num_val_samples", "checkpoint_name", "print_every", "verbose", "seed",
-                  "evaluate_averaged")
+                  "evaluate_averaged", "monitor", "early_stopping")
 _STATE_KEYS = ("format", "version", "update_rule", "lr_schedule", "lr_schedule_custom", "model", "epoch",
                "iteration", "optimizer", "schedule", "rng", "loss_history", "train_acc_history", "val_acc_history",
-               "best_val_acc", "best_params", "best_model_state") + _STORED_KWARGS
+               "best_val_acc", "best_params", "best_model_state", "augment", "monitor_history", "diagnoses",
+               "stopped", "best_epoch") + _STORED_KWARGS
 
 
 def build(solver):
@@ -51,6 +54,9 @@ def build(solver):
         "loss_history": list(solver.loss_history), "train_acc_history": list(solver.train_acc_history),
         "val_acc_history": list(solver.val_acc_history), "best_val_acc": solver.best_val_acc,
         "best_params": solver.best_params, "best_model_state": solver._best_model_state,
+        "augment": _options.augment_spec(solver.augment), "monitor_history": copy.deepcopy(solver.monitor_history),
+        "diagnoses": copy.deepcopy(solver.diagnoses), "stopped": copy.deepcopy(solver.stopped),
+        "best_epoch": solver._best_epoch,
     })
     return state
 
@@ -76,6 +82,7 @@ def solver_kwargs(state, source, overrides):
     check_header(state, source)
     _check_optim_config(state["optim_config"], source)
     kw = {key: copy.deepcopy(state[key]) for key in _STORED_KWARGS}
+    kw["augment"] = copy.deepcopy(state["augment"])   # plain data: check_options rebuilds the Augment
     if "update_rule" not in overrides:
         name = state["update_rule"]
         if isinstance(name, str) and name.startswith(_registry.CUSTOM):
@@ -165,6 +172,7 @@ def _check_kwargs(solver, state, source):
     _require(state["update_rule"] == mine, f"{source} was written with update_rule {state['update_rule']!r:.200}; "
              f"this Solver uses {mine!r}")
     stored = {key: state[key] for key in _STORED_KWARGS}
+    stored["augment"] = state["augment"]
     _require(type(state["lr_schedule_custom"]) is bool, f"{source}: lr_schedule_custom must be a bool")
     # A user's own schedule is not stored: this Solver's stands in for it.
     stored["lr_schedule"] = solver.lr_schedule if state["lr_schedule_custom"] else state["lr_schedule"]
@@ -220,6 +228,9 @@ def restore_plan(solver, state, source):
         ref = {k: v for k, v in model_state.items() if k != "rng"}
         _check_same_structure(f"{source}: best_model_state", best_state, ref)
     draws = draws_from_state(state["rng"], f"{source}: rng")
+    _monitor.check_history(state["monitor_history"], state["diagnoses"], state["stopped"], iteration, source)
+    best_epoch = _int(source, "best_epoch", state["best_epoch"])
+    _require(best_epoch <= epoch, f"{source}: best_epoch {best_epoch} is after epoch {epoch}")
 
     optimizer = solver._make_optimizer()
     schedule = solver._make_schedule(optimizer)  # first: building sets the new optimizer's first lr
@@ -242,4 +253,8 @@ def restore_plan(solver, state, source):
         solver.val_acc_history, solver.best_val_acc = list(val_acc), best_acc
         solver.best_params = {k: v.copy() for k, v in best.items()}
         solver._best_model_state = copy.deepcopy(best_state)
+        solver.monitor_history = copy.deepcopy(state["monitor_history"])
+        solver.diagnoses = copy.deepcopy(state["diagnoses"])
+        solver.stopped = copy.deepcopy(state["stopped"])
+        solver._best_epoch = best_epoch
     return commit

@@ -5,13 +5,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._validation import check_bool, check_scalar
-from . import _registry, _schedule
+from . import _monitor, _registry, _schedule
 
 DEFAULTS = {
     "update_rule": "sgd", "optim_config": None, "lr_decay": 1.0, "lr_schedule": None,
     "lr_schedule_unit": None, "batch_size": 100, "num_epochs": 10, "num_train_samples": 1000,
     "num_val_samples": None, "checkpoint_name": None, "print_every": 10, "verbose": True,
     "seed": None, "callback": None, "evaluate_averaged": None,
+    "monitor": None, "early_stopping": None, "augment": None, "comm": None,
 }
 DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 
@@ -48,7 +49,16 @@ def check_options(kwargs):
     callback = kw["callback"]
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(solver, event, info) or None, got {type(callback).__name__}")
+    monitor = _monitor.check_spec(kw["monitor"])
+    early = _optional("early_stopping", kw["early_stopping"], low=1, integer=True)
+    patience = getattr(kw["monitor"], "patience", None) if not isinstance(kw["monitor"], Mapping) else None
+    if patience is not None:            # a fastopt.babysit.Monitor(patience=K): early stopping after K epochs
+        patience = check_scalar("monitor patience", patience, low=1, integer=True)
+        if early is not None and early != patience:
+            raise ValueError(f"early_stopping={early} and the monitor's patience={patience} disagree; give one")
+        early = patience
     return {
+        "monitor": monitor, "early_stopping": early, "augment": check_augment(kw["augment"]), "comm": kw["comm"],
         "update_rule": kw["update_rule"], "rule": rule, "optim_config": optim_config, "lr_decay": lr_decay,
         "lr_schedule": schedule, "schedule_kind": kind, "lr_schedule_unit": kw["lr_schedule_unit"],
         "batch_size": check_scalar("batch_size", kw["batch_size"], low=1, integer=True),
@@ -65,12 +75,67 @@ def check_options(kwargs):
     }
 
 
+def check_augment(augment):
+    """None, a fastopt.augment.Augment, or its plain-data form augment_spec() (a checkpoint's)."""
+    from ..augment import Augment
+    if augment is None or isinstance(augment, Augment):
+        return augment
+    if isinstance(augment, Mapping):
+        if set(augment) != {"spec", "image_shape", "seed"}:
+            raise ValueError(f"augment as a dict must have the keys 'spec', 'image_shape', 'seed', got "
+                             f"{sorted(map(repr, augment))}")
+        shape = augment["image_shape"]
+        return Augment(augment["spec"], image_shape=None if shape is None else tuple(shape), seed=augment["seed"])
+    raise TypeError(f"augment must be None or a fastopt.augment.Augment, got {type(augment).__name__}")
+
+
+def augment_spec(augment):
+    """The plain data an Augment is rebuilt from (check_augment), None for None."""
+    if augment is None:
+        return None
+    shape = augment.image_shape
+    return {"spec": augment.spec, "image_shape": None if shape is None else [int(v) for v in shape],
+            "seed": int(augment.seed)}
+
+
+def check_augment_fits(augment, model, X, y):
+    """An augmentation the model's loss can take, on data it can read: one probe call on the first
+    row (an Augment draws nothing from a stream: nothing changes). Mixup's soft labels need a loss
+    that takes them; a model's ``loss(X, y)`` takes integer labels."""
+    if augment is None:
+        return
+    if augment.options["mixup"] > 0:
+        raise ValueError(f"augment {augment.spec!r}: mixup yields soft labels (y, y_partner, lam), and "
+                         f"model.loss(X, y) takes integer labels; the Solver supports shift, crop, flip and "
+                         f"noise (train on fastopt.augment.mixup_softmax_loss in your own loop for mixup)")
+    if X.dtype.kind != "f":
+        raise TypeError(f"augment needs float32 or float64 training data, data['X_train'] is {X.dtype}")
+    try:
+        augment(X[:1], y[:1], 0)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"augment does not fit data['X_train']: {exc}") from None
+
+
 def check_model(model):
     if not isinstance(getattr(model, "params", None), Mapping) or not callable(getattr(model, "loss", None)):
         raise TypeError(f"model must have a mapping `params` (name -> array) and a method `loss(X, y=None)`, "
                         f"got {type(model).__name__}")
     if not model.params:
         raise ValueError("model.params is empty: there is nothing to train")
+    trainable = getattr(model, "trainable_params", None)
+    if trainable is not None:
+        if not isinstance(trainable, Mapping) or not set(trainable) <= set(model.params):
+            raise TypeError("model.trainable_params must be a mapping of some of model.params' names to "
+                            "their arrays")
+        if not trainable:
+            raise ValueError("model.trainable_params is empty (every layer frozen): there is nothing to train")
+
+
+def trained_params(model):
+    """The params the optimizer updates: model.trainable_params when the model has it (frozen
+    layers left out), else model.params."""
+    trainable = getattr(model, "trainable_params", None)
+    return model.params if trainable is None else trainable
 
 
 def check_X(name, X, features=None):

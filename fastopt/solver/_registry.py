@@ -5,6 +5,7 @@ becomes code, and they only look it up in fastopt's own tables: nothing is impor
 because a file named it. A user's own rule or class is not in the tables; the caller passes it
 again when loading (``Solver.from_checkpoint(path, model, data, update_rule=MyRule)``).
 """
+import inspect
 import numbers
 
 from .. import optim
@@ -74,14 +75,35 @@ def class_kwargs(optim_config, cls=None):
     return kw
 
 
-def make_optimizer(rule, params, optim_config):
+def tracks_update_ratio(rule):
+    """Whether the optimizer of `rule` (its class, or RuleOptimizer for a function) takes
+    ``track_update_ratio=``: its kernels then compute each step's update/weight ratios in the step's
+    pass over memory (``optimizer.update_ratios()``). A constructor that passes ``**kwargs`` on is
+    followed to its base class's."""
+    for cls in (rule if isinstance(rule, type) else RuleOptimizer).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        try:
+            params = inspect.signature(vars(cls)["__init__"]).parameters
+        except (TypeError, ValueError):
+            return False
+        if "track_update_ratio" in params:
+            return True
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return False
+    return False
+
+
+def make_optimizer(rule, params, optim_config, track_update_ratio=False):
     """The one place where a rule function and an optimizer class differ: both become an optimizer
     over `params` (updated in place; a read-only Mapping of views into one flat buffer is fine):
     a class built once with class_kwargs(optim_config), a function run per parameter by
-    RuleOptimizer. The Solver and the data-parallel trainer build theirs here."""
+    RuleOptimizer. The Solver and the data-parallel trainer build theirs here.
+    track_update_ratio=True is passed on when tracks_update_ratio(rule)."""
+    extra = {"track_update_ratio": True} if track_update_ratio and tracks_update_ratio(rule) else {}
     if isinstance(rule, type):
         try:
-            return rule(dict(params), **class_kwargs(optim_config, rule))
+            return rule(dict(params), **class_kwargs(optim_config, rule), **extra)
         except TypeError as exc:
             raise TypeError(f"optim_config does not fit {rule.__name__}: {exc}") from exc
-    return RuleOptimizer(rule, params, optim_config)
+    return RuleOptimizer(rule, params, optim_config, **extra)

@@ -8,13 +8,28 @@ import threading
 from .. import _backend
 from .. import checkpoint as _ckpt
 from .._validation import check_scalar
-from . import _checkpoint, _evaluation, _options, _registry, _schedule
+from . import _checkpoint, _evaluation, _monitor, _options, _registry, _schedule
 from ._sampling import make_draws
 
 
-def _loss_function(model):
-    """model.loss, or its zero-copy form ``loss(X, y, out=model.grads)`` when the model offers one
-    (a `grads` attribute and an `out` parameter; detected once)."""
+# ---------------------------------------------------------------- THE choice of the loss function
+def _distributed(model, comm):
+    """None without comm; else fastopt.distributed.for_solver(model, comm) (imported only then):
+    .loss(X, y) the global batch's loss and gradient, .broadcast(optimizer) run when train() starts,
+    .is_root the one rank that writes checkpoints."""
+    if comm is None:
+        return None
+    from .. import distributed
+    return distributed.for_solver(model, comm)
+
+
+def _loss_function(model, helper=None):
+    """The one place the training loss is chosen: the distributed helper's loss when there is one
+    (_distributed), else model.loss, or its zero-copy form ``loss(X, y, out=model.grads)`` when the
+    model offers one (a `grads` attribute and an `out` parameter; detected once). The data-parallel
+    trainer (fastopt.distributed) takes its per-shard loss from here too."""
+    if helper is not None:
+        return helper.loss
     try:
         takes_out = "out" in inspect.signature(model.loss).parameters
     except (TypeError, ValueError):  # a builtin or C callable without a signature
@@ -42,9 +57,17 @@ class Solver:
         data, self._num_classes = _options.check_data(data, model)
         self.X_train, self.y_train = data["X_train"], data["y_train"]
         self.X_val, self.y_val = data["X_val"], data["y_val"]
+        _options.check_augment_fits(self.augment, model, self.X_train, self.y_train)
+        params = _options.trained_params(model)
+        # Gradients of params the optimizer does not update (frozen ones) are left out of its step.
+        self._grad_keys = None if set(params) == set(model.params) else tuple(params)
+        self._recorder = None if self.monitor is None else _monitor.Recorder(
+            self.monitor, _monitor.probe_rows(self.monitor, self.X_train), model, params,
+            track=_registry.tracks_update_ratio(self._rule))
         self._schedule = self._make_schedule(self.optimizer)
         self._reset()
-        self._loss = _loss_function(model)
+        self._dist = _distributed(model, self.comm)
+        self._loss = _loss_function(model, self._dist)
         self._lock = threading.RLock()   # held by the thread inside train() / a checkpoint call
         self._training = False
 
@@ -59,9 +82,17 @@ class Solver:
         self.val_acc_history = []
         self._t = 0  # steps taken
         self._draws = make_draws(self.seed)
+        self.monitor_history = []   # fastopt.solver._monitor: one measurement per monitored step
+        self.diagnoses = []         # exploded / not moving / early stopping, in order
+        self.stopped = None         # the diagnosis that ended training early (train() then does nothing)
+        self._best_epoch = 0        # the epoch of the best validation accuracy (early stopping)
 
     def _make_optimizer(self):
-        return _registry.make_optimizer(self._rule, self.model.params, self.optim_config)
+        """A new optimizer over the model's trained params (model.trainable_params when it has
+        them), tracking the update/weight ratios in its kernels when monitoring and it can."""
+        track = self.monitor is not None and _registry.tracks_update_ratio(self._rule)
+        return _registry.make_optimizer(self._rule, _options.trained_params(self.model), self.optim_config,
+                                        track_update_ratio=track)
 
     def _check_evaluate_averaged(self, value):
         """None -> whether the optimizer keeps parameter averages (optim_config ema=...)."""
@@ -139,18 +170,44 @@ class Solver:
         """One minibatch update; returns the loss."""
         idx = self._draws.batch(self.X_train.shape[0], self.batch_size)
         X_batch, y_batch = self.X_train[idx], self.y_train[idx]
+        if self.augment is not None:   # keyed by the step count: the same on resume, any thread count
+            X_batch = self.augment(X_batch, y_batch, self._t, indices=idx).X
+        step = self._t + 1
+        recorder = self._recorder if self._recorder is not None and self._recorder.due(step) else None
+        if recorder is not None:
+            recorder.before_step(self.optimizer)
+            lr = self.lr
         # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS.
         with _backend.beside_blas():
             loss, grads = self._loss(X_batch, y_batch)
+            if self._grad_keys is not None:
+                grads = {k: v for k, v in grads.items() if k in self._grad_keys}
             self.optimizer.step(grads)
         loss = float(loss)
         self.loss_history.append(loss)
+        if recorder is not None:
+            self.monitor_history.append(recorder.after_step(step, self.epoch, loss, lr, grads, self.optimizer))
         if self._schedule is not None:
             self._schedule.after_iteration()
         return loss
 
+    def _diagnose(self, step):
+        """The loss diagnoses of the monitor after step `step` (module fastopt.solver._monitor)."""
+        if self.monitor is None:
+            return
+        found = _monitor.exploded(self.monitor, self.loss_history, step, self.epoch)
+        if found is not None:
+            self.stopped = found
+        else:
+            found = _monitor.not_moving(self.monitor, self.loss_history, step, self.epoch)
+        if found is not None:
+            self.diagnoses.append(found)
+            if self.verbose:
+                print(found["message"])
+
     def train(self):
-        """Run until num_epochs epochs are done (continuing from where a checkpoint left off), then
+        """Run until num_epochs epochs are done (continuing from where a checkpoint left off) or a
+        diagnosis stops it (``solver.stopped``; a stopped Solver's train() trains no more), then
         copy the best params (and normalization statistics) back into the model, in place."""
         with self._exclusive("train", reentrant=False):
             self._training = True
@@ -162,16 +219,23 @@ class Solver:
     def _train(self):
         ipe = self.iterations_per_epoch
         num_iterations = self.num_epochs * ipe
+        if self._dist is not None:
+            self._dist.broadcast(self.optimizer)   # rank 0's params and optimizer state everywhere
         self._emit("begin", {"iteration": self._t, "num_iterations": num_iterations,
                              "iterations_per_epoch": ipe, "epoch": self.epoch, "num_epochs": self.num_epochs})
         for t in range(self._t, num_iterations):
+            if self.stopped is not None:
+                break
             lr = self.lr  # the rate of this step (the schedule may move it after the step)
             loss = self._step()
             self._t = t + 1
             if self.verbose and t % self.print_every == 0:
                 print(f"(Iteration {t + 1} / {num_iterations}) loss: {loss:f}")
+            self._diagnose(t + 1)
             self._emit("iteration", {"iteration": t + 1, "num_iterations": num_iterations,
                                      "epoch": self.epoch, "loss": loss, "lr": lr})
+            if self.stopped is not None:
+                break
             epoch_end = (t + 1) % ipe == 0
             if epoch_end:
                 self.epoch += 1
@@ -191,7 +255,7 @@ class Solver:
             val_acc = _evaluation.accuracy(self.model, self.X_val, self.y_val, self._draws,
                                            self.num_val_samples, 100)
             if val_acc > self.best_val_acc:
-                self.best_val_acc = val_acc
+                self.best_val_acc, self._best_epoch = val_acc, self.epoch
                 self.best_params = {k: v.copy() for k, v in self.model.params.items()}
                 self._best_model_state = _evaluation.model_state(self.model, rng=False)
         self.train_acc_history.append(train_acc)
@@ -199,6 +263,8 @@ class Solver:
         if epoch_end and self._schedule is not None:  # before the checkpoint, which holds its state
             epoch_losses = self.loss_history[-self.iterations_per_epoch:]
             self._schedule.after_epoch(val_acc=val_acc, loss=math.fsum(epoch_losses) / len(epoch_losses))
+        if epoch_end:
+            self._check_early_stopping()   # before the checkpoint, which records the stop
         path = self._save_epoch_checkpoint()
         if self.verbose:
             print(f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
@@ -206,6 +272,19 @@ class Solver:
                             "num_epochs": self.num_epochs, "epoch_end": epoch_end, "train_acc": train_acc,
                             "val_acc": val_acc, "best_val_acc": self.best_val_acc, "lr": self.lr,
                             "checkpoint": path})
+
+    def _check_early_stopping(self):
+        """early_stopping=K: stop when K epochs passed since the best validation accuracy; train()
+        then restores the best snapshot (params and normalization statistics)."""
+        if self.early_stopping is None or self.epoch - self._best_epoch < self.early_stopping:
+            return
+        self.stopped = _monitor.diagnosis(
+            self._t, self.epoch, "early_stopping",
+            f"early stopping at epoch {self.epoch}: no better validation accuracy for {self.early_stopping} "
+            f"epochs (best {self.best_val_acc:.4f} at epoch {self._best_epoch}; its parameters restored)")
+        self.diagnoses.append(self.stopped)
+        if self.verbose:
+            print(self.stopped["message"])
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=100):
         """Fraction of `y` the model predicts on `X` (test mode), on a random subsample of
@@ -226,7 +305,7 @@ class Solver:
     # ---------------------------------------------------------------- checkpoints
     def _save_epoch_checkpoint(self):
         """CS231n's "{checkpoint_name}_epoch_{epoch}.pkl" at every accuracy check; the path or None."""
-        if self.checkpoint_name is None:
+        if self.checkpoint_name is None or not self._writes_checkpoints:
             return None
         path = f"{self.checkpoint_name}_epoch_{self.epoch}.pkl"
         if self.verbose:
@@ -236,10 +315,17 @@ class Solver:
 
     def save_checkpoint(self, path):
         """Atomically write the complete training state to `path` (fastopt's safe format); returns
-        the path. ``fastopt.checkpoint.load(path)`` gives CS231n's checkpoint keys among others."""
+        the path. ``fastopt.checkpoint.load(path)`` gives CS231n's checkpoint keys among others.
+        With comm=, only the root rank writes (the others return None)."""
+        if not self._writes_checkpoints:
+            return None
         with self._exclusive("save_checkpoint", reentrant=True):
             _ckpt.save(path, _checkpoint.build(self))
         return path
+
+    @property
+    def _writes_checkpoints(self):
+        return self._dist is None or bool(self._dist.is_root)
 
     def load_checkpoint(self, path):
         """Restore the training state saved by save_checkpoint into this Solver and its model.
