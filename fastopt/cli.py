@@ -16,6 +16,7 @@ COMMANDS = {
     "lr-find": ("fastopt.lr_find", "learning-rate range test: exponential ramp, smoothed loss, a suggested rate"),
     "search": ("fastopt.search", "random hyperparameter search in log space, coarse to fine, on a process "
                                  "pool or a Dask cluster"),
+    "evaluate": ("fastopt.evaluate_cli", "accuracy and confusion matrix of saved models (fastopt train --save-model)"),
 }
 
 

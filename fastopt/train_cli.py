@@ -166,6 +166,10 @@ def configure(parser):
     add("--plot", metavar="PATH", help="save loss and accuracy curves (and with --monitor the update/weight "
                                        "ratio per layer) as a PNG (needs fastopt[plot])")
     add("--quiet", action="store_true", help="no progress output (the final summary is still printed)")
+    from . import train_extras
+    from .distributed.cli import configure_distributed
+    train_extras.configure(parser)    # transfer, preprocessing, augmentation, ensembles, model files
+    configure_distributed(parser)     # --distributed MODE, --shards, --steps (off by default)
 
 
 # ---------------------------------------------------------------- option parsing
@@ -383,6 +387,8 @@ def parse_config(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'fastopt[plot]'") from None
+    from . import train_extras
+    cfg["extras"] = train_extras.parse(args, cfg)
     return cfg
 
 
@@ -429,8 +435,10 @@ def train_model(cfg, data, on_event):
 
     `on_event(event, info)` receives the Solver's callback events. Returns the results dict.
     """
+    from . import train_extras
     from .nn import FullyConnectedNet
-    from .solver import Solver
+
+    Solver, solver_kwargs = train_extras.solver(cfg["extras"])
 
     num_classes = int(max(data["y_train"].max(), data["y_val"].max(), data["y_test"].max())) + 1
     model = FullyConnectedNet(
@@ -441,6 +449,7 @@ def train_model(cfg, data, on_event):
         weight_scale=cfg["weight_scale"] if cfg["weight_scale"] is not None else 1e-2,
         weight_init=None if cfg["weight_init"] == "small" else cfg["weight_init"],
         dtype=np.dtype(cfg["dtype"]).type, rng=cfg["seed"])
+    model = train_extras.prepare_model(cfg["extras"], model)
 
     reported = [0]   # diagnoses already handed to on_event
 
@@ -461,7 +470,7 @@ def train_model(cfg, data, on_event):
         batch_size=cfg["batch_size"], num_epochs=cfg["epochs"],
         num_train_samples=NUM_TRAIN_SAMPLES, num_val_samples=None, verbose=False,
         seed=cfg["seed"], callback=callback, monitor=cfg.get("monitor"),
-        early_stopping=cfg.get("early_stopping"))
+        early_stopping=cfg.get("early_stopping"), **solver_kwargs)
     if cfg["resume"]:
         try:
             solver.load_checkpoint(cfg["resume"])
@@ -484,6 +493,7 @@ def train_model(cfg, data, on_event):
         "train_acc_history": [float(v) for v in solver.train_acc_history],
         "val_acc_history": [float(v) for v in solver.val_acc_history],
         "monitor_history": solver.monitor_history, "diagnoses": solver.diagnoses, "stopped": solver.stopped,
+        "model": model, "solver": solver,
     }
 
 
@@ -649,6 +659,9 @@ def _describe(cfg):
 
 
 def run(args):
+    if args.distributed is not None:   # mpiexec -n K fastopt train --distributed deterministic|fast
+        from .distributed.cli import run_distributed
+        return run_distributed(args)
     cfg = parse_config(args)
     import fastopt
 
@@ -662,6 +675,8 @@ def run(args):
     cfg["backend"], cfg["threads"] = fastopt.backend(), fastopt.get_num_threads()
 
     data = load_data(cfg)
+    from . import train_extras
+    data, preprocess = train_extras.prepare_data(cfg["extras"], data)
     n_train = len(data["X_train"])
     if not args.quiet:
         print(f"{cfg['data']}: train {n_train}, val {len(data['X_val'])}, test {len(data['X_test'])}, "
@@ -688,6 +703,9 @@ def run(args):
     if results["stopped"] is not None:
         print(f"stopped: {results['stopped']['message']}")
     print(f"config: {_describe(cfg)}")
+    summary["extras"] = train_extras.after_training(
+        cfg["extras"], results["model"], results["solver"], data, preprocess,
+        retrain=lambda seed: train_model({**cfg, "seed": seed}, data, lambda event, info: None)["model"])
     if args.json is not None:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -485,22 +485,20 @@ def test_fastopt_search_runs_its_trials_on_mpi_pool_executor(tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(_strip(local["trials"])))
 
 
-def test_the_options_can_be_wired_into_fastopt_train():
-    """Once fastopt train's configure adds configure_distributed's options, this module's parser
-    still builds (no duplicate options) and parses the same way."""
+def test_fastopt_train_offers_the_distributed_options():
+    """fastopt train's parser has configure_distributed's options, off by default; this module's
+    parser is the same one, data-parallel by default, and parses an argv the same way."""
     import argparse
+    from fastopt import train_cli
     from fastopt.distributed import cli
-    wired = argparse.ArgumentParser()
-    cli.configure_distributed(wired)                  # as train_cli.configure would
-    cli.configure(wired)
-    plain = argparse.ArgumentParser()
-    cli.configure(plain)
+    train = argparse.ArgumentParser()
+    train_cli.configure(train)
+    dist = argparse.ArgumentParser()
+    cli.configure(dist)
     argv = ["--shards", "4", "--steps", "3", "--distributed", "fast"]
-    assert vars(wired.parse_args(argv)) == vars(plain.parse_args(argv))
-    assert plain.parse_args([]).distributed == "deterministic"
-    bare = argparse.ArgumentParser()
-    cli.configure_distributed(bare)
-    assert bare.parse_args([]).distributed is None    # fastopt train stays single-process by default
+    assert vars(train.parse_args(argv)) == vars(dist.parse_args(argv))
+    assert train.parse_args([]).distributed is None    # fastopt train stays single-process by default
+    assert dist.parse_args([]).distributed == "deterministic"
 
 
 @pytest.mark.parametrize("name", __import__("fastopt.train_cli", fromlist=["OPTIMIZERS"]).OPTIMIZERS)

@@ -196,11 +196,9 @@ def test_fastopt_train_distributed_runs_checkpoints_and_resumes_on_another_rank_
 
 
 def test_the_distributed_options_are_off_in_plain_fastopt_train():
-    from fastopt.distributed.cli import configure_distributed
     from fastopt.train_cli import configure
     parser = argparse.ArgumentParser()
-    configure(parser)
-    configure_distributed(parser)
+    configure(parser)                 # fastopt train's options include configure_distributed's
     args = parser.parse_args([])
     assert args.distributed is None and args.normalization == "batchnorm"
 

@@ -209,7 +209,7 @@ def test_frozen_or_foreign_models_are_refused():
     with pytest.raises(TypeError, match="block description"):
         GlobalLoss(NoBlocks(), "serial")
     model = make_model()
-    model.frozen = frozenset({0})
+    model.freeze([0])
     with pytest.raises(ValueError, match="frozen"):
         GlobalLoss(model, "serial")
 

@@ -29,14 +29,9 @@ from .global_loss import MODES
 DEFAULT_SHARDS = 8
 
 def configure(parser):
-    """`fastopt train`'s options, data-parallel by default."""
-    import argparse
+    """`fastopt train`'s options (which include configure_distributed's), data-parallel by default."""
     from ..train_cli import configure as train_options
     train_options(parser)
-    try:
-        configure_distributed(parser)
-    except argparse.ArgumentError:    # fastopt train already offers them (wired to this module)
-        pass
     parser.set_defaults(distributed="deterministic")
 
 

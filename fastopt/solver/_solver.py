@@ -13,14 +13,17 @@ from ._sampling import make_draws
 
 
 # ---------------------------------------------------------------- THE choice of the loss function
-def _distributed(model, comm):
+def _distributed(model, comm, seed):
     """None without comm; else fastopt.distributed.for_solver(model, comm) (imported only then):
     .loss(X, y) the global batch's loss and gradient, .broadcast(optimizer) run when train() starts,
-    .is_root the one rank that writes checkpoints."""
+    .is_root the one rank that writes checkpoints. Every rank must draw the same minibatches, so a
+    seed is required (without one each rank would draw from its own global RNG)."""
     if comm is None:
         return None
+    if seed is None:
+        raise ValueError("comm= needs seed= (an int): every rank must draw the same minibatches")
     from .. import distributed
-    return distributed.for_solver(model, comm)
+    return distributed.for_solver(model, comm, seed=seed)
 
 
 def _loss_function(model, helper=None):
@@ -66,7 +69,7 @@ class Solver:
             track=_registry.tracks_update_ratio(self._rule))
         self._schedule = self._make_schedule(self.optimizer)
         self._reset()
-        self._dist = _distributed(model, self.comm)
+        self._dist = _distributed(model, self.comm, self.seed)
         self._loss = _loss_function(model, self._dist)
         self._lock = threading.RLock()   # held by the thread inside train() / a checkpoint call
         self._training = False
@@ -221,6 +224,7 @@ class Solver:
         num_iterations = self.num_epochs * ipe
         if self._dist is not None:
             self._dist.broadcast(self.optimizer)   # rank 0's params and optimizer state everywhere
+            self._dist.steps = self._t             # keys the dropout masks: a resumed run goes on with its own
         self._emit("begin", {"iteration": self._t, "num_iterations": num_iterations,
                              "iterations_per_epoch": ipe, "epoch": self.epoch, "num_epochs": self.num_epochs})
         for t in range(self._t, num_iterations):
