@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import optim
+from fastopt import _optim_kernels, optim
 from fastopt.flat import FlatParams
 from fastopt.optim import RULES
 from fastopt.optim._declarations import class_rules
@@ -110,7 +110,7 @@ def test_flat_group_ratios_are_per_parameter_and_one_call(cls, kernel_calls):
         kernel_calls.clear()
         opt.step(dict(fp.grads))
         multi = cls._RULE.kernel.replace("_step", "_multi")
-        if hasattr(fastopt._optim_kernels, multi):
+        if hasattr(_optim_kernels, multi):
             assert kernel_calls.names("optim") == [multi]
         got = opt.update_ratios()
         for k in shapes:

@@ -210,7 +210,7 @@ class Optimizer:
         self.ema = self._check_ema(ema)
         if self.ema is not None and not rule.averaging:
             raise ValueError(f"{type(self).__name__} has no averaging kernel; ema must be None")
-        self.track_update_ratio = check_bool("track_update_ratio", track_update_ratio)
+        self._track = check_bool("track_update_ratio", track_update_ratio)
         self.skipped_steps = 0
         self.last_grad_norm = None
         self._ratios = {}       # label -> update/weight ratio of the last step
@@ -254,6 +254,11 @@ class Optimizer:
         if isinstance(ema, str):
             raise ValueError(f"ema must be None, a decay in [0, 1) or 'polyak', got {ema!r}")
         return real("ema", ema, low=0.0, high=1.0, high_open=True)
+
+    @property
+    def track_update_ratio(self):
+        """Whether each step computes the update/weight ratios (fixed at construction)."""
+        return self._track
 
     def update_ratios(self):
         """{parameter name (index when unnamed): ||p_new - p_old|| / ||p_old||} of the last step
