@@ -40,7 +40,9 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
-from libc.math cimport pow as c_pow, fabs as c_fabs, INFINITY
+from libc.string cimport memcpy
+from cython.parallel cimport threadid
+from libc.math cimport pow as c_pow, fabs as c_fabs, sqrt as c_sqrt, INFINITY
 
 from _fastmath cimport f_sqrt, f_max, f_abs
 from _contract cimport threads
@@ -85,6 +87,180 @@ cdef inline void _put(floating* param, floating* avg, Py_ssize_t i, floating p, 
     param[i] = p
 
 
+# ------------------------------------------------------------------------------ one pass over many tensors
+# A step runs as chunks: every tensor ("segment": a parameter and its gradient and state) is cut
+# into fixed chunks of NORM_BLOCK elements, and one prange(schedule='static') over the chunks of
+# all segments runs each through the rule's range core (_adam_range, _sgd_range). The single-tensor
+# kernels (adam_step, sgd_step) are one segment; the multi-tensor kernels (adam_multi, sgd_multi)
+# run every segment of a StepPlan in ONE call: no per-tensor Python, no per-tensor dispatch.
+# Chunk boundaries depend on the sizes only, so per-chunk reductions (the update/weight ratio,
+# below) are bitwise independent of the thread count.
+#
+# Update/weight ratio (issue 12), when tracked: each chunk copies p_old into a per-thread scratch
+# of NORM_BLOCK elements, runs the core, then sums p_old^2 and (p_new - p_old)^2 in double in one
+# vectorized pass (_ratio_sums). The chunk is in cache after the core's read, so the traffic to
+# DRAM is the step's own; per segment the chunk sums are added in chunk order:
+# ratio = sqrt(sum d^2) / sqrt(sum p_old^2), 0 when p_old is all zeros.
+cdef struct _Seg:
+    char* p            # param (written)
+    const char* g      # grad (read)
+    char* s0           # the rule's state arrays in kernel-argument order, NULL when unused
+    char* s1
+    char* s2
+    char* avg          # param_avg, NULL when off
+    Py_ssize_t n
+
+cdef struct _Chunk:
+    Py_ssize_t seg
+    Py_ssize_t lo
+    Py_ssize_t hi
+
+cdef enum:
+    _MAX_CONSTS = 16
+    _RULE_SGD = 0
+    _RULE_ADAM = 1
+    _RULE_VELOCITY = 2
+    _RULE_ADAGRAD = 3
+    _RULE_RMSPROP = 4
+    _RULE_NADAM = 5
+    _RULE_RADAM = 6
+    _RULE_ADAMAX = 7
+    _RULE_ADADELTA = 8
+    _RULE_LION = 9
+
+
+cdef inline void _rule_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,
+                             const double* c, int flags) noexcept nogil:
+    # The rule's core on elements lo..hi-1 of one segment (dummy only selects the precision).
+    cdef floating* p = <floating*>s.p
+    cdef const floating* g = <const floating*>s.g
+    cdef floating* s0 = <floating*>s.s0
+    cdef floating* s1 = <floating*>s.s1
+    cdef floating* s2 = <floating*>s.s2
+    cdef floating* a = <floating*>s.avg
+    if rule == _RULE_ADAM:
+        _adam_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_SGD:
+        _sgd_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_VELOCITY:
+        _velocity_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_ADAGRAD:
+        _adagrad_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_RMSPROP:
+        _rmsprop_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_NADAM:
+        _nadam_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_RADAM:
+        _radam_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_ADAMAX:
+        _adamax_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_ADADELTA:
+        _adadelta_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+    elif rule == _RULE_LION:
+        _lion_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
+
+
+cdef inline void _seg(_Seg* s, floating[::1] param, const floating[::1] grad, floating[::1] s0,
+                      floating[::1] s1, floating[::1] s2, floating[::1] avg, bint u0, bint u1, bint u2,
+                      bint ua) noexcept:
+    # A single-tensor kernel's segment from its (size-checked) buffers; unused ones become NULL.
+    cdef Py_ssize_t n = param.shape[0]
+    s.p = <char*>_ptr(param, True)
+    s.g = <const char*>(&grad[0] if n else NULL)
+    s.s0, s.s1, s.s2 = <char*>_ptr(s0, u0), <char*>_ptr(s1, u1), <char*>_ptr(s2, u2)
+    s.avg = <char*>_ptr(avg, ua)
+    s.n = n
+
+
+cdef extern from *:
+    """
+    /* The update/weight ratio's two sums over one chunk, in double, in one pass: sum old^2 and
+       sum (new - old)^2. `omp simd reduction` lets the compiler keep vector lanes of partial
+       sums (a fixed order for a given build, so still independent of the thread count); as
+       plain C loops these reductions stayed scalar and cost more than the step itself. */
+    static void fo_ratio_sums_f(const float* nw, const float* old, Py_ssize_t n, double* p2, double* d2) {
+        double a = 0, b = 0;
+        #pragma omp simd reduction(+:a, b)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double o = (double)old[i], d = (double)nw[i] - o;
+            a += o * o;
+            b += d * d;
+        }
+        *p2 = a; *d2 = b;
+    }
+    static void fo_ratio_sums_d(const double* nw, const double* old, Py_ssize_t n, double* p2, double* d2) {
+        double a = 0, b = 0;
+        #pragma omp simd reduction(+:a, b)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double o = old[i], d = nw[i] - o;
+            a += o * o;
+            b += d * d;
+        }
+        *p2 = a; *d2 = b;
+    }
+    """
+    void fo_ratio_sums_f(const float* nw, const float* old, Py_ssize_t n, double* p2, double* d2) nogil
+    void fo_ratio_sums_d(const double* nw, const double* old, Py_ssize_t n, double* p2, double* d2) nogil
+
+
+cdef inline void _ratio_sums(const floating* nw, const floating* old, Py_ssize_t n, double* p2,
+                             double* d2) noexcept nogil:
+    if floating is float:
+        fo_ratio_sums_f(nw, old, n, p2, d2)
+    else:
+        fo_ratio_sums_d(nw, old, n, p2, d2)
+
+
+cdef void _drive(floating* scratch, const _Seg* segs, const _Chunk* chunks, Py_ssize_t nchunk, int rule,
+                 const double* c, int flags, double* sums, int n_threads) noexcept nogil:
+    # Every chunk through the rule; with sums (2 per chunk), the ratio's two sums per chunk.
+    cdef Py_ssize_t b, lo, hi
+    cdef int t
+    cdef const _Seg* s
+    cdef floating* p
+    cdef floating* tmp
+    for b in prange(nchunk, schedule='static', num_threads=n_threads):
+        s = &segs[chunks[b].seg]
+        lo = chunks[b].lo
+        hi = chunks[b].hi
+        p = <floating*>s.p
+        if sums != NULL:
+            t = threadid()
+            tmp = scratch + <Py_ssize_t>t * _NORM_BLOCK
+            memcpy(tmp, p + lo, (hi - lo) * sizeof(floating))
+        _rule_range(p, s, lo, hi, rule, c, flags)
+        if sums != NULL:
+            _ratio_sums(p + lo, tmp, hi - lo, &sums[2 * b], &sums[2 * b + 1])
+
+
+cdef int _chunk_table(const _Seg* segs, Py_ssize_t nseg, _Chunk** out) except -1:
+    # The chunks of every segment, in order; returns their count (*out is malloc'ed, or NULL).
+    cdef Py_ssize_t k, lo, count = 0
+    for k in range(nseg):
+        count += (segs[k].n + _NORM_BLOCK - 1) // _NORM_BLOCK
+    out[0] = <_Chunk*>malloc(max(count, 1) * sizeof(_Chunk))
+    if out[0] == NULL:
+        raise MemoryError()
+    count = 0
+    for k in range(nseg):
+        lo = 0
+        while lo < segs[k].n:
+            out[0][count].seg, out[0][count].lo, out[0][count].hi = k, lo, min(lo + _NORM_BLOCK, segs[k].n)
+            lo += _NORM_BLOCK
+            count += 1
+    return count
+
+
+cdef int _run_one(_Seg* seg, floating* dummy, int rule, const double* c, int flags, int n_threads) except -1:
+    # A single-tensor kernel: its one segment's chunks, no ratio.
+    cdef _Chunk* chunks = NULL
+    cdef Py_ssize_t nchunk = _chunk_table(seg, 1, &chunks)
+    with nogil:
+        _drive(dummy, seg, chunks, nchunk, rule, c, flags, NULL, n_threads)
+    free(chunks)
+    return 0
+
+
 cdef inline void _sgd_at(floating* param, const floating* grad, floating* buf, floating* avg,
                          Py_ssize_t i, floating gs, floating lr_, floating wd, floating mom,
                          floating damp1, floating aw, bint use_wd, bint use_mom, bint first_step,
@@ -107,82 +283,149 @@ cdef inline void _sgd_at(floating* param, const floating* grad, floating* buf, f
     _put(param, avg, i, p - lr_ * g, aw, use_avg)
 
 
+cdef enum:
+    _SGD_WD = 1
+    _SGD_MOM = 2
+    _SGD_FIRST = 4
+    _SGD_NESTEROV = 16
+
+
+cdef int _sgd_consts(double* c, double lr, double weight_decay, double momentum, double dampening,
+                     bint nesterov, bint maximize, bint first_step, double grad_scale, double avg_weight,
+                     bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = lr
+    c[2] = weight_decay
+    c[3] = momentum
+    c[4] = 1.0 - dampening
+    c[5] = avg_weight
+    return ((_SGD_WD if weight_decay != 0 else 0) | (_SGD_MOM if momentum != 0 else 0)
+            | (_SGD_FIRST if first_step else 0) | (_SGD_NESTEROV if nesterov else 0) | (_AVG if use_avg else 0))
+
+
+cdef inline void _sgd_range(floating* pp, const floating* gp, floating* bp, floating* s1, floating* s2,
+                            floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c, int flags) noexcept nogil:
+    cdef floating gs = <floating>c[0], lr_ = <floating>c[1], wd = <floating>c[2], mom = <floating>c[3]
+    cdef floating damp1 = <floating>c[4], aw = <floating>c[5]
+    cdef bint use_wd = (flags & _SGD_WD) != 0, use_mom = (flags & _SGD_MOM) != 0
+    cdef bint first_step = (flags & _SGD_FIRST) != 0, nesterov = (flags & _SGD_NESTEROV) != 0
+    cdef Py_ssize_t i
+    if flags & _AVG:
+        for i in range(lo, hi):
+            _sgd_at(pp, gp, bp, ap, i, gs, lr_, wd, mom, damp1, aw, use_wd, use_mom, first_step, nesterov, True)
+    else:
+        for i in range(lo, hi):
+            _sgd_at(pp, gp, bp, ap, i, gs, lr_, wd, mom, damp1, aw, use_wd, use_mom, first_step, nesterov, False)
+
+
 def sgd_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] momentum_buffer not None,
              floating[::1] param_avg not None, double lr, double weight_decay, double momentum,
              double dampening, bint nesterov, bint maximize, bint first_step,
              double grad_scale, double avg_weight, int n_threads):
     """torch.optim.SGD step, in place. momentum_buffer is empty when momentum == 0."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "momentum_buffer", momentum_buffer.shape[0], momentum != 0)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating lr_ = <floating>lr, wd = <floating>weight_decay, mom = <floating>momentum
-    cdef floating damp1 = <floating>(1.0 - dampening), aw = <floating>avg_weight
-    cdef bint use_wd = weight_decay != 0, use_mom = momentum != 0
-    cdef floating* pp = _ptr(param, True)
-    cdef const floating* gp = &grad[0] if n else NULL
-    cdef floating* bp = _ptr(momentum_buffer, use_mom)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    if use_avg:
-        for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-            _sgd_at(pp, gp, bp, ap, i, gs, lr_, wd, mom, damp1, aw, use_wd, use_mom, first_step,
-                    nesterov, True)
-    else:
-        for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-            _sgd_at(pp, gp, bp, ap, i, gs, lr_, wd, mom, damp1, aw, use_wd, use_mom, first_step,
-                    nesterov, False)
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _sgd_consts(c, lr, weight_decay, momentum, dampening, nesterov, maximize, first_step,
+                                 grad_scale, avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, momentum_buffer, param, param, param_avg, momentum != 0, False, False, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_SGD, c, flags, n_threads)
+
+
+# A rule's per-tensor kernel (<rule>_step) and its multi-tensor kernel (<rule>_multi, at the end
+# of this file) share three pieces: _<rule>_consts (its constants in double, in the order its
+# core reads them, and its flags), the core _<rule>_range (elements lo..hi-1 of one tensor; the
+# constants converted once to the precision) and the sizes its state arrays must have.
+
+cdef int _velocity_consts(double* c, double lr, double mu, bint nesterov) noexcept:
+    c[0] = lr
+    c[1] = mu
+    c[2] = 1.0 + mu
+    return 1 if nesterov else 0
+
+
+cdef inline void _velocity_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                                 floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                                 int flags) noexcept nogil:
+    cdef floating lr_ = <floating>c[0], mu_ = <floating>c[1], mu1 = <floating>c[2]
+    cdef bint nesterov = flags & 1
+    cdef floating g, p, v_prev, v
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = gp[i]
+        p = pp[i]
+        v_prev = s0[i]
+        v = mu_ * v_prev - lr_ * g
+        s0[i] = v
+        if nesterov:
+            pp[i] = p - mu_ * v_prev + mu1 * v
+        else:
+            pp[i] = p + v
 
 
 def velocity_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] velocity not None,
                   double lr, double mu, bint nesterov, int n_threads):
     """CS231n momentum (sgd_momentum) step, in place; nesterov uses the lecture-notes form."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "velocity", velocity.shape[0], True)
-    cdef floating lr_ = <floating>lr, mu_ = <floating>mu, mu1 = <floating>(1.0 + mu)
-    cdef floating g, p, v_prev, v
-    for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-        g = grad[i]
-        p = param[i]
-        v_prev = velocity[i]
-        v = mu_ * v_prev - lr_ * g
-        velocity[i] = v
-        if nesterov:
-            param[i] = p - mu_ * v_prev + mu1 * v
-        else:
-            param[i] = p + v
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _velocity_consts(c, lr, mu, nesterov)
+    cdef _Seg seg
+    _seg(&seg, param, grad, velocity, param, param, param, True, False, False, False)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_VELOCITY, c, flags, n_threads)
+
+
+cdef int _adagrad_consts(double* c, double clr, double weight_decay, double eps, bint maximize,
+                         double grad_scale, double avg_weight, bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = clr
+    c[2] = weight_decay
+    c[3] = eps
+    c[4] = avg_weight
+    return (1 if weight_decay != 0 else 0) | (_AVG if use_avg else 0)
+
+
+cdef inline void _adagrad_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                                floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                                int flags) noexcept nogil:
+    cdef floating gs = <floating>c[0], clr_ = <floating>c[1], wd = <floating>c[2], eps_ = <floating>c[3]
+    cdef floating aw = <floating>c[4]
+    cdef bint use_wd = flags & 1, use_avg = (flags & _AVG) != 0
+    cdef floating g, p, s
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = gs * gp[i]
+        p = pp[i]
+        s = s0[i]
+        if use_wd:
+            g = g + wd * p
+        s = s + g * g
+        s0[i] = s
+        _put(pp, ap, i, p - clr_ * g / (f_sqrt(s) + eps_), aw, use_avg)
 
 
 def adagrad_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] state_sum not None,
                  floating[::1] param_avg not None, double clr, double weight_decay, double eps,
                  bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.Adagrad step, in place; clr = lr / (1 + (step - 1) * lr_decay) from the caller."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "state_sum", state_sum.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating clr_ = <floating>clr, wd = <floating>weight_decay, eps_ = <floating>eps
-    cdef floating aw = <floating>avg_weight
-    cdef bint use_wd = weight_decay != 0
-    cdef floating* pp = _ptr(param, True)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, s
-    for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-        g = gs * grad[i]
-        p = param[i]
-        s = state_sum[i]
-        if use_wd:
-            g = g + wd * p
-        s = s + g * g
-        state_sum[i] = s
-        _put(pp, ap, i, p - clr_ * g / (f_sqrt(s) + eps_), aw, use_avg)
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adagrad_consts(c, clr, weight_decay, eps, maximize, grad_scale, avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, state_sum, param, param, param_avg, True, False, False, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_ADAGRAD, c, flags, n_threads)
 
 
 cdef inline floating _rmsprop_direction(floating* buf, Py_ssize_t i, floating g, floating avg,
@@ -196,13 +439,66 @@ cdef inline floating _rmsprop_direction(floating* buf, Py_ssize_t i, floating g,
     return g / avg
 
 
+cdef int _rmsprop_consts(double* c, double lr, double alpha, double eps, double weight_decay, double momentum,
+                         bint centered, bint maximize, double grad_scale, double avg_weight,
+                         bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = lr
+    c[2] = alpha
+    c[3] = 1.0 - alpha
+    c[4] = eps
+    c[5] = weight_decay
+    c[6] = momentum
+    c[7] = avg_weight
+    return ((1 if weight_decay != 0 else 0) | (2 if centered else 0) | (4 if momentum > 0 else 0)
+            | (_AVG if use_avg else 0))
+
+
+cdef inline void _rmsprop_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                                floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                                int flags) noexcept nogil:
+    # s0 square_avg, s1 grad_avg (centered), s2 momentum_buffer (momentum > 0).
+    cdef floating gs = <floating>c[0], lr_ = <floating>c[1], alpha_ = <floating>c[2], alpha1 = <floating>c[3]
+    cdef floating eps_ = <floating>c[4], wd = <floating>c[5], mom = <floating>c[6], aw = <floating>c[7]
+    cdef bint use_wd = flags & 1, use_mom = (flags & 4) != 0, use_avg = (flags & _AVG) != 0
+    cdef floating g, p, sq, ga, d
+    cdef Py_ssize_t i
+    # Two loops, one per `centered`: with that branch inside, the body was too big for GCC to
+    # unswitch and the loop stayed scalar. The shared tail is _rmsprop_direction.
+    if flags & 2:
+        for i in range(lo, hi):
+            g = gs * gp[i]
+            p = pp[i]
+            sq = s0[i]
+            ga = s1[i]
+            if use_wd:
+                g = g + wd * p
+            sq = alpha_ * sq + alpha1 * g * g
+            ga = ga + alpha1 * (g - ga)
+            d = _rmsprop_direction(s2, i, g, f_sqrt(sq - ga * ga) + eps_, mom, use_mom)
+            s0[i] = sq
+            s1[i] = ga
+            _put(pp, ap, i, p - lr_ * d, aw, use_avg)
+    else:
+        for i in range(lo, hi):
+            g = gs * gp[i]
+            p = pp[i]
+            sq = s0[i]
+            if use_wd:
+                g = g + wd * p
+            sq = alpha_ * sq + alpha1 * g * g
+            d = _rmsprop_direction(s2, i, g, f_sqrt(sq) + eps_, mom, use_mom)
+            s0[i] = sq
+            _put(pp, ap, i, p - lr_ * d, aw, use_avg)
+
+
 def rmsprop_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] square_avg not None,
                  floating[::1] grad_avg not None, floating[::1] momentum_buffer not None, floating[::1] param_avg not None,
                  double lr, double alpha, double eps, double weight_decay, double momentum,
                  bint centered, bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.RMSprop step, in place. grad_avg is empty unless centered, momentum_buffer
     empty unless momentum > 0."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "square_avg", square_avg.shape[0], True)
@@ -210,42 +506,14 @@ def rmsprop_step(floating[::1] param not None, const floating[::1] grad not None
     _check_sizes(n, "momentum_buffer", momentum_buffer.shape[0], momentum > 0)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating lr_ = <floating>lr, alpha_ = <floating>alpha, eps_ = <floating>eps
-    cdef floating alpha1 = <floating>(1.0 - alpha), wd = <floating>weight_decay
-    cdef floating mom = <floating>momentum, aw = <floating>avg_weight
-    cdef bint use_wd = weight_decay != 0, use_mom = momentum > 0
-    cdef floating* buf = _ptr(momentum_buffer, use_mom)
-    cdef floating* pp = _ptr(param, True)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, sq, ga, d
-    # Two loops, one per `centered`: with that branch inside, the body was too big for GCC to
-    # unswitch and the loop stayed scalar. The shared tail is _rmsprop_direction.
-    if centered:
-        for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-            g = gs * grad[i]
-            p = param[i]
-            sq = square_avg[i]
-            ga = grad_avg[i]
-            if use_wd:
-                g = g + wd * p
-            sq = alpha_ * sq + alpha1 * g * g
-            ga = ga + alpha1 * (g - ga)
-            d = _rmsprop_direction(buf, i, g, f_sqrt(sq - ga * ga) + eps_, mom, use_mom)
-            square_avg[i] = sq
-            grad_avg[i] = ga
-            _put(pp, ap, i, p - lr_ * d, aw, use_avg)
-    else:
-        for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-            g = gs * grad[i]
-            p = param[i]
-            sq = square_avg[i]
-            if use_wd:
-                g = g + wd * p
-            sq = alpha_ * sq + alpha1 * g * g
-            d = _rmsprop_direction(buf, i, g, f_sqrt(sq) + eps_, mom, use_mom)
-            square_avg[i] = sq
-            _put(pp, ap, i, p - lr_ * d, aw, use_avg)
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _rmsprop_consts(c, lr, alpha, eps, weight_decay, momentum, centered, maximize, grad_scale,
+                                     avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, square_avg, grad_avg, momentum_buffer, param_avg, True, centered, momentum > 0,
+         use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_RMSPROP, c, flags, n_threads)
+
 
 cdef inline void _adam_block8(floating* param, const floating* grad, floating* exp_avg,
                         floating* exp_avg_sq, floating* max_exp_avg_sq, floating* param_avg,
@@ -338,6 +606,116 @@ cdef inline void _adam_tail8(floating* param, const floating* grad, floating* ex
             param_avg[i + j] = A[j]
 
 
+cdef inline void _adam_at(floating* param, const floating* grad, floating* exp_avg, floating* exp_avg_sq,
+                          floating* max_exp_avg_sq, floating* avg, Py_ssize_t i, floating sign,
+                          floating beta1c, floating beta2_, floating beta2c, floating eps_, floating wd,
+                          floating decay, floating step, floating inv_bc2, floating aw, bint l2,
+                          bint decay_param, bint amsgrad, bint use_avg) noexcept nogil:
+    # One element of Adam (the float64 loop; blocks of 4 doubles compiled to 2x slower code).
+    cdef floating g = sign * grad[i], p = param[i], m = exp_avg[i], v = exp_avg_sq[i], vmax = 0
+    if amsgrad:
+        vmax = max_exp_avg_sq[i]
+    if decay_param:
+        p = p * decay
+    elif l2:
+        g = g + wd * p
+    m = m + beta1c * (g - m)
+    v = beta2_ * v + beta2c * g * g
+    exp_avg[i] = m
+    exp_avg_sq[i] = v
+    if amsgrad:
+        v = f_max(vmax, v)
+        max_exp_avg_sq[i] = v
+    _put(param, avg, i, p - step * m / (f_sqrt(v) * inv_bc2 + eps_), aw, use_avg)
+
+
+# Adam's constants, in double, in the order _adam_range reads them (c[...]), and its flags.
+cdef enum:
+    _ADAM_L2 = 1
+    _ADAM_DECAY = 2
+    _ADAM_AMSGRAD = 4
+    _AVG = 8          # every rule: param_avg is updated
+
+
+cdef int _adam_consts(double* c, double lr, double beta1, double beta2, double eps, double weight_decay,
+                      double step_size, double bias_correction2_sqrt, bint decoupled, bint amsgrad,
+                      bint maximize, double grad_scale, double avg_weight, bint use_avg) noexcept:
+    cdef bint decay_param = weight_decay != 0 and decoupled
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = 1.0 - beta1
+    c[2] = beta2
+    c[3] = 1.0 - beta2
+    c[4] = eps
+    c[5] = weight_decay
+    c[6] = (1.0 - lr * weight_decay) if decay_param else 1.0
+    c[7] = step_size
+    # sqrt(v) / bc2_sqrt as sqrt(v) * (1 / bc2_sqrt): a multiply instead of a divide per element.
+    c[8] = 1.0 / bias_correction2_sqrt
+    c[9] = avg_weight
+    return ((_ADAM_L2 if weight_decay != 0 and not decoupled else 0) | (_ADAM_DECAY if decay_param else 0)
+            | (_ADAM_AMSGRAD if amsgrad else 0) | (_AVG if use_avg else 0))
+
+
+cdef inline void _adam_range(floating* pp, const floating* gp, floating* mp, floating* vp, floating* xp,
+                             floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                             int flags) noexcept nogil:
+    # Adam on elements lo..hi-1 (lo a multiple of 8). Constants converted once to the precision.
+    cdef floating sign = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2]
+    cdef floating beta2c = <floating>c[3], eps_ = <floating>c[4], wd = <floating>c[5]
+    cdef floating decay = <floating>c[6], step = <floating>c[7], inv_bc2 = <floating>c[8]
+    cdef floating aw = <floating>c[9]
+    cdef bint l2 = (flags & _ADAM_L2) != 0, amsgrad = (flags & _ADAM_AMSGRAD) != 0
+    cdef bint use_avg = (flags & _AVG) != 0, decay_param = (flags & _ADAM_DECAY) != 0
+    cdef Py_ssize_t i, b, nb = (hi - lo) // 8
+    if floating is float:
+        # Whole blocks of 8 (see "Layout" above), then the < 8 remaining elements. The averaged
+        # variant is one generic copy (flags as variables): the option costs its own traffic.
+        # AdamW's decay is always applied in blocks: decay is 1 unless decoupled (p * 1 == p).
+        if use_avg:
+            for b in range(nb):
+                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
+                             decay, step, inv_bc2, aw, l2, amsgrad, True)
+        elif amsgrad and l2:
+            for b in range(nb):
+                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
+                             decay, step, inv_bc2, aw, True, True, False)
+        elif amsgrad:
+            for b in range(nb):
+                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
+                             decay, step, inv_bc2, aw, False, True, False)
+        elif l2:
+            for b in range(nb):
+                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
+                             decay, step, inv_bc2, aw, True, False, False)
+        else:
+            for b in range(nb):
+                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
+                             decay, step, inv_bc2, aw, False, False, False)
+        if hi > lo + 8 * nb:
+            _adam_tail8(pp, gp, mp, vp, xp, ap, lo + 8 * nb, hi - lo - 8 * nb, sign, beta1c, beta2_, beta2c,
+                        eps_, wd, decay, step, inv_bc2, aw, l2, amsgrad, use_avg)
+    elif not (amsgrad or use_avg):
+        # float64 per element, the common flag combinations with literal flags: each copy is
+        # branch-free and vectorizes (with the flags as variables GCC left this loop scalar:
+        # ~4 ns per element, 10x the float32 blocks).
+        if l2:
+            for i in range(lo, hi):
+                _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
+                         inv_bc2, aw, True, False, False, False)
+        elif decay_param:
+            for i in range(lo, hi):
+                _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
+                         inv_bc2, aw, False, True, False, False)
+        else:
+            for i in range(lo, hi):
+                _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
+                         inv_bc2, aw, False, False, False, False)
+    else:
+        for i in range(lo, hi):
+            _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
+                     inv_bc2, aw, l2, decay_param, amsgrad, use_avg)
+
+
 def adam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
               floating[::1] exp_avg_sq not None, floating[::1] max_exp_avg_sq not None, floating[::1] param_avg not None,
               double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -351,7 +729,7 @@ def adam_step(floating[::1] param not None, const floating[::1] grad not None, f
     (double, once per step). max_exp_avg_sq is empty unless amsgrad. CS231n's adam is this with
     weight_decay = 0.
     """
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
@@ -359,76 +737,72 @@ def adam_step(floating[::1] param not None, const floating[::1] grad not None, f
     _check_sizes(n, "max_exp_avg_sq", max_exp_avg_sq.shape[0], amsgrad)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating sign = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating beta1c = <floating>(1.0 - beta1), beta2_ = <floating>beta2
-    cdef floating beta2c = <floating>(1.0 - beta2), eps_ = <floating>eps
-    cdef floating wd = <floating>weight_decay, decay = <floating>(1.0 - lr * weight_decay)
-    cdef floating step = <floating>step_size, aw = <floating>avg_weight
-    # sqrt(v) / bc2_sqrt as sqrt(v) * (1 / bc2_sqrt): a multiply instead of a divide per element.
-    cdef floating inv_bc2 = <floating>(1.0 / bias_correction2_sqrt)
-    cdef bint l2 = weight_decay != 0 and not decoupled
-    cdef bint decay_param = weight_decay != 0 and decoupled
-    cdef Py_ssize_t b, nb = n // 8
-    cdef floating decay_all = decay if decay_param else 1
-    cdef floating* pp = _ptr(param, True)
-    cdef const floating* gp = &grad[0] if n else NULL
-    cdef floating* mp = _ptr(exp_avg, True)
-    cdef floating* vp = _ptr(exp_avg_sq, True)
-    cdef floating* xp = _ptr(max_exp_avg_sq, amsgrad)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, m, v, vmax
-    if floating is float:
-        # Whole blocks of 8 (see "Layout" above), then the < 8 remaining elements. The averaged
-        # variant is one generic copy (flags as variables): the option costs its own traffic.
-        if use_avg:
-            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
-                _adam_block8(pp, gp, mp, vp, xp, ap, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay_all, step, inv_bc2, aw, l2, amsgrad, True)
-        elif amsgrad and l2:
-            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
-                _adam_block8(pp, gp, mp, vp, xp, ap, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay_all, step, inv_bc2, aw, True, True, False)
-        elif amsgrad:
-            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
-                _adam_block8(pp, gp, mp, vp, xp, ap, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay_all, step, inv_bc2, aw, False, True, False)
-        elif l2:
-            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
-                _adam_block8(pp, gp, mp, vp, xp, ap, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay_all, step, inv_bc2, aw, True, False, False)
-        else:
-            for b in prange(nb, schedule='static', num_threads=n_threads, nogil=True):
-                _adam_block8(pp, gp, mp, vp, xp, ap, 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay_all, step, inv_bc2, aw, False, False, False)
-        if n > 8 * nb:
-            _adam_tail8(pp, gp, mp, vp, xp, ap, 8 * nb, n - 8 * nb, sign, beta1c, beta2_, beta2c,
-                        eps_, wd, decay_all, step, inv_bc2, aw, l2, amsgrad, use_avg)
-    else:
-        # float64: per element (blocks of 4 doubles compiled to 2x slower code).
-        for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-            g = sign * grad[i]
-            p = param[i]
-            m = exp_avg[i]
-            v = exp_avg_sq[i]
-            if amsgrad:
-                vmax = max_exp_avg_sq[i]
-            if decay_param:
-                p = p * decay
-            elif l2:
-                g = g + wd * p
-            m = m + beta1c * (g - m)
-            v = beta2_ * v + beta2c * g * g
-            exp_avg[i] = m
-            exp_avg_sq[i] = v
-            if amsgrad:
-                v = f_max(vmax, v)
-                max_exp_avg_sq[i] = v
-            _put(pp, ap, i, p - step * m / (f_sqrt(v) * inv_bc2 + eps_), aw, use_avg)
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adam_consts(c, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
+                                  decoupled, amsgrad, maximize, grad_scale, avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, param_avg, True, True, amsgrad, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_ADAM, c, flags, n_threads)
 
 
 # ------------------------------------------------------------------------------ rules added in issue 10
 # torch 2.13's single-tensor formulas, in torch's operation order (see fastopt/reference/optim.py);
 # scalars that torch computes per step in Python are computed by the caller in double.
+cdef enum:
+    _WD_L2 = 1         # weight decay as L2 (g += wd * p)
+    _WD_DECAY = 2      # decoupled weight decay (p *= 1 - lr * wd)
+
+
+cdef inline int _wd_flags(double weight_decay, bint decoupled) noexcept:
+    if weight_decay == 0:
+        return 0
+    return _WD_DECAY if decoupled else _WD_L2
+
+
+cdef int _nadam_consts(double* c, double lr, double beta1, double beta2, double eps, double weight_decay,
+                       double bias_correction2, double grad_coef, double exp_avg_coef, bint decoupled,
+                       bint maximize, double grad_scale, double avg_weight, bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = 1.0 - beta1
+    c[2] = beta2
+    c[3] = 1.0 - beta2
+    c[4] = eps
+    c[5] = weight_decay
+    c[6] = 1.0 - lr * weight_decay
+    c[7] = bias_correction2
+    c[8] = grad_coef
+    c[9] = exp_avg_coef
+    c[10] = avg_weight
+    return _wd_flags(weight_decay, decoupled) | (_AVG if use_avg else 0)
+
+
+cdef inline void _nadam_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                              floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                              int flags) noexcept nogil:
+    cdef floating gs = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2], beta2c = <floating>c[3]
+    cdef floating eps_ = <floating>c[4], wd = <floating>c[5], decay = <floating>c[6], bc2 = <floating>c[7]
+    cdef floating cg = <floating>c[8], cm = <floating>c[9], aw = <floating>c[10]
+    cdef bint l2 = flags & _WD_L2, decay_param = (flags & _WD_DECAY) != 0, use_avg = (flags & _AVG) != 0
+    cdef floating g, p, m, v, d
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = gs * gp[i]
+        p = pp[i]
+        m = s0[i]
+        v = s1[i]
+        if decay_param:
+            p = p * decay
+        elif l2:
+            g = g + wd * p
+        m = m + beta1c * (g - m)
+        v = beta2_ * v + beta2c * g * g
+        s0[i] = m
+        s1[i] = v
+        # torch's order. One reciprocal times two products measured 6x slower here (not understood).
+        d = f_sqrt(v / bc2) + eps_
+        p = p + cg * g / d
+        _put(pp, ap, i, p + cm * m / d, aw, use_avg)
+
 
 def nadam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
                floating[::1] exp_avg_sq not None, floating[::1] param_avg not None,
@@ -438,41 +812,65 @@ def nadam_step(floating[::1] param not None, const floating[::1] grad not None, 
     """torch.optim.NAdam step, in place. Per step the caller passes bias_correction2 = 1 - beta2**t,
     grad_coef = -lr * (1 - mu_t) / (1 - mu_product_t) and
     exp_avg_coef = -lr * mu_{t+1} / (1 - mu_product_t * mu_{t+1})."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     _check_sizes(n, "exp_avg_sq", exp_avg_sq.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating beta1c = <floating>(1.0 - beta1), beta2_ = <floating>beta2
-    cdef floating beta2c = <floating>(1.0 - beta2), eps_ = <floating>eps
-    cdef floating wd = <floating>weight_decay, decay = <floating>(1.0 - lr * weight_decay)
-    cdef floating bc2 = <floating>bias_correction2, cg = <floating>grad_coef
-    cdef floating cm = <floating>exp_avg_coef, aw = <floating>avg_weight
-    cdef bint l2 = weight_decay != 0 and not decoupled
-    cdef bint decay_param = weight_decay != 0 and decoupled
-    cdef floating* pp = _ptr(param, True)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, m, v, d
-    for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-        g = gs * grad[i]
-        p = param[i]
-        m = exp_avg[i]
-        v = exp_avg_sq[i]
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _nadam_consts(c, lr, beta1, beta2, eps, weight_decay, bias_correction2, grad_coef,
+                                   exp_avg_coef, decoupled, maximize, grad_scale, avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, exp_avg, exp_avg_sq, param, param_avg, True, True, False, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_NADAM, c, flags, n_threads)
+
+
+cdef int _radam_consts(double* c, double lr, double beta1, double beta2, double eps, double weight_decay,
+                       double bias_correction1, double bias_correction2_sqrt, double rect, bint rectified,
+                       bint decoupled, bint maximize, double grad_scale, double avg_weight, bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = 1.0 - beta1
+    c[2] = beta2
+    c[3] = 1.0 - beta2
+    c[4] = eps
+    c[5] = weight_decay
+    c[6] = 1.0 - lr * weight_decay
+    # m / bc1 * lr as m * (lr / bc1), and sqrt(bc2) * rect folded: one divide per element, not three.
+    c[7] = lr / bias_correction1
+    c[8] = bias_correction2_sqrt * rect
+    c[9] = avg_weight
+    return _wd_flags(weight_decay, decoupled) | (4 if rectified else 0) | (_AVG if use_avg else 0)
+
+
+cdef inline void _radam_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                              floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                              int flags) noexcept nogil:
+    cdef floating gs = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2], beta2c = <floating>c[3]
+    cdef floating eps_ = <floating>c[4], wd = <floating>c[5], decay = <floating>c[6], step = <floating>c[7]
+    cdef floating rc = <floating>c[8], aw = <floating>c[9]
+    cdef bint l2 = flags & _WD_L2, decay_param = (flags & _WD_DECAY) != 0, use_avg = (flags & _AVG) != 0
+    cdef bint rectified = (flags & 4) != 0
+    cdef floating g, p, m, v, u
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = gs * gp[i]
+        p = pp[i]
+        m = s0[i]
+        v = s1[i]
         if decay_param:
             p = p * decay
         elif l2:
             g = g + wd * p
         m = m + beta1c * (g - m)
         v = beta2_ * v + beta2c * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        # torch's order. One reciprocal times two products measured 6x slower here (not understood).
-        d = f_sqrt(v / bc2) + eps_
-        p = p + cg * g / d
-        _put(pp, ap, i, p + cm * m / d, aw, use_avg)
+        s0[i] = m
+        s1[i] = v
+        u = m * step
+        if rectified:
+            u = u * rc / (f_sqrt(v) + eps_)
+        _put(pp, ap, i, p - u, aw, use_avg)
 
 
 def radam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
@@ -484,42 +882,53 @@ def radam_step(floating[::1] param not None, const floating[::1] grad not None, 
     """torch.optim.RAdam step, in place. Per step the caller passes bias_correction1 = 1 - beta1**t,
     bias_correction2_sqrt = sqrt(1 - beta2**t), rectified = (rho_t > 5) and rect, the variance
     rectification term (used only when rectified)."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     _check_sizes(n, "exp_avg_sq", exp_avg_sq.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating beta1c = <floating>(1.0 - beta1), beta2_ = <floating>beta2
-    cdef floating beta2c = <floating>(1.0 - beta2), eps_ = <floating>eps, lr_ = <floating>lr
-    cdef floating wd = <floating>weight_decay, decay = <floating>(1.0 - lr * weight_decay)
-    # m / bc1 * lr as m * (lr / bc1), and sqrt(bc2) * rect folded: one divide per element, not three.
-    cdef floating step = <floating>(lr / bias_correction1)
-    cdef floating rc = <floating>(bias_correction2_sqrt * rect), aw = <floating>avg_weight
-    cdef bint l2 = weight_decay != 0 and not decoupled
-    cdef bint decay_param = weight_decay != 0 and decoupled
-    cdef floating* pp = _ptr(param, True)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, m, v, u
-    for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-        g = gs * grad[i]
-        p = param[i]
-        m = exp_avg[i]
-        v = exp_avg_sq[i]
-        if decay_param:
-            p = p * decay
-        elif l2:
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _radam_consts(c, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2_sqrt,
+                                   rect, rectified, decoupled, maximize, grad_scale, avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, exp_avg, exp_avg_sq, param, param_avg, True, True, False, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_RADAM, c, flags, n_threads)
+
+
+cdef int _adamax_consts(double* c, double clr, double beta1, double beta2, double eps, double weight_decay,
+                        bint maximize, double grad_scale, double avg_weight, bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = 1.0 - beta1
+    c[2] = beta2
+    c[3] = eps
+    c[4] = clr
+    c[5] = weight_decay
+    c[6] = avg_weight
+    return (1 if weight_decay != 0 else 0) | (_AVG if use_avg else 0)
+
+
+cdef inline void _adamax_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                               floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                               int flags) noexcept nogil:
+    cdef floating gs = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2], eps_ = <floating>c[3]
+    cdef floating clr_ = <floating>c[4], wd = <floating>c[5], aw = <floating>c[6]
+    cdef bint use_wd = flags & 1, use_avg = (flags & _AVG) != 0
+    cdef floating g, p, m, u
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = gs * gp[i]
+        p = pp[i]
+        m = s0[i]
+        u = s1[i]
+        if use_wd:
             g = g + wd * p
         m = m + beta1c * (g - m)
-        v = beta2_ * v + beta2c * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        u = m * step
-        if rectified:
-            u = u * rc / (f_sqrt(v) + eps_)
-        _put(pp, ap, i, p - u, aw, use_avg)
+        u = f_max(beta2_ * u, f_abs(g) + eps_)
+        s0[i] = m
+        s1[i] = u
+        _put(pp, ap, i, p - clr_ * m / u, aw, use_avg)
 
 
 def adamax_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
@@ -527,33 +936,54 @@ def adamax_step(floating[::1] param not None, const floating[::1] grad not None,
                 double clr, double beta1, double beta2, double eps, double weight_decay,
                 bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.Adamax step, in place; clr = lr / (1 - beta1**t) from the caller."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     _check_sizes(n, "exp_inf", exp_inf.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating beta1c = <floating>(1.0 - beta1), beta2_ = <floating>beta2
-    cdef floating eps_ = <floating>eps, clr_ = <floating>clr
-    cdef floating wd = <floating>weight_decay, aw = <floating>avg_weight
-    cdef bint use_wd = weight_decay != 0
-    cdef floating* pp = _ptr(param, True)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, m, u
-    for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-        g = gs * grad[i]
-        p = param[i]
-        m = exp_avg[i]
-        u = exp_inf[i]
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adamax_consts(c, clr, beta1, beta2, eps, weight_decay, maximize, grad_scale, avg_weight,
+                                    use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, exp_avg, exp_inf, param, param_avg, True, True, False, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_ADAMAX, c, flags, n_threads)
+
+
+cdef int _adadelta_consts(double* c, double lr, double rho, double eps, double weight_decay, bint maximize,
+                          double grad_scale, double avg_weight, bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = rho
+    c[2] = 1.0 - rho
+    c[3] = eps
+    c[4] = lr
+    c[5] = weight_decay
+    c[6] = avg_weight
+    return (1 if weight_decay != 0 else 0) | (_AVG if use_avg else 0)
+
+
+cdef inline void _adadelta_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                                 floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                                 int flags) noexcept nogil:
+    cdef floating gs = <floating>c[0], rho_ = <floating>c[1], rho1 = <floating>c[2], eps_ = <floating>c[3]
+    cdef floating lr_ = <floating>c[4], wd = <floating>c[5], aw = <floating>c[6]
+    cdef bint use_wd = flags & 1, use_avg = (flags & _AVG) != 0
+    cdef floating g, p, sq, acc, d
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = gs * gp[i]
+        p = pp[i]
+        sq = s0[i]
+        acc = s1[i]
         if use_wd:
             g = g + wd * p
-        m = m + beta1c * (g - m)
-        u = f_max(beta2_ * u, f_abs(g) + eps_)
-        exp_avg[i] = m
-        exp_inf[i] = u
-        _put(pp, ap, i, p - clr_ * m / u, aw, use_avg)
+        sq = sq * rho_ + rho1 * g * g
+        d = f_sqrt((acc + eps_) / (sq + eps_)) * g   # one root: sqrt(a) / sqrt(b) = sqrt(a / b)
+        acc = acc * rho_ + rho1 * d * d
+        s0[i] = sq
+        s1[i] = acc
+        _put(pp, ap, i, p - lr_ * d, aw, use_avg)
 
 
 def adadelta_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] square_avg not None,
@@ -561,33 +991,18 @@ def adadelta_step(floating[::1] param not None, const floating[::1] grad not Non
                   double lr, double rho, double eps, double weight_decay,
                   bint maximize, double grad_scale, double avg_weight, int n_threads):
     """torch.optim.Adadelta step, in place."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "square_avg", square_avg.shape[0], True)
     _check_sizes(n, "acc_delta", acc_delta.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating rho_ = <floating>rho, rho1 = <floating>(1.0 - rho), eps_ = <floating>eps
-    cdef floating lr_ = <floating>lr, wd = <floating>weight_decay, aw = <floating>avg_weight
-    cdef bint use_wd = weight_decay != 0
-    cdef floating* pp = _ptr(param, True)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, sq, acc, d
-    for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-        g = gs * grad[i]
-        p = param[i]
-        sq = square_avg[i]
-        acc = acc_delta[i]
-        if use_wd:
-            g = g + wd * p
-        sq = sq * rho_ + rho1 * g * g
-        d = f_sqrt((acc + eps_) / (sq + eps_)) * g   # one root: sqrt(a) / sqrt(b) = sqrt(a / b)
-        acc = acc * rho_ + rho1 * d * d
-        square_avg[i] = sq
-        acc_delta[i] = acc
-        _put(pp, ap, i, p - lr_ * d, aw, use_avg)
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adadelta_consts(c, lr, rho, eps, weight_decay, maximize, grad_scale, avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, square_avg, acc_delta, param, param_avg, True, True, False, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_ADADELTA, c, flags, n_threads)
 
 
 cdef inline floating _sign(floating c) noexcept nogil:
@@ -597,33 +1012,53 @@ cdef inline floating _sign(floating c) noexcept nogil:
     return c if c != c else s
 
 
+cdef int _lion_consts(double* c, double lr, double beta1, double beta2, double weight_decay, bint maximize,
+                      double grad_scale, double avg_weight, bint use_avg) noexcept:
+    c[0] = -grad_scale if maximize else grad_scale
+    c[1] = beta1
+    c[2] = 1.0 - beta1
+    c[3] = beta2
+    c[4] = 1.0 - beta2
+    c[5] = lr
+    c[6] = 1.0 - lr * weight_decay
+    c[7] = avg_weight
+    return _AVG if use_avg else 0
+
+
+cdef inline void _lion_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
+                             floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
+                             int flags) noexcept nogil:
+    cdef floating gs = <floating>c[0], b1 = <floating>c[1], b1c = <floating>c[2], b2 = <floating>c[3]
+    cdef floating b2c = <floating>c[4], lr_ = <floating>c[5], decay = <floating>c[6], aw = <floating>c[7]
+    cdef bint use_avg = (flags & _AVG) != 0
+    cdef floating g, p, m, cc
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = gs * gp[i]
+        p = pp[i]
+        m = s0[i]
+        cc = b1 * m + b1c * g
+        s0[i] = b2 * m + b2c * g
+        _put(pp, ap, i, p * decay - lr_ * _sign(cc), aw, use_avg)
+
+
 def lion_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
               floating[::1] param_avg not None, double lr, double beta1, double beta2, double weight_decay,
               bint maximize, double grad_scale, double avg_weight, int n_threads):
     """Lion (Chen et al. 2023, Algorithm 2), in place:
     c = beta1 * m + (1 - beta1) * g;  p = p * (1 - lr * wd) - lr * sign(c);
     m = beta2 * m + (1 - beta2) * g."""
-    cdef Py_ssize_t i, n = param.shape[0]
+    cdef Py_ssize_t n = param.shape[0]
     n_threads = threads(n_threads)
     _check_sizes(n, "grad", grad.shape[0], True)
     _check_sizes(n, "exp_avg", exp_avg.shape[0], True)
     cdef bint use_avg = param_avg.shape[0] != 0
     _check_sizes(n, "param_avg", param_avg.shape[0], use_avg)
-    cdef floating gs = <floating>(-grad_scale if maximize else grad_scale)
-    cdef floating b1 = <floating>beta1, b1c = <floating>(1.0 - beta1)
-    cdef floating b2 = <floating>beta2, b2c = <floating>(1.0 - beta2)
-    cdef floating lr_ = <floating>lr, decay = <floating>(1.0 - lr * weight_decay)
-    cdef floating aw = <floating>avg_weight
-    cdef floating* pp = _ptr(param, True)
-    cdef floating* ap = _ptr(param_avg, use_avg)
-    cdef floating g, p, m, c
-    for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
-        g = gs * grad[i]
-        p = param[i]
-        m = exp_avg[i]
-        c = b1 * m + b1c * g
-        exp_avg[i] = b2 * m + b2c * g
-        _put(pp, ap, i, p * decay - lr_ * _sign(c), aw, use_avg)
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _lion_consts(c, lr, beta1, beta2, weight_decay, maximize, grad_scale, avg_weight, use_avg)
+    cdef _Seg seg
+    _seg(&seg, param, grad, exp_avg, param, param, param_avg, True, False, False, use_avg)
+    _run_one(&seg, &param[0] if n else NULL, _RULE_LION, c, flags, n_threads)
 
 
 # ------------------------------------------------------------------------------ norms for clipping
@@ -721,3 +1156,352 @@ def scale_(floating[::1] x not None, double factor, int n_threads):
     cdef floating f = <floating>factor
     for i in prange(n, schedule='static', num_threads=n_threads, nogil=True):
         x[i] = x[i] * f
+
+
+# ------------------------------------------------------------------------------ multi-tensor kernels
+cimport numpy as cnp
+from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_GetItem
+from libc.string cimport memcmp
+import numpy as _np
+
+cnp.import_array()
+
+# state arrays per segment, in the kernel's argument order
+cdef dict _RULE_STATE = {_RULE_SGD: 1, _RULE_ADAM: 3, _RULE_VELOCITY: 1, _RULE_ADAGRAD: 1, _RULE_RMSPROP: 3,
+                         _RULE_NADAM: 2, _RULE_RADAM: 2, _RULE_ADAMAX: 2, _RULE_ADADELTA: 2, _RULE_LION: 1}
+
+
+cdef char* _array_ptr(str what, object a, object dtype, Py_ssize_t n, bint used, bint write) except? NULL:
+    # A checked pointer into `a` (1-D C-contiguous ndarray of `dtype`, n elements when used, else
+    # empty or n); NULL when unused or empty.
+    if type(a) is not _np.ndarray:
+        raise TypeError(f"{what} must be an ndarray, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if arr.dtype != dtype:
+        raise TypeError(f"{what} must be {dtype}, got {arr.dtype}")
+    if cnp.PyArray_NDIM(arr) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{what} must be 1-D and C-contiguous, got shape {a.shape}")
+    if write and not cnp.PyArray_ISWRITEABLE(arr) and arr.size:
+        raise ValueError(f"{what} must be writeable")
+    _check_sizes(n, what, arr.shape[0], used)
+    return <char*>cnp.PyArray_DATA(arr) if used and n else NULL
+
+
+cdef class StepPlan:
+    """Every tensor of one step of one rule, for its multi-tensor kernel (adam_multi, sgd_multi).
+
+    StepPlan(params, grads, states, avgs): one entry per tensor, 1-D C-contiguous arrays of one
+    float dtype: the parameter, its gradient, the list of its state arrays in the kernel's argument
+    order (an unused one empty) and its running average (empty: none). Every used array has the
+    parameter's size; params, state and averages are writeable (gradients may be read-only);
+    tensors agree on which state arrays are used. Checked here, once: the plan keeps a reference
+    to every array, so the pointers it holds stay valid for its lifetime (a referenced ndarray
+    cannot be resized). ratios() gives the update/weight ratio per tensor of the last call that
+    tracked it (an empty list before one)."""
+    cdef _Seg* segs
+    cdef _Chunk* chunks
+    cdef double* sums
+    cdef readonly Py_ssize_t n_segments, n_chunks, size
+    cdef readonly bint is_double
+    cdef readonly tuple used
+    cdef readonly object dtype
+    cdef list _keep
+    cdef list _ratios
+
+    def __cinit__(self):
+        self.segs, self.chunks, self.sums = NULL, NULL, NULL
+
+    def __dealloc__(self):
+        free(self.segs)
+        free(self.chunks)
+        free(self.sums)
+
+    def __init__(self, list params not None, list grads not None, list states not None, list avgs not None):
+        cdef Py_ssize_t k, j, n, nseg = len(params)
+        if nseg == 0 or len(grads) != nseg or len(states) != nseg or len(avgs) != nseg:
+            raise ValueError(f"params, grads, states and avgs must have one entry per tensor (>= 1), got "
+                             f"{len(params)}, {len(grads)}, {len(states)}, {len(avgs)}")
+        first = params[0]
+        if type(first) is not _np.ndarray or first.dtype not in (_np.float32, _np.float64):
+            raise TypeError(f"params[0] must be a float32 or float64 ndarray, got {type(first).__name__}")
+        dtype = first.dtype
+        nstate = len(states[0]) if isinstance(states[0], list) else -1
+        if not 0 <= nstate <= 3:
+            raise TypeError("states[0] must be a list of at most 3 arrays")
+        for k in range(nseg):
+            if not isinstance(states[k], list) or len(states[k]) != nstate:
+                raise ValueError(f"states[{k}] must be a list of {nstate} arrays (as states[0])")
+        # A kind is used when any tensor has it (the others then must have it too, or be empty).
+        used = tuple(any(getattr(st[j], "size", 0) != 0 for st in states) for j in range(nstate)) + (
+            any(getattr(a, "size", 0) != 0 for a in avgs),)
+        cdef _Seg* segs = <_Seg*>malloc(nseg * sizeof(_Seg))
+        if segs == NULL:
+            raise MemoryError()
+        self.segs = segs
+        cdef char** slots
+        total = 0
+        for k in range(nseg):
+            p = params[k]
+            if type(p) is not _np.ndarray:
+                raise TypeError(f"params[{k}] must be an ndarray, got {type(p).__name__}")
+            n = p.size
+            segs[k].p = _array_ptr(f"params[{k}]", p, dtype, n, True, True)
+            segs[k].g = _array_ptr(f"grads[{k}]", grads[k], dtype, n, True, False)
+            st = states[k]
+            segs[k].s0 = segs[k].s1 = segs[k].s2 = NULL
+            for j in range(nstate):
+                ptr = _array_ptr(f"states[{k}][{j}]", st[j], dtype, n, used[j] and n != 0, True)
+                if j == 0:
+                    segs[k].s0 = ptr
+                elif j == 1:
+                    segs[k].s1 = ptr
+                else:
+                    segs[k].s2 = ptr
+            segs[k].avg = _array_ptr(f"avgs[{k}]", avgs[k], dtype, n, used[nstate] and n != 0, True)
+            segs[k].n = n
+            total += n
+        self.n_segments, self.size, self.dtype, self.used = nseg, total, dtype, used
+        self.is_double = dtype == _np.float64
+        self.n_chunks = _chunk_table(segs, nseg, &self.chunks)
+        self.sums = <double*>malloc(max(2 * self.n_chunks, 1) * sizeof(double))
+        if self.sums == NULL:
+            raise MemoryError()
+        self._keep = [params, grads, states, avgs]
+        self._ratios = []
+
+    def ratios(self):
+        """The update/weight ratio ||p_new - p_old|| / ||p_old|| per tensor (0 when p_old is 0) of
+        the last call that tracked it."""
+        return list(self._ratios)
+
+    cdef int run(self, int rule, const double* c, int flags, bint track, int n_threads) except -1:
+        cdef int nstate = _RULE_STATE[rule]
+        if len(self.used) != nstate + 1:
+            raise ValueError(f"this plan holds {len(self.used) - 1} state arrays per tensor, the kernel "
+                             f"takes {nstate}")
+        n_threads = threads(n_threads)
+        cdef void* scratch = NULL
+        cdef double* sums = self.sums if track else NULL
+        if track:
+            scratch = malloc(<size_t>n_threads * _NORM_BLOCK * (8 if self.is_double else 4))
+            if scratch == NULL:
+                raise MemoryError()
+        try:
+            with nogil:
+                if self.is_double:
+                    _drive(<double*>scratch, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
+                else:
+                    _drive(<float*>scratch, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
+        finally:
+            free(scratch)
+        if track:
+            self._ratios = self._collect()
+        return 0
+
+    cdef list _collect(self):
+        # Per segment, its chunks' sums in chunk order, then the ratio.
+        cdef Py_ssize_t b = 0, k
+        cdef double p2, d2
+        out = []
+        for k in range(self.n_segments):
+            p2 = d2 = 0
+            while b < self.n_chunks and self.chunks[b].seg == k:
+                p2 += self.sums[2 * b]
+                d2 += self.sums[2 * b + 1]
+                b += 1
+            out.append(0.0 if p2 == 0 else c_sqrt(d2) / c_sqrt(p2))
+        return out
+
+
+cdef int _check_used(StepPlan plan, tuple want) except -1:
+    if plan.used != want:
+        raise ValueError(f"plan's used state arrays (and average) are {plan.used}; these "
+                         f"hyperparameters need {want}")
+    return 0
+
+
+def adam_multi(StepPlan plan not None, double lr, double beta1, double beta2, double eps, double weight_decay,
+               double step_size, double bias_correction2_sqrt, bint decoupled, bint amsgrad, bint maximize,
+               double grad_scale, double avg_weight, bint track_ratio, int n_threads):
+    """adam_step on every tensor of `plan` in one call (its states: exp_avg, exp_avg_sq,
+    max_exp_avg_sq); with track_ratio the update/weight ratios (plan.ratios()) in the same pass."""
+    cdef bint use_avg = plan.used[3]
+    _check_used(plan, (True, True, bool(amsgrad), use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adam_consts(c, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
+                                  decoupled, amsgrad, maximize, grad_scale, avg_weight, use_avg)
+    plan.run(_RULE_ADAM, c, flags, track_ratio, n_threads)
+
+
+def sgd_multi(StepPlan plan not None, double lr, double weight_decay, double momentum, double dampening,
+              bint nesterov, bint maximize, bint first_step, double grad_scale, double avg_weight,
+              bint track_ratio, int n_threads):
+    """sgd_step on every tensor of `plan` in one call (its state: momentum_buffer); with
+    track_ratio the update/weight ratios (plan.ratios()) in the same pass."""
+    cdef bint use_avg = plan.used[1]
+    _check_used(plan, (momentum != 0, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _sgd_consts(c, lr, weight_decay, momentum, dampening, nesterov, maximize, first_step,
+                                 grad_scale, avg_weight, use_avg)
+    plan.run(_RULE_SGD, c, flags, track_ratio, n_threads)
+
+
+def velocity_multi(StepPlan plan not None, double lr, double mu, bint nesterov, bint track_ratio, int n_threads):
+    """velocity_step on every tensor of `plan` (state: velocity; no average)."""
+    _check_used(plan, (True, False))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _velocity_consts(c, lr, mu, nesterov)
+    plan.run(_RULE_VELOCITY, c, flags, track_ratio, n_threads)
+
+
+def adagrad_multi(StepPlan plan not None, double clr, double weight_decay, double eps, bint maximize,
+                  double grad_scale, double avg_weight, bint track_ratio, int n_threads):
+    """adagrad_step on every tensor of `plan` (state: state_sum)."""
+    cdef bint use_avg = plan.used[len(plan.used) - 1]
+    _check_used(plan, (True, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adagrad_consts(c, clr, weight_decay, eps, maximize, grad_scale, avg_weight, use_avg)
+    plan.run(_RULE_ADAGRAD, c, flags, track_ratio, n_threads)
+
+
+def rmsprop_multi(StepPlan plan not None, double lr, double alpha, double eps, double weight_decay,
+                  double momentum, bint centered, bint maximize, double grad_scale, double avg_weight,
+                  bint track_ratio, int n_threads):
+    """rmsprop_step on every tensor of `plan` (states: square_avg, grad_avg, momentum_buffer)."""
+    cdef bint use_avg = plan.used[len(plan.used) - 1]
+    _check_used(plan, (True, bool(centered), momentum > 0, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _rmsprop_consts(c, lr, alpha, eps, weight_decay, momentum, centered, maximize, grad_scale,
+                                     avg_weight, use_avg)
+    plan.run(_RULE_RMSPROP, c, flags, track_ratio, n_threads)
+
+
+def nadam_multi(StepPlan plan not None, double lr, double beta1, double beta2, double eps, double weight_decay,
+                double bias_correction2, double grad_coef, double exp_avg_coef, bint decoupled, bint maximize,
+                double grad_scale, double avg_weight, bint track_ratio, int n_threads):
+    """nadam_step on every tensor of `plan` (states: exp_avg, exp_avg_sq)."""
+    cdef bint use_avg = plan.used[len(plan.used) - 1]
+    _check_used(plan, (True, True, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _nadam_consts(c, lr, beta1, beta2, eps, weight_decay, bias_correction2, grad_coef,
+                                   exp_avg_coef, decoupled, maximize, grad_scale, avg_weight, use_avg)
+    plan.run(_RULE_NADAM, c, flags, track_ratio, n_threads)
+
+
+def radam_multi(StepPlan plan not None, double lr, double beta1, double beta2, double eps, double weight_decay,
+                double bias_correction1, double bias_correction2_sqrt, double rect, bint rectified,
+                bint decoupled, bint maximize, double grad_scale, double avg_weight, bint track_ratio,
+                int n_threads):
+    """radam_step on every tensor of `plan` (states: exp_avg, exp_avg_sq)."""
+    cdef bint use_avg = plan.used[len(plan.used) - 1]
+    _check_used(plan, (True, True, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _radam_consts(c, lr, beta1, beta2, eps, weight_decay, bias_correction1,
+                                   bias_correction2_sqrt, rect, rectified, decoupled, maximize, grad_scale,
+                                   avg_weight, use_avg)
+    plan.run(_RULE_RADAM, c, flags, track_ratio, n_threads)
+
+
+def adamax_multi(StepPlan plan not None, double clr, double beta1, double beta2, double eps, double weight_decay,
+                 bint maximize, double grad_scale, double avg_weight, bint track_ratio, int n_threads):
+    """adamax_step on every tensor of `plan` (states: exp_avg, exp_inf)."""
+    cdef bint use_avg = plan.used[len(plan.used) - 1]
+    _check_used(plan, (True, True, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adamax_consts(c, clr, beta1, beta2, eps, weight_decay, maximize, grad_scale, avg_weight,
+                                    use_avg)
+    plan.run(_RULE_ADAMAX, c, flags, track_ratio, n_threads)
+
+
+def adadelta_multi(StepPlan plan not None, double lr, double rho, double eps, double weight_decay, bint maximize,
+                   double grad_scale, double avg_weight, bint track_ratio, int n_threads):
+    """adadelta_step on every tensor of `plan` (states: square_avg, acc_delta)."""
+    cdef bint use_avg = plan.used[len(plan.used) - 1]
+    _check_used(plan, (True, True, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _adadelta_consts(c, lr, rho, eps, weight_decay, maximize, grad_scale, avg_weight, use_avg)
+    plan.run(_RULE_ADADELTA, c, flags, track_ratio, n_threads)
+
+
+def lion_multi(StepPlan plan not None, double lr, double beta1, double beta2, double weight_decay, bint maximize,
+               double grad_scale, double avg_weight, bint track_ratio, int n_threads):
+    """lion_step on every tensor of `plan` (state: exp_avg)."""
+    cdef bint use_avg = plan.used[len(plan.used) - 1]
+    _check_used(plan, (True, use_avg))
+    cdef double c[_MAX_CONSTS]
+    cdef int flags = _lion_consts(c, lr, beta1, beta2, weight_decay, maximize, grad_scale, avg_weight, use_avg)
+    plan.run(_RULE_LION, c, flags, track_ratio, n_threads)
+
+
+cdef class StepGuard:
+    """What a cached optimizer step re-checks on every call, in C (a few ns per tensor).
+
+    StepGuard(params, grads, start, owned, dicts, keys): the parameter arrays; the gradient objects
+    the step was prepared for (they are seq[start:start + len(params)] of check's argument);
+    owned, (dict, key, array) triples: dict[key] must still be that array, and it writeable;
+    dicts, the per-parameter state dicts whose entries `keys` (step counts) must still be the
+    objects commit() last wrote (the values at construction before that).
+    check(seq) -> whether all of it holds (and every param is writeable, every gradient still the
+    same object with the param's dtype object, shape, C-contiguous, at the same address)."""
+    cdef tuple _params, _grads, _owned, _dicts, _keys
+    cdef list _values
+    cdef Py_ssize_t start
+
+    def __init__(self, list params not None, list grads not None, Py_ssize_t start, list owned not None,
+                 list dicts not None, tuple keys not None):
+        if len(grads) != len(params):
+            raise ValueError(f"grads must have one entry per param, got {len(grads)} for {len(params)}")
+        for a in params + grads:
+            if type(a) is not _np.ndarray:
+                raise TypeError(f"params and grads must be ndarrays, got {type(a).__name__}")
+        for t in owned:
+            if not (isinstance(t, tuple) and len(t) == 3 and type(t[0]) is dict and type(t[2]) is _np.ndarray):
+                raise TypeError("owned must hold (dict, key, ndarray) triples")
+        for d in dicts:
+            if type(d) is not dict:
+                raise TypeError(f"dicts must hold dicts, got {type(d).__name__}")
+        self._params, self._grads, self._owned = tuple(params), tuple(grads), tuple(owned)
+        self._dicts, self._keys, self.start = tuple(dicts), keys, start
+        self._values = [dicts[0].get(k) for k in keys] if dicts else []
+
+    def check(self, seq):
+        cdef Py_ssize_t j, n = len(self._params)
+        cdef cnp.ndarray p, g
+        cdef object d, key
+        if not (type(seq) is list or type(seq) is tuple) or len(seq) < self.start + n:
+            return False
+        for j in range(n):
+            obj = seq[self.start + j]
+            if obj is not self._grads[j]:
+                return False
+            p = <cnp.ndarray>self._params[j]
+            g = <cnp.ndarray>obj
+            if not cnp.PyArray_ISWRITEABLE(p) or not cnp.PyArray_IS_C_CONTIGUOUS(g):
+                return False
+            if <PyObject*>cnp.PyArray_DESCR(g) != <PyObject*>cnp.PyArray_DESCR(p):
+                return False
+            if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p) or memcmp(
+                    cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(p), cnp.PyArray_NDIM(p) * sizeof(cnp.npy_intp)):
+                return False
+        for t in self._owned:
+            d, key = (<tuple>t)[0], (<tuple>t)[1]
+            if PyDict_GetItem(d, key) != <PyObject*>(<tuple>t)[2]:
+                return False
+            g = <cnp.ndarray>(<tuple>t)[2]
+            if cnp.PyArray_SIZE(g) and not cnp.PyArray_ISWRITEABLE(g):
+                return False
+        n = len(self._keys)
+        for d in self._dicts:
+            for j in range(n):
+                if PyDict_GetItem(d, self._keys[j]) != <PyObject*>self._values[j]:
+                    return False
+        return True
+
+    def commit(self, dict values not None):
+        """Write `values` (the scalar entries after a step) into every state dict and remember them."""
+        cdef list items = list(values.items())
+        for d in self._dicts:
+            for key, value in items:
+                (<dict>d)[key] = value
+        self._values = [self._dicts[0].get(k) for k in self._keys] if self._dicts else []

@@ -442,11 +442,13 @@ def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
 
     class Spy:
         GRAIN = real.GRAIN
+        __name__ = real.__name__       # the cached step takes StepPlan/StepGuard from the module by name
 
         def __getattr__(self, name):
             def call(*args, **kwargs):
                 assert not args, "kernels are called with keywords only"
-                calls.append((name, kwargs["param"].size, kwargs["n_threads"]))
+                size = kwargs["param"].size if "param" in kwargs else kwargs["plan"].size
+                calls.append((name, size, kwargs["n_threads"]))
                 return getattr(real, name)(**kwargs)
             return call
 
@@ -466,4 +468,10 @@ def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
     assert fetched == ["optim"] * 3
     expected_threads = fastopt._backend.threads_for(big.size, real.GRAIN)
     assert calls == [("sgd_step", 3, 1), ("sgd_step", big.size, expected_threads)] * 2 + [("adam_step", 4, 1)]
+    grads = [np.ones(3), np.ones_like(big)]
+    calls.clear()
+    opt.step(grads)
+    opt.step(grads)          # the same gradient objects: the cached step, one multi-tensor call
+    assert calls == [("sgd_step", 3, 1), ("sgd_step", big.size, expected_threads),
+                     ("sgd_multi", 3 + big.size, expected_threads)]
     assert expected_threads == 2

@@ -43,7 +43,12 @@ def grad_seq(dtype, steps, seed=1):
 def assert_same(opt_a, params_a, opt_b, params_b):
     for k in SHAPES:
         assert np.array_equal(bits(params_a[k]), bits(params_b[k])), k
-    for sa, sb in zip(opt_a.state, opt_b.state):
+    assert_same_state(opt_a.state, opt_b.state)
+
+
+def assert_same_state(state_a, state_b):
+    """Two optimizers' per-parameter state: the same keys, bitwise the same arrays and scalars."""
+    for sa, sb in zip(state_a, state_b):
         assert sa.keys() == sb.keys()
         for key in sa:
             if isinstance(sa[key], np.ndarray):

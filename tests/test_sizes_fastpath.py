@@ -231,6 +231,27 @@ def test_solver_step_with_a_class_is_one_optimizer_call_over_1m_params(kernel_ca
     assert kernel_calls.names("optim") == ["adam_step"] * iterations
 
 
+@pytest.mark.parametrize("rule", sorted(optim.RULES))
+@pytest.mark.parametrize("hidden", [[16], [1024]], ids=["small", "over-1m"])
+def test_solver_step_with_a_cs231n_rule_is_one_optimizer_call(rule, hidden, kernel_calls):
+    # update_rule="adam" (the Solver's CS231n default form): the model's params and grads tile one
+    # buffer each, so RuleOptimizer takes the flat path -- one kernel call per iteration.
+    from fastopt import Solver
+    from fastopt.optim._declarations import cs231n_forms
+    rng = np.random.default_rng(3)
+    data = {"X_train": rng.standard_normal((64, 1024)).astype(np.float32), "y_train": rng.integers(0, 10, 64),
+            "X_val": rng.standard_normal((8, 1024)).astype(np.float32), "y_val": rng.integers(0, 10, 8)}
+    model = FullyConnectedNet(hidden, input_dim=1024, num_classes=10, dtype=np.float32, rng=0)
+    assert (sum(p.size for p in model.params.values()) > 1 << 20) == (hidden == [1024])
+    solver = Solver(model, data, update_rule=rule, optim_config={"learning_rate": 1e-3}, batch_size=32,
+                    num_epochs=1, verbose=False, seed=0)
+    kernel_calls.clear()
+    solver.train()
+    iterations = len(solver.loss_history)
+    assert iterations == 2
+    assert kernel_calls.names("optim") == [cs231n_forms()[rule][0].kernel] * iterations
+
+
 # ------------------------------------------------------------------------------------------------
 # kernels split across threads: CS231n rules and layers at > 1M elements, thread counts 1..4
 

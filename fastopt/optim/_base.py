@@ -33,6 +33,19 @@ Options of every optimizer (keyword-only, not per group):
 * ``ema``: a decay in [0, 1) keeps an exponential moving average of every parameter, or "polyak"
   the running mean of all iterates; updated inside the step's kernel pass (``state[i]
   ["param_avg"]``). ``with opt.averaged(): ...`` swaps the averages into the parameters and back.
+* ``track_update_ratio``: each step also computes, per parameter, ||p_new - p_old|| / ||p_old||
+  (0 when p_old is all zeros) in the same kernel pass (the multi-tensor kernels, see below);
+  ``opt.update_ratios()`` returns {name, or index when unnamed: ratio} of the last step.
+
+Cached steps (issue 11): after a step that ran through the validated path, the optimizer prepares
+per group a compiled StepPlan (pointers and sizes of every parameter, gradient and state array)
+and a StepGuard (what must hold for the plan to be valid). A later step whose guard passes -- the
+same gradient objects, each with its parameter's dtype and shape, C-contiguous; every parameter and
+state array writeable and still bound; equal step counts as the plan left them; hyperparameters
+not rebound; no clipping / skip_nonfinite; the same layout and backend -- runs each group as ONE
+kernel call: the rule's multi-tensor kernel over all its tensors (<rule>_multi), or for a flat
+group without ratio tracking the rule's kernel over the buffer. Anything else takes the validated
+path, which computes the same bits (the kernels are elementwise).
 
 Aliasing: parameters may not overlap each other (check_distinct at add time); a gradient may not
 overlap a parameter or a state array. Every array involved is C-contiguous, so its memory is exactly
@@ -53,6 +66,7 @@ import contextlib
 import copy
 import numbers
 import operator
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -99,6 +113,13 @@ def placed_array(shape, dtype, slot, fill=None):
 def is_placed(a, slot):
     """Whether `a` sits where placed_array(..., slot) would put it (small arrays: always)."""
     return a.nbytes < _PLACE_MIN_BYTES or a.ctypes.data % _PAGE == (_PLACE_STRIDE * (slot + 1)) % _PAGE
+
+
+def step_types(k):
+    """(StepPlan, StepGuard) of kernel module `k`. They are not kernels: taken from the module
+    itself (by its name), so a wrapper that records kernel calls does not see them as calls."""
+    module = sys.modules[k.__name__]
+    return module.StepPlan, module.StepGuard
 
 
 def empty_like_dtype(dtype):
@@ -177,7 +198,8 @@ class Optimizer:
 
     _RULE = None
 
-    def __init__(self, params, defaults, *, max_grad_norm=None, skip_nonfinite=False, ema=None):
+    def __init__(self, params, defaults, *, max_grad_norm=None, skip_nonfinite=False, ema=None,
+                 track_update_ratio=False):
         rule = self._RULE
         self._keys = tuple(h.name for h in rule.hypers)
         self._hyper_getter = operator.itemgetter(*self._keys)
@@ -188,8 +210,11 @@ class Optimizer:
         self.ema = self._check_ema(ema)
         if self.ema is not None and not rule.averaging:
             raise ValueError(f"{type(self).__name__} has no averaging kernel; ema must be None")
+        self._track = check_bool("track_update_ratio", track_update_ratio)
         self.skipped_steps = 0
         self.last_grad_norm = None
+        self._ratios = {}       # label -> update/weight ratio of the last step
+        self._fast = None       # (layout version, backend key, [_FastGroup]) of the cached step
         self.defaults = self._validate_hyper("", defaults)
         self.param_groups = []
         self.state = []
@@ -229,6 +254,24 @@ class Optimizer:
         if isinstance(ema, str):
             raise ValueError(f"ema must be None, a decay in [0, 1) or 'polyak', got {ema!r}")
         return real("ema", ema, low=0.0, high=1.0, high_open=True)
+
+    @property
+    def track_update_ratio(self):
+        """Whether each step computes the update/weight ratios (fixed at construction)."""
+        return self._track
+
+    def update_ratios(self):
+        """{parameter name (index when unnamed): ||p_new - p_old|| / ||p_old||} of the last step
+        (0 where p_old was all zeros; every 0.0 after a skipped step); empty before the first step.
+        Needs track_update_ratio=True."""
+        if not self.track_update_ratio:
+            raise RuntimeError(f"{type(self).__name__} tracks no update ratios: construct it with "
+                               f"track_update_ratio=True")
+        with self._lock:
+            return dict(self._ratios)
+
+    def _ratio_key(self, rec):
+        return rec.name if rec.name is not None else rec.index
 
     # ------------------------------------------------------------ hooks
     def _register(self, hooks, hook):
@@ -369,25 +412,26 @@ class Optimizer:
             raise ValueError(f"param_groups[{gi}]['params'] was replaced; parameters are fixed at "
                              f"construction (use add_param_group to add some)")
         try:
-            raw = self._hyper_getter(group)
+            raw = self._raw_hyper(group)
         except KeyError as exc:
             raise ValueError(f"param_groups[{gi}] has no {exc.args[0]!r} entry") from None
-        if not isinstance(raw, tuple):
-            raw = (raw,)
         # Identity, not equality: an entry rebound to an equal value of another type (True for 1.0)
         # is still revalidated. Values are written back normalized (tuples), see _commit_hyper.
         if g.raw is not None and all(map(operator.is_, raw, g.raw)):
             return g.hyper, None
         return self._validate_hyper(f"param_groups[{gi}]", group), raw
 
+    def _raw_hyper(self, group):
+        """The group's hyperparameter objects, a tuple in declaration order (KeyError if one is missing)."""
+        raw = self._hyper_getter(group)
+        return raw if len(self._keys) > 1 else (raw,)
+
     def _commit_hyper(self, gi, h):
         # After a step validated everything: store the normalized values, so that the cached
         # objects are immutable (a list edited in place would otherwise go unseen).
         g = self._groups[gi]
         g.dict.update(h)
-        g.raw = self._hyper_getter(g.dict)
-        if not isinstance(g.raw, tuple):
-            g.raw = (g.raw,)
+        g.raw = self._raw_hyper(g.dict)
         g.hyper = h
 
     def _param_label(self, i):
@@ -489,7 +533,7 @@ class Optimizer:
         """
         with self._lock:
             args = (grads,) + args
-            for hook in list(self._pre_hooks.values()):
+            for hook in list(self._pre_hooks.values()) if self._pre_hooks else ():
                 result = hook(self, args, kwargs)
                 if result is not None:
                     if not (isinstance(result, tuple) and len(result) == 2):
@@ -500,13 +544,16 @@ class Optimizer:
                 raise TypeError(f"step() takes one argument, grads; got {len(args)} positional "
                                 f"and {sorted(kwargs)} keyword arguments")
             self._step(args[0])
-            for hook in list(self._post_hooks.values()):
+            for hook in list(self._post_hooks.values()) if self._post_hooks else ():
                 hook(self, args, kwargs)
 
     def _step(self, grads):
         if self._swapped:
             raise RuntimeError("step() inside `with optimizer.averaged()`: the parameters hold "
                                "the averages now; step after the block")
+        if self._fast is not None and self._fast_step(grads):
+            return
+        self._fast = None
         if len(self.param_groups) != len(self._groups) or any(
                 a is not g.dict for a, g in zip(self.param_groups, self._groups)):
             raise ValueError("param_groups was changed by adding, removing or replacing a group; "
@@ -547,6 +594,8 @@ class Optimizer:
                 for gi, (h, raw) in enumerate(validated):
                     if raw is not None:
                         self._commit_hyper(gi, h)
+                if self.track_update_ratio:
+                    self._ratios = {self._ratio_key(rec): 0.0 for rec in self._params}
                 return
             if self.max_grad_norm is not None:
                 scale = min(self.max_grad_norm / (norm + 1e-6), 1.0)   # torch's clip_coef, clamped
@@ -556,8 +605,128 @@ class Optimizer:
             if raw is not None:
                 self._commit_hyper(gi, h)
         k = _backend.kernels("optim")
+        ratios = {} if self.track_update_ratio else None
         for g, plan in zip(self._groups, plans):
-            self._step_group(k, g, seq, plan, g.hyper, scale)
+            self._step_group(k, g, seq, plan, g.hyper, scale, ratios)
+        if ratios is not None:
+            self._ratios = ratios
+        if self.max_grad_norm is None and not self.skip_nonfinite:
+            self._fast = self._prepare_fast(k, seq, plans)
+
+    # ------------------------------------------------------------ the cached step
+    def _multi(self, k):
+        """The rule's multi-tensor kernel in module k, or None (not every rule has one)."""
+        return getattr(k, self._RULE.kernel.replace("_step", "_multi"), None)
+
+    def _step_plan(self, k, members, seq):
+        """A StepPlan over `members` (their 1-D params, gradients, state views and averages)."""
+        rule = self._RULE
+        h = self._groups[members[0].group].hyper
+        uses = rule.used_state(h)
+        empty = _EMPTY[members[0].array.dtype]
+        params, grads, states, avgs = [], [], [], []
+        for rec in members:
+            grad = seq[rec.index]
+            params.append(rec.flat)
+            grads.append(grad.reshape(-1) if grad.ndim != 1 else grad)
+            states.append([rec.view(s.name) if used else empty for s, used in zip(rule.state, uses)])
+            avgs.append(rec.view(AVG) if self.ema is not None else empty)
+        return step_types(k)[0](params, grads, states, avgs)
+
+    def _scalar_keys(self):
+        return tuple(s.name for s in self._RULE.scalars) + ((AVG_COUNT,) if self.ema is not None else ())
+
+    def _prepare_fast(self, k, seq, spans):
+        """The cached step for the next calls (see the module doc), or None where one group cannot
+        have one (members at different steps, a rule without a multi-tensor kernel off the flat path)."""
+        multi = self._multi(k)
+        keys = self._scalar_keys()
+        entries = []
+        for g, span in zip(self._groups, spans):
+            first = g.members[0].state
+            for rec in g.members:
+                for key in keys:
+                    v = rec.state[key]
+                    if type(v) is not type(first[key]) or v != first[key]:
+                        return None
+            for rec in g.members:        # equal values: one object, so that the guard compares identity
+                for key in keys:
+                    rec.state[key] = first[key]
+            lo, hi = g.members[0].index, g.members[-1].index + 1
+            arrays = None
+            if span is not None and not self.track_update_ratio:
+                rule = self._RULE
+                empty = _EMPTY[g.span.dtype]
+                arrays = {s.kernel_arg: g.buffers[s.name] if used else empty
+                          for s, used in zip(rule.state, rule.used_state(g.hyper))}
+                if rule.averaging:
+                    arrays[AVG] = g.buffers[AVG] if self.ema is not None else empty
+                arrays["grad"] = span
+                plan = None
+            elif multi is None or len({rec.array.dtype for rec in g.members}) != 1:
+                return None           # a plan holds one dtype: mixed groups keep per-parameter calls
+            else:
+                plan = self._step_plan(k, g.members, seq)
+            owned = [(rec.state, key, a) for rec in g.members for key, (a, _) in rec.owned.items()]
+            guard = step_types(k)[1]([rec.array for rec in g.members], list(seq[lo:hi]), lo, owned,
+                                [rec.state for rec in g.members], keys)
+            entries.append((g, plan, arrays, guard))
+        return (self._version, (_backend.backend(), _backend.simd()), entries,
+                self._RULE.kernel.replace("_step", "_multi"))
+
+    def _fast_step(self, grads):
+        """The cached step when every guard passes (True), else False with nothing changed."""
+        version, where, entries, multi = self._fast
+        if (version != self._version or where != (_backend.backend(), _backend.simd())
+                or self.max_grad_norm is not None or self.skip_nonfinite):
+            return False
+        if type(grads) is list or type(grads) is tuple:
+            seq = grads
+        elif isinstance(grads, Mapping):
+            recs = self._params
+            if len(grads) != len(recs):
+                return False
+            try:
+                seq = [grads[rec.name] for rec in recs]
+            except (KeyError, TypeError):
+                return False
+        else:
+            return False
+        if len(seq) != len(self._params) or len(self.param_groups) != len(entries) or any(
+                a is not e[0].dict for a, e in zip(self.param_groups, entries)):
+            return False
+        for g, _, _, guard in entries:
+            try:
+                raw = self._raw_hyper(g.dict)
+            except KeyError:
+                return False
+            # the hyperparameters as last validated (identity, as _group_hyper), then the guard
+            if (g.dict.get("params") is not g.params or g.raw is None
+                    or not all(map(operator.is_, raw, g.raw)) or not guard.check(seq)):
+                return False
+        # Checked: now change things.
+        rule = self._RULE
+        k = _backend.kernels("optim")
+        track = self.track_update_ratio
+        averaging = self.ema is not None
+        extra = dict(grad_scale=1.0, avg_weight=0.0) if rule.averaging else {}
+        for g, plan, arrays, guard in entries:
+            first = g.members[0].state
+            scalars, new = rule.per_step(g.hyper, first, False)
+            if averaging:
+                extra["avg_weight"] = self._avg_weight(first[AVG_COUNT])
+                new = dict(new, **{AVG_COUNT: first[AVG_COUNT] + 1})
+            if plan is None:
+                getattr(k, rule.kernel)(param=g.span, **arrays, **scalars, **extra,
+                                        n_threads=_backend.threads_for(g.span.size, k.GRAIN))
+            else:
+                getattr(k, multi)(plan=plan, **scalars, **extra, track_ratio=track,
+                                  n_threads=_backend.threads_for(plan.size, k.GRAIN))
+            guard.commit(new)
+        if track:
+            self._ratios = {self._ratio_key(rec): r for g, plan, _, _ in entries
+                            for rec, r in zip(g.members, plan.ratios())}
+        return True
 
     def _plan(self, g, seq, h):
         """The gradient span for one kernel call over group g, or None (per-parameter calls)."""
@@ -614,8 +783,10 @@ class Optimizer:
         # Polyak: the mean of p_0 (the average starts as a copy of it) .. p_t after `count` steps.
         return 1.0 / (count + 2) if self.ema == "polyak" else 1.0 - self.ema
 
-    def _step_group(self, k, g, seq, plan, h, scale):
-        """One kernel call over the group's buffers when planned flat, else one per parameter."""
+    def _step_group(self, k, g, seq, plan, h, scale, ratios=None):
+        """One kernel call over the group's buffers when planned flat, else one per parameter.
+        With `ratios` (a dict) the update/weight ratios go there: the flat group is then one
+        multi-tensor call over its parameters, each parameter otherwise one of its own."""
         rule = self._RULE
         fresh = self._allocate(g, h)
         uses = rule.used_state(h)
@@ -634,8 +805,8 @@ class Optimizer:
                 arrays[AVG] = g.buffers[AVG] if averaging else _EMPTY[g.span.dtype]
                 if averaging:
                     extra["avg_weight"] = self._avg_weight(first[AVG_COUNT])
-            kernel(param=g.span, grad=plan, **arrays, **scalars, **extra,
-                   n_threads=_backend.threads_for(g.span.size, k.GRAIN))
+            self._run(k, kernel, g.members, seq, dict(param=g.span, grad=plan, **arrays, **scalars, **extra),
+                      ratios)
             for rec in g.members:
                 rec.state.update(new)
                 if averaging:
@@ -659,11 +830,34 @@ class Optimizer:
             if averaging:
                 extra["avg_weight"] = self._avg_weight(st[AVG_COUNT])
             grad = seq[rec.index]
-            kernel(param=rec.flat, grad=grad.reshape(-1) if grad.ndim != 1 else grad, **arrays, **scalars,
-                   **extra, n_threads=_backend.threads_for(rec.flat.size, k.GRAIN))
+            self._run(k, kernel, [rec], seq, dict(param=rec.flat, grad=grad.reshape(-1) if grad.ndim != 1 else grad,
+                                                  **arrays, **scalars, **extra), ratios)
             st.update(new)
             if averaging:
                 st[AVG_COUNT] += 1
+
+    def _run(self, k, kernel, members, seq, kwargs, ratios):
+        """kernel(**kwargs) over `members`; with `ratios`, through the multi-tensor kernel instead,
+        which also gives each member's update/weight ratio (a rule without one: computed from a
+        copy of the parameters, a second pass)."""
+        param = kwargs["param"]
+        threads = _backend.threads_for(param.size, k.GRAIN)
+        if ratios is None:
+            kernel(**kwargs, n_threads=threads)
+            return
+        multi = self._multi(k)
+        if multi is not None:
+            plan = self._step_plan(k, members, seq)
+            scalars = {key: v for key, v in kwargs.items() if not isinstance(v, np.ndarray)}
+            multi(plan=plan, **scalars, track_ratio=True, n_threads=threads)
+            got = plan.ratios()
+        else:
+            from ..reference.optim import ratio_of
+            old = [rec.flat.copy() for rec in members]
+            kernel(**kwargs, n_threads=threads)
+            got = [ratio_of(o, rec.flat) for o, rec in zip(old, members)]
+        for rec, r in zip(members, got):
+            ratios[self._ratio_key(rec)] = r
 
     # ------------------------------------------------------------ averaging
     @contextlib.contextmanager

@@ -10,7 +10,7 @@ from ._base import Optimizer
 from ._declarations import RULES, class_rules
 
 # Options of every optimizer: (name, default). Keyword-only, whole-optimizer (not per group).
-OPTIONS = (("max_grad_norm", None), ("skip_nonfinite", False), ("ema", None))
+OPTIONS = (("max_grad_norm", None), ("skip_nonfinite", False), ("ema", None), ("track_update_ratio", False))
 
 _P = inspect.Parameter
 
@@ -32,7 +32,7 @@ def _doc(rule):
              "State per parameter: " + ", ".join(
                  [s.name for s in rule.scalars] + [s.name + ("" if s.when is None else " (size 0 until used)")
                                                    for s in rule.state]) + ".",
-             "Options: max_grad_norm, skip_nonfinite, ema (see fastopt.optim.Optimizer)."]
+             "Options: max_grad_norm, skip_nonfinite, ema, track_update_ratio (see fastopt.optim.Optimizer)."]
     return "\n".join(lines)
 
 

@@ -26,9 +26,7 @@ def _prepare(w, dw, config, form, rule):
         raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
     check_array("w", w, writeable=True)
     check_like("dw", dw, "w", w)
-    values = {k.name: k.check(f"config[{k.name!r}]", config.get(k.name, k.default)) for k in form.config}
-    if form.step is not None:
-        values[form.step] = check_scalar(f"config[{form.step!r}]", config.get(form.step, 0), low=0, integer=True)
+    values = config_values(form, config)
     new = []
     for key, _ in form.state:
         if key in config:
@@ -40,38 +38,63 @@ def _prepare(w, dw, config, form, rule):
     return config, values, new
 
 
+def config_values(form, config):
+    """The checked values of `form`'s config keys (and its step counter) in `config` (defaults filled)."""
+    values = {k.name: k.check(f"config[{k.name!r}]", config.get(k.name, k.default)) for k in form.config}
+    if form.step is not None:
+        values[form.step] = check_scalar(f"config[{form.step!r}]", config.get(form.step, 0), low=0, integer=True)
+    return values
+
+
+def kernel_scalars(rule, form, values, fresh):
+    """(the kernel's scalar keywords, the config entries after the step) for checked `values`;
+    `fresh`: the state arrays were just created (SGD's first momentum step)."""
+    h = dict(rule.defaults)
+    h.update(form.fixed)
+    for k in form.config:
+        if k.index is None:
+            h[k.target] = values[k.name]
+        else:
+            pair = list(h[k.target])
+            pair[k.index] = values[k.name]
+            h[k.target] = tuple(pair)
+    s = {sc.name: sc.initial for sc in rule.scalars}
+    if form.step is not None:
+        s["step"] = values[form.step]
+    scalars, s_new = rule.per_step(h, s, fresh)
+    after = dict(values)
+    if form.step is not None:
+        after[form.step] = s_new["step"]
+    if rule.averaging:
+        scalars = dict(scalars, grad_scale=1.0, avg_weight=0.0)
+    return scalars, after
+
+
+def state_arrays(rule, form, config, like):
+    """The kernel's state-array keywords: config's arrays (1-D) for the form's state, empty otherwise;
+    `like` (the parameter, or the flat buffer) gives the dtype of the empty ones."""
+    state_of = dict((target, key) for key, target in form.state)
+    empty = empty_like_dtype(like.dtype)
+    arrays = {st.kernel_arg: config[state_of[st.name]].reshape(-1) if st.name in state_of else empty
+              for st in rule.state}
+    if rule.averaging:
+        arrays["param_avg"] = empty
+    return arrays
+
+
 def make_function(rule, form):
     """The CS231n function of `form` on `rule`'s kernel."""
-    state_of = dict((target, key) for key, target in form.state)
 
     def update(w, dw, config=None):
         config, values, new = _prepare(w, dw, config, form, rule)
-        h = dict(rule.defaults)
-        h.update(form.fixed)
-        for k in form.config:
-            if k.index is None:
-                h[k.target] = values[k.name]
-            else:
-                pair = list(h[k.target])
-                pair[k.index] = values[k.name]
-                h[k.target] = tuple(pair)
-        s = {sc.name: sc.initial for sc in rule.scalars}
-        if form.step is not None:
-            s["step"] = values[form.step]
-        scalars, s_new = rule.per_step(h, s, bool(new))
+        scalars, after = kernel_scalars(rule, form, values, bool(new))
         # Validated: now change things.
-        config.update(values)
-        if form.step is not None:
-            config[form.step] = s_new["step"]
+        config.update(after)
         for key in new:
             config[key] = np.zeros_like(w)
-        empty = empty_like_dtype(w.dtype)
-        arrays = {st.kernel_arg: config[state_of[st.name]].reshape(-1) if st.name in state_of else empty
-                  for st in rule.state}
-        extra = dict(grad_scale=1.0, param_avg=empty, avg_weight=0.0) if rule.averaging else {}
         k = _backend.kernels("optim")
-        getattr(k, rule.kernel)(param=w.reshape(-1), grad=dw.reshape(-1), **arrays, **scalars, **extra,
-                                n_threads=_backend.threads_for(w.size, k.GRAIN))
+        getattr(k, rule.kernel)(param=w.reshape(-1), grad=dw.reshape(-1), **state_arrays(rule, form, config, w),
+                                **scalars, n_threads=_backend.threads_for(w.size, k.GRAIN))
         return w, config
 
     keys = ", ".join(f"{k.name} ({k.default:g})" for k in form.config)
@@ -88,6 +111,8 @@ def make_function(rule, form):
 # sgd, sgd_momentum, nesterov_momentum, adagrad, rmsprop, adam: made from the table.
 RULES = {name: make_function(rule, form) for name, (rule, form) in cs231n_forms().items()}
 globals().update(RULES)
+# function -> (rule, form): how RuleOptimizer recognizes fastopt's own rules and runs them flat.
+FORMS = {RULES[name]: pair for name, pair in cs231n_forms().items()}
 
 
 def get_rule(rule):

@@ -22,12 +22,15 @@ copies of each parameter and its state, and the results are committed once every
 update has returned.
 """
 import copy
+import operator
 import threading
 from collections.abc import Mapping
 
 import numpy as np
 
-from .._validation import check_array, check_distinct, check_scalar
+from .. import _backend
+from ..flat import tiles_one_buffer
+from .._validation import check_array, check_bool, check_distinct, check_scalar
 
 _PROBE_SIZE = 1
 
@@ -79,11 +82,157 @@ class _Group(dict):
             self[k] = v
 
 
+def _interval(a):
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+def _overlaps(a, b):
+    (a0, a1), (b0, b1) = _interval(a), _interval(b)
+    return a0 < b1 and b0 < a1 and a.nbytes and b.nbytes
+
+
+class _FlatRule:
+    """fastopt's own rule over parameters that tile one buffer: ONE kernel call per step.
+
+    The state arrays (CS231n's m, v, cache, velocity) live in one buffer per kind, and every
+    config holds views of it, so the configs look exactly as the per-parameter rule leaves them.
+    A step takes this path when the gradients tile one buffer in parameter order, every config
+    still holds those views (or, before the first step, none of the state keys) and all configs
+    hold equal values (same hyperparameters, same t). Otherwise the per-parameter calls run, which
+    compute the same bits (the kernels are elementwise)."""
+
+    def __init__(self, rule, form, span, params):
+        self.rule, self.form, self.span = rule, form, span
+        self.params = params               # name -> parameter, in buffer order
+        self.keys = tuple(key for key, _ in form.state)
+        self.buffers = None                # state name (rule's) -> 1-D buffer, once allocated
+        self.views = None                  # parameter name -> {config key: view}
+        self.grads = None                  # (gradient arrays last seen, their span or None)
+        self.plan = None                   # (gradient span, StepPlan) of the tracked multi-tensor call
+
+    def adopt(self, configs, fill=None):
+        """New state buffers (zeros, or the configs' arrays copied in) whose views the configs get."""
+        from ._base import placed_array
+        buffers, views = {}, {name: {} for name in self.params}
+        for slot, (key, target) in enumerate(self.form.state):
+            buf = placed_array(self.span.shape, self.span.dtype, slot, fill=0 if fill is None else None)
+            offset = 0
+            for name, w in self.params.items():
+                view = buf[offset:offset + w.size].reshape(w.shape)
+                if fill is not None:
+                    view[...] = fill[name][key]
+                views[name][key] = view
+                offset += w.size
+            buffers[target] = buf
+        for name, cfg in configs.items():
+            cfg.update(views[name])
+        self.buffers, self.views, self.plan = buffers, views, None
+
+    def grad_span(self, grads):
+        """The 1-D span the gradients (in parameter order) tile, or None; checked against the
+        parameters' and the state's memory. Cached while the same gradient objects come back."""
+        mine = [grads[name] for name in self.params]
+        cached = self.grads
+        if cached is not None and len(cached[0]) == len(mine) and all(a is b for a, b in zip(mine, cached[0])):
+            return cached[1]
+        span = tiles_one_buffer(mine)
+        if span is not None and span.dtype != self.span.dtype:
+            span = None
+        if span is not None:
+            written = [self.span] + list((self.buffers or {}).values())
+            if any(_overlaps(span, a) for a in written):
+                raise ValueError("the gradients share memory with the parameters or their state")
+        self.grads = (tuple(mine), span)
+        return span
+
+    def ready(self, configs):
+        """Whether the configs allow the one-call step: (ok, fresh)."""
+        names = list(self.params)
+        if self.views is None:
+            if any(key in configs[n] for n in names for key in self.keys):
+                return False, False
+            fresh = bool(self.keys)
+        else:
+            for n in names:
+                cfg, views = configs[n], self.views[n]
+                if any(cfg.get(key) is not views[key] for key in self.keys):
+                    return False, False
+            fresh = False
+        first = configs[names[0]]
+        scalars = [k.name for k in self.form.config] + ([self.form.step] if self.form.step else [])
+        ref = [first.get(k) for k in scalars]
+        for n in names[1:]:
+            cfg = configs[n]
+            if any(cfg.get(k) != r for k, r in zip(scalars, ref)):
+                return False, False
+        return True, fresh
+
+    def _plan(self, k, gspan):
+        """A StepPlan over every parameter (the ratio is per parameter), cached per gradient span."""
+        from ._base import step_types
+        if self.plan is not None and self.plan[0] is gspan:
+            return self.plan[1]
+        empty = np.empty(0, self.span.dtype)
+        by_target = {target: key for key, target in self.form.state}
+        params, grads, states = [], [], []
+        offset = 0
+        for name, w in self.params.items():
+            params.append(w.reshape(-1))
+            grads.append(gspan[offset:offset + w.size])
+            states.append([self.views[name][by_target[st.name]].reshape(-1) if st.name in by_target else empty
+                           for st in self.rule.state])
+            offset += w.size
+        plan = step_types(k)[0](params, grads, states, [empty] * len(params))
+        self.plan = (gspan, plan)
+        return plan
+
+    def step(self, configs, lr, gspan, fresh, ratios=None):
+        from .functional import config_values, kernel_scalars
+        rule, form = self.rule, self.form
+        first = configs[next(iter(self.params))]
+        values = config_values(form, _with_lr(first, lr))
+        scalars, after = kernel_scalars(rule, form, values, fresh)
+        # Validated: now change things.
+        if fresh:
+            self.adopt(configs)
+        empty = np.empty(0, self.span.dtype)
+        arrays = {st.kernel_arg: self.buffers[st.name] if self.buffers and st.name in self.buffers else empty
+                  for st in rule.state}
+        if rule.averaging:
+            arrays["param_avg"] = empty
+        k = _backend.kernels("optim")
+        threads = _backend.threads_for(self.span.size, k.GRAIN)
+        multi = getattr(k, rule.kernel.replace("_step", "_multi"), None)
+        if ratios is not None and multi is not None:
+            plan = self._plan(k, gspan)
+            multi(plan=plan, **scalars, track_ratio=True, n_threads=threads)
+            ratios.update(zip(self.params, plan.ratios()))
+        elif ratios is not None:
+            old = self.span.copy()
+            getattr(k, rule.kernel)(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
+            ratios.update(_ratios_by_name(self.params, old, self.span))
+        else:
+            getattr(k, rule.kernel)(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
+        for cfg in configs.values():
+            cfg.update(after)
+
+
+def _ratios_by_name(params, old, new):
+    """{name: update/weight ratio} of parameters laid out in order in the 1-D `old` / `new`."""
+    from ..reference.optim import ratio_of
+    out, offset = {}, 0
+    for name, w in params.items():
+        out[name] = ratio_of(old[offset:offset + w.size], new[offset:offset + w.size])
+        offset += w.size
+    return out
+
+
 class RuleOptimizer:
     """`rule` applied to every array of `params` (a Mapping name -> array, updated in place), each
     with its own copy of `config` (hyperparameters only: the rule creates the state arrays)."""
 
-    def __init__(self, rule, params, config=None):
+    def __init__(self, rule, params, config=None, *, track_update_ratio=False):
         if not callable(rule):
             raise TypeError(f"rule must be a callable update(w, dw, config) -> (next_w, config), "
                             f"got {type(rule).__name__}")
@@ -123,6 +272,15 @@ class RuleOptimizer:
         self._checked = {name: None for name in self.params}  # a config as last validated (shallow copy)
         self.param_groups = [_Group(self._set_lr, lr)]
         self._lock = threading.Lock()
+        self.track_update_ratio = check_bool("track_update_ratio", track_update_ratio)
+        self._ratios = {}
+        self._overlap_ok = None      # (gradients, state arrays) last found not to overlap
+        self._flat = None
+        if self._in_place:
+            from .functional import FORMS
+            span = tiles_one_buffer(list(self.params.values()))
+            if span is not None and span.flags.writeable:
+                self._flat = _FlatRule(*FORMS[rule], span, self.params)
 
     def _set_lr(self, lr):
         """The group's new rate into every config (checked at the next step, like any rate)."""
@@ -163,7 +321,19 @@ class RuleOptimizer:
                                      f"{w.dtype} {w.shape}")
             elif not _is_number(v):
                 raise TypeError(f"{label}[{key!r}] must be a number or an array, got {type(v).__name__}")
-        self._probe(label, cfg)
+        if self._flat is None:
+            self._probe(label, cfg)
+            return
+        # fastopt's own rule (the flat path exists only for those): its checks without a kernel
+        # call -- the config's values, and state arrays the kernel can update in place.
+        from .functional import config_values
+        try:
+            config_values(self._flat.form, cfg)
+            for key in self._flat.keys:
+                if key in cfg:
+                    check_array(f"[{key!r}]", cfg[key], writeable=True)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{label}: {exc}") from exc
 
     def _prepare(self, grads):
         """Check everything step() reads; return the gradients to use, in parameter order."""
@@ -179,8 +349,14 @@ class RuleOptimizer:
         if lr is not None:  # None: a user's rule without a learning rate
             lr = check_scalar("param_groups[0]['lr']", lr, low=0)
         out = {}
-        for name, w in names.items():
-            g = grads[name]
+        seen = tuple(grads[name] for name in names)
+        state = tuple(a for cfg in self.configs.values() for a in cfg.values() if isinstance(a, np.ndarray))
+        # The same gradient and state objects as last checked: the same overlap answer (an ndarray's
+        # memory is fixed for its lifetime). Shapes, dtypes and writeability are re-checked always.
+        cached = self._overlap_ok
+        known = (cached is not None and len(cached[0]) == len(seen) and len(cached[1]) == len(state)
+                 and all(map(operator.is_, seen, cached[0])) and all(map(operator.is_, state, cached[1])))
+        for (name, w), g in zip(names.items(), seen):
             if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
                 got = f"{g.dtype} array" if isinstance(g, np.ndarray) else type(g).__name__
                 raise TypeError(f"grads[{name!r}] must be a float ndarray, got {got}")
@@ -188,13 +364,16 @@ class RuleOptimizer:
                 raise ValueError(f"grads[{name!r}] must have the shape of params[{name!r}] {w.shape}, got {g.shape}")
             if not w.flags.writeable:
                 raise ValueError(f"params[{name!r}] must be writeable: it is updated in place")
-            state = [a for a in self.configs[name].values() if isinstance(a, np.ndarray)]
-            for other in [w] + state:
-                if np.may_share_memory(g, other) and np.shares_memory(g, other):
-                    raise ValueError(f"grads[{name!r}] shares memory with params[{name!r}] or its state")
+            if not known:
+                own = [a for a in self.configs[name].values() if isinstance(a, np.ndarray)]
+                for other in [w] + own:
+                    if np.may_share_memory(g, other) and np.shares_memory(g, other):
+                        raise ValueError(f"grads[{name!r}] shares memory with params[{name!r}] or its state")
             if g.dtype != w.dtype or not g.flags.c_contiguous:
                 g = np.ascontiguousarray(g, dtype=w.dtype)  # a read-only operand: converted as NumPy does
             out[name] = g
+        if not known:
+            self._overlap_ok = (seen, state)
         for name, cfg in self.configs.items():
             if not _unchanged(cfg, self._checked[name]):
                 self._check_config(f"configs[{name!r}]", _with_lr(cfg, lr), names[name])
@@ -208,12 +387,21 @@ class RuleOptimizer:
                                "steps from one thread at a time")
         try:
             lr, grads = self._prepare(grads)
-            if self._in_place:
+            flat = self._flat
+            gspan = flat.grad_span(grads) if flat is not None else None
+            ready, fresh = flat.ready(self.configs) if gspan is not None else (False, False)
+            ratios = {} if self.track_update_ratio else None
+            if ready:
+                flat.step(self.configs, lr, gspan, fresh, ratios)
+            elif self._in_place:
                 for name, w in self.params.items():
+                    old = w.copy() if ratios is not None else None
                     next_w, cfg = self.rule(w, grads[name], _with_lr(self.configs[name], lr, in_place=True))
                     if next_w is not w:
                         np.copyto(w, next_w)
                     self.configs[name] = cfg
+                    if ratios is not None:
+                        ratios.update(_ratios_by_name({name: w}, old.reshape(-1), w.reshape(-1)))
             else:
                 results = {}
                 for name, w in self.params.items():
@@ -224,12 +412,27 @@ class RuleOptimizer:
                                          f"{type(next_w).__name__} for params[{name!r}] {w.shape}")
                     results[name] = (next_w, cfg)
                 for name, (next_w, cfg) in results.items():
+                    old = self.params[name].copy() if ratios is not None else None
                     np.copyto(self.params[name], next_w, casting="same_kind")
                     self.configs[name] = cfg
+                    if ratios is not None:
+                        ratios.update(_ratios_by_name({name: old}, old.reshape(-1), self.params[name].reshape(-1)))
             for name, cfg in self.configs.items():
                 self._checked[name] = dict(cfg)
+            if ratios is not None:
+                self._ratios = ratios
         finally:
             self._lock.release()
+
+    def update_ratios(self):
+        """{parameter name: ||p_new - p_old|| / ||p_old||} of the last step (0 where p_old was all
+        zeros); empty before the first. Needs track_update_ratio=True. On the flat path (fastopt's
+        rules over a model whose params and grads tile one buffer each) it comes from the step's
+        own kernel pass; otherwise from a copy of the parameters taken before the update."""
+        if not self.track_update_ratio:
+            raise RuntimeError("this RuleOptimizer tracks no update ratios: construct it with "
+                               "track_update_ratio=True")
+        return dict(self._ratios)
 
     # ------------------------------------------------------------ state
     def state_dict(self):
@@ -264,6 +467,12 @@ class RuleOptimizer:
         self.configs.update({name: {k: (np.array(v, order="C") if isinstance(v, np.ndarray) else v)
                                     for k, v in cfg.items()} for name, cfg in configs.items()})
         self._checked = {name: None for name in self.params}
+        if self._flat is not None:
+            keys = self._flat.keys
+            if keys and all(key in cfg for cfg in self.configs.values() for key in keys):
+                self._flat.adopt(self.configs, fill={n: dict(cfg) for n, cfg in self.configs.items()})
+            else:
+                self._flat.views = self._flat.buffers = self._flat.plan = None
         self.param_groups[0]["lr"] = lr
 
     def __repr__(self):

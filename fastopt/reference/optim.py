@@ -350,3 +350,216 @@ def scale_(x, factor, n_threads):
     """x *= factor in place (factor converted to x's precision)."""
     threads(n_threads)
     x *= x.dtype.type(factor)
+
+
+# ---------------------------------------------------------------- multi-tensor kernels (issue 11, 12)
+# The compiled module's StepPlan / StepGuard / <rule>_multi, as plain Python over the single-tensor
+# twins above. The update/weight ratio sums the compiled kernel's chunks of NORM_BLOCK elements
+# in chunk order, in double; within a chunk NumPy's pairwise sum differs from the kernel's 8 lanes,
+# so ratios agree to rounding, not bitwise.
+_STATE_ARGS = {"adam_step": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), "sgd_step": ("momentum_buffer",),
+               "velocity_step": ("velocity",), "adagrad_step": ("state_sum",),
+               "rmsprop_step": ("square_avg", "grad_avg", "momentum_buffer"), "nadam_step": ("exp_avg", "exp_avg_sq"),
+               "radam_step": ("exp_avg", "exp_avg_sq"), "adamax_step": ("exp_avg", "exp_inf"),
+               "adadelta_step": ("square_avg", "acc_delta"), "lion_step": ("exp_avg",)}
+
+
+class StepPlan:
+    """Every tensor of one step of one rule (see the compiled module's StepPlan for the contract)."""
+
+    def __init__(self, params, grads, states, avgs):
+        for name, seq in (("params", params), ("grads", grads), ("states", states), ("avgs", avgs)):
+            if not isinstance(seq, list):
+                raise TypeError(f"{name} must be a list, got {type(seq).__name__}")
+        nseg = len(params)
+        if nseg == 0 or not len(grads) == len(states) == len(avgs) == nseg:
+            raise ValueError(f"params, grads, states and avgs must have one entry per tensor (>= 1), got "
+                             f"{len(params)}, {len(grads)}, {len(states)}, {len(avgs)}")
+        first = params[0]
+        if not isinstance(first, np.ndarray) or first.dtype not in (np.float32, np.float64):
+            raise TypeError(f"params[0] must be a float32 or float64 ndarray, got {type(first).__name__}")
+        dtype = first.dtype
+        nstate = len(states[0]) if isinstance(states[0], list) else -1
+        if not 0 <= nstate <= 3:
+            raise TypeError("states[0] must be a list of at most 3 arrays")
+        for k, st in enumerate(states):
+            if not isinstance(st, list) or len(st) != nstate:
+                raise ValueError(f"states[{k}] must be a list of {nstate} arrays (as states[0])")
+        used = tuple(any(getattr(st[j], "size", 0) != 0 for st in states) for j in range(nstate)) + (
+            any(getattr(a, "size", 0) != 0 for a in avgs),)
+        for k in range(nseg):
+            n = params[k].size if isinstance(params[k], np.ndarray) else -1
+            arrays = [(f"params[{k}]", params[k], True, True), (f"grads[{k}]", grads[k], True, False)]
+            arrays += [(f"states[{k}][{j}]", states[k][j], used[j] and n != 0, True) for j in range(nstate)]
+            arrays.append((f"avgs[{k}]", avgs[k], used[nstate] and n != 0, True))
+            for what, a, use, write in arrays:
+                if type(a) is not np.ndarray:
+                    raise TypeError(f"{what} must be an ndarray, got {type(a).__name__}")
+                if a.dtype != dtype:
+                    raise TypeError(f"{what} must be {dtype}, got {a.dtype}")
+                if a.ndim != 1 or not a.flags.c_contiguous:
+                    raise ValueError(f"{what} must be 1-D and C-contiguous, got shape {a.shape}")
+                if write and a.size and not a.flags.writeable:
+                    raise ValueError(f"{what} must be writeable")
+                _check_sizes(n, what, a, use)
+        self.params, self.grads, self.states, self.avgs = params, grads, states, avgs
+        self.n_segments, self.used, self.dtype = nseg, used, dtype
+        self.size = sum(p.size for p in params)
+        self.n_chunks = sum(-(-p.size // NORM_BLOCK) for p in params)
+        self.is_double = dtype == np.float64
+        self._ratios = []
+
+    def ratios(self):
+        return list(self._ratios)
+
+    def run(self, kernel, scalars, track_ratio, n_threads):
+        threads(n_threads)
+        names = _STATE_ARGS[kernel.__name__]
+        if len(self.used) != len(names) + 1:
+            raise ValueError(f"this plan holds {len(self.used) - 1} state arrays per tensor, the kernel "
+                             f"takes {len(names)}")
+        old = [p.copy() for p in self.params] if track_ratio else None
+        for k, p in enumerate(self.params):
+            avg = {} if kernel is velocity_step else {"param_avg": self.avgs[k]}
+            kernel(param=p, grad=self.grads[k], **dict(zip(names, self.states[k])), **avg, **scalars, n_threads=1)
+        if track_ratio:
+            self._ratios = [ratio_of(o, p) for o, p in zip(old, self.params)]
+
+
+def _chunk_sums(x):
+    # sum of x**2 (x in double) per chunk of NORM_BLOCK, added in chunk order.
+    total = 0.0
+    for lo in range(0, x.size, NORM_BLOCK):
+        c = x[lo:lo + NORM_BLOCK]
+        total += float(np.dot(c, c))
+    return total
+
+
+def ratio_of(old, new):
+    """||new - old|| / ||old|| (0 when old is all zeros) in double, summed per NORM_BLOCK chunk."""
+    o = old.astype(np.float64)
+    p2 = _chunk_sums(o)
+    d2 = _chunk_sums(new.astype(np.float64) - o)
+    return 0.0 if p2 == 0 else float(np.sqrt(d2) / np.sqrt(p2))
+
+
+def _check_used(plan, want):
+    if plan.used != want:
+        raise ValueError(f"plan's used state arrays (and average) are {plan.used}; these "
+                         f"hyperparameters need {want}")
+
+
+def _multi(kernel, plan, used, scalars, track_ratio, n_threads):
+    # <rule>_multi: the state arrays (and average) the hyperparameters need, then every tensor.
+    if not isinstance(plan, StepPlan):
+        raise TypeError(f"plan must be a StepPlan, got {type(plan).__name__}")
+    _check_used(plan, used + ((plan.used[-1],) if kernel is not velocity_step else (False,)))
+    plan.run(kernel, scalars, track_ratio, n_threads)
+
+
+def adam_multi(plan, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt, decoupled,
+               amsgrad, maximize, grad_scale, avg_weight, track_ratio, n_threads):
+    """adam_step on every tensor of `plan` (states exp_avg, exp_avg_sq, max_exp_avg_sq)."""
+    _multi(adam_step, plan, (True, True, bool(amsgrad)),
+           dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, step_size=step_size,
+                bias_correction2_sqrt=bias_correction2_sqrt, decoupled=decoupled, amsgrad=amsgrad,
+                maximize=maximize, grad_scale=grad_scale, avg_weight=avg_weight), track_ratio, n_threads)
+
+
+def sgd_multi(plan, lr, weight_decay, momentum, dampening, nesterov, maximize, first_step, grad_scale,
+              avg_weight, track_ratio, n_threads):
+    """sgd_step on every tensor of `plan` (state momentum_buffer)."""
+    _multi(sgd_step, plan, (momentum != 0,),
+           dict(lr=lr, weight_decay=weight_decay, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                maximize=maximize, first_step=first_step, grad_scale=grad_scale, avg_weight=avg_weight),
+           track_ratio, n_threads)
+
+
+def velocity_multi(plan, lr, mu, nesterov, track_ratio, n_threads):
+    """velocity_step on every tensor of `plan` (state velocity; no average)."""
+    _multi(velocity_step, plan, (True,), dict(lr=lr, mu=mu, nesterov=nesterov), track_ratio, n_threads)
+
+
+def adagrad_multi(plan, clr, weight_decay, eps, maximize, grad_scale, avg_weight, track_ratio, n_threads):
+    """adagrad_step on every tensor of `plan` (state state_sum)."""
+    _multi(adagrad_step, plan, (True,), dict(clr=clr, weight_decay=weight_decay, eps=eps, maximize=maximize,
+                                             grad_scale=grad_scale, avg_weight=avg_weight), track_ratio, n_threads)
+
+
+def rmsprop_multi(plan, lr, alpha, eps, weight_decay, momentum, centered, maximize, grad_scale, avg_weight,
+                  track_ratio, n_threads):
+    """rmsprop_step on every tensor of `plan` (states square_avg, grad_avg, momentum_buffer)."""
+    _multi(rmsprop_step, plan, (True, bool(centered), momentum > 0),
+           dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+                maximize=maximize, grad_scale=grad_scale, avg_weight=avg_weight), track_ratio, n_threads)
+
+
+def nadam_multi(plan, lr, beta1, beta2, eps, weight_decay, bias_correction2, grad_coef, exp_avg_coef, decoupled,
+                maximize, grad_scale, avg_weight, track_ratio, n_threads):
+    """nadam_step on every tensor of `plan` (states exp_avg, exp_avg_sq)."""
+    _multi(nadam_step, plan, (True, True),
+           dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                bias_correction2=bias_correction2, grad_coef=grad_coef, exp_avg_coef=exp_avg_coef,
+                decoupled=decoupled, maximize=maximize, grad_scale=grad_scale, avg_weight=avg_weight),
+           track_ratio, n_threads)
+
+
+def radam_multi(plan, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2_sqrt, rect,
+                rectified, decoupled, maximize, grad_scale, avg_weight, track_ratio, n_threads):
+    """radam_step on every tensor of `plan` (states exp_avg, exp_avg_sq)."""
+    _multi(radam_step, plan, (True, True),
+           dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                bias_correction1=bias_correction1, bias_correction2_sqrt=bias_correction2_sqrt, rect=rect,
+                rectified=rectified, decoupled=decoupled, maximize=maximize, grad_scale=grad_scale,
+                avg_weight=avg_weight), track_ratio, n_threads)
+
+
+def adamax_multi(plan, clr, beta1, beta2, eps, weight_decay, maximize, grad_scale, avg_weight, track_ratio,
+                 n_threads):
+    """adamax_step on every tensor of `plan` (states exp_avg, exp_inf)."""
+    _multi(adamax_step, plan, (True, True),
+           dict(clr=clr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                grad_scale=grad_scale, avg_weight=avg_weight), track_ratio, n_threads)
+
+
+def adadelta_multi(plan, lr, rho, eps, weight_decay, maximize, grad_scale, avg_weight, track_ratio, n_threads):
+    """adadelta_step on every tensor of `plan` (states square_avg, acc_delta)."""
+    _multi(adadelta_step, plan, (True, True),
+           dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, grad_scale=grad_scale,
+                avg_weight=avg_weight), track_ratio, n_threads)
+
+
+def lion_multi(plan, lr, beta1, beta2, weight_decay, maximize, grad_scale, avg_weight, track_ratio, n_threads):
+    """lion_step on every tensor of `plan` (state exp_avg)."""
+    _multi(lion_step, plan, (True,),
+           dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize,
+                grad_scale=grad_scale, avg_weight=avg_weight), track_ratio, n_threads)
+
+
+class StepGuard:
+    """The compiled StepGuard's checks in Python (see there)."""
+
+    def __init__(self, params, grads, start, owned, dicts, keys):
+        if len(grads) != len(params):
+            raise ValueError(f"grads must have one entry per param, got {len(grads)} for {len(params)}")
+        self._params, self._grads, self._owned = tuple(params), tuple(grads), tuple(owned)
+        self._dicts, self._keys, self.start = tuple(dicts), tuple(keys), start
+        self._values = [dicts[0].get(k) for k in keys] if dicts else []
+
+    def check(self, seq):
+        n = len(self._params)
+        if type(seq) not in (list, tuple) or len(seq) < self.start + n:
+            return False
+        for p, g0, g in zip(self._params, self._grads, seq[self.start:self.start + n]):
+            if g is not g0 or not p.flags.writeable or not g.flags.c_contiguous or g.dtype is not p.dtype \
+                    or g.shape != p.shape:
+                return False
+        for d, key, a in self._owned:
+            if d.get(key) is not a or (a.size and not a.flags.writeable):
+                return False
+        return all(d.get(k) is v for d in self._dicts for k, v in zip(self._keys, self._values))
+
+    def commit(self, values):
+        for d in self._dicts:
+            d.update(values)
+        self._values = [self._dicts[0].get(k) for k in self._keys] if self._dicts else []
