@@ -99,12 +99,13 @@ class Solver(_BaseSolver):
         trainable params, wrapped in TrainableStep."""
         model = self.model
         params = getattr(model, "trainable_params", model.params)
+        track = self.monitor is not None and _registry.tracks_update_ratio(self._rule)
         if self.layer_lr:
             if not isinstance(self._rule, type):
                 raise ValueError(f"layer_lr needs an optimizer class (update_rule=fastopt.optim.Adam, ...), "
                                  f"got the CS231n rule {_registry.rule_name(self._rule)!r}")
             kwargs = _registry.class_kwargs(self.optim_config, self._rule)
-            inner = self._rule(model.param_groups(lr=self.layer_lr), **kwargs)
+            inner = self._rule(model.param_groups(lr=self.layer_lr), **kwargs, track_update_ratio=track)
         else:
-            inner = _registry.make_optimizer(self._rule, params, self.optim_config)
+            inner = _registry.make_optimizer(self._rule, params, self.optim_config, track_update_ratio=track)
         return TrainableStep(inner, model, params, self.regularizers)

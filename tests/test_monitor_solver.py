@@ -33,8 +33,8 @@ class TrackingSGD(optim.SGD):
     ratios itself: the Solver's fast path can be tested before the kernels provide it."""
 
     def __init__(self, params, track_update_ratio=False, by_index=False, **kw):
-        super().__init__(params, **kw)
-        self.track_update_ratio, self.by_index = track_update_ratio, by_index
+        super().__init__(params, track_update_ratio=track_update_ratio, **kw)
+        self.by_index = by_index
         self._tracked = dict(params)        # the arrays the optimizer updates in place
         self._names = list(params)
         self._ratios = {}

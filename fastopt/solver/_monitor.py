@@ -149,7 +149,9 @@ class Recorder:
         return (step - 1) % self.interval == 0
 
     def before_step(self, optimizer):
-        self.fast = self.track and callable(getattr(optimizer, "update_ratios", None))
+        # The optimizer says whether it tracks (a subclass's _make_optimizer may have built it without).
+        self.fast = (self.track and bool(getattr(optimizer, "track_update_ratio", False))
+                     and callable(getattr(optimizer, "update_ratios", None)))
         if not self.fast:
             self._before = {k: np.array(v, copy=True) for k, v in self.params.items()}
 
