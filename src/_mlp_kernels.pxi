@@ -558,29 +558,38 @@ cdef enum:
 cdef double _stream_block(const floating* src, floating* dst, Py_ssize_t n_reads,
                           Py_ssize_t n_writes, Py_ssize_t length, Py_ssize_t i0,
                           Py_ssize_t i1) noexcept nogil:
+    # Per L1-sized chunk: one contiguous loop per array read or written (the first written array
+    # holds the running sum, or a stack buffer when nothing is written), then the lane sums.
     cdef floating acc[STREAM_CHUNK]
     cdef floating part[STREAM_CHUNK]       # lane sums: a vectorizable add, no reassociation
     cdef Py_ssize_t c0, j, r, w, m
     cdef const floating* s
     cdef floating* d
+    cdef floating* d0
     cdef double total = 0
     for j in range(STREAM_CHUNK):
         part[j] = 0
     c0 = i0
     while c0 < i1:
         m = min(<Py_ssize_t>STREAM_CHUNK, i1 - c0)
-        for j in range(m):
-            acc[j] = 0
-        for r in range(n_reads):            # one contiguous loop per array read
-            s = src + r * length + c0
+        d0 = dst + c0 if n_writes > 0 else acc
+        if n_reads > 0:
+            s = src + c0
             for j in range(m):
-                acc[j] = acc[j] + s[j]
-        for w in range(n_writes):           # one contiguous loop per array written
+                d0[j] = s[j]
+            for r in range(1, n_reads):
+                s = src + r * length + c0
+                for j in range(m):
+                    d0[j] = d0[j] + s[j]
+        else:
+            for j in range(m):
+                d0[j] = 0
+        for w in range(1, n_writes):
             d = dst + w * length + c0
             for j in range(m):
-                d[j] = acc[j]
+                d[j] = d0[j]
         for j in range(m):
-            part[j] = part[j] + acc[j]
+            part[j] = part[j] + d0[j]
         c0 += STREAM_CHUNK
     for j in range(STREAM_CHUNK):
         total += part[j]
@@ -620,3 +629,18 @@ def stream_loop(const floating[:, ::1] src,    # IN  (R, L) R arrays of L elemen
             total += partial[k]
     free(partial)
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# bound arguments of fastopt.nn.run_fused.Plan
+# ---------------------------------------------------------------------------------------------
+
+def _view(floating[::1] a):
+    """The Cython memoryview of a C-contiguous 1-D array. A kernel given it (instead of the array)
+    takes the buffer without the buffer protocol; run_fused.Plan binds its arrays this way."""
+    return a
+
+
+def _view2d(floating[:, ::1] a):
+    """The Cython memoryview of a C-contiguous 2-D array (see _view)."""
+    return a

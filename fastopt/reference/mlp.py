@@ -159,8 +159,8 @@ def stream_loop(src, dst, n_reads, n_writes, n_threads=1):
     threads(n_threads)
     if length == 0 or (n_reads == 0 and n_writes == 0):
         return 0.0
-    acc = np.zeros(length, src.dtype)
-    for r in range(n_reads):
+    acc = src[0].copy() if n_reads else np.zeros(length, src.dtype)
+    for r in range(1, n_reads):
         acc += src[r]
     dst[...] = acc
     total = 0.0
