@@ -206,22 +206,8 @@ class FusedMLP:
 # naive CS231n-style step (temporaries everywhere)
 # ------------------------------------------------------------------------------------------------
 
-def _bn_forward(x, gamma, beta, bn):
-    mu = x.mean(axis=0)
-    var = x.var(axis=0)
-    xhat = (x - mu) / np.sqrt(var + BN_EPS)
-    bn["rm"] = BN_MOMENTUM * bn["rm"] + (1 - BN_MOMENTUM) * mu
-    bn["rv"] = BN_MOMENTUM * bn["rv"] + (1 - BN_MOMENTUM) * var
-    return gamma * xhat + beta, (xhat, gamma, var)
-
-
-def _bn_backward(dout, cache):
-    xhat, gamma, var = cache
-    n = dout.shape[0]
-    dbeta = dout.sum(axis=0)
-    dgamma = (dout * xhat).sum(axis=0)
-    dx = gamma / np.sqrt(var + BN_EPS) / n * (n * dout - dbeta - xhat * dgamma)
-    return dx, dgamma, dbeta
+from fastopt.bench.cs231n_numpy import batchnorm_backward as _bn_backward  # noqa: E402
+from fastopt.bench.cs231n_numpy import batchnorm_forward as _bn_forward  # noqa: E402
 
 
 class NaiveMLP:
@@ -229,7 +215,7 @@ class NaiveMLP:
         self.X, self.y = X, y
         self.params = {k: v.copy() for k, v in params.items()}
         self.L = sum(1 for k in params if k.startswith("W"))
-        self.bn = [{"rm": 0.0, "rv": 1.0} for _ in range(self.L)]
+        self.bn = [{"running_mean": 0.0, "running_var": 1.0} for _ in range(self.L)]
         self.configs = {k: {"m": np.zeros_like(v), "v": np.zeros_like(v), "t": 0} for k, v in params.items()}
 
     def step(self):

@@ -102,8 +102,8 @@ def relu_batchnorm_backward(dout, out, z, b, gamma, mean, inv_std, dz, dgamma, d
     db[...] = dz.sum(axis=0, dtype=np.float64)
 
 
-def softmax_loss_grad(scores, y, dscores, n_threads=1):
-    """Mean softmax cross-entropy; writes its gradient into dscores (which may be scores)."""
+def _check_softmax(scores, y, dscores, n_threads):
+    """The checks of the softmax kernels (sizes, threads, a non-empty batch, the labels)."""
     n, c = scores.shape
     check_shapes((n,), y=y)
     check_shapes(scores.shape, dscores=dscores)
@@ -113,6 +113,12 @@ def softmax_loss_grad(scores, y, dscores, n_threads=1):
     if c == 0:
         raise ValueError("scores must have at least one class column")
     _check_labels(y, c)
+    return n, c
+
+
+def softmax_loss_grad(scores, y, dscores, n_threads=1):
+    """Mean softmax cross-entropy; writes its gradient into dscores (which may be scores)."""
+    n, c = _check_softmax(scores, y, dscores, n_threads)
     dt = scores.dtype
     rows = np.arange(n)
     m = scores.max(axis=1, keepdims=True)
@@ -129,16 +135,8 @@ def softmax_loss_grad(scores, y, dscores, n_threads=1):
 def bias_softmax_loss_grad(scores, b, y, dscores, db, n_threads=1):
     """scores += b; softmax_loss_grad(scores, y, dscores); bias_grad(dscores, db); returns the loss.
     Labels are checked before anything is written."""
-    n, c = scores.shape
-    check_shapes((c,), b=b, db=db)
-    check_shapes((n,), y=y)
-    check_shapes(scores.shape, dscores=dscores)
-    threads(n_threads)
-    if n == 0:
-        raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
-    if c == 0:
-        raise ValueError("scores must have at least one class column")
-    _check_labels(y, c)
+    check_shapes(scores.shape[1:], b=b, db=db)
+    _check_softmax(scores, y, dscores, n_threads)
     np.add(scores, b, out=scores)
     loss = softmax_loss_grad(scores, y, dscores)
     bias_grad(dscores, db)
