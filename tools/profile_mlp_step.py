@@ -366,7 +366,7 @@ def digits_breakdown(rounds, clock=time.perf_counter, calls=2000):
     X, y = X_all[idx], y_all[idx]
     model.loss(X, y, out=model.grads)
     ws = model._workspaces.get(DIGITS_BATCH)
-    plan = ws.plan
+    plan = ws.plans[True]
     call = _Call(model, X, y, model.grads)
     gemms = __import__("fastopt.bench.mlp", fromlist=["gemms_of_step"]).gemms_of_step(
         step, (X, y, None))

@@ -12,7 +12,8 @@ several). Tests check both executions agree to ~1e-12 in float64.
 
 A step is a :class:`Plan`: every kernel call with its arrays bound once (the workspace's buffers,
 the parameters, the gradient arrays, the running statistics, each kernel's dtype specialization),
-kept on the workspace and reused while the call binds the same objects (``Plan.key``). A small
+kept on the workspace (one per mode, train or test) and reused while the call binds the same
+objects (``Plan.key``). A small
 network's step is then the matmuls and one call per kernel, with no argument lookups in between.
 
 Frozen layers (``frozen``: indices of the affine layers, as ``model.frozen``): no parameter gradient
@@ -344,7 +345,7 @@ def loss(blocks, call, ws, frozen=frozenset()):
     """Scores (test mode: a copy), or the data loss with the trainable layers' gradients written
     into call.grads (frozen layers: none; see the module docstring)."""
     key = plan_key(call, frozen)
-    plan = ws.plan
+    plan = ws.plans.get(call.train)       # one per mode: training and test calls may alternate
     if plan is None or len(plan.key) != len(key) or not all(a is b for a, b in zip(plan.key, key)):
-        plan = ws.plan = Plan(blocks, call, ws, frozen, key)
+        plan = ws.plans[call.train] = Plan(blocks, call, ws, frozen, key)
     return plan.run(call)
