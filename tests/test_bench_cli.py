@@ -20,7 +20,10 @@ def run_cli(argv):
 
 
 ROW_KEYS = {"suite", "kernel", "size", "elements", "dtype", "bytes_moved", "fastopt", "numpy", "torch",
-            "fastopt_s", "numpy_s", "torch_s", "speedup", "torch_ratio", "gbps", "copy_fraction", "torch_impl"}
+            "fastopt_s", "numpy_s", "torch_s", "speedup", "torch_ratio", "gbps", "copy_fraction", "torch_impl",
+            "fastopt_median_s", "numpy_median_s", "torch_median_s", "speedup_median", "speedup_range",
+            "torch_ratio_median", "torch_ratio_range", "roofline", "roofline_s", "roofline_median_s",
+            "roofline_pattern", "roofline_fraction", "others"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,12 @@ def test_bench_quick_optim_writes_rows(quick_optim_json):
         assert row["torch"] is None and row["torch_ratio"] is None
         # the ratios are taken from the min times (their formulas: test_bench_row_known_answer)
         assert row["fastopt_s"] == row["fastopt"]["min_s"] and row["numpy_s"] == row["numpy"]["min_s"]
+        # the roofline: a stream loop over the arrays the step reads and writes, timed in the run
+        moved = row["bytes_moved"] // (4 * row["elements"])
+        assert row["roofline_pattern"] == {"reads": (moved + 1) // 2, "writes": (moved - 1) // 2}
+        assert row["roofline"]["repeats"] == 3 and row["roofline_fraction"] > 0
+        lo, hi = row["speedup_range"]
+        assert 0 < lo <= row["speedup_median"] <= hi
         assert row["speedup"] > 0 and row["gbps"] > 0
 
 
@@ -68,6 +77,46 @@ def test_bench_row_known_answer():
     assert row["fastopt_s"] == 0.002 and row["numpy"]["median_s"] == 0.009
     no_baseline = report.make_row("optim", case, {"fastopt": t["fastopt"]}, copy_bandwidth=2e9)
     assert no_baseline["speedup"] is None and no_baseline["torch_ratio"] is None
+
+
+def test_bench_ratios_are_paired_per_repeat():
+    """Medians of the per-repeat ratios and their range; the roofline share from the medians."""
+    from fastopt.bench import report
+    case = cases.Case(kernel="adam", size="1k", elements=1000, dtype="float32", bytes_moved=None,
+                      fastopt=lambda: None, numpy=lambda: None, access=(4, 3), extra={"numba": lambda: None})
+    t = {"fastopt": timing.Timing(1.0, 2.0, 3, 1, (1.0, 2.0, 4.0)),
+         "numpy": timing.Timing(3.0, 8.0, 3, 1, (3.0, 8.0, 8.0)),        # ratios 3, 4, 2
+         "numba": timing.Timing(0.5, 1.0, 3, 1, (0.5, 1.0, 4.0)),        # ratios 0.5, 0.5, 1
+         "roofline": timing.Timing(0.5, 0.5, 3, 1, (0.5, 0.5, 0.5))}
+    row = report.make_row("small", case, t, copy_bandwidth=1e9)
+    assert row["speedup_median"] == 3.0 and row["speedup_range"] == [2.0, 4.0]
+    assert row["numba_ratio_median"] == 0.5 and row["numba_ratio_range"] == [0.5, 1.0]
+    assert row["roofline_fraction"] == 0.25 and row["roofline_pattern"] == {"reads": 4, "writes": 3}
+    assert row["others"] == "numba 0.50x" and row["torch_ratio_median"] is None
+    line = report.table_row(row)
+    assert "3.00x [2.00-4.00]" in line and "25%" in line and "numba 0.50x" in line
+
+
+def test_bench_small_suite_quick(tmp_path):
+    path = tmp_path / "small.json"
+    code = cli.main(["bench", "--quick", "--suite", "small", "--no-torch", "--threads", "1", "--repeat", "2",
+                     "--json", str(path)])
+    assert code == 0
+    rows = {r["kernel"]: r for r in json.loads(path.read_text())["rows"]}
+    assert set(rows) == {"digits step", "adam 20 tensors"}
+    digits, tensors = rows["digits step"], rows["adam 20 tensors"]
+    assert digits["fastopt_median_s"] > 0 and digits["numpy_median_s"] > 0 and digits["speedup_median"] > 0
+    assert digits["roofline"] is None and digits["torch"] is None
+    assert tensors["roofline_pattern"] == {"reads": 4, "writes": 3} and tensors["roofline_fraction"] > 0
+    assert tensors["bytes_moved"] == 7 * 4 * 20 * 1000
+    assert (tensors["numba"] is not None) == (importlib.util.find_spec("numba") is not None)
+
+
+def test_stream_roofline_times_the_case_pattern():
+    from fastopt.bench import runner
+    case = cases.Case(kernel="k", size="7", elements=7, dtype="float64", bytes_moved=None,
+                      fastopt=lambda: None, access=(2, 1))
+    assert runner.roofline(case, 1)() == 14.0     # two arrays of ones read: checksum 2 * 7
 
 
 def test_bench_bytes_moved_formulas(quick_optim_json):

@@ -14,8 +14,13 @@ def test_quick_mlp_suite_rows(tmp_path):
                      "--dtype", "float32", "--json", str(path)])
     assert code == 0
     rows = json.loads(path.read_text())["rows"]
-    assert len(rows) == 1
+    assert [r["kernel"] for r in rows] == ["mlp train step", "bias_relu_forward", "relu_bias_backward",
+                                           "batchnorm_relu_forward", "relu_batchnorm_backward"]
+    for kernel_row in rows[1:]:       # each fused kernel with its stream-loop roofline
+        assert kernel_row["roofline_fraction"] > 0 and kernel_row["size"] == f"{mlp.BATCH_QUICK}x128"
+        assert kernel_row["numpy_median_s"] > 0
     row = rows[0]
+    assert row["gemms"]["median_s"] > 0 and row["gemms_ratio_median"] > 0   # the step's share in GEMMs
     assert row["suite"] == "mlp" and row["kernel"] == "mlp train step" and row["dtype"] == "float32"
     assert row["fastopt_s"] > 0 and row["numpy_s"] > 0 and row["torch_s"] is None
     assert row["note_batch"] == mlp.BATCH_QUICK

@@ -125,6 +125,11 @@ REGISTRY = {
                                         mean=_f(D_), inv_std=_f(D_, P), dz=_f(ND, E), dgamma=_f(D_, E),
                                         dbeta=_f(D_, E), db=_f(D_, E), n_threads=T),
         "softmax_loss_grad": dict(scores=_f(ND), y=("i64", N_, "y"), dscores=_f(ND, E), n_threads=T),
+        # branch mlp: the output layer in one call, and the bench's roofline stream loop
+        "bias_softmax_loss_grad": dict(scores=_f(ND), b=_f(D_), y=("i64", N_, "y"), dscores=_f(ND, E),
+                                       db=_f(D_, E), n_threads=T),
+        "stream_loop": dict(src=_f(("N", "D")), dst=_f(("C", "D"), E), n_reads=("dim", "N"),
+                            n_writes=("dim", "C"), n_threads=T),
     },
     "optim": {  # every state buffer in use (momentum, centered, amsgrad, averaging): all must match param
         "sgd_step": dict(param=_f(L_), grad=_f(L_), momentum_buffer=_f(L_), param_avg=_f(L_), lr=("v", 1e-2),
@@ -195,13 +200,13 @@ DIMS = {
     "augment": [dict(N=1, F=12, D=1), dict(N=7, F=12, D=7), dict(N=12000, F=12, D=12000)],
     "norm": [_norm_dims(N=1, D=1, C=1, S=1, G=1), _norm_dims(N=7, D=33, C=6, S=7, G=3),
              _norm_dims(N=130, D=1023, C=10, S=64, G=5)],
-    "mlp": [dict(N=1, D=1), dict(N=7, D=33), dict(N=80, D=1023)],
+    "mlp": [dict(N=1, D=1, C=1), dict(N=7, D=33, C=3), dict(N=80, D=1023, C=2), dict(N=3, D=70001, C=2)],
     "dropout": [dict(L=1), dict(L=1023), dict(L=70001)],
     "optim": [dict(L=1), dict(L=1023), dict(L=140001)],
     "activation": [dict(L=1), dict(L=1023), dict(L=70001)],
     "lbfgs": [dict(L=1), dict(L=1023), dict(L=140001)],
 }
-SMALL = {"augment": dict(N=6, F=12, D=6), "norm": _norm_dims(N=7, D=5, C=6, S=4, G=3), "mlp": dict(N=6, D=5), "dropout": dict(L=9),
+SMALL = {"augment": dict(N=6, F=12, D=6), "norm": _norm_dims(N=7, D=5, C=6, S=4, G=3), "mlp": dict(N=6, D=5, C=2), "dropout": dict(L=9),
          "optim": dict(L=9), "activation": dict(L=9), "lbfgs": dict(L=9)}
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 DTYPES = [np.float32, np.float64]
@@ -298,7 +303,8 @@ _INOUT = {
     "norm": {f: ("running_mean", "running_var") for f in ("batchnorm_train_forward",
                                                           "spatial_batchnorm_train_forward")},
     "mlp": {"relu_backward_inplace": ("dout",), "relu_bias_backward": ("dout",),
-            "batchnorm_relu_forward": ("running_mean", "running_var")},
+            "batchnorm_relu_forward": ("running_mean", "running_var"),
+            "bias_softmax_loss_grad": ("scores",)},   # branch mlp
     "optim": {f: tuple(n for n in spec if n != "grad" and spec[n][0] == "f")
               for f, spec in REGISTRY["optim"].items() if f != "norm_partial"},   # reads x only
     "lbfgs": {"axpy": ("y",), "axpy_dot": ("y",)},

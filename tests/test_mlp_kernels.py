@@ -304,3 +304,81 @@ def test_mixed_dtypes_are_refused():
 
 def test_grain_constants_agree():
     assert K.GRAIN == R.GRAIN
+
+
+# ------------------------------------------------------------------------------------------------
+# the output layer in one call; the bench's stream loop
+
+KERNEL_MODULES = [K] + [m for m in (pytest.importorskip("fastopt._backend").kernels("mlp"),) if m is not K]
+
+
+@pytest.mark.parametrize("module", KERNEL_MODULES, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(n=ROWS, c=st.sampled_from([1, 2, 10, 65, 1023]), seed=st.integers(0, 2**32 - 1),
+       label_dtype=st.sampled_from([np.int32, np.int64]))
+def test_bias_softmax_loss_grad_is_the_three_calls(module, dtype, n, c, seed, label_dtype):
+    """Bitwise: scores += b; softmax_loss_grad; bias_grad (the calls it replaces), at 1 and 2 threads;
+    and the twin within tolerance."""
+    rng = np.random.default_rng(seed)
+    s = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    y = rng.integers(0, c, n).astype(label_dtype)
+    ref_s, ref_ds, ref_db = s.copy(), np.empty((n, c), dtype), np.empty(c, dtype)
+    np.add(ref_s, b, out=ref_s)
+    ref_loss = module.softmax_loss_grad(ref_s, y, ref_ds, 1)
+    module.bias_grad(ref_ds, ref_db, 1)
+    for threads in (1, 2):
+        ss, ds, db = s.copy(), np.empty((n, c), dtype), np.empty(c, dtype)
+        assert module.bias_softmax_loss_grad(ss, b, y, ds, db, threads) == ref_loss
+        for got, want in ((ss, ref_s), (ds, ref_ds), (db, ref_db)):
+            np.testing.assert_array_equal(got, want)
+    ss, ds, db = s.copy(), np.empty((n, c), dtype), np.empty(c, dtype)
+    loss_t = R.bias_softmax_loss_grad(ss, b, y, ds, db, 1)
+    assert loss_t == pytest.approx(ref_loss, rel=TOL[dtype]["rtol"], abs=TOL[dtype]["atol"])
+    _close(ds, ref_ds, dtype)
+    _close(db, ref_db, dtype)
+    ss = s.copy()                                  # in place: dscores is scores
+    assert module.bias_softmax_loss_grad(ss, b, y, ss, db, 2) == ref_loss
+    np.testing.assert_array_equal(ss, ref_ds)
+
+
+@pytest.mark.parametrize("module", [K, R], ids=["cython", "numpy"])
+def test_bias_softmax_bad_label_changes_nothing(module):
+    s = np.ones((3, 4), np.float32)
+    ds, db = np.full((3, 4), 7.0, np.float32), np.full(4, 7.0, np.float32)
+    for bad in (4, -1):
+        with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 4\)"):
+            module.bias_softmax_loss_grad(s, np.ones(4, np.float32), np.array([0, bad, 1]), ds, db, 1)
+        np.testing.assert_array_equal(s, 1.0)
+        np.testing.assert_array_equal(ds, 7.0)
+        np.testing.assert_array_equal(db, 7.0)
+
+
+@pytest.mark.parametrize("module", KERNEL_MODULES, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reads,writes", [(0, 1), (1, 0), (1, 1), (2, 1), (4, 3), (3, 2), (0, 0)])
+@pytest.mark.parametrize("length", [1, 7, 513, 16385, 1_000_003])
+def test_stream_loop_matches_twin_bitwise(module, dtype, reads, writes, length):
+    rng = np.random.default_rng(length + 10 * reads + writes)
+    src = rng.standard_normal((reads, length)).astype(dtype)
+    want = np.full((writes, length), 7, dtype)
+    total_t = R.stream_loop(src, want, reads, writes, 1)
+    if writes and reads:
+        np.testing.assert_array_equal(want[0], src.sum(axis=0, dtype=dtype))   # rows added in order
+    elif writes:
+        np.testing.assert_array_equal(want, 0)
+    for threads in (1, 2):
+        got = np.full((writes, length), 7, dtype)
+        assert module.stream_loop(src, got, reads, writes, threads) == total_t
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("module", [K, R], ids=["cython", "numpy"])
+def test_stream_loop_checks_counts(module):
+    src, dst = np.zeros((2, 5)), np.zeros((1, 5))
+    with pytest.raises(ValueError, match="n_reads and n_writes must be >= 0"):
+        module.stream_loop(src, dst, -1, 1, 1)
+    with pytest.raises(ValueError, match="src must have shape"):
+        module.stream_loop(src, dst, 3, 1, 1)
+    with pytest.raises(ValueError, match="dst must have shape"):
+        module.stream_loop(src, np.zeros((1, 4)), 2, 1, 1)

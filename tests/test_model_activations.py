@@ -120,10 +120,10 @@ def test_realistic_size_takes_the_fused_path(activation, normalization, monkeypa
         assert counts["bias_relu_forward"] == counts["batchnorm_relu_forward"] == 0
         assert counts[spec.forward_kernel] == 2 and counts[spec.backward_kernel] == 2
         assert counts["batchnorm_train_forward"] == (2 if normalization else 0)
-    assert counts["softmax_loss_grad"] == 1           # the fused output layer
+    assert counts["bias_softmax_loss_grad"] == 1      # the fused output layer
     counts.clear()
     lr, gr = readable.loss(X, y)
-    assert counts["softmax_loss_grad"] == 0 and counts["bias_relu_forward"] == 0
+    assert counts["softmax_loss_grad"] == counts["bias_softmax_loss_grad"] == 0 and counts["bias_relu_forward"] == 0
     assert lf == pytest.approx(lr, rel=1e-5)
     scale = max(float(np.abs(v).max()) for v in gr.values())
     for k in gf:

@@ -207,3 +207,29 @@ def test_limit_blas_threads_restores():
     with _blas.limit_blas_threads(1):
         assert _blas.blas_num_threads() == 1
     assert _blas.blas_num_threads() == before
+
+
+def test_plans_are_kept_per_mode_and_rebuilt_when_bound_objects_change():
+    """Training and test calls alternate without rebuilding; a new running-statistics array, a new
+    out= mapping or a frozen set makes a new plan (nothing stale is written)."""
+    fastopt.set_backend("cython")
+    model = make(normalization="batchnorm")
+    X, y = batch(12)
+    model.loss(X, y)
+    ws = model._workspaces.get(12)
+    train = ws.plans[True]
+    model.loss(X)
+    test = ws.plans[False]
+    model.loss(X, y)
+    model.loss(X)
+    assert ws.plans[True] is train and ws.plans[False] is test
+    model.bn_params[0]["running_mean"] = model.bn_params[0]["running_mean"].copy()
+    model.loss(X, y)
+    assert ws.plans[True] is not train
+    out = {k: np.zeros_like(v) for k, v in model.params.items()}
+    _, got = model.loss(X, y, out=out)
+    assert got is out and any(np.any(v != 0) for v in out.values())
+    out2 = {k: np.zeros_like(v) for k, v in model.params.items()}
+    model.loss(X, y, out=out2)
+    for k in out:
+        np.testing.assert_array_equal(out2[k], out[k], err_msg=k)

@@ -151,12 +151,10 @@ def test_state_loaded_into_a_large_flat_group_keeps_the_one_call_path(kernel_cal
 # (batch, hidden): activations of 7 ... > 1M elements; 70007 and 1M are split across threads.
 MODEL_SIZES = [(1, 7), (3, 341), (73, 959), (1024, 1025)]
 FAST_KERNELS = {   # per training loss(): the mlp kernels, tagged h (hidden block) or o (output layer)
-    None: [("bias_relu_forward", "h"), ("softmax_loss_grad", "o"), ("bias_grad", "o"),
-           ("relu_bias_backward", "h")],
-    "batchnorm": [("batchnorm_relu_forward", "h"), ("softmax_loss_grad", "o"), ("bias_grad", "o"),
+    None: [("bias_relu_forward", "h"), ("bias_softmax_loss_grad", "o"), ("relu_bias_backward", "h")],
+    "batchnorm": [("batchnorm_relu_forward", "h"), ("bias_softmax_loss_grad", "o"),
                   ("relu_batchnorm_backward", "h")],
-    "layernorm": [("softmax_loss_grad", "o"), ("bias_grad", "o"), ("relu_backward_inplace", "h"),
-                  ("bias_grad", "h")],
+    "layernorm": [("bias_softmax_loss_grad", "o"), ("relu_backward_inplace", "h"), ("bias_grad", "h")],
 }
 
 

@@ -27,6 +27,8 @@ OPENBLAS_NUM_THREADS set by the caller).
     python tools/profile_mlp_step.py [--threads 1 2] [--rounds 7] [--batch 256]
         [--adam-so PATH]   load adam_step from a built _optim_kernels .so (measurement only)
     python tools/profile_mlp_step.py --grain   kernel times on (N, 1024) at 1 vs 2 threads
+    python tools/profile_mlp_step.py --digits  the digits Solver step (fastopt.bench.small), part by
+        part: batch draw and gather, validation (_Call), the GEMMs, each fused kernel, the optimizer
 """
 import argparse
 import contextlib
@@ -204,22 +206,8 @@ class FusedMLP:
 # naive CS231n-style step (temporaries everywhere)
 # ------------------------------------------------------------------------------------------------
 
-def _bn_forward(x, gamma, beta, bn):
-    mu = x.mean(axis=0)
-    var = x.var(axis=0)
-    xhat = (x - mu) / np.sqrt(var + BN_EPS)
-    bn["rm"] = BN_MOMENTUM * bn["rm"] + (1 - BN_MOMENTUM) * mu
-    bn["rv"] = BN_MOMENTUM * bn["rv"] + (1 - BN_MOMENTUM) * var
-    return gamma * xhat + beta, (xhat, gamma, var)
-
-
-def _bn_backward(dout, cache):
-    xhat, gamma, var = cache
-    n = dout.shape[0]
-    dbeta = dout.sum(axis=0)
-    dgamma = (dout * xhat).sum(axis=0)
-    dx = gamma / np.sqrt(var + BN_EPS) / n * (n * dout - dbeta - xhat * dgamma)
-    return dx, dgamma, dbeta
+from fastopt.bench.cs231n_numpy import batchnorm_backward as _bn_backward  # noqa: E402
+from fastopt.bench.cs231n_numpy import batchnorm_forward as _bn_forward  # noqa: E402
 
 
 class NaiveMLP:
@@ -227,7 +215,7 @@ class NaiveMLP:
         self.X, self.y = X, y
         self.params = {k: v.copy() for k, v in params.items()}
         self.L = sum(1 for k in params if k.startswith("W"))
-        self.bn = [{"rm": 0.0, "rv": 1.0} for _ in range(self.L)]
+        self.bn = [{"running_mean": 0.0, "running_var": 1.0} for _ in range(self.L)]
         self.configs = {k: {"m": np.zeros_like(v), "v": np.zeros_like(v), "t": 0} for k, v in params.items()}
 
     def step(self):
@@ -362,6 +350,54 @@ def grain_scan(rounds, dtype=np.float32, d=1024):
         print(f"  N={n:5d} ({n * d:8d} elements): " + ", ".join(row))
 
 
+def digits_breakdown(rounds, clock=time.perf_counter, calls=2000):
+    """Median us per call of each part of the digits Solver step, 1 thread (one process, in turn)."""
+    import statistics
+
+    from fastopt.bench.small import DIGITS_BATCH, _digits_data, solver_step
+    from fastopt.nn.fully_connected import _Call
+
+    fastopt.set_num_threads(1)
+    step = solver_step(_digits_data(np.float32), np.float32)
+    solver, model = step.solver, step.model
+    step()
+    X_all, y_all = solver.X_train, solver.y_train
+    idx = solver._draws.batch(X_all.shape[0], DIGITS_BATCH)
+    X, y = X_all[idx], y_all[idx]
+    model.loss(X, y, out=model.grads)
+    ws = model._workspaces.get(DIGITS_BATCH)
+    plan = ws.plans[True]
+    call = _Call(model, X, y, model.grads)
+    gemms = __import__("fastopt.bench.mlp", fromlist=["gemms_of_step"]).gemms_of_step(
+        step, (X, y, None))
+    layers = plan.hidden
+    parts = {
+        "Solver step (all)": step,
+        "batch draw": lambda: solver._draws.batch(X_all.shape[0], DIGITS_BATCH),
+        "batch gather": lambda: (X_all[idx], y_all[idx]),
+        "model.loss(out=grads)": lambda: model.loss(X, y, out=model.grads),
+        "  validation (_Call)": lambda: _Call(model, X, y, model.grads),
+        "  plan.run (fwd+bwd)": lambda: plan.run(call),
+        "    8 GEMMs alone": gemms,
+        **{f"    hidden {layer.index} forward kernel": (lambda layer=layer: layer.forward(1)) for layer in layers},
+        **{f"    hidden {layer.index} backward kernel": (lambda layer=layer: layer.backward(layer.dh, 1))
+           for layer in layers},
+        "    output layer kernel": lambda: plan.softmax(y, 1),
+        "optimizer.step(grads)": lambda: solver.optimizer.step(model.grads),
+    }
+    with blas_limit(1):
+        samples = {k: [] for k in parts}
+        for _ in range(rounds):
+            for name, fn in parts.items():
+                t0 = clock()
+                for _ in range(calls):
+                    fn()
+                samples[name].append((clock() - t0) / calls)
+    print(f"digits Solver step parts, 1 thread, median of {rounds} rounds x {calls} calls [min-max]:")
+    for name, ts in samples.items():
+        print(f"  {name:34s} {statistics.median(ts) * 1e6:8.1f} us  [{min(ts) * 1e6:.1f}-{max(ts) * 1e6:.1f}]")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -371,9 +407,15 @@ def main(argv=None):
     ap.add_argument("--adam-so", default=None)
     ap.add_argument("--no-naive", action="store_true", help="time only torch and fused")
     ap.add_argument("--grain", action="store_true", help="only scan kernel sizes at 1 vs 2 threads")
+    ap.add_argument("--digits", action="store_true", help="only the digits Solver step, part by part")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="--digits with process CPU time (a loaded machine: less noise from waiting)")
     args = ap.parse_args(argv)
     if args.grain:
         grain_scan(args.rounds)
+        return
+    if args.digits:
+        digits_breakdown(args.rounds, time.process_time if args.cpu_time else time.perf_counter)
         return
 
     import torch

@@ -26,6 +26,7 @@ SUITES = {
     "optim": "fastopt.bench.suites:optim_cases",
     "norm": "fastopt.bench.suites:norm_cases",
     "mlp": "fastopt.bench.mlp:cases",
+    "small": "fastopt.bench.small:cases",
 }
 
 
@@ -52,6 +53,10 @@ class Case:
     torch: Optional[Callable[[], object]] = None
     torch_impl: str = ""               # how torch ran: "fused", "foreach", "autograd", ...
     notes: dict = field(default_factory=dict)  # extra JSON fields for the row (stored as note_<key>)
+    # (arrays read, arrays written) of `elements` elements each: the kernel's streaming access
+    # pattern, timed as its roofline (fastopt._mlp_kernels.stream_loop) in the same run; None: n/a.
+    access: Optional[tuple] = None
+    extra: dict = field(default_factory=dict)  # other implementations: name -> callable ("numba", ...)
 
 
 class SuiteUnavailable(Exception):

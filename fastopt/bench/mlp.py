@@ -7,6 +7,10 @@ every side (fastopt.bench.mlp_torch.make_problem).
   fastopt  FullyConnectedNet.loss(X, y) (its fast path) + fastopt.optim.Adam.step(grads)
   numpy    the same code under fastopt.set_backend("numpy"): every kernel is its NumPy twin
   torch    torch.nn + torch.optim.Adam(fused=True) (mlp_torch.build_torch_step)
+  gemms    the step's matmuls alone (gemms_of_step): "gemms / fastopt" is the share of the step in them
+
+Then one row per fused kernel of the hidden layers at the same shape, with its roofline (a stream
+loop over the arrays it reads and writes).
 
 Threads: the runner sets fastopt's and torch's thread count; NumPy's OpenBLAS pool is set to the
 same count around each fastopt/numpy step (fastopt._blas.limit_blas_threads), so all three
@@ -48,6 +52,60 @@ def build_fastopt_step(problem, dims):
     return step
 
 
+def gemms_of_step(step, problem):
+    """A zero-argument callable running just the matmuls of `step`'s training step (the forward
+    products, the weight gradients, the gradients wrt each hidden layer's output) on the model's
+    own workspace, with `out=` as the fused execution does: what the step costs at least."""
+    model, (X, _, _) = step.model, problem
+    ws, p, g = model._workspaces.get(X.shape[0]), model.params, model.grads
+    for a in ws.z + ws.r + ws.dh + [ws.scores, ws.dscores]:
+        a.fill(0.5)                                  # finite values (the step overwrites them all)
+    hidden = len(model.hidden_dims)
+    inputs = [X] + ws.r                               # each affine layer's input
+    outs = ws.z + [ws.scores]
+    upstream = ws.dh + [ws.dscores]                   # grad wrt each layer's pre-activation
+
+    def gemms():
+        for i in range(hidden + 1):
+            np.matmul(inputs[i], p[f"W{i + 1}"], out=outs[i])
+        for i in range(hidden, -1, -1):
+            np.matmul(inputs[i].T, upstream[i], out=g[f"W{i + 1}"])
+            if i > 0:
+                np.matmul(upstream[i], p[f"W{i + 1}"].T, out=ws.dh[i - 1])
+    return gemms
+
+
+# Kernel rows at the suite's hidden-layer shape: (kernel, argument builder, (arrays read, written)).
+# The pattern counts each (N, D) array the kernel must read or write once (a column block it passes
+# over twice stays in L2).
+def _kernel_args(rng, n, d, dtype):
+    a = {k: rng.standard_normal((n, d)).astype(dtype) for k in ("z", "g", "out", "dz")}
+    v = {k: (rng.random(d) + 0.5).astype(dtype) for k in ("b", "gamma", "beta", "rm", "rv", "mean", "istd",
+                                                          "dg", "dbe", "db")}
+    return {
+        "bias_relu_forward": ((a["z"], v["b"], a["out"]), (1, 1)),
+        "relu_bias_backward": ((a["g"], a["out"], v["db"]), (2, 1)),
+        "batchnorm_relu_forward": ((a["z"], v["b"], v["gamma"], v["beta"], 1e-5, 0.9, v["rm"], v["rv"],
+                                    a["out"], v["mean"], v["istd"]), (1, 1)),
+        "relu_batchnorm_backward": ((a["g"], a["out"], a["z"], v["b"], v["gamma"], v["mean"], v["istd"],
+                                     a["dz"], v["dg"], v["dbe"], v["db"]), (3, 1)),
+    }
+
+
+def kernel_cases(dims, batch, dtype, seed):
+    from fastopt import _backend
+
+    n, d = batch, dims[1]
+    rng = np.random.default_rng(seed)
+    for name, (args, access) in _kernel_args(rng, n, d, np.dtype(dtype)).items():
+        def run(name=name, args=args):
+            kernels = _backend.kernels("mlp")        # the backend the runner selected
+            getattr(kernels, name)(*args, _backend.threads_for(n * d, kernels.GRAIN))
+        yield Case(kernel=name, size=f"{n}x{d}", elements=n * d, dtype=str(np.dtype(dtype)),
+                   bytes_moved=sum(access) * n * d * np.dtype(dtype).itemsize, fastopt=run, numpy=run,
+                   access=access)
+
+
 def cases(config):
     dims, batch = (DIMS_QUICK, BATCH_QUICK) if config.quick else (DIMS, BATCH)
     size = f"{batch}x" + "-".join(map(str, dims))
@@ -63,7 +121,11 @@ def cases(config):
         if config.torch is not None and np.dtype(dtype) == np.float32:
             torch_step = build_torch_step(batch, dims, fastopt.get_num_threads(), seed=config.seed,
                                           lr=LR, problem=problem)
+        with using_backend("cython"):
+            gemms = gemms_of_step(fast, problem)
         yield Case(kernel="mlp train step", size=size, elements=n_params, dtype=str(np.dtype(dtype)),
                    bytes_moved=None, fastopt=fast, numpy=slow, torch=torch_step,
                    torch_impl="nn + fused Adam" if torch_step else "",
-                   notes={"batch": batch, "dims": "-".join(map(str, dims))})
+                   notes={"batch": batch, "dims": "-".join(map(str, dims))},
+                   extra={"gemms": gemms})
+        yield from kernel_cases(dims, batch, dtype, config.seed)

@@ -1,42 +1,79 @@
 """Presenting bench results: the row record, the text table, the JSON file and the plot."""
 import json
 import math
+import statistics
 
 IMPLS = ("fastopt", "numpy", "torch")
 
-# (header, width, row key, formatter) of the text table, in column order.
+# (header, width, row key, formatter) of the text table, in column order. Times are medians; a
+# ratio is the median of the per-repeat ratios with their range (repeats are interleaved).
 _COLUMNS = (
     ("kernel", 25, "kernel", str),
     ("size", 14, "size", str),
     ("dtype", 7, "dtype", str),
-    ("fastopt", 10, "fastopt_s", lambda v: format_time(v)),
-    ("numpy", 10, "numpy_s", lambda v: format_time(v)),
-    ("speedup", 8, "speedup", lambda v: f"{v:.1f}x"),
+    ("fastopt", 10, "fastopt_median_s", lambda v: format_time(v)),
+    ("numpy", 10, "numpy_median_s", lambda v: format_time(v)),
+    ("speedup", 17, "speedup_median", None),
     ("GB/s", 7, "gbps", lambda v: f"{v:.1f}"),
-    ("%copy", 6, "copy_fraction", lambda v: f"{100 * v:.0f}%"),
-    ("torch", 10, "torch_s", lambda v: format_time(v)),
-    ("torch/fo", 8, "torch_ratio", lambda v: f"{v:.2f}x"),
-    ("torch impl", 10, "torch_impl", str),
+    ("%roof", 6, "roofline_fraction", lambda v: f"{100 * v:.0f}%"),
+    ("torch", 10, "torch_median_s", lambda v: format_time(v)),
+    ("torch/fo", 17, "torch_ratio_median", None),
+    ("torch impl", 14, "torch_impl", str),
+    ("others / fastopt", 24, "others", str),
 )
+
+
+def _paired_ratios(num, den):
+    """Per-repeat ratios num[r] / den[r] of two interleaved Timings: (median, min, max), or Nones."""
+    if num is None or den is None:
+        return None, None, None
+    pairs = [a / b for a, b in zip(num.samples, den.samples) if b > 0]
+    if not pairs:
+        ratio = num.median / den.median
+        return ratio, ratio, ratio
+    return statistics.median(pairs), min(pairs), max(pairs)
+
+
+def _ratio_text(row, key):
+    median, spread = row.get(key), row.get(key.replace("_median", "_range"))
+    if median is None:
+        return "-"
+    return f"{median:.2f}x" + (f" [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else "")
 
 
 def make_row(suite, case, timings, copy_bandwidth):
     """One JSON-ready row: the case, its timings (seconds per call) and the derived ratios.
 
-    speedup = numpy / fastopt; torch_ratio = torch / fastopt (> 1: fastopt faster);
-    gbps = bytes_moved / fastopt min time; copy_fraction = that bandwidth / the copy probe's.
+    speedup = numpy / fastopt; torch_ratio = torch / fastopt (> 1: fastopt faster), from the min
+    times; ``*_median`` / ``*_range``: the same ratios per interleaved repeat, their median and range;
+    <extra>_ratio_* likewise for each extra implementation (numba, torch foreach, ...).
+    gbps = bytes_moved / fastopt min time; copy_fraction = that bandwidth / the np.copyto probe's;
+    roofline_fraction = the stream loop's median time with the case's access pattern (timings
+    "roofline", same run, same threads) / fastopt's median time: the share of the achievable.
     """
     fast = timings["fastopt"].min
     row = {"suite": suite, "kernel": case.kernel, "size": case.size, "elements": case.elements,
            "dtype": case.dtype, "bytes_moved": case.bytes_moved, "torch_impl": case.torch_impl or None}
-    for name in IMPLS:
+    for name in IMPLS + tuple(case.extra) + ("roofline",):
         t = timings.get(name)
         row[name] = t.as_dict() if t else None
         row[f"{name}_s"] = t.min if t else None
+        row[f"{name}_median_s"] = t.median if t else None
     row["speedup"] = row["numpy_s"] / fast if row["numpy_s"] else None
     row["torch_ratio"] = row["torch_s"] / fast if row["torch_s"] else None
+    ratio_keys = {"numpy": "speedup", "torch": "torch_ratio", **{n: f"{n}_ratio" for n in case.extra}}
+    for name, key in ratio_keys.items():
+        median, low, high = _paired_ratios(timings.get(name), timings["fastopt"])
+        row[f"{key}_median"] = median
+        row[f"{key}_range"] = [low, high] if median is not None else None
+    row["others"] = "  ".join(f"{n} {row[f'{n}_ratio_median']:.2f}x" for n in case.extra
+                              if row[f"{n}_ratio_median"] is not None) or None
     row["gbps"] = case.bytes_moved / fast / 1e9 if case.bytes_moved else None
     row["copy_fraction"] = row["gbps"] * 1e9 / copy_bandwidth if row["gbps"] and copy_bandwidth else None
+    roof = timings.get("roofline")
+    row["roofline_pattern"] = ({"reads": case.access[0], "writes": case.access[1]}
+                               if case.access is not None else None)
+    row["roofline_fraction"] = roof.median / timings["fastopt"].median if roof else None
     row.update({f"note_{k}": v for k, v in case.notes.items()})
     return row
 
@@ -60,7 +97,10 @@ def table_row(row):
     cells = []
     for i, (_, width, key, fmt) in enumerate(_COLUMNS):
         value = row.get(key)
-        text = "-" if value is None or value == "" else fmt(value)
+        if fmt is None:
+            text = _ratio_text(row, key)
+        else:
+            text = "-" if value is None or value == "" else fmt(value)
         cells.append(f"{text:>{width}}" if i > 2 else f"{text:<{width}}")
     return " ".join(cells)
 
@@ -79,8 +119,10 @@ def machine_header(machine, copy_bandwidth, settings):
         + f"  OPENBLAS_CORETYPE={coretype if coretype is not None else 'unset'}"
         + f"  torch={settings['torch_version'] or 'not used'}",
         f"CPU {machine.get('cpu_model') or 'unknown'}  Python {machine['python']}  {machine['platform']}",
-        f"copy bandwidth {copy_bandwidth / 1e9:.1f} GB/s (np.copyto of {settings['copy_mb']} MB, "
-        f"min of {settings['copy_repeat']}); times are min of {settings['repeat']} interleaved repeats",
+        f"times are medians of {settings['repeat']} interleaved repeats; ratios: the median of the "
+        f"per-repeat ratios [their range]; %roof: a compiled stream loop over the kernel's arrays read "
+        f"and written (same size, dtype, threads, run) / the kernel's time. np.copyto of "
+        f"{settings['copy_mb']} MB: {copy_bandwidth / 1e9:.1f} GB/s (copy bandwidth, for reference)",
     ])
 
 

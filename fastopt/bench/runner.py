@@ -9,7 +9,9 @@ from fastopt import info
 from fastopt.cli import UsageError
 
 from . import report, timing
-from .cases import SuiteConfig, SuiteUnavailable, import_torch, load_suite
+from fastopt._blas import limit_blas_threads
+
+from .cases import SuiteConfig, SuiteUnavailable, import_torch, load_suite, using_backend
 
 COPY_MB = 64
 COPY_REPEAT = 10
@@ -83,8 +85,11 @@ def _run(settings, suite_funcs, skipped, torch, threads, out):
         print(report.table_header(), file=out)
         for case in cases(config):
             impls = {name: fn for name, fn in (("fastopt", case.fastopt), ("numpy", case.numpy),
-                                               ("torch", case.torch)) if fn is not None}
-            timings = timing.measure(impls, settings.repeat, settings.min_time, before=_select_backend)
+                                               ("torch", case.torch), *case.extra.items()) if fn is not None}
+            if case.access is not None:
+                impls["roofline"] = roofline(case, threads)
+            with limit_blas_threads(threads):   # NumPy's BLAS on the run's thread count, for every side
+                timings = timing.measure(impls, settings.repeat, settings.min_time, before=_select_backend)
             row = report.make_row(suite, case, timings, copy_bw)
             rows.append(row)
             print(report.table_row(row), file=out, flush=True)
@@ -108,6 +113,21 @@ def _run(settings, suite_funcs, skipped, torch, threads, out):
         _write(settings.plot_path, report.plot, rows)
         print(f"wrote {settings.plot_path}", file=out)
     return 0
+
+
+def roofline(case, threads):
+    """The case's roofline: fastopt._mlp_kernels.stream_loop reading case.access[0] and writing
+    case.access[1] arrays of case.elements elements of case.dtype, on the run's thread count."""
+    import numpy as np
+
+    from fastopt import _backend
+
+    reads, writes = case.access
+    src = np.ones((reads, case.elements), case.dtype)
+    dst = np.zeros((writes, case.elements), case.dtype)
+    with using_backend("cython"):
+        stream = _backend.kernels("mlp").stream_loop
+    return lambda: stream(src, dst, reads, writes, threads)
 
 
 def _select_backend(name):

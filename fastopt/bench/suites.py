@@ -61,7 +61,14 @@ def make_optim_case(kernel, n, dtype, torch=None, seed=0):
     return Case(kernel=kernel, size=size_label(n), elements=n, dtype=dtype,
                 bytes_moved=arrays_moved * param.itemsize * n,
                 fastopt=new_step(), numpy=new_step(),
-                torch=torch_step, torch_impl=torch_impl)
+                torch=torch_step, torch_impl=torch_impl,
+                access=optim_access(arrays_moved))
+
+
+def optim_access(arrays_moved):
+    """(arrays read, arrays written) of an optimizer step moving `arrays_moved` arrays: p and each
+    state array are read and written, g only read (arrays_moved = 2 * writes + 1)."""
+    return (arrays_moved + 1) // 2, (arrays_moved - 1) // 2
 
 
 def _torch_optim_step(torch, class_name, kwargs, param, grad):
@@ -92,6 +99,8 @@ NORM_SHAPES_QUICK = {"batchnorm": ((64, 256),), "layernorm": ((64, 256),),
 #   forward: read x for the statistics, read x again and write out -> 3;
 #   backward: read dout and x for dgamma/dbeta, then read dout, x and write dx -> 5;  both -> 8.
 NORM_PASSES = {"fwd": 3, "bwd": 5, "fwd+bwd": 8}
+# The same passes as (arrays read, arrays written): the roofline's access pattern.
+NORM_ACCESS = {"fwd": (2, 1), "bwd": (4, 1), "fwd+bwd": (6, 2)}
 NORM_EPS = 1e-5
 
 
@@ -143,7 +152,8 @@ def make_norm_case(kernel, shape, dtype, part, torch=None, seed=0):
     return Case(kernel=f"{kernel} {part}", size="x".join(map(str, shape)), elements=x.size, dtype=dtype,
                 bytes_moved=NORM_PASSES[part] * x.nbytes,
                 fastopt=impl("cython"), numpy=impl("numpy"),
-                torch=torch_fn, torch_impl="autograd" if torch_fn is not None else "")
+                torch=torch_fn, torch_impl="autograd" if torch_fn is not None else "",
+                access=NORM_ACCESS[part])
 
 
 def _torch_norm_fn(torch, kernel, part, x, gamma, beta, dout):

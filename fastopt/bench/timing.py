@@ -15,14 +15,19 @@ import numpy as np
 
 @dataclass
 class Timing:
-    """Seconds per call of one implementation: min and median over `repeats` measurements of `number` calls."""
+    """Seconds per call of one implementation: min and median over `repeats` measurements of `number`
+    calls; `samples` the measurements in repeat order (paired with the other implementations' by
+    index: the ratio of repeat r is taken within one pass over the implementations)."""
     min: float
     median: float
     repeats: int
     number: int
+    samples: tuple = ()
 
     def as_dict(self):
-        return {"min_s": self.min, "median_s": self.median, "repeats": self.repeats, "number": self.number}
+        return {"min_s": self.min, "median_s": self.median,
+                "max_s": max(self.samples) if self.samples else None,
+                "repeats": self.repeats, "number": self.number}
 
 
 def calibrate(fn, min_time):
@@ -62,8 +67,8 @@ def measure(impls, repeat, min_time, before=None):
             if before is not None:
                 before(name)
             samples[name].append(_run(impls[name], numbers[name]) / numbers[name])
-    return {name: Timing(min(samples[name]), statistics.median(samples[name]), repeat, numbers[name])
-            for name in names}
+    return {name: Timing(min(samples[name]), statistics.median(samples[name]), repeat, numbers[name],
+                         tuple(samples[name])) for name in names}
 
 
 def _run(fn, number):

@@ -36,6 +36,7 @@ Threads: one model's ``loss``/``state_dict``/``load_state_dict`` serialize on a 
 different models in different threads run independently and give bitwise the results of a
 sequential run (with ``rng`` or ``seed``; NumPy's global state is shared by definition).
 """
+import math
 import threading
 from collections.abc import Mapping
 
@@ -52,6 +53,7 @@ from .workspace import WorkspaceCache
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 REG_TYPES = ("l2", "l1")
+_NOTHING_FROZEN = frozenset()
 _NORM_KEYS = {"batchnorm": ("eps", "momentum", "running_mean", "running_var"), "layernorm": ("eps",)}
 
 
@@ -115,14 +117,14 @@ class _Call:
         self.train = y is not None
         self.y = model._check_y(y, self.X.shape[0]) if self.train else None
         self.params = model.params
-        self.reg = check_scalar("reg", model.reg, low=0)
-        self.reg_type = check_choice("reg_type", model.reg_type, REG_TYPES)
+        self.reg, self.reg_type = model._check_reg()
         if out is not None and not self.train:
             raise ValueError("out= receives gradients: it needs labels y (a training call)")
-        self.grads = model._check_out(out) if self.train else None
+        self.frozen = model._check_frozen()
+        self.out = out
+        self.grads = model._check_out(out, self.frozen) if self.train else None
         self.norm_params = model._check_bn_params()
-        self.norm_state = [model._check_norm_param(blk) for blk in model.blocks if isinstance(blk, Hidden)
-                           and blk.norm is not None]
+        self.norm_state = model._check_norm_state()
         self.dropout_param = model._check_dropout_param() if model.use_dropout else None
 
     def create_running_statistics(self, model):
@@ -133,6 +135,16 @@ class _Call:
                 rm = p["running_mean"] = np.zeros(model.hidden_dims[i], model.dtype) if rm is None else rm
                 rv = p["running_var"] = np.zeros(model.hidden_dims[i], model.dtype) if rv is None else rv
                 self.norm_state[i] = (eps, momentum, rm, rv)
+
+    def returned_grads(self, model):
+        """The gradients loss() returns: the trainable params' (all when nothing is frozen), as the
+        arrays written (out=: that mapping itself when it holds just them) or fresh copies (CS231n)."""
+        keys = model._grad_keys(self.frozen)
+        if self.out is None:
+            return {k: self.grads[k].copy() for k in keys}
+        if len(self.grads) == len(keys):      # nothing frozen, or the caller's trainable-keys mapping
+            return self.grads
+        return {k: self.grads[k] for k in keys}
 
 
 class FullyConnectedNet:
@@ -305,14 +317,21 @@ class FullyConnectedNet:
     def _check_X(self, X):
         if not isinstance(X, np.ndarray):
             raise TypeError(f"X must be a NumPy array, got {type(X).__name__}")
-        if X.dtype.kind not in "fiu":
-            raise TypeError(f"X must have a real numeric dtype (it is cast to {self.dtype}), got {X.dtype}")
-        if X.ndim < 2 or X.shape[0] == 0:
-            raise ValueError(f"X must have shape (N, d1, ...) with N >= 1, got {X.shape}")
-        features = int(np.prod(X.shape[1:]))
-        if features != self.input_dim:
-            raise ValueError(f"X must have {self.input_dim} features per sample (input_dim), "
-                             f"got shape {X.shape} ({features} features)")
+        seen = self._validated.get("X")   # (shape, dtype, features) of the last X: nothing re-derived
+        if seen is not None and X.shape == seen[0] and X.dtype == seen[1]:
+            features = seen[2]
+        else:
+            if X.dtype.kind not in "fiu":
+                raise TypeError(f"X must have a real numeric dtype (it is cast to {self.dtype}), got {X.dtype}")
+            if X.ndim < 2 or X.shape[0] == 0:
+                raise ValueError(f"X must have shape (N, d1, ...) with N >= 1, got {X.shape}")
+            features = math.prod(X.shape[1:])
+            if features != self.input_dim:
+                raise ValueError(f"X must have {self.input_dim} features per sample (input_dim), "
+                                 f"got shape {X.shape} ({features} features)")
+            self._validated["X"] = (X.shape, X.dtype, features)
+        if X.ndim == 2 and X.dtype == self.dtype and X.flags.c_contiguous:
+            return X
         # The data (never a parameter) is cast to the model's dtype, as CS231n does.
         return np.ascontiguousarray(X.reshape(X.shape[0], features), dtype=self.dtype)
 
@@ -323,23 +342,60 @@ class FullyConnectedNet:
             raise TypeError(f"y must have an integer dtype, got {y.dtype}")
         if y.shape != (n,):
             raise ValueError(f"y must have shape ({n},) to match X, got {y.shape}")
-        if y.min() < 0 or y.max() >= self.num_classes:
+        low, high = np.minimum.reduce(y), np.maximum.reduce(y)   # the ufuncs: no Python wrapper
+        if low < 0 or high >= self.num_classes:
             raise ValueError(f"y must hold labels in [0, {self.num_classes - 1}], "
-                             f"got values in [{y.min()}, {y.max()}]")
+                             f"got values in [{low}, {high}]")
         return y.astype(np.intp, copy=False)
 
-    def _check_out(self, out):
-        """The mapping the gradients are written into: model.grads, or the caller's like it."""
+    def _check_reg(self):
+        """(reg, reg_type), validated once per pair of objects (model.reg may change between calls)."""
+        seen = self._validated.get("reg")
+        if seen is not None and seen[0] is self.reg and seen[1] is self.reg_type:
+            return seen[2]
+        result = check_scalar("reg", self.reg, low=0), check_choice("reg_type", self.reg_type, REG_TYPES)
+        self._validated["reg"] = (self.reg, self.reg_type, result)
+        return result
+
+    def _check_frozen(self):
+        """model.frozen (engineer transfer's freeze(): a frozenset of affine-layer indices), or none."""
+        frozen = getattr(self, "frozen", None)
+        if frozen is None or not frozen:
+            return _NOTHING_FROZEN
+        if self._validated.get("frozen") is frozen:
+            return frozen
+        n = len(self.blocks)
+        if not isinstance(frozen, frozenset) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in frozen):
+            raise ValueError(f"model.frozen must be a frozenset of affine-layer indices in [0, {n}), "
+                             f"got {_describe(frozen)}")
+        self._validated["frozen"] = frozen
+        return frozen
+
+    def _grad_keys(self, frozen):
+        """The parameter names loss() computes gradients for: those of the layers not frozen."""
+        if not frozen:
+            return list(self._params)
+        return [name for blk in self.blocks if blk.k - 1 not in frozen
+                for name, _, _ in param_specs([blk])]
+
+    def _check_out(self, out, frozen=_NOTHING_FROZEN):
+        """The mapping the gradients are written into: model.grads, or the caller's like it (all the
+        params' keys, or with frozen layers exactly the trainable params' keys)."""
         if out is None or out is self.grads:
-            for k, g in self.grads.items():
+            for g in self.grads.values():
                 if not g.flags.writeable:
+                    k = next(k for k, v in self.grads.items() if v is g)
                     raise ValueError(f"model.grads[{k!r}] must be writeable: loss() writes the gradients there")
             return self.grads
-        if not isinstance(out, Mapping) or set(out) != set(self._params):
+        keys = self._grad_keys(frozen)
+        if not isinstance(out, Mapping) or (set(out) != set(self._params) and set(out) != set(keys)):
             got = sorted(out) if isinstance(out, Mapping) else _describe(out)
-            raise ValueError(f"out must be model.grads or a mapping with keys {sorted(self._params)}, got {got}")
+            want = sorted(self._params) if not frozen else f"{sorted(self._params)} or {sorted(keys)}"
+            raise ValueError(f"out must be model.grads or a mapping with keys {want}, got {got}")
         named = []
-        for k, p in self._params.items():
+        for k in keys:
+            p = self._params[k]
             check_array(f"out[{k!r}]", out[k], writeable=True, dtype=p.dtype, shape=p.shape)
             named.append((f"out[{k!r}]", out[k]))
         check_distinct(named + [(f"params[{k!r}]", v) for k, v in self._params.items()])
@@ -352,13 +408,21 @@ class FullyConnectedNet:
                              f"got {_describe(self.bn_params)}")
         return self.bn_params
 
-    def _check_norm_param(self, blk):
-        """(eps, momentum, running_mean, running_var) of hidden block blk's bn_params entry."""
-        name, p = f"bn_params[{blk.index}]", self.bn_params[blk.index]
-        if not isinstance(p, dict):
-            raise TypeError(f"{name} must be a dict, got {_describe(p)}")
-        return self._memo(("norm", blk.index), [p.get(k) for k in _NORM_KEYS[blk.norm.name]],
-                          lambda: self._validate_norm_param(name, p, blk))
+    def _check_norm_state(self):
+        """[(eps, momentum, running_mean, running_var)] of every normalized hidden block's bn_params
+        entry (a fresh list: create_running_statistics fills it in), validated once per set of objects."""
+        normed = [blk for blk in self.blocks if isinstance(blk, Hidden) and blk.norm is not None]
+        if not normed:
+            return []
+        for blk in normed:
+            p = self.bn_params[blk.index]
+            if not isinstance(p, dict):
+                raise TypeError(f"bn_params[{blk.index}] must be a dict, got {_describe(p)}")
+        keys = _NORM_KEYS[normed[0].norm.name]
+        values = [p.get(k) for p in self.bn_params for k in keys]
+        return list(self._memo("norm", values, lambda: [
+            self._validate_norm_param(f"bn_params[{blk.index}]", self.bn_params[blk.index], blk)
+            for blk in normed]))
 
     def _validate_norm_param(self, name, p, blk):
         if not blk.norm.running:
@@ -419,19 +483,28 @@ class FullyConnectedNet:
             if self.use_dropout:
                 self.dropout_param["mode"] = mode
             call.create_running_statistics(self)
-            if self.fused:
-                with _backend.beside_blas():
-                    result = run_fused.loss(self.blocks, call, self._workspaces.get(call.X.shape[0]))
+            if self.fast_path and self._fusable():
+                ws = self._workspaces.get(call.X.shape[0])
+                if _backend.get_num_threads() == 1:     # beside_blas() only changes multi-thread counts
+                    result = run_fused.loss(self.blocks, call, ws, call.frozen)
+                else:
+                    with _backend.beside_blas():
+                        result = run_fused.loss(self.blocks, call, ws, call.frozen)
             else:
-                result = run_layers.loss(self.blocks, call)
+                result = run_layers.loss(self.blocks, call, call.frozen)
             if self.use_dropout and self.seed is not None and self.hidden_dims:
                 self._leave_global_state_as_cs231n(call)
             if not call.train:
                 return result
             loss = float(result) + self._regularize(call)
-            if out is None:
-                return loss, {k: v.copy() for k, v in call.grads.items()}
-            return loss, call.grads
+            return loss, call.returned_grads(self)
+
+    def _fusable(self):
+        """run_fused.supports(self.blocks), derived once (the blocks never change)."""
+        fusable = self._validated.get("fusable")
+        if fusable is None:
+            fusable = self._validated["fusable"] = run_fused.supports(self.blocks)
+        return fusable
 
     def _leave_global_state_as_cs231n(self, call):
         """CS231n's dropout_forward calls np.random.seed(seed) in every layer (test mode too) and, in
@@ -459,21 +532,24 @@ class FullyConnectedNet:
             return 0.0
         total = 0.0
         for blk in self.blocks:
-            w, g = self._params[f"W{blk.k}"], call.grads[f"W{blk.k}"]
-            s = self._scratch(w)
+            w, s = self._params[f"W{blk.k}"], self._scratch(self._params[f"W{blk.k}"])
             if call.reg_type == "l2":
                 if w.dtype == np.float64:
                     total += 0.5 * call.reg * float(np.dot(w.ravel(), w.ravel()))
                 else:
                     np.multiply(w, w, out=s)
                     total += 0.5 * call.reg * float(s.sum(dtype=np.float64))
-                np.multiply(w, call.reg, out=s)
             else:
                 np.abs(w, out=s)
                 total += call.reg * float(s.sum(dtype=np.float64))
+            if blk.k - 1 in call.frozen:     # a frozen weight's penalty is a constant of the loss
+                continue
+            if call.reg_type == "l2":
+                np.multiply(w, call.reg, out=s)
+            else:
                 np.sign(w, out=s)
                 s *= call.reg
-            g += s
+            call.grads[f"W{blk.k}"] += s
         return total
 
     # ---------------------------------------------------------------- state

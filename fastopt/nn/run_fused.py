@@ -2,127 +2,212 @@
 
 The same blocks and the same mathematics as fastopt.nn.run_layers, but every intermediate goes
 into preallocated buffers (fastopt.nn.workspace), matmuls write with ``out=`` through transposed
-views, no gradient is computed for the input X, bias+norm+ReLU and softmax-loss+gradient are single
-fused kernels (fastopt._mlp_kernels), the other activations run their compiled kernels
-(fastopt._activation_kernels, in place where their backward allows) after the bias add and the
-norm kernel, and the gradients are written straight into ``call.grads``.
-Dropout is the layer function itself (its mask is drawn inside its kernel; nothing to fuse).
+views, no gradient is computed for the input X, bias+norm+ReLU and the output layer (bias, softmax
+loss, its gradient and the bias gradient) are single fused kernels (fastopt._mlp_kernels), the other
+activations run their compiled kernels (fastopt._activation_kernels, in place where their backward
+allows) after the bias add and the norm kernel, and the gradients are written straight into
+``call.grads``. Dropout is the layer function itself (its mask is drawn inside its kernel).
 The caller runs it inside ``fastopt.beside_blas()`` (one kernel thread while NumPy's BLAS runs
 several). Tests check both executions agree to ~1e-12 in float64.
 
-``FUSED`` holds, per (normalization, activation) of a hidden block, the forward (train and eval)
-and backward kernels; ``supports(blocks)`` says whether every block has an entry.
+A step is a :class:`Plan`: every kernel call with its arrays bound once (the workspace's buffers,
+the parameters, the gradient arrays, the running statistics, each kernel's dtype specialization),
+kept on the workspace (one per mode, train or test) and reused while the call binds the same
+objects (``Plan.key``). A small
+network's step is then the matmuls and one call per kernel, with no argument lookups in between.
+
+Frozen layers (``frozen``: indices of the affine layers, as ``model.frozen``): no parameter gradient
+is computed for them (no dW matmul; a norm's internal sums go to scratch) and the backward pass
+stops at the lowest trainable layer (no gradient below it).
+
+``FUSED`` holds, per (normalization, activation) of a hidden block, builders of the forward (train
+and eval) and backward calls; ``supports(blocks)`` says whether every block has an entry.
 """
 import numpy as np
 
 from .. import _backend, layers
+from ..flat import FlatArrays
 from ..layers.activations import ACTIVATIONS, FAMILY
 from .blocks import Hidden
 
-__all__ = ["FUSED", "supports", "loss"]
+__all__ = ["FUSED", "Plan", "supports", "loss"]
 
 
-# ---------------------------------------------------------------- per (norm, activation) kernels
-# forward(K, blk, call, ws, z, r, nt): z = x @ W (already there) -> r = relu(norm(z + b)).
-# backward(K, blk, call, ws, dr, nt) -> grad wrt z (may be dr itself), param grads into call.grads.
+def _specialized(fn, *types):
+    """The compiled fused function's specialization for `types` (Cython's ``__signatures__``):
+    skips the per-call dispatch on the arguments' dtypes. The twins (plain functions) as they are."""
+    sigs = getattr(fn, "__signatures__", None)
+    return sigs.get("|".join(types), fn) if sigs else fn
 
 
-def _plain_forward(K, blk, call, ws, z, r, nt):
-    K.bias_relu_forward(z, call.params[f"b{blk.k}"], r, nt)
+def _ctype(a):
+    return "float" if a.dtype == np.float32 else "double"
 
 
-def _plain_backward(K, blk, call, ws, dr, nt):
-    K.relu_bias_backward(dr, ws.r[blk.index], call.grads[f"b{blk.k}"], nt)
-    return dr
+def _bound(K, a):
+    """`a` as kernel module K takes it fastest: its Cython memoryview (K._view / K._view2d), which a
+    kernel acquires without the buffer protocol (~1.5 us less per call of ~11 buffers); the twins
+    take the array itself. The view keeps `a` alive and cannot outlive a resize (NumPy refuses one
+    while a view exists)."""
+    view = getattr(K, "_view2d" if a.ndim == 2 else "_view", None)
+    return a if view is None else view(a)
 
 
-def _bn_forward(K, blk, call, ws, z, r, nt):
+# ---------------------------------------------------------------- per (norm, activation) builders
+# forward(K, blk, call, ws) -> f(nt): z = x @ W (already there) -> r = act(norm(z + b)).
+# backward(K, blk, call, ws, g) -> f(dr, nt) -> grad wrt z (may be dr itself); the block's param grads
+# go into the mapping g (call.grads, or the plan's scratch for a frozen block).
+
+
+def _plain_forward(K, blk, call, ws):
+    z, r = ws.z[blk.index], ws.r[blk.index]
+    f = _specialized(K.bias_relu_forward, _ctype(z))
+    args = tuple(_bound(K, a) for a in (z, call.params[f"b{blk.k}"], r))
+    return lambda nt: f(*args, nt)
+
+
+def _plain_backward(K, blk, call, ws, g):
+    i = blk.index
+    dh, dhv, r = ws.dh[i], _bound(K, ws.dh[i]), _bound(K, ws.r[i])
+    db = g.get(f"b{blk.k}")
+    if db is None:                 # frozen: the ReLU mask only
+        f, tail = _specialized(K.relu_backward_inplace, _ctype(dh)), (r,)
+    else:
+        f, tail = _specialized(K.relu_bias_backward, _ctype(dh)), (r, _bound(K, db))
+
+    def backward(dr, nt):
+        f(dhv if dr is dh else dr, *tail, nt)
+        return dr
+    return backward
+
+
+def _bn_forward(K, blk, call, ws):
     p, i, k = call.params, blk.index, blk.k
     eps, momentum, rm, rv = call.norm_state[i]
+    z, r = ws.z[i], ws.r[i]
     if call.train:
-        K.batchnorm_relu_forward(z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], eps, momentum, rm, rv,
-                                 r, ws.mean[i], ws.inv_std[i], nt)
+        f = _specialized(K.batchnorm_relu_forward, _ctype(z))
+        args = (z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], eps, momentum, rm, rv, r, ws.mean[i], ws.inv_std[i])
     else:
-        K.batchnorm_relu_eval(z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], rm, rv, eps, r, nt)
+        f = _specialized(K.batchnorm_relu_eval, _ctype(z))
+        args = (z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], rm, rv, eps, r)
+    args = tuple(_bound(K, a) if isinstance(a, np.ndarray) else a for a in args)
+    return lambda nt: f(*args, nt)
 
 
-def _bn_backward(K, blk, call, ws, dr, nt):
-    p, g, i, k = call.params, call.grads, blk.index, blk.k
+def _bn_backward(K, blk, call, ws, g):
+    p, i, k = call.params, blk.index, blk.k
     dz = ws.dh[i]                  # the kernel may write in place (dr is dh without dropout)
-    K.relu_batchnorm_backward(dr, ws.r[i], ws.z[i], p[f"b{k}"], p[f"gamma{k}"], ws.mean[i],
-                              ws.inv_std[i], dz, g[f"gamma{k}"], g[f"beta{k}"], g[f"b{k}"], nt)
-    return dz
+    f = _specialized(K.relu_batchnorm_backward, _ctype(dz))
+    args = tuple(_bound(K, a) for a in (ws.r[i], ws.z[i], p[f"b{k}"], p[f"gamma{k}"], ws.mean[i], ws.inv_std[i],
+                                        dz, g[f"gamma{k}"], g[f"beta{k}"], g[f"b{k}"]))
+    dzv = args[6]
+
+    def backward(dr, nt):
+        f(dzv if dr is dz else dr, *args, nt)
+        return dz
+    return backward
 
 
-def _ln_forward(K, blk, call, ws, z, r, nt):
+def _ln_forward(K, blk, call, ws):
     p, i, k = call.params, blk.index, blk.k
     N = _backend.kernels("norm")
-    np.add(z, p[f"b{k}"], out=z)               # the layernorm input, kept for backward
-    N.layernorm_forward(z, p[f"gamma{k}"], p[f"beta{k}"], call.norm_state[i][0], r, ws.mean[i],
-                        ws.inv_std[i], _backend.threads_for(z.size, N.GRAIN))
-    np.maximum(r, 0, out=r)
+    z, r = ws.z[i], ws.r[i]
+    b, gamma, beta, eps = p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], call.norm_state[i][0]
+
+    def forward(nt):
+        np.add(z, b, out=z)                    # the layernorm input, kept for backward
+        N.layernorm_forward(z, gamma, beta, eps, r, ws.mean[i], ws.inv_std[i],
+                            _backend.threads_for(z.size, N.GRAIN))
+        np.maximum(r, 0, out=r)
+    return forward
 
 
-def _ln_backward(K, blk, call, ws, dr, nt):
-    p, g, i, k = call.params, call.grads, blk.index, blk.k
+def _ln_backward(K, blk, call, ws, g):
+    p, i, k = call.params, blk.index, blk.k
     N = _backend.kernels("norm")
-    K.relu_backward_inplace(dr, ws.r[i], nt)
-    dz = ws.tmp[i] if dr is ws.dh[i] else ws.dh[i]   # layernorm backward cannot write in place
-    N.layernorm_backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], p[f"gamma{k}"], dz,
-                         g[f"gamma{k}"], g[f"beta{k}"], _backend.threads_for(dz.size, N.GRAIN))
-    K.bias_grad(dz, g[f"b{k}"], nt)
-    return dz
+    gamma, dgamma, dbeta, db = p[f"gamma{k}"], g[f"gamma{k}"], g[f"beta{k}"], g[f"b{k}"]
+
+    def backward(dr, nt):
+        K.relu_backward_inplace(dr, ws.r[i], nt)
+        dz = ws.tmp[i] if dr is ws.dh[i] else ws.dh[i]   # layernorm backward cannot write in place
+        N.layernorm_backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], gamma, dz, dgamma, dbeta,
+                             _backend.threads_for(dz.size, N.GRAIN))
+        K.bias_grad(dz, db, nt)
+        return dz
+    return backward
 
 
-def _act_forward(K, blk, call, ws, z, r, nt):
+def _act_forward(K, blk, call, ws):
     """z += b (kept: the pre-activation), then r = f(z) by the activation's compiled kernel."""
     A, act = _backend.kernels(FAMILY), blk.activation
-    np.add(z, call.params[f"b{blk.k}"], out=z)
-    getattr(A, act.spec.forward_kernel)(z.reshape(-1), act.value, r.reshape(-1), _backend.threads_for(z.size, A.GRAIN))
+    z, r, b = ws.z[blk.index], ws.r[blk.index], call.params[f"b{blk.k}"]
+    f, value = getattr(A, act.spec.forward_kernel), act.value
+
+    def forward(nt):
+        np.add(z, b, out=z)
+        f(z.reshape(-1), value, r.reshape(-1), _backend.threads_for(z.size, A.GRAIN))
+    return forward
 
 
-def _act_backward(K, blk, call, ws, dr, nt):
+def _act_backward(K, blk, call, ws, g):
     """dr *= f' in place (from z or r, as the activation saves), then the bias gradient."""
     A, act, i = _backend.kernels(FAMILY), blk.activation, blk.index
     saved = ws.z[i] if act.spec.saves == "x" else ws.r[i]
-    getattr(A, act.spec.backward_kernel)(dr.reshape(-1), saved.reshape(-1), act.value, dr.reshape(-1),
-                                         _backend.threads_for(dr.size, A.GRAIN))
-    K.bias_grad(dr, call.grads[f"b{blk.k}"], nt)
-    return dr
+    f, value, db = getattr(A, act.spec.backward_kernel), act.value, g.get(f"b{blk.k}")
+
+    def backward(dr, nt):
+        f(dr.reshape(-1), saved.reshape(-1), value, dr.reshape(-1), _backend.threads_for(dr.size, A.GRAIN))
+        if db is not None:
+            K.bias_grad(dr, db, nt)
+        return dr
+    return backward
 
 
-def _norm_act_forward(K, blk, call, ws, z, r, nt):
+def _norm_act_forward(K, blk, call, ws):
     """z += b (kept: the norm's input), y = norm(z) by the norm kernel, r = f(y) by the activation's
     kernel; y is ws.tmp when the activation's backward needs its input, else r itself (in place)."""
     p, i, k = call.params, blk.index, blk.k
     N, A, act = _backend.kernels("norm"), _backend.kernels(FAMILY), blk.activation
-    np.add(z, p[f"b{k}"], out=z)
+    z, r = ws.z[i], ws.r[i]
     y = ws.tmp[i] if act.spec.saves == "x" else r
-    nn = _backend.threads_for(z.size, N.GRAIN)
+    b, gamma, beta = p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"]
     eps, momentum, rm, rv = call.norm_state[i]
+    f, value = getattr(A, act.spec.forward_kernel), act.value
     if blk.norm.name == "layernorm":
-        N.layernorm_forward(z, p[f"gamma{k}"], p[f"beta{k}"], eps, y, ws.mean[i], ws.inv_std[i], nn)
+        def norm(nn):
+            N.layernorm_forward(z, gamma, beta, eps, y, ws.mean[i], ws.inv_std[i], nn)
     elif call.train:
-        N.batchnorm_train_forward(z, p[f"gamma{k}"], p[f"beta{k}"], eps, momentum, y, ws.mean[i], ws.inv_std[i],
-                                  rm, rv, nn)
+        def norm(nn):
+            N.batchnorm_train_forward(z, gamma, beta, eps, momentum, y, ws.mean[i], ws.inv_std[i], rm, rv, nn)
     else:
-        N.batchnorm_test_forward(z, p[f"gamma{k}"], p[f"beta{k}"], rm, rv, eps, y, nn)
-    getattr(A, act.spec.forward_kernel)(y.reshape(-1), act.value, r.reshape(-1), _backend.threads_for(y.size, A.GRAIN))
+        def norm(nn):
+            N.batchnorm_test_forward(z, gamma, beta, rm, rv, eps, y, nn)
+
+    def forward(nt):
+        np.add(z, b, out=z)
+        norm(_backend.threads_for(z.size, N.GRAIN))
+        f(y.reshape(-1), value, r.reshape(-1), _backend.threads_for(y.size, A.GRAIN))
+    return forward
 
 
-def _norm_act_backward(K, blk, call, ws, dr, nt):
+def _norm_act_backward(K, blk, call, ws, g):
     """dr *= f' in place, then the norm's backward into a buffer other than dr, then the bias gradient."""
-    p, g, i, k = call.params, call.grads, blk.index, blk.k
+    p, i, k = call.params, blk.index, blk.k
     N, A, act = _backend.kernels("norm"), _backend.kernels(FAMILY), blk.activation
     saved = ws.tmp[i] if act.spec.saves == "x" else ws.r[i]
-    getattr(A, act.spec.backward_kernel)(dr.reshape(-1), saved.reshape(-1), act.value, dr.reshape(-1),
-                                         _backend.threads_for(dr.size, A.GRAIN))
-    dz = ws.tmp[i] if dr is ws.dh[i] else ws.dh[i]   # tmp is free again: f' has read it
-    backward = N.layernorm_backward if blk.norm.name == "layernorm" else N.batchnorm_backward
-    backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], p[f"gamma{k}"], dz, g[f"gamma{k}"], g[f"beta{k}"],
-             _backend.threads_for(dz.size, N.GRAIN))
-    K.bias_grad(dz, g[f"b{k}"], nt)
-    return dz
+    f, value = getattr(A, act.spec.backward_kernel), act.value
+    norm_backward = N.layernorm_backward if blk.norm.name == "layernorm" else N.batchnorm_backward
+    gamma, dgamma, dbeta, db = p[f"gamma{k}"], g[f"gamma{k}"], g[f"beta{k}"], g[f"b{k}"]
+
+    def backward(dr, nt):
+        f(dr.reshape(-1), saved.reshape(-1), value, dr.reshape(-1), _backend.threads_for(dr.size, A.GRAIN))
+        dz = ws.tmp[i] if dr is ws.dh[i] else ws.dh[i]   # tmp is free again: f' has read it
+        norm_backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], gamma, dz, dgamma, dbeta,
+                      _backend.threads_for(dz.size, N.GRAIN))
+        K.bias_grad(dz, db, nt)
+        return dz
+    return backward
 
 
 # ReLU keeps the fused bias+relu / batchnorm+relu kernels of _mlp_kernels; the other activations
@@ -151,45 +236,116 @@ def supports(blocks):
     return all(_key(blk) in FUSED for blk in blocks if isinstance(blk, Hidden))
 
 
-# ---------------------------------------------------------------- the execution
+# ---------------------------------------------------------------- the plan of a step
 
 
-def loss(blocks, call, ws):
-    """Scores (test mode: a copy), or the data loss with every gradient written into call.grads."""
-    K = _backend.kernels("mlp")
-    p, g = call.params, call.grads
-    *hidden, out = blocks
-    inputs, drop_caches = [], []   # each block's input (for dW), dropout caches
-    x = call.X
-    for blk in hidden:
-        inputs.append(x)
-        z, r = ws.z[blk.index], ws.r[blk.index]
-        np.matmul(x, p[f"W{blk.k}"], out=z)
-        FUSED[_key(blk)][0](K, blk, call, ws, z, r, _backend.threads_for(z.size, K.GRAIN))
-        drop_cache = None
-        if blk.dropout and call.train:
-            r, drop_cache = layers.dropout_forward(r, call.dropout_param)
-        drop_caches.append(drop_cache)
-        x = r
-    inputs.append(x)
-    scores = ws.scores
-    np.matmul(x, p[f"W{out.k}"], out=scores)
-    np.add(scores, p[f"b{out.k}"], out=scores)
-    if not call.train:
-        return scores.copy()       # the workspace is overwritten by the next call
+def plan_key(call, frozen):
+    """Everything a Plan binds besides the workspace, as objects compared by identity."""
+    grads = call.grads
+    bound = (grads,) if grads is None or type(grads) is FlatArrays else (grads, *grads.values())
+    return (_backend.kernels("mlp"), call.train, frozen, call.params, *bound,
+            *[v for state in call.norm_state for v in state])
 
-    dz = ws.dscores                # grad wrt the output layer's pre-activation
-    nt = _backend.threads_for(scores.size, K.GRAIN)
-    data_loss = K.softmax_loss_grad(scores, call.y, dz, nt)
-    K.bias_grad(dz, g[f"b{out.k}"], nt)
-    np.matmul(inputs[-1].T, dz, out=g[f"W{out.k}"])
-    upper = out
-    for blk in reversed(hidden):
-        dh = ws.dh[blk.index]      # grad wrt the block's output
-        np.matmul(dz, p[f"W{upper.k}"].T, out=dh)
-        if drop_caches[blk.index] is not None:
-            dh = layers.dropout_backward(dh, drop_caches[blk.index])
-        dz = FUSED[_key(blk)][1](K, blk, call, ws, dh, _backend.threads_for(dh.size, K.GRAIN))
-        np.matmul(inputs[blk.index].T, dz, out=g[f"W{blk.k}"])
-        upper = blk
-    return float(data_loss)
+
+def _scratch_grads(blk, params):
+    """Where a frozen block's norm kernels put the sums they need internally (never returned); a
+    block without a norm needs none (its backward then skips the bias gradient)."""
+    if blk.norm is None:
+        return {}
+    return {name: np.empty_like(params[name]) for name in (f"gamma{blk.k}", f"beta{blk.k}", f"b{blk.k}")}
+
+
+class _Layer:
+    __slots__ = ("index", "W", "z", "r", "size", "dropout", "forward", "backward", "dW", "dh", "below")
+
+
+class Plan:
+    """One step's kernel calls with their arrays bound (module docstring). Built by ``loss`` for a
+    workspace and the objects of ``plan_key``; ``run(call)`` reads only X, y and the dropout dict."""
+
+    def __init__(self, blocks, call, ws, frozen, key):
+        self.key = key
+        K = self.K = _backend.kernels("mlp")
+        p, g = call.params, call.grads
+        *hidden, out = blocks
+        trainable = [blk.k - 1 for blk in blocks if blk.k - 1 not in frozen]   # affine-layer indices
+        # The backward runs from the output down to the lowest trainable layer, and stops there.
+        self.lowest = min(trainable) if trainable else len(blocks)
+        self.hidden = []
+        for blk in hidden:
+            layer = _Layer()
+            i = layer.index = blk.index
+            layer.W, layer.z, layer.r, layer.size = p[f"W{blk.k}"], ws.z[i], ws.r[i], ws.z[i].size
+            layer.dropout = blk.dropout and call.train
+            build_forward, build_backward = FUSED[_key(blk)]
+            layer.forward = build_forward(K, blk, call, ws)
+            layer.backward = layer.dW = None
+            layer.dh = ws.dh[i]
+            if call.train and i >= self.lowest:
+                trains = i not in frozen
+                layer.backward = build_backward(K, blk, call, ws, g if trains else _scratch_grads(blk, p))
+                layer.dW = g[f"W{blk.k}"] if trains else None
+            layer.below = i > self.lowest             # the gradient goes on to the layer below
+            self.hidden.append(layer)
+        self.W_out, self.scores, self.dscores = p[f"W{out.k}"], ws.scores, ws.dscores
+        self.b_out = p[f"b{out.k}"]
+        trains_out = out.k - 1 not in frozen
+        if call.train:
+            self.dW_out = g[f"W{out.k}"] if trains_out else None
+            self.db_out = g[f"b{out.k}"] if trains_out else np.empty_like(self.b_out)
+            softmax = _specialized(K.bias_softmax_loss_grad, _ctype(self.scores), "int64_t"
+                                   if np.dtype(np.intp).itemsize == 8 else "int32_t")
+            scores, b, dscores, db = (_bound(K, a) for a in (self.scores, self.b_out, self.dscores, self.db_out))
+            self.softmax = lambda y, nt: softmax(scores, b, y, dscores, db, nt)
+        self.out_below = bool(self.hidden) and len(blocks) - 1 > self.lowest
+
+    def run(self, call):
+        """Scores (test mode: a copy), or the data loss with the gradients written (see the class)."""
+        threads_for, grain = _backend.threads_for, self.K.GRAIN
+        x, inputs, drop_caches = call.X, [], []
+        for layer in self.hidden:
+            inputs.append(x)
+            np.matmul(x, layer.W, out=layer.z)
+            layer.forward(threads_for(layer.size, grain))
+            x = layer.r
+            if layer.dropout:
+                x, cache = layers.dropout_forward(x, call.dropout_param)
+                drop_caches.append(cache)
+            else:
+                drop_caches.append(None)
+        scores = self.scores
+        np.matmul(x, self.W_out, out=scores)
+        if not call.train:
+            np.add(scores, self.b_out, out=scores)
+            return scores.copy()       # the workspace is overwritten by the next call
+
+        dz = self.dscores              # grad wrt the output layer's pre-activation
+        data_loss = self.softmax(call.y, threads_for(scores.size, grain))
+        if self.dW_out is not None:
+            np.matmul(x.T, dz, out=self.dW_out)
+        if not self.out_below:
+            return float(data_loss)
+        upper_W = self.W_out
+        for layer in reversed(self.hidden):
+            dh = layer.dh              # grad wrt the block's output
+            np.matmul(dz, upper_W.T, out=dh)
+            cache = drop_caches[layer.index]
+            if cache is not None:
+                dh = layers.dropout_backward(dh, cache)
+            dz = layer.backward(dh, threads_for(dh.size, grain))
+            if layer.dW is not None:
+                np.matmul(inputs[layer.index].T, dz, out=layer.dW)
+            if not layer.below:
+                break
+            upper_W = layer.W
+        return float(data_loss)
+
+
+def loss(blocks, call, ws, frozen=frozenset()):
+    """Scores (test mode: a copy), or the data loss with the trainable layers' gradients written
+    into call.grads (frozen layers: none; see the module docstring)."""
+    key = plan_key(call, frozen)
+    plan = ws.plans.get(call.train)       # one per mode: training and test calls may alternate
+    if plan is None or len(plan.key) != len(key) or not all(a is b for a, b in zip(plan.key, key)):
+        plan = ws.plans[call.train] = Plan(blocks, call, ws, frozen, key)
+    return plan.run(call)

@@ -30,7 +30,19 @@ def _put(grads, **named):
         grads[name][...] = value
 
 
-def _hidden_backward(blk, dout, cache, grads):
+def _affine_backward(dout, fc_cache, want_dx, want_params):
+    """affine_backward's (dx, dw, db), each None when not wanted (a frozen layer: no dw, db; the
+    lowest trainable layer: no dx), by the same operations as layers.affine_backward."""
+    if want_dx and want_params:
+        return layers.affine_backward(dout, fc_cache)
+    x, w, _ = fc_cache
+    dx = (dout @ w.T).reshape(x.shape) if want_dx else None
+    if not want_params:
+        return dx, None, None
+    return dx, x.reshape(x.shape[0], w.shape[0]).T @ dout, dout.sum(axis=0)
+
+
+def _hidden_backward(blk, dout, cache, grads, trains, want_dx):
     k = blk.k
     fc_cache, norm_cache, act_cache, drop_cache = cache
     if drop_cache is not None:
@@ -38,14 +50,18 @@ def _hidden_backward(blk, dout, cache, grads):
     da = blk.activation.backward(dout, act_cache)
     if norm_cache is not None:
         da, dgamma, dbeta = blk.norm.backward(da, norm_cache)
-        _put(grads, **{f"gamma{k}": dgamma, f"beta{k}": dbeta})
-    dx, dw, db = layers.affine_backward(da, fc_cache)
-    _put(grads, **{f"W{k}": dw, f"b{k}": db})
+        if trains:
+            _put(grads, **{f"gamma{k}": dgamma, f"beta{k}": dbeta})
+    dx, dw, db = _affine_backward(da, fc_cache, want_dx, trains)
+    if trains:
+        _put(grads, **{f"W{k}": dw, f"b{k}": db})
     return dx
 
 
-def loss(blocks, call):
-    """Scores (test mode), or the data loss with every gradient written into call.grads."""
+def loss(blocks, call, frozen=frozenset()):
+    """Scores (test mode), or the data loss with the trainable layers' gradients written into
+    call.grads; `frozen` layers (affine-layer indices) get none, and the backward pass stops at the
+    lowest trainable layer."""
     *hidden, out = blocks
     caches = []
     h = call.X
@@ -56,8 +72,14 @@ def loss(blocks, call):
     if not call.train:
         return scores
     data_loss, dscores = layers.softmax_loss(scores, call.y)
-    dh, dw, db = layers.affine_backward(dscores, out_cache)
-    _put(call.grads, **{f"W{out.k}": dw, f"b{out.k}": db})
+    trainable = [blk.k - 1 for blk in blocks if blk.k - 1 not in frozen]
+    lowest = min(trainable) if trainable else len(blocks)
+    trains = out.k - 1 not in frozen
+    dh, dw, db = _affine_backward(dscores, out_cache, out.k - 1 > lowest, trains)
+    if trains:
+        _put(call.grads, **{f"W{out.k}": dw, f"b{out.k}": db})
     for blk, cache in zip(reversed(hidden), reversed(caches)):
-        dh = _hidden_backward(blk, dh, cache, call.grads)
+        if blk.index < lowest:
+            break
+        dh = _hidden_backward(blk, dh, cache, call.grads, blk.index not in frozen, blk.index > lowest)
     return data_loss

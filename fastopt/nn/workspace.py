@@ -37,6 +37,7 @@ class Workspace:
         self.inv_std = [e(stat(d)) if stat else None for d in hidden_dims]
         self.scores = e(n, num_classes)
         self.dscores = e(n, num_classes)
+        self.plans = {}            # train (bool) -> fastopt.nn.run_fused.Plan: the bound kernel calls
 
     def nbytes(self):
         arrays = [a for group in (self.z, self.r, self.dh, self.tmp, self.mean, self.inv_std)

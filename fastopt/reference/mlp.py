@@ -102,8 +102,8 @@ def relu_batchnorm_backward(dout, out, z, b, gamma, mean, inv_std, dz, dgamma, d
     db[...] = dz.sum(axis=0, dtype=np.float64)
 
 
-def softmax_loss_grad(scores, y, dscores, n_threads=1):
-    """Mean softmax cross-entropy; writes its gradient into dscores (which may be scores)."""
+def _check_softmax(scores, y, dscores, n_threads):
+    """The checks of the softmax kernels (sizes, threads, a non-empty batch, the labels)."""
     n, c = scores.shape
     check_shapes((n,), y=y)
     check_shapes(scores.shape, dscores=dscores)
@@ -113,6 +113,12 @@ def softmax_loss_grad(scores, y, dscores, n_threads=1):
     if c == 0:
         raise ValueError("scores must have at least one class column")
     _check_labels(y, c)
+    return n, c
+
+
+def softmax_loss_grad(scores, y, dscores, n_threads=1):
+    """Mean softmax cross-entropy; writes its gradient into dscores (which may be scores)."""
+    n, c = _check_softmax(scores, y, dscores, n_threads)
     dt = scores.dtype
     rows = np.arange(n)
     m = scores.max(axis=1, keepdims=True)
@@ -124,3 +130,44 @@ def softmax_loss_grad(scores, y, dscores, n_threads=1):
     np.multiply(e, scale[:, None], out=dscores)
     dscores[rows, y] -= inv_n
     return float((np.log(total) - sy.astype(np.float64)).sum() / n)
+
+
+def bias_softmax_loss_grad(scores, b, y, dscores, db, n_threads=1):
+    """scores += b; softmax_loss_grad(scores, y, dscores); bias_grad(dscores, db); returns the loss.
+    Labels are checked before anything is written."""
+    check_shapes(scores.shape[1:], b=b, db=db)
+    _check_softmax(scores, y, dscores, n_threads)
+    np.add(scores, b, out=scores)
+    loss = softmax_loss_grad(scores, y, dscores)
+    bias_grad(dscores, db)
+    return loss
+
+
+STREAM_BLOCK, STREAM_CHUNK = 16384, 512
+
+
+def stream_loop(src, dst, n_reads, n_writes, n_threads=1):
+    """dst[w] = sum_r src[r] for every w; returns the kernel's checksum (lane sums per fixed block,
+    in the kernel's order)."""
+    if n_reads < 0 or n_writes < 0:
+        raise ValueError(f"n_reads and n_writes must be >= 0, got {n_reads} and {n_writes}")
+    length = src.shape[1]
+    check_shapes((n_reads, length), src=src)
+    check_shapes((n_writes, length), dst=dst)
+    threads(n_threads)
+    if length == 0 or (n_reads == 0 and n_writes == 0):
+        return 0.0
+    acc = src[0].copy() if n_reads else np.zeros(length, src.dtype)
+    for r in range(1, n_reads):
+        acc += src[r]
+    dst[...] = acc
+    total = 0.0
+    for i0 in range(0, length, STREAM_BLOCK):
+        block = acc[i0:i0 + STREAM_BLOCK]
+        pad = np.zeros(-block.size % STREAM_CHUNK, src.dtype)
+        lanes = np.concatenate([block, pad]).reshape(-1, STREAM_CHUNK).sum(axis=0, dtype=src.dtype)
+        block_total = 0.0
+        for v in lanes.tolist():          # in lane order, as the kernel adds them
+            block_total += v
+        total += block_total
+    return total
