@@ -649,6 +649,17 @@ class FullyConnectedNet:
         """The frozen layers' indices (a frozenset); the executions and optimizers leave them alone."""
         return getattr(self, "_frozen", frozenset())
 
+    @frozen.setter
+    def frozen(self, layers):
+        """``model.frozen = {0, 1}``: exactly these layers frozen (checked as freeze() checks them)."""
+        self._frozen = self._checked_frozen(self._layer_set(layers))
+
+    def _checked_frozen(self, new):
+        if len(new) == self.num_layers:
+            raise ValueError(f"freezing layers {sorted(new)} would freeze all {self.num_layers} layers; "
+                             f"at least one must stay trainable")
+        return new
+
     def _layer_index(self, name, value):
         index = check_scalar(name, value, low=0, integer=True)
         if index >= self.num_layers:
@@ -672,11 +683,7 @@ class FullyConnectedNet:
     def freeze(self, layers):
         """Freeze the layers (an index or indices, see `frozen`); returns the model. At least one layer
         stays trainable; a bad index raises and nothing changes."""
-        new = self.frozen | self._layer_set(layers)
-        if len(new) == self.num_layers:
-            raise ValueError(f"freezing layers {sorted(new)} would freeze all {self.num_layers} layers; "
-                             f"at least one must stay trainable")
-        self._frozen = new
+        self._frozen = self._checked_frozen(self.frozen | self._layer_set(layers))
         return self
 
     def unfreeze(self, layers=None):
