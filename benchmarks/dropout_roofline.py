@@ -1,6 +1,6 @@
 """Dropout forward against a compiled stream loop of the same access pattern (and torch).
 
-    PYTHONPATH=. python benchmarks/dropout_roofline.py [--n 16M] [--threads 1,2] [--repeats 9]
+    PYTHONPATH=. python benchmarks/dropout_roofline.py [--n 16M] [--threads 1,2] [--repeats 9] [--clock cpu]
 
 Issue 11's target: the counter-based generator (dropout_train_philox) at >= 0.6 of its roofline.
 The roofline is a C loop (cc -O3 -march=native -fopenmp, ctypes) with the kernel's memory traffic
@@ -22,7 +22,7 @@ import fastopt
 from fastopt import _backend
 from fastopt.bench.cases import parse_size
 from fastopt.layers import dropout_forward
-from norm_kernels_roofline import compile_c, interleaved   # same folder: the shared stream-loop helpers
+import norm_kernels_roofline as shared   # same folder: the shared stream-loop helpers
 
 STREAM_C = r"""
 #include <stddef.h>
@@ -40,7 +40,7 @@ void stream_f64(const double *x, double s, uint8_t *mask, double *out, size_t n,
 
 def load_stream():
     sig = [ctypes.c_void_p, None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return compile_c(STREAM_C, ("stream_f32", "stream_f64"),
+    return shared.compile_c(STREAM_C, ("stream_f32", "stream_f64"),
                      {"stream_f32": [t or ctypes.c_float for t in sig], "stream_f64": [t or ctypes.c_double for t in sig]})
 
 
@@ -50,7 +50,9 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--clock", choices=tuple(shared.CLOCK), default="wall", help="cpu: thread CPU time (1 thread only)")
     args = ap.parse_args()
+    shared._clock[0] = args.clock
     n = parse_size(args.n)
     try:
         import torch
@@ -58,7 +60,7 @@ def main():
         torch = None
     so = load_stream()
     mods = _backend.compiled_variants("dropout")
-    print(f"dropout forward, n={n}, p=0.5, ms: median [min, max] of {args.repeats} interleaved repeats; "
+    print(f"dropout forward, n={n}, p=0.5, ms ({shared._clock[0]} clock): median [min, max] of {args.repeats} interleaved repeats; "
           f"dispatched dropout variant: {_backend.simd_variant('dropout')}")
     for dtype in args.dtypes.split(","):
         dt = np.dtype(dtype)
@@ -79,7 +81,7 @@ def main():
                 torch.set_num_threads(t)
                 xt = torch.from_numpy(x)
                 fns["torch"] = lambda: torch.nn.functional.dropout(xt, 0.5, training=True)
-            res = interleaved(fns, args.repeats)
+            res = shared.interleaved(fns, args.repeats)
             roof = np.median(res["roof"])
             gbs = n * (2 * dt.itemsize + 1) / roof / 1e6
             print(f"{dtype} {t} thread{'s' if t > 1 else ' '} (roof {gbs:.1f} GB/s)")

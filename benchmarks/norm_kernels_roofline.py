@@ -1,6 +1,7 @@
 """Normalization fwd+bwd against a compiled stream loop of the same access pattern, and PyTorch.
 
     PYTHONPATH=. python benchmarks/norm_kernels_roofline.py [--threads 1,2] [--repeats 9] [--only batchnorm:1024x4096]
+    PYTHONPATH=. python benchmarks/norm_kernels_roofline.py --threads 1 --clock cpu   # thread CPU time
     PYTHONPATH=. python benchmarks/norm_kernels_roofline.py --grain      # 1 vs 2 threads by size: how GRAIN was chosen
 
 Issue 11's target: batchnorm, layernorm and spatial batchnorm forward+backward (float32) at
@@ -226,16 +227,25 @@ def torch_case(torch, kind, x, dout):
     return lambda: torch.autograd.grad(f(), (xt, g, b), dt)
 
 
+CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
+_clock = ["wall"]
+
+
 def interleaved(fns, repeats):
-    """{name: [times in ms]}, the repeats interleaved so that load changes hit all alike."""
+    """{name: [times in ms]}, the repeats interleaved so that load changes hit all alike.
+
+    --clock cpu times with the calling thread's CPU time (time.thread_time): on a machine other
+    processes load, it leaves out the time this thread waited for a core (not the memory contention).
+    Only meaningful on 1 thread (OpenMP workers' time is not counted)."""
+    clock = CLOCK[_clock[0]]
     res = {k: [] for k in fns}
     for f in fns.values():
         f()                                                     # warm up (page faults, threads)
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
-            res[k].append((time.perf_counter() - t0) * 1e3)
+            res[k].append((clock() - t0) * 1e3)
     return res
 
 
@@ -251,7 +261,7 @@ def table(threads, repeats, only):
     so = load_stream()
     mods = _backend.compiled_variants("norm")
     rng = np.random.default_rng(0)
-    print(f"float32 fwd+bwd, ms: median [min, max] of {repeats} interleaved repeats; "
+    print(f"float32 fwd+bwd, ms ({_clock[0]} clock): median [min, max] of {repeats} interleaved repeats; "
           f"torch {torch.__version__ if torch else 'absent'}; dispatched norm variant: {_backend.simd_variant('norm')}")
     for kind, shape in SHAPES:
         name = f"{kind}:{'x'.join(map(str, shape))}"
@@ -302,7 +312,9 @@ if __name__ == "__main__":
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--only", help="one case, e.g. batchnorm:1024x4096 or spatial:64x64x32x32")
+    ap.add_argument("--clock", choices=tuple(CLOCK), default="wall", help="cpu: thread CPU time (1 thread only)")
     args = ap.parse_args()
+    _clock[0] = args.clock
     if args.grain:
         grain(args.repeats)
     else:
