@@ -38,30 +38,39 @@ cdef extern from *:
        and the portable loop compute the same bits. */
     #if defined(__AVX512F__)
     #include <immintrin.h>
-    static inline __m512i fo_mulhilo16(__m512i c, __m512i m, __m512i *hi) {
-        /* 16 lanes of 32 x 32 -> 64: even lanes from mul_epu32 on c, odd lanes on c >> 32 */
-        __m512i pe = _mm512_mul_epu32(c, m), po = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), m);
-        *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
-        return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
-    }
+    /* Each 32-bit word of 8 lanes lives in the low half of a 64-bit element: mul_epu32 reads only
+       the low halves, so whatever the high halves hold never matters; lo = the product itself,
+       hi = product >> 32; the low halves are packed back at the end. 12 instructions a round for
+       16 lanes instead of 16 with blends. */
     static inline void fo_philox4x32_10_x16(uint64_t base, uint32_t k0, uint32_t k1, uint32_t *w) {
         const __m512i m0 = _mm512_set1_epi64(FO_PHILOX_M0), m1 = _mm512_set1_epi64(FO_PHILOX_M1);
-        __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)base),
-                                      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-        __m512i c1 = _mm512_set1_epi32((int)(uint32_t)(base >> 32));
-        __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512(), hi0, hi1, lo0, lo1;
+        const __m512i lo = _mm512_set1_epi64((uint32_t)base);
+        /* lanes 0-7 (a*) and 8-15 (b*): two independent dependency chains in one loop */
+        __m512i a0 = _mm512_add_epi64(lo, _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+        __m512i b0 = _mm512_add_epi64(lo, _mm512_setr_epi64(8, 9, 10, 11, 12, 13, 14, 15));
+        __m512i a1 = _mm512_set1_epi64((uint32_t)(base >> 32)), b1 = a1;
+        __m512i a2 = _mm512_setzero_si512(), b2 = a2, a3 = a2, b3 = a2, pa0, pa1, pb0, pb1, kk0, kk1;
         int r;
         for (r = 0; r < 10; r++) {
-            lo0 = fo_mulhilo16(c0, m0, &hi0);
-            lo1 = fo_mulhilo16(c2, m1, &hi1);
-            /* ternary logic 0x96: a ^ b ^ c in one instruction */
-            c0 = _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32((int)k0), 0x96);
-            c2 = _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32((int)k1), 0x96);
-            c1 = lo1; c3 = lo0;
+            kk0 = _mm512_set1_epi64(k0); kk1 = _mm512_set1_epi64(k1);
+            pa0 = _mm512_mul_epu32(a0, m0); pa1 = _mm512_mul_epu32(a2, m1);
+            pb0 = _mm512_mul_epu32(b0, m0); pb1 = _mm512_mul_epu32(b2, m1);
+            /* ternary logic 0x96: x ^ y ^ z in one instruction */
+            a0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(pa1, 32), a1, kk0, 0x96);
+            a2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(pa0, 32), a3, kk1, 0x96);
+            b0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(pb1, 32), b1, kk0, 0x96);
+            b2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(pb0, 32), b3, kk1, 0x96);
+            a1 = pa1; a3 = pa0; b1 = pb1; b3 = pb0;
             k0 += FO_PHILOX_W0; k1 += FO_PHILOX_W1;
         }
-        _mm512_storeu_si512((void *)w, c0); _mm512_storeu_si512((void *)(w + 16), c1);
-        _mm512_storeu_si512((void *)(w + 32), c2); _mm512_storeu_si512((void *)(w + 48), c3);
+        _mm256_storeu_si256((__m256i *)w, _mm512_cvtepi64_epi32(a0));
+        _mm256_storeu_si256((__m256i *)(w + 8), _mm512_cvtepi64_epi32(b0));
+        _mm256_storeu_si256((__m256i *)(w + 16), _mm512_cvtepi64_epi32(a1));
+        _mm256_storeu_si256((__m256i *)(w + 24), _mm512_cvtepi64_epi32(b1));
+        _mm256_storeu_si256((__m256i *)(w + 32), _mm512_cvtepi64_epi32(a2));
+        _mm256_storeu_si256((__m256i *)(w + 40), _mm512_cvtepi64_epi32(b2));
+        _mm256_storeu_si256((__m256i *)(w + 48), _mm512_cvtepi64_epi32(a3));
+        _mm256_storeu_si256((__m256i *)(w + 56), _mm512_cvtepi64_epi32(b3));
     }
     #elif defined(__AVX2__)
     #include <immintrin.h>
