@@ -432,7 +432,7 @@ cdef inline void _zero_lanes(double* a, double* b) noexcept nogil:
 cdef inline double _lane_total(double* a) noexcept nogil:
     # The lanes summed in a fixed tree, a[l] += a[l + h] for h = 16, 8, 4, 2, 1 (overwrites a): each
     # level is independent adds, so vectorized and scalar code add the same pairs (same bits), and
-    # its latency is 5 adds, not 31 (a 512-column layernorm row spent ~30% of its time there).
+    # its latency is 5 adds, not 31 (estimated ~30% of a 512-column layernorm row's time; not measured alone).
     cdef Py_ssize_t l
     for l in range(16):
         a[l] = a[l] + a[l + 16]
