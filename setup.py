@@ -5,10 +5,13 @@ can be turned off with FASTOPT_NO_OPENMP=1; the kernels then build and run seria
 FASTOPT_DEBUG=1 turns bounds and wraparound checks back on for debugging.
 
 SIMD variants: a module src/<name>_avx2.pyx (which `include`s the same .pxi kernel code as its
-baseline <name>.pyx) is compiled with -mavx2 -mfma, only on x86-64 with a gcc/clang-style compiler
-that accepts those flags; fastopt._backend.kernels picks it at run time when the CPU has AVX2 and
-FMA. Everything else is the portable baseline (SSE2 on x86-64), which is always built.
-FASTOPT_NO_AVX2=1 skips the variants.
+baseline <name>.pyx) is compiled with -mavx2 -mfma, and src/<name>_avx512.pyx with the AVX-512
+F/BW/DQ/VL flags (512-bit vectors preferred), only on x86-64 with a gcc/clang-style compiler that
+accepts those flags; fastopt._backend.kernels picks the widest one the CPU runs. Every variant is
+compiled with -ffp-contract=off (no FMA contraction) and without -ffast-math, so it performs the
+same roundings in the same order as the baseline: the results are bitwise equal across variants.
+Everything else is the portable baseline (SSE2 on x86-64), which is always built.
+FASTOPT_NO_AVX2=1 skips every variant, FASTOPT_NO_AVX512=1 the AVX-512 ones.
 """
 import os
 import platform
@@ -54,26 +57,43 @@ def compiler_accepts_openmp(cc):
         return result.returncode == 0
 
 
-AVX2_FLAGS = ["-mavx2", "-mfma", "-ffp-contract=off"]
+# Variant suffix -> its flags and a probe program using those instructions.
+SIMD_VARIANTS = {
+    "_avx2": (["-mavx2", "-mfma", "-ffp-contract=off"],
+              "__m256 a = _mm256_set1_ps(1.f); a = _mm256_fmadd_ps(a, a, a);"
+              " return (int)_mm256_cvtss_f32(a) == 2 ? 0 : 1;"),
+    "_avx512": (["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+                 "-mprefer-vector-width=512", "-ffp-contract=off"],
+                "__m512 a = _mm512_set1_ps(1.f); a = _mm512_add_ps(a, a);"
+                " return (int)_mm512_reduce_add_ps(a) == 32 ? 0 : 1;"),
+}
 
 
-def compiler_accepts_avx2(cc):
-    """Whether this is an x86-64 build whose compiler takes -mavx2 -mfma (and the user did not opt out)."""
+def compiler_accepts(cc, suffix):
+    """Whether this is an x86-64 build whose compiler takes the flags of SIMD variant `suffix`
+    (and the user did not opt out)."""
     if os.environ.get("FASTOPT_NO_AVX2") == "1":
+        return False
+    if suffix == "_avx512" and os.environ.get("FASTOPT_NO_AVX512") == "1":
         return False
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    code = "#include <immintrin.h>\nint main(void){ __m256 a = _mm256_set1_ps(1.f);\n" \
-           "a = _mm256_fmadd_ps(a, a, a); return (int)_mm256_cvtss_f32(a) == 2 ? 0 : 1; }\n"
+    flags, body = SIMD_VARIANTS[suffix]
+    code = f"#include <immintrin.h>\nint main(void){{ {body} }}\n"
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "check_avx2.c"
+        source = Path(tmp) / "check_simd.c"
         source.write_text(code)
         try:
-            result = subprocess.run([cc, *AVX2_FLAGS, "-c", str(source), "-o", str(Path(tmp) / "a.o")],
+            result = subprocess.run([cc, *flags, "-c", str(source), "-o", str(Path(tmp) / "a.o")],
                                     capture_output=True)
         except OSError:
             return False
         return result.returncode == 0
+
+
+def variant_suffix(name):
+    """"_avx512" for fastopt._norm_kernels_avx512, None for a baseline module."""
+    return next((s for s in SIMD_VARIANTS if name.endswith(s)), None)
 
 
 class BuildExt(build_ext):
@@ -91,12 +111,14 @@ class BuildExt(build_ext):
             compile_args.append("-fopenmp")
             link_args.append("-fopenmp")
         print(f"fastopt: OpenMP {'enabled' if use_openmp else 'disabled'}", file=sys.stderr)
-        use_avx2 = self.compiler.compiler_type == "unix" and compiler_accepts_avx2(cc)
-        print(f"fastopt: AVX2+FMA kernel variants {'built' if use_avx2 else 'skipped'}", file=sys.stderr)
-        if not use_avx2:
-            self.extensions = [ext for ext in self.extensions if not ext.name.endswith("_avx2")]
+        built = {s for s in SIMD_VARIANTS if self.compiler.compiler_type == "unix" and compiler_accepts(cc, s)}
+        for suffix in SIMD_VARIANTS:
+            print(f"fastopt: {suffix[1:].upper()} kernel variants {'built' if suffix in built else 'skipped'}",
+                  file=sys.stderr)
+        self.extensions = [ext for ext in self.extensions if variant_suffix(ext.name) in built | {None}]
         for ext in self.extensions:
-            simd = AVX2_FLAGS if ext.name.endswith("_avx2") else []
+            suffix = variant_suffix(ext.name)
+            simd = SIMD_VARIANTS[suffix][0] if suffix else []
             ext.extra_compile_args = compile_args + simd + list(ext.extra_compile_args)
             ext.extra_link_args = link_args + list(ext.extra_link_args)
         super().build_extensions()

@@ -5,8 +5,10 @@ Every kernel family exists twice with the same function names and signatures: a 
 asks :func:`kernels` for the family's module at call time, so ``set_backend`` takes effect at once.
 
 SIMD variants: a family may also be compiled with AVX2+FMA as ``fastopt._<family>_kernels_avx2``
-(same code, same functions; see setup.py). :func:`kernels` returns it when it was built AND the CPU
-runs AVX2 and FMA, unless ``FASTOPT_SIMD=sse2`` (or :func:`set_simd`) asks for the portable baseline.
+and with AVX-512 as ``fastopt._<family>_kernels_avx512`` (same code, same functions, same bits; see
+setup.py). :func:`kernels` returns the widest variant that was built AND that the CPU runs, unless
+``FASTOPT_SIMD`` (or :func:`set_simd`) names one: "sse2" (the portable baseline), "avx2" (at most
+AVX2) or "avx512".
 """
 import contextlib
 import importlib
@@ -18,7 +20,10 @@ _BACKENDS = ("cython", "numpy")
 # Every kernel family -> its NumPy twin: fastopt._<family>_kernels and fastopt.reference.<twin>.
 FAMILIES = {"optim": "optim", "norm": "norm", "dropout": "dropout", "mlp": "mlp", "activation": "activations",
             "lbfgs": "lbfgs", "augment": "augment"}
-_SIMD = ("auto", "sse2", "avx2")
+_SIMD = ("auto", "sse2", "avx2", "avx512")
+# The variants above the baseline, widest first: module suffix and the CPU check (fastopt._openmp /
+# fastopt._norm_kernels, both baseline code and so safe to import on any CPU).
+_VARIANTS = ("avx512", "avx2")
 _state = {"backend": None, "threads": None, "simd": None}
 _modules = {}
 _beside_blas = threading.local()
@@ -77,9 +82,7 @@ def kernels(family):
         if key[0] == "numpy":
             module = importlib.import_module(f"fastopt.reference.{FAMILIES[family]}")
         else:
-            module = _avx2_module(family) if key[2] != "sse2" else None
-            if module is None:
-                module = importlib.import_module(f"fastopt._{family}_kernels")
+            module = _variant_module(family, key[2])
         _modules[key] = module
     return module
 
@@ -94,45 +97,74 @@ def _check_simd(name, what):
 
 
 def simd():
-    """The requested kernel variant: "auto" (AVX2 where built and supported), "sse2" or "avx2"."""
+    """The requested kernel variant: "auto" (the widest built and supported), "sse2", "avx2" or "avx512"."""
     if _state["simd"] is None:
         _state["simd"] = _check_simd(os.environ.get("FASTOPT_SIMD", ""), "FASTOPT_SIMD")
     return _state["simd"]
 
 
 def set_simd(name):
-    """Ask for kernel variant "auto", "sse2" (the portable baseline) or "avx2" (error if unavailable).
-
-    Results can differ in the last bits between variants (AVX2 builds contract a*b + c into FMA).
+    """Ask for kernel variant "auto", "sse2" (the portable baseline), "avx2" or "avx512" (error if
+    this CPU/build cannot run it). "avx2" means at most AVX2: families without an AVX2 module run
+    the baseline. The variants compute identical bits (setup.py: -ffp-contract=off, no fast-math);
+    only their speed differs.
     """
     name = _check_simd(name, "simd")
-    if name == "avx2" and not avx2_supported():
-        raise ImportError("simd='avx2' needs a CPU with AVX2 and FMA and the compiled core; "
-                          "this machine/build has no AVX2 kernel variants")
+    if name in _VARIANTS and not variant_supported(name):
+        raise ImportError(f"simd={name!r} needs a CPU with {_CPU_NEEDS[name]} and the compiled core; "
+                          f"this machine/build has no {name.upper()} kernel variants")
     _state["simd"] = name
+
+
+_CPU_NEEDS = {"avx2": "AVX2 and FMA", "avx512": "AVX-512 F/BW/DQ/VL"}
+
+
+def variant_supported(name):
+    """True when the compiled core is built and this CPU runs SIMD variant `name` ("avx2", "avx512")."""
+    if not _compiled_available():
+        return False
+    if name == "avx2":
+        return importlib.import_module("fastopt._openmp").cpu_has_avx2_fma()
+    return importlib.import_module("fastopt._norm_kernels")._cpu_has_avx512()
 
 
 def avx2_supported():
     """True when the compiled core is built and this CPU runs AVX2 and FMA."""
-    if not _compiled_available():
-        return False
-    return importlib.import_module("fastopt._openmp").cpu_has_avx2_fma()
+    return variant_supported("avx2")
 
 
-def _avx2_module(family):
-    """fastopt._<family>_kernels_avx2 when it was built and the CPU can run it, else None."""
-    if not avx2_supported():
-        if _state["simd"] == "avx2":
-            raise ImportError("FASTOPT_SIMD=avx2 but this CPU lacks AVX2/FMA or the core is not built")
-        return None
-    try:
-        return importlib.import_module(f"fastopt._{family}_kernels_avx2")
-    except ImportError:   # not built here (non-x86 build, FASTOPT_NO_AVX2) or no variant for this family
-        return None
+def _variant_module(family, requested):
+    """The module of the widest variant allowed by `requested` that was built and that the CPU
+    runs: fastopt._<family>_kernels_<variant>, else the baseline fastopt._<family>_kernels."""
+    allowed = {"sse2": (), "avx2": ("avx2",), "avx512": _VARIANTS, "auto": _VARIANTS}[requested]
+    if requested in _VARIANTS and not variant_supported(requested):
+        raise ImportError(f"FASTOPT_SIMD={requested} but this CPU lacks {_CPU_NEEDS[requested]} "
+                          f"or the core is not built")
+    for name in allowed:
+        if not variant_supported(name):
+            continue
+        try:
+            return importlib.import_module(f"fastopt._{family}_kernels_{name}")
+        except ImportError:   # not built here (non-x86 build, FASTOPT_NO_AVX2) or no such variant of this family
+            continue
+    return importlib.import_module(f"fastopt._{family}_kernels")
+
+
+def compiled_variants(family):
+    """{variant: module} of every compiled variant of kernel `family` that is built and that this CPU
+    runs, the baseline ("sse2") first (tests and benchmarks compare them)."""
+    found = {"sse2": importlib.import_module(f"fastopt._{family}_kernels")}
+    for name in reversed(_VARIANTS):
+        if variant_supported(name):
+            try:
+                found[name] = importlib.import_module(f"fastopt._{family}_kernels_{name}")
+            except ImportError:
+                pass
+    return found
 
 
 def simd_variant(family):
-    """Which variant kernels(family) runs: "avx2", "sse2" (the compiled baseline) or "numpy"."""
+    """Which variant kernels(family) runs: "avx512", "avx2", "sse2" (the compiled baseline) or "numpy"."""
     module = kernels(family)
     return getattr(module, "SIMD_VARIANT", "numpy" if backend() == "numpy" else "sse2")
 

@@ -178,6 +178,13 @@ REGISTRY = {
 # n_threads, twin equality). Listed here so that every public name stays accounted for.
 PLANNED = {"optim": {"StepPlan", "StepGuard", *(f"{r}_multi" for r in (
     "sgd", "velocity", "adagrad", "rmsprop", "adam", "nadam", "radam", "adamax", "adadelta", "lion"))}}
+
+# branch norm: the counter-based (Philox4x32-10) dropout kernel; seed above 2**32 and an offset not a
+# multiple of its 64-element groups, so both key words and a partial first group are exercised.
+REGISTRY["dropout"]["dropout_train_philox"] = dict(
+    x=_f(L_), p=("v", 0.6), scale=("v", 1 / 0.6), seed=("v", 2**63 + 12345), offset=("v", 1_000_003),
+    mask=("u8", L_, E), out=_f(L_, E), n_threads=T)
+
 # Build facts, not kernels: no buffers, no twin. They take no arguments.
 FACTS = {"_openmp": {"openmp_enabled", "omp_max_threads", "cpu_has_avx2_fma", "simd_flags"}}
 

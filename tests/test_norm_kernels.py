@@ -1,30 +1,18 @@
 """fastopt._norm_kernels against its NumPy twin fastopt.reference.norm, called directly.
 
 Every compiled SIMD variant this machine runs (the SSE2 baseline and, where built and supported, the
-AVX2+FMA module) is tested: each test takes the module under test as its argument `K`.
+AVX2+FMA and AVX-512 modules) is tested: each test takes the module under test as its argument `K`.
 """
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastopt import _norm_kernels, _openmp
+from fastopt import _backend, _norm_kernels
 from fastopt.reference import norm as R
 
 
-def compiled_variants():
-    variants = [_norm_kernels]
-    if _openmp.cpu_has_avx2_fma():
-        try:
-            from fastopt import _norm_kernels_avx2
-        except ImportError:
-            pass
-        else:
-            variants.append(_norm_kernels_avx2)
-    return variants
-
-
-VARIANTS = compiled_variants()
+VARIANTS = list(_backend.compiled_variants("norm").values())
 per_variant = pytest.mark.parametrize("K", VARIANTS, ids=[m.SIMD_VARIANT for m in VARIANTS])
 
 DTYPES = [np.float32, np.float64]

@@ -10,6 +10,7 @@ import fastopt
 from fastopt import _backend, _openmp
 
 HAS_AVX2 = _openmp.cpu_has_avx2_fma()
+HAS_AVX512 = _backend.variant_supported("avx512")
 
 
 # The child runs where this process's fastopt lives (site-packages, or the in-place build), so that
@@ -38,10 +39,26 @@ def test_env_sse2_gives_the_baseline_module():
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="CPU without AVX2/FMA")
-def test_default_picks_avx2_on_this_cpu():
+def test_default_picks_the_widest_variant_on_this_cpu():
+    code = ("from fastopt import _backend as b; print(b.simd_variant('optim'), b.simd_variant('norm'), "
+            "b.simd_variant('dropout'), b.simd_variant('mlp'))")
+    widest = "avx512" if HAS_AVX512 else "avx2"
+    # optim has no AVX-512 variant, mlp no variant at all: each runs its widest one
+    assert in_subprocess(code, FASTOPT_SIMD="").split() == ["avx2", widest, widest, "sse2"]
+    assert in_subprocess(code, FASTOPT_SIMD="avx2").split() == ["avx2", "avx2", "avx2", "sse2"]
+
+
+@pytest.mark.skipif(not HAS_AVX512, reason="CPU without AVX-512")
+def test_env_avx512_asks_for_at_most_avx512():
     out = in_subprocess("from fastopt import _backend as b; print(b.simd_variant('optim'), "
-                        "b.simd_variant('norm'), b.simd_variant('dropout'))", FASTOPT_SIMD="")
-    assert out.split() == ["avx2", "avx2", "sse2"]      # dropout has no AVX2 variant: the baseline
+                        "b.kernels('norm').__name__)", FASTOPT_SIMD="avx512")
+    assert out.split() == ["avx2", "fastopt._norm_kernels_avx512"]
+
+
+@pytest.mark.skipif(HAS_AVX512, reason="this CPU has AVX-512")
+def test_avx512_request_without_support_is_refused():
+    with pytest.raises(ImportError, match="AVX-512"):
+        _backend.set_simd("avx512")
 
 
 def test_set_simd_switches_at_once():
@@ -54,7 +71,7 @@ def test_set_simd_switches_at_once():
 
 def test_bad_simd_names_are_refused():
     with pytest.raises(ValueError, match="simd must be one of"):
-        _backend.set_simd("avx512")
+        _backend.set_simd("avx1024")
     with pytest.raises(TypeError, match="simd must be a str"):
         _backend.set_simd(2)
     result = _run("import fastopt._backend as b; b.kernels('optim')", FASTOPT_SIMD="neon")
@@ -146,9 +163,9 @@ def _norm_calls(rng, dtype):
 @pytest.mark.skipif(not HAS_AVX2, reason="CPU without AVX2/FMA")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_every_kernel_rounds_identically_in_both_variants(dtype, n_threads):
-    # The AVX2 build is compiled with -ffp-contract=off: wider vectors, same operations, same bits.
-    from fastopt import _norm_kernels, _norm_kernels_avx2, _optim_kernels, _optim_kernels_avx2
+def test_every_kernel_rounds_identically_in_every_variant(dtype, n_threads):
+    # The variants are compiled with -ffp-contract=off: wider vectors, same operations, same bits.
+    from fastopt import _norm_kernels, _optim_kernels, _optim_kernels_avx2
     rng = np.random.default_rng(0)
     names = set()
     for name, arrays, scalars in _optim_calls(rng, 10007 if n_threads == 1 else 140001, dtype):
@@ -164,14 +181,62 @@ def test_every_kernel_rounds_identically_in_both_variants(dtype, n_threads):
     names = set()
     for name, make in _norm_calls(rng, dtype):
         results = []
-        for mod in (_norm_kernels, _norm_kernels_avx2):
+        for mod in _backend.compiled_variants("norm").values():
             args = make()
             getattr(mod, name)(*args, n_threads)
             results.append([a for a in args if isinstance(a, np.ndarray)])
-        for k, (a, b) in enumerate(zip(*results)):
-            assert a.tobytes() == b.tobytes(), f"{name} array {k}"
+        for other in results[1:]:
+            for k, (a, b) in enumerate(zip(results[0], other)):
+                assert a.tobytes() == b.tobytes(), f"{name} array {k}"
         names.add(name)
     assert names == {n for n in dir(_norm_kernels) if n.endswith(("_forward", "_backward"))}
+
+
+# Every norm kernel and the Philox dropout, realistic sizes, 1 and 2 threads, both dtypes: a digest of
+# every output. Run in one child process per variant (FASTOPT_SIMD), so each child's dispatch is the
+# one under test end to end (the public layer functions, then the kernel module they picked).
+_DIGEST = r"""
+import hashlib, numpy as np, fastopt
+from fastopt import _backend
+from fastopt.layers import normalization as L, dropout as D
+h = hashlib.sha256()
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    for t in (1, 2):
+        fastopt.set_num_threads(t)
+        for shape in ((1024, 1031), (67, 4099)):
+            x = (3 + rng.standard_normal(shape)).astype(dtype)
+            dout = rng.standard_normal(shape).astype(dtype)
+            g, b = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+            for fwd, bwd, p in ((L.batchnorm_forward, L.batchnorm_backward, {"mode": "train"}),
+                                (L.layernorm_forward, L.layernorm_backward, {})):
+                out, cache = fwd(x, g, b, p)
+                for a in (out, cache.mean, cache.inv_std, *bwd(dout, cache)):
+                    h.update(a.tobytes())
+        x4 = (3 + rng.standard_normal((16, 24, 17, 19))).astype(dtype)
+        d4 = rng.standard_normal(x4.shape).astype(dtype)
+        g4, b4 = rng.standard_normal(24).astype(dtype), rng.standard_normal(24).astype(dtype)
+        out, cache = L.spatial_batchnorm_forward(x4, g4, b4, {"mode": "train"})
+        for a in (out, cache.mean, cache.inv_std, *L.spatial_batchnorm_backward(d4, cache)):
+            h.update(a.tobytes())
+        out, cache = L.spatial_groupnorm_forward(x4, g4, b4, 6, {})
+        for a in (out, cache.mean, cache.inv_std, *L.spatial_groupnorm_backward(d4, cache)):
+            h.update(a.tobytes())
+        xd = rng.standard_normal(1_000_003).astype(dtype)
+        out, cache = D.dropout_forward(xd, {"mode": "train", "p": 0.7, "seed": 5, "generator": "philox", "offset": 3})
+        h.update(out.tobytes() + cache[1].tobytes())
+print(_backend.simd_variant("norm"), _backend.simd_variant("dropout"), h.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("variant", ["sse2", "avx2", "avx512"])
+def test_every_variant_gives_the_same_bits_end_to_end(variant):
+    if variant != "sse2" and not _backend.variant_supported(variant):
+        pytest.skip(f"CPU without {variant}")
+    baseline = in_subprocess(_DIGEST, FASTOPT_SIMD="sse2").split()
+    got = in_subprocess(_DIGEST, FASTOPT_SIMD=variant).split()
+    assert got[:2] == [variant, variant]
+    assert got[2] == baseline[2]
 
 
 def test_info_reports_the_active_variants():

@@ -17,6 +17,21 @@ Where the random numbers come from (one uniform double per element, in C order o
 The mask does not depend on the dtype of x (float32 and float64 see the same mask) nor on the
 thread count.
 
+Opt-in counter-based generator: ``dropout_param['generator'] = 'philox'`` (default ``'numpy'``,
+the NumPy stream above). The mask then comes from Philox4x32-10 (Salmon et al., SC11; Random123's
+constants), computed in parallel by the kernel (fastopt._dropout_kernels.dropout_train_philox, NumPy
+twin fastopt.reference.dropout): element g of x (C order) is kept iff its 32-bit word is below
+floor(p * 2**32), and that word depends only on ``(seed, offset + g)``:
+- ``dropout_param['seed']`` (required with 'philox'): an int in [0, 2**64), the Philox key. The
+  same seed gives the same mask on every call (pass a new seed per training step, e.g. derived
+  from (run seed, step, layer), for fresh masks);
+- ``dropout_param['offset']`` (int >= 0, default 0): the global index of x's first element. A batch
+  split over workers reproduces the whole batch's mask: rows [a, b) of an (N, ...) batch use
+  ``offset = a * (x.size // N)`` (plus the whole batch's offset).
+No generator state is consumed, 'rng' is refused, and the mask is the same for any thread count,
+SIMD variant and dtype. It is a different stream from CS231n's (the notebooks' checks use the
+default generator).
+
 Dtypes (fastopt.layers.core.compute_dtype, as every layer function): x and dout are only read and may
 have any real dtype; an integer or float16 array is converted (to float64 / float32), and out and dx
 have the converted dtype. A float32/float64 x is used as it is (test mode returns it itself).
@@ -32,6 +47,7 @@ from ._operands import as_operand, compute_dtype
 __all__ = ["dropout_forward", "dropout_backward"]
 
 _MODES = ("train", "test")
+_GENERATORS = ("numpy", "philox")
 
 
 def _bit_generator(dropout_param):
@@ -59,41 +75,62 @@ def _check_param(dropout_param):
     for key in ("p", "mode"):
         if key not in dropout_param:
             raise ValueError(f"dropout_param must have key {key!r} (keys 'p', 'mode', optional "
-                             f"'seed' or 'rng'), got keys {sorted(map(str, dropout_param))}")
+                             f"'seed' or 'rng', 'generator', 'offset'), got keys {sorted(map(str, dropout_param))}")
     p = _check_p("dropout_param", dropout_param["p"])
     mode = check_choice("dropout_param['mode']", dropout_param["mode"], _MODES)
+    generator = check_choice("dropout_param['generator']", dropout_param.get("generator", "numpy"), _GENERATORS)
     seed = dropout_param.get("seed")
     rng = dropout_param.get("rng")
     if seed is not None and rng is not None:
         raise ValueError("dropout_param may give 'seed' or 'rng', not both")
-    if seed is not None:
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"dropout_param['seed'] must be an int, got {type(seed).__name__}")
-        if not 0 <= seed < 2**32:
-            raise ValueError(f"dropout_param['seed'] must be in [0, 2**32), got {seed}")
+    if generator == "philox":
+        if rng is not None:
+            raise ValueError("dropout_param['generator'] = 'philox' draws from (seed, offset), not from 'rng'")
+        if seed is None:
+            raise ValueError("dropout_param['generator'] = 'philox' needs dropout_param['seed'] (int in [0, 2**64))")
+        _check_int("dropout_param['seed']", seed, 2**64)
+        _check_int("dropout_param['offset']", dropout_param.get("offset", 0), 2**64)
+    else:
+        if dropout_param.get("offset", 0) != 0:
+            raise ValueError("dropout_param['offset'] is for generator 'philox'; the NumPy stream has none")
+        if seed is not None:
+            _check_int("dropout_param['seed']", seed, 2**32)
     if rng is not None and not isinstance(rng, (np.random.Generator, np.random.RandomState)):
         raise TypeError(f"dropout_param['rng'] must be a numpy.random.Generator or RandomState, "
                         f"got {type(rng).__name__}")
-    return p, mode
+    return p, mode, generator
+
+
+def _check_int(name, value, end):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= value < end:
+        raise ValueError(f"{name} must be in [0, {'2**64' if end == 2**64 else '2**32'}), got {value}")
+    return int(value)
 
 
 def dropout_forward(x, dropout_param):
     """Inverted dropout. Returns (out, cache).
 
     x: a real array of any shape (module docstring). dropout_param: dict with 'p' in (0, 1]
-    (probability of keeping a unit), 'mode' ('train' or 'test'), optional 'seed' or 'rng' (module
-    docstring). Train: out = x * mask / p, a new array of x's shape. Test: out is x itself (converted
-    when x is not float32/float64).
+    (probability of keeping a unit), 'mode' ('train' or 'test'), optional 'seed' or 'rng',
+    'generator' ('numpy' or 'philox') and, with 'philox', 'offset' (module docstring).
+    Train: out = x * mask / p, a new array of x's shape. Test: out is x itself (converted when x is
+    not float32/float64).
     """
-    p, mode = _check_param(dropout_param)
+    p, mode, generator = _check_param(dropout_param)
     dt = compute_dtype(("x", x))
     if mode == "test":
         return np.asarray(x, dtype=dt), ({"p": p, "mode": mode}, None)
     x_flat = as_operand(x, dt).reshape(-1)  # read only: a copy is harmless for an input
     mask = np.empty(x_flat.shape[0], dtype=np.uint8)
     out = np.empty_like(x_flat)
-    _backend.kernels("dropout").dropout_train(x_flat, p, 1.0 / p, _bit_generator(dropout_param), mask, out,
-                                              n_threads=1)
+    k = _backend.kernels("dropout")
+    if generator == "philox":
+        k.dropout_train_philox(x_flat, p, 1.0 / p, int(dropout_param["seed"]), int(dropout_param.get("offset", 0)),
+                               mask, out, _backend.threads_for(x_flat.shape[0], k.GRAIN))
+    else:
+        k.dropout_train(x_flat, p, 1.0 / p, _bit_generator(dropout_param), mask, out, n_threads=1)
     # A snapshot of p and mode: later edits of dropout_param (say mode='test') cannot desync backward.
     return out.reshape(x.shape), ({"p": p, "mode": mode}, mask.reshape(x.shape))
 
