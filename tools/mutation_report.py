@@ -4,8 +4,11 @@ Killed: a test failed under the mutant. Timeout: the covering tests ran out of t
 limit (or crashed) under the mutant; counted as killed, and listed apart. Survived: every covering test passed.
 No tests: no test reaches the mutated function. Not checked: not run yet (the run was limited).
 Rate = (killed + timeout) / (killed + timeout + survived + no tests), over the mutants that ran.
+When only part of a file ran (a --sample run), "95% CI" is the Wilson score interval of its kill
+rate, read as a binomial estimate from that random sample (exact when every mutant ran).
 """
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -28,6 +31,14 @@ def classify(code):
     return "other"
 
 
+def wilson(dead, run, z=1.96):
+    """The Wilson score interval (lo, hi) of a binomial proportion dead/run, run > 0."""
+    p = dead / run
+    centre = (p + z * z / (2 * run)) / (1 + z * z / run)
+    half = z * math.sqrt(p * (1 - p) / run + z * z / (4 * run * run)) / (1 + z * z / run)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def main(root="mutants"):
     rows, survivors, total = [], [], Counter()
     for meta in sorted(Path(root).rglob("*.py.meta")):
@@ -41,14 +52,22 @@ def main(root="mutants"):
                 survivors.append((module, name, kind))
         total.update(counts)
         rows.append((module, counts))
-    print("| module | mutants | killed | timeout | survived | no tests | not checked | kill rate |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| module | mutants | killed | timeout | survived | no tests | not checked | kill rate | 95% CI |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for module, c in rows + [("**all**", total)]:
         dead = c["killed"] + c["timeout"]
         run = dead + c["survived"] + c["no tests"]
         rate = f"{100 * dead / run:.1f}%" if run else "-"
+        unrun = c["not checked"] + c["other"]
+        if not run:
+            ci = "-"
+        elif not unrun:
+            ci = "exact"
+        else:
+            lo, hi = wilson(dead, run)
+            ci = f"{100 * lo:.0f}-{100 * hi:.0f}%"
         print(f"| {module} | {sum(c.values())} | {c['killed']} | {c['timeout']} | {c['survived']} | "
-              f"{c['no tests']} | {c['not checked'] + c['other']} | {rate} |")
+              f"{c['no tests']} | {unrun} | {rate} | {ci} |")
     if survivors:
         print("\nsurvivors (`mutmut show NAME` prints the diff):")
         for module, name, kind in survivors:
