@@ -290,3 +290,49 @@ def test_norm_twin_names_the_empty_column_as_the_kernel_does():
     twin = _message(R.batchnorm_train_forward, *args)
     assert twin == _message(K.batchnorm_train_forward, *args)
     assert twin == "x must have at least one column, got 0"
+
+
+# ------------------------------------------------------------------ scheduler and Solver state
+def test_scheduler_state_refuses_a_negative_last_lr():
+    opt = _sgd()
+    sched = S.StepLR(opt, step_size=2)
+    sd = sched.state_dict()
+    sd["_last_lr"] = [-0.1]
+    with pytest.raises(ValueError, match=r"\['_last_lr'\]"):
+        sched.load_state_dict(sd)
+    assert sched.get_last_lr() == [0.1]
+
+
+def test_a_checkpoint_with_a_schedule_names_the_solver_without_one(tmp_path):
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    data = blob_data()
+
+    def solver(**kw):
+        return Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, rng=1), data, num_epochs=1,
+                      optim_config={"learning_rate": 0.1}, verbose=False, **kw)
+
+    scheduled = solver(lr_schedule="step:step_size=1")
+    scheduled.train()
+    path = scheduled.save_checkpoint(tmp_path / "c.ckpt")
+    target = solver()
+    with pytest.raises(ValueError, match="written with a learning-rate schedule; this Solver has none$"):
+        target.load_checkpoint(path)
+    assert target.iteration == 0
+
+
+# ------------------------------------------------------------------ normalization layer messages
+def test_batchnorm_names_the_expected_layout():
+    from fastopt.layers import normalization as N
+    with pytest.raises(ValueError, match=r"^x must be 2-D \(N, D\), got shape \(2, 3, 4\)$"):
+        N.batchnorm_forward(np.ones((2, 3, 4)), np.ones(3), np.zeros(3), {"mode": "train"})
+
+
+def test_groupnorm_backward_names_the_channels_of_a_forged_cache():
+    from fastopt.layers import normalization as N
+    x = np.random.default_rng(0).standard_normal((2, 6, 3, 5))
+    _, cache = N.spatial_groupnorm_forward(x, np.ones((1, 6, 1, 1)), np.zeros((1, 6, 1, 1)), 3, {})
+    cache.groups = 4
+    with pytest.raises(ValueError, match=r"must divide the C = 6 channels of cache.x, got 4"):
+        N.spatial_groupnorm_backward(np.ones_like(x), cache)
