@@ -336,3 +336,40 @@ def test_groupnorm_backward_names_the_channels_of_a_forged_cache():
     cache.groups = 4
     with pytest.raises(ValueError, match=r"must divide the C = 6 channels of cache.x, got 4"):
         N.spatial_groupnorm_backward(np.ones_like(x), cache)
+
+
+# ------------------------------------------------------------------ found after the error fix (run 3)
+def test_a_changed_dropout_seed_is_validated_again():
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    data = blob_data()
+    model = FullyConnectedNet([8], input_dim=6, num_classes=3, dropout_keep_ratio=0.5, seed=1)
+    model.loss(data["X_train"][:4], data["y_train"][:4])
+    model.dropout_param["seed"] = -1
+    with pytest.raises(ValueError, match="seed"):
+        model.loss(data["X_train"][:4], data["y_train"][:4])
+
+
+def test_check_spec_without_epochs():
+    from fastopt.solver import _schedule
+    assert _schedule.check_spec("cosine:T_max=3") == {"name": "cosine", "T_max": 3}
+
+
+def test_a_checkpoint_for_another_model_names_both_shapes(tmp_path):
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    data = blob_data()
+    solver = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, rng=1), data, num_epochs=1,
+                    optim_config={"learning_rate": 0.1}, verbose=False)
+    path = solver.save_checkpoint(tmp_path / "c.ckpt")
+    other = Solver(FullyConnectedNet([5], input_dim=6, num_classes=3, rng=1), data, num_epochs=1,
+                   optim_config={"learning_rate": 0.1}, verbose=False)
+    with pytest.raises(ValueError, match=r"model params\[.W1.\] is float32 \(6, 8\), the model.s is float32 \(6, 5\)"):
+        other.load_checkpoint(path)
+
+
+def test_dropout_backward_names_a_forged_cache_p():
+    from fastopt.layers import dropout_backward
+    with pytest.raises(ValueError, match=r"^cache params\['p'\]"):
+        dropout_backward(np.ones((2, 3)), ({"p": 2.0, "mode": "train"}, np.ones((2, 3), np.uint8)))

@@ -27,14 +27,8 @@ FAST_SKIP=(stubs bench_cli bench_mlp blas_threads data diagnose distributed ense
            optim_torch_parity mlp_torch_parity)
 if [ -n "${MUTATION_FAST:-}" ]; then
   for f in "${FAST_SKIP[@]}"; do PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} --ignore=tests/test_$f.py"; done
+  export PYTEST_ADDOPTS
 fi
-# Two test ids end in "\\['" (an unbalanced bracket): pytest cannot select them by node id after a
-# first collection in the same process (mutmut's fork server), so every mutant they cover ended with
-# exit code -1 (mutmut files it as "timeout"). Left out until their ids change (MUTATION.md).
-for i in 22 25; do
-  PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} --deselect=tests/test_malicious_solver_checkpoint.py::test_tampered_field_is_refused_by_name_and_changes_nothing[$i-"
-done
-export PYTEST_ADDOPTS
 
 if [ "${1:-}" = "--report" ]; then
   exec "$PY" tools/mutation_report.py
