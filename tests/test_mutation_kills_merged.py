@@ -373,3 +373,21 @@ def test_dropout_backward_names_a_forged_cache_p():
     from fastopt.layers import dropout_backward
     with pytest.raises(ValueError, match=r"^cache params\['p'\]"):
         dropout_backward(np.ones((2, 3)), ({"p": 2.0, "mode": "train"}, np.ones((2, 3), np.uint8)))
+
+
+def test_rule_optimizer_messages():
+    from fastopt import optim
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    with pytest.raises(TypeError, match=r"^optim_config\['beta1'\] must be a number, got str$"):
+        RuleOptimizer(optim.adam, {"w": np.ones(3)}, {"learning_rate": 1e-2, "beta1": "x"})
+    opt = RuleOptimizer(optim.adam, {"w": np.ones(3)}, {"learning_rate": 1e-2})
+    opt.configs["w"]["beta1"] = "x"
+    with pytest.raises(TypeError, match=r"^configs\['w'\]\['beta1'\] must be a number or an array, got str$"):
+        opt.step({"w": np.ones(3)})
+    opt.configs["w"]["beta1"] = 0.9
+    opt._lock.acquire()               # as while another thread's step runs
+    try:
+        with pytest.raises(RuntimeError, match="one optimizer steps from one thread at a time$"):
+            opt.step({"w": np.ones(3)})
+    finally:
+        opt._lock.release()
