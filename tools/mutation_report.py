@@ -1,35 +1,64 @@
-"""Kill rate per module from mutmut's result files (mutants/**/*.py.meta), as a Markdown table.
+"""Kill rate per file and per module from mutmut's result files (mutants/**/*.py.meta), as Markdown.
 
-Killed: a test failed under the mutant. Timeout: the covering tests ran out of their CPU-time
-limit (or crashed) under the mutant; counted as killed, and listed apart. Survived: every covering test passed.
-No tests: no test reaches the mutated function. Not checked: not run yet (the run was limited).
+Killed: a test failed under the mutant. Timeout: the covering tests ran out of their CPU-time limit
+(or crashed) under the mutant; counted as killed, and listed apart. Error: mutmut's worker could not
+run the tests at all (exit code -1, which mutmut files as "timeout": e.g. a test id pytest cannot
+select); no verdict, counted as not run. Survived: every covering test passed. No tests: no test
+reaches the mutated function. Not checked: not run (the run was limited or sampled).
 Rate = (killed + timeout) / (killed + timeout + survived + no tests), over the mutants that ran.
+When only part of a file ran (a --sample run), "95% CI" is the Wilson score interval of its kill
+rate, read as a binomial estimate from that random sample ("exact" when every mutant ran).
 """
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
 
-KILLED, TIMEOUT = {1, 3}, {36, -24, 24, 152, 255, -11, -9}   # mutmut's exit codes
+KILLED, TIMEOUT = {1, 3}, {36, -24, 24, 152, -11, -9}   # mutmut's exit codes
+ERROR = {255, -1}
 SURVIVED, NO_TESTS = {0}, {5, 33}
 
 
 def classify(code):
     if code is None:
         return "not checked"
-    if code in KILLED:
-        return "killed"
-    if code in TIMEOUT:
-        return "timeout"
-    if code in SURVIVED:
-        return "survived"
-    if code in NO_TESTS:
-        return "no tests"
+    for kind, codes in (("killed", KILLED), ("timeout", TIMEOUT), ("error", ERROR),
+                        ("survived", SURVIVED), ("no tests", NO_TESTS)):
+        if code in codes:
+            return kind
     return "other"
 
 
+def wilson(dead, run, z=1.96):
+    """The Wilson score interval (lo, hi) of a binomial proportion dead/run, run > 0."""
+    p = dead / run
+    centre = (p + z * z / (2 * run)) / (1 + z * z / run)
+    half = z * math.sqrt(p * (1 - p) / run + z * z / (4 * run * run)) / (1 + z * z / run)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _table(rows):
+    print("| module | mutants | killed | timeout | survived | no tests | error | not checked | kill rate | 95% CI |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for module, c in rows:
+        dead = c["killed"] + c["timeout"]
+        run = dead + c["survived"] + c["no tests"]
+        unrun = c["not checked"] + c["other"] + c["error"]
+        rate = f"{100 * dead / run:.1f}%" if run else "-"
+        if not run:
+            ci = "-"
+        elif not unrun:
+            ci = "exact"
+        else:
+            lo, hi = wilson(dead, run)
+            ci = f"{100 * lo:.0f}-{100 * hi:.0f}%"
+        print(f"| {module} | {sum(c.values())} | {c['killed']} | {c['timeout']} | {c['survived']} | "
+              f"{c['no tests']} | {c['error']} | {c['not checked'] + c['other']} | {rate} | {ci} |")
+
+
 def main(root="mutants"):
-    rows, survivors, total = [], [], Counter()
+    rows, survivors, total, packages = [], [], Counter(), {}
     for meta in sorted(Path(root).rglob("*.py.meta")):
         module = str(meta.relative_to(root))[:-len(".meta")]
         data = json.loads(meta.read_text())
@@ -37,20 +66,20 @@ def main(root="mutants"):
         for name, code in data.get("exit_code_by_key", {}).items():
             kind = classify(code)
             counts[kind] += 1
-            if kind in ("survived", "no tests"):
+            if kind in ("survived", "no tests", "error"):
                 survivors.append((module, name, kind))
+        if not counts:
+            continue
         total.update(counts)
         rows.append((module, counts))
-    print("| module | mutants | killed | timeout | survived | no tests | not checked | kill rate |")
-    print("|---|---|---|---|---|---|---|---|")
-    for module, c in rows + [("**all**", total)]:
-        dead = c["killed"] + c["timeout"]
-        run = dead + c["survived"] + c["no tests"]
-        rate = f"{100 * dead / run:.1f}%" if run else "-"
-        print(f"| {module} | {sum(c.values())} | {c['killed']} | {c['timeout']} | {c['survived']} | "
-              f"{c['no tests']} | {c['not checked'] + c['other']} | {rate} |")
+        package = "/".join(module.split("/")[:2])          # fastopt/optim, fastopt/checkpoint.py
+        packages.setdefault(package, Counter()).update(counts)
+    print("Per module:\n")
+    _table(sorted(packages.items()) + [("**all**", total)])
+    print("\nPer file:\n")
+    _table(rows)
     if survivors:
-        print("\nsurvivors (`mutmut show NAME` prints the diff):")
+        print("\nsurvivors, no tests and errors (`mutmut show NAME` prints the diff):")
         for module, name, kind in survivors:
             print(f"- {name} ({kind})")
 
