@@ -55,6 +55,7 @@ def test_same_seed_same_statistics():
 
 
 def test_command_table_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     out, png = tmp_path / "init.json", tmp_path / "init.png"
     code = cli.main(["diagnose", "init", "--depth", "3", "--width", "64", "--examples", "50",
                      "--activation", "tanh,leaky_relu", "--init", "0.05,he", "--json", str(out),

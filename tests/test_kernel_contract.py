@@ -223,8 +223,8 @@ def compiled_modules():
     """Every extension module of the fastopt package: {name: module}."""
     found = {}
     for info in pkgutil.iter_modules(fastopt.__path__):
-        if info.name.startswith("__"):
-            continue
+        if info.name.startswith("__") or not runnable(info.name):
+            continue   # a variant this CPU cannot run may fault at import (its init is compiled for it)
         module = importlib.import_module(f"fastopt.{info.name}")
         if getattr(module, "__file__", "").endswith((".so", ".pyd")):
             found[info.name] = module
@@ -250,7 +250,11 @@ def twin_of(family):
 
 
 def runnable(name):
-    return not name.endswith("_avx2") or _openmp.cpu_has_avx2_fma()
+    """Whether this CPU runs compiled module `name` (a SIMD variant needs its instruction set)."""
+    for variant in ("avx2", "avx512"):
+        if name.endswith("_" + variant):
+            return _backend.variant_supported(variant)
+    return True
 
 
 MODULES = compiled_modules()

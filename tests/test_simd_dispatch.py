@@ -43,9 +43,9 @@ def test_default_picks_the_widest_variant_on_this_cpu():
     code = ("from fastopt import _backend as b; print(b.simd_variant('optim'), b.simd_variant('norm'), "
             "b.simd_variant('dropout'), b.simd_variant('mlp'))")
     widest = "avx512" if HAS_AVX512 else "avx2"
-    # optim has no AVX-512 variant, mlp no variant at all: each runs its widest one
-    assert in_subprocess(code, FASTOPT_SIMD="").split() == ["avx2", widest, widest, "sse2"]
-    assert in_subprocess(code, FASTOPT_SIMD="avx2").split() == ["avx2", "avx2", "avx2", "sse2"]
+    # optim and mlp have no AVX-512 variant: each runs its widest one
+    assert in_subprocess(code, FASTOPT_SIMD="").split() == ["avx2", widest, widest, "avx2"]
+    assert in_subprocess(code, FASTOPT_SIMD="avx2").split() == ["avx2", "avx2", "avx2", "avx2"]
 
 
 @pytest.mark.skipif(not HAS_AVX512, reason="CPU without AVX-512")

@@ -8,7 +8,7 @@ Names, order and defaults of the parameters come from the built module itself
 say what Python actually accepts; the types come from the ``def`` lines of the .pyx (and the .pxi
 files it includes), where a memoryview of the fused ``floating`` type becomes a float32 or float64
 array. Module-level constants (GRAIN, SIMD_VARIANT) are typed from their values. A SIMD variant
-(src/<name>_avx2.pyx, the same .pxi as <name>.pyx) gets a stub that re-exports its baseline's.
+(src/<name>_avx2.pyx or _avx512.pyx, the same .pxi as <name>.pyx) gets a stub that re-exports its baseline's.
 tests/test_stubs.py checks that every function of each compiled module is in its stub with the same
 parameter names, so a changed kernel signature fails the suite until this script is run again.
 """
@@ -116,9 +116,13 @@ def public_members(module):
 
 
 def variant_of(name):
-    """The baseline module a SIMD variant (src/<base>_avx2.pyx) shares its code with, else None."""
-    base = name.rsplit("_avx2", 1)[0]
-    return base if base != name and (SRC / f"{base}.pyx").exists() else None
+    """The baseline module a SIMD variant (src/<base>_avx2.pyx, <base>_avx512.pyx) shares its code
+    with, else None."""
+    for suffix in ("_avx2", "_avx512"):
+        base = name.rsplit(suffix, 1)[0]
+        if base != name and (SRC / f"{base}.pyx").exists():
+            return base
+    return None
 
 
 def render(name):
