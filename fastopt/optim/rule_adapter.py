@@ -106,6 +106,10 @@ class _FlatRule:
         self.rule, self.form, self.span = rule, form, span
         self.params = params               # name -> parameter, in buffer order
         self.keys = tuple(key for key, _ in form.state)
+        # The config entries every config must agree on (its hyperparameters and step counter).
+        self.scalar_keys = tuple(k.name for k in form.config) + ((form.step,) if form.step else ())
+        self.kernel = None                 # (kernels module, its step function, state-array keywords)
+        self.values = None                 # (lr and config values, their checked form) of the last step
         self.buffers = None                # state name (rule's) -> 1-D buffer, once allocated
         self.views = None                  # parameter name -> {config key: view}
         self.grads = None                  # (gradient arrays last seen, their span or None)
@@ -127,7 +131,7 @@ class _FlatRule:
             buffers[target] = buf
         for name, cfg in configs.items():
             cfg.update(views[name])
-        self.buffers, self.views, self.plan = buffers, views, None
+        self.buffers, self.views, self.plan, self.kernel = buffers, views, None, None
 
     def grad_span(self, grads):
         """The 1-D span the gradients (in parameter order) tile, or None; checked against the
@@ -148,23 +152,27 @@ class _FlatRule:
 
     def ready(self, configs):
         """Whether the configs allow the one-call step: (ok, fresh)."""
-        names = list(self.params)
+        # Called every step: plain loops over what was precomputed (this is the Solver's hot path).
+        keys = self.keys
         if self.views is None:
-            if any(key in configs[n] for n in names for key in self.keys):
+            if any(key in configs[n] for n in self.params for key in keys):
                 return False, False
-            fresh = bool(self.keys)
+            fresh = bool(keys)
         else:
-            for n in names:
-                cfg, views = configs[n], self.views[n]
-                if any(cfg.get(key) is not views[key] for key in self.keys):
-                    return False, False
+            for n, views in self.views.items():
+                get = configs[n].get
+                for key in keys:
+                    if get(key) is not views[key]:
+                        return False, False
             fresh = False
-        first = configs[names[0]]
-        scalars = [k.name for k in self.form.config] + ([self.form.step] if self.form.step else [])
-        ref = [first.get(k) for k in scalars]
-        for n in names[1:]:
-            cfg = configs[n]
-            if any(cfg.get(k) != r for k, r in zip(scalars, ref)):
+        scalar_keys = self.scalar_keys
+        ref = None
+        for n in self.params:
+            get = configs[n].get
+            values = [get(k) for k in scalar_keys]
+            if ref is None:
+                ref = values
+            elif any(v != r for v, r in zip(values, ref)):
                 return False, False
         return True, fresh
 
@@ -191,29 +199,43 @@ class _FlatRule:
         from .functional import config_values, kernel_scalars
         rule, form = self.rule, self.form
         first = configs[next(iter(self.params))]
-        values = config_values(form, _with_lr(first, lr))
+        # The configs were checked at the boundary (RuleOptimizer._prepare re-checks a changed one),
+        # so the hyperparameters' checked values are reused while they and lr stay the same; only
+        # the step counter moves every step.
+        key = (lr,) + tuple(first.get(k.name) for k in form.config)
+        if self.values is not None and self.values[0] == key:
+            values = dict(self.values[1])
+            if form.step is not None:
+                values[form.step] = first.get(form.step, 0)
+        else:
+            values = config_values(form, _with_lr(first, lr))
+            self.values = (key, {k: v for k, v in values.items() if k != form.step})
         scalars, after = kernel_scalars(rule, form, values, fresh)
         # Validated: now change things.
         if fresh:
             self.adopt(configs)
-        empty = np.empty(0, self.span.dtype)
-        arrays = {st.kernel_arg: self.buffers[st.name] if self.buffers and st.name in self.buffers else empty
-                  for st in rule.state}
-        if rule.averaging:
-            arrays["param_avg"] = empty
         k = _backend.kernels("optim")
+        cached = self.kernel
+        if cached is None or cached[0] is not k:   # built once per backend / SIMD choice and buffers
+            empty = np.empty(0, self.span.dtype)
+            arrays = {st.kernel_arg: self.buffers[st.name] if self.buffers and st.name in self.buffers else empty
+                      for st in rule.state}
+            if rule.averaging:
+                arrays["param_avg"] = empty
+            cached = self.kernel = (k, getattr(k, rule.kernel), arrays,
+                                    getattr(k, rule.kernel.replace("_step", "_multi"), None))
+        _, kernel, arrays, multi = cached
         threads = _backend.threads_for(self.span.size, k.GRAIN)
-        multi = getattr(k, rule.kernel.replace("_step", "_multi"), None)
         if ratios is not None and multi is not None:
             plan = self._plan(k, gspan)
             multi(plan=plan, **scalars, track_ratio=True, n_threads=threads)
             ratios.update(zip(self.params, plan.ratios()))
         elif ratios is not None:
             old = self.span.copy()
-            getattr(k, rule.kernel)(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
+            kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
             ratios.update(_ratios_by_name(self.params, old, self.span))
         else:
-            getattr(k, rule.kernel)(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
+            kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
         for cfg in configs.values():
             cfg.update(after)
 
@@ -472,7 +494,7 @@ class RuleOptimizer:
             if keys and all(key in cfg for cfg in self.configs.values() for key in keys):
                 self._flat.adopt(self.configs, fill={n: dict(cfg) for n, cfg in self.configs.items()})
             else:
-                self._flat.views = self._flat.buffers = self._flat.plan = None
+                self._flat.views = self._flat.buffers = self._flat.plan = self._flat.kernel = None
         self.param_groups[0]["lr"] = lr
 
     def __repr__(self):
