@@ -17,19 +17,15 @@ Every number is a test-split accuracy; "mean +- std (min)" over the seeds. tests
 runs the transfer part on 3 seeds (with a random frozen body as a control).
 """
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
-
-from fastopt import Adam, FullyConnectedNet  # noqa: E402
-from fastopt.augment import Augment, augmented_copies  # noqa: E402
-from fastopt.data import load_digits, select_classes, subsample_train  # noqa: E402
-from fastopt.ensemble import Ensemble, Snapshots  # noqa: E402
-from fastopt.model_io import clone  # noqa: E402
-from fastopt.transfer import Solver  # noqa: E402
+from fastopt import Adam, FullyConnectedNet
+from fastopt.augment import Augment, augmented_copies
+from fastopt.data import load_digits, select_classes, subsample_train
+from fastopt.ensemble import Ensemble, Snapshots
+from fastopt.model_io import clone
+from fastopt.transfer import Solver
 
 HIDDEN, KEEP = [64, 64], 1.0       # --hidden, --keep: the network of every part
 SOURCE, TARGET = list(range(5)), list(range(5, 10))
