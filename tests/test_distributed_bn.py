@@ -160,17 +160,13 @@ def test_float32_batchnorm_training_stays_close_to_one_process(jobs, worker):
 # ---------------------------------------------------------------- fastopt train --distributed
 
 def _train_cli(n, tmp_path, name, *extra):
-    """run_distributed under mpiexec, parsed by a parser as train_cli would build it (fastopt train's
-    options + configure_distributed), on the digits with the default model (batchnorm)."""
+    """`fastopt train --distributed ...` under mpiexec (the command's own entry point, so its wiring
+    to run_distributed is what runs), on the digits with the default model (batchnorm)."""
     script = tmp_path / "train_cli_job.py"
     script.write_text(textwrap.dedent('''
-        import argparse, sys
-        from fastopt.train_cli import configure
-        from fastopt.distributed.cli import configure_distributed, run_distributed
-        parser = argparse.ArgumentParser()
-        configure(parser)
-        configure_distributed(parser)
-        sys.exit(run_distributed(parser.parse_args(sys.argv[1:])))
+        import sys
+        from fastopt import cli
+        sys.exit(cli.main(["train", *sys.argv[1:]]))
     '''))
     out = tmp_path / f"{name}.json"
     proc = mpirun(n, script, "--distributed", "deterministic", "--hidden", "32,16", "--batch-size", "32",
