@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from . import train_extras
 from .cli import UsageError
 
 DATASETS = ("digits", "cifar10", "spiral")
@@ -166,7 +167,6 @@ def configure(parser):
     add("--plot", metavar="PATH", help="save loss and accuracy curves (and with --monitor the update/weight "
                                        "ratio per layer) as a PNG (needs fastopt[plot])")
     add("--quiet", action="store_true", help="no progress output (the final summary is still printed)")
-    from . import train_extras
     from .distributed.cli import configure_distributed
     train_extras.configure(parser)    # transfer, preprocessing, augmentation, ensembles, model files
     configure_distributed(parser)     # --distributed MODE, --shards, --steps (off by default)
@@ -387,7 +387,6 @@ def parse_config(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'fastopt[plot]'") from None
-    from . import train_extras
     cfg["extras"] = train_extras.parse(args, cfg)
     return cfg
 
@@ -435,7 +434,6 @@ def train_model(cfg, data, on_event):
 
     `on_event(event, info)` receives the Solver's callback events. Returns the results dict.
     """
-    from . import train_extras
     from .nn import FullyConnectedNet
 
     Solver, solver_kwargs = train_extras.solver(cfg["extras"])
@@ -675,7 +673,6 @@ def run(args):
     cfg["backend"], cfg["threads"] = fastopt.backend(), fastopt.get_num_threads()
 
     data = load_data(cfg)
-    from . import train_extras
     data, preprocess = train_extras.prepare_data(cfg["extras"], data)
     n_train = len(data["X_train"])
     if not args.quiet:

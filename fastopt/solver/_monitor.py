@@ -127,10 +127,10 @@ def _median_max(ratios, matrices):
 
 class Recorder:
     """Takes the measurements of one Solver (module docstring). `params`: the optimized params
-    (name -> array, the optimizer's order); `track`: the optimizer was built with
-    track_update_ratio=True (it then reports update_ratios() when it has that method)."""
+    (name -> array, the optimizer's order). The ratios come from the optimizer when it was built
+    with track_update_ratio=True and has update_ratios(), else from a copy of the params."""
 
-    def __init__(self, spec, probe, model, params, track):
+    def __init__(self, spec, probe, model, params):
         self.interval = spec["interval"]
         self.spec = spec
         self.probe = probe
@@ -138,7 +138,6 @@ class Recorder:
         self.params = params
         self.names = list(params)
         self.matrices = [k for k, v in params.items() if np.ndim(v) >= 2]
-        self.track = track
         self.fast = False
         self.activation = getattr(model, "activation", None) or spec["activation"] or "relu"
         self.activation_param = getattr(model, "activation_param", None)
@@ -150,7 +149,7 @@ class Recorder:
 
     def before_step(self, optimizer):
         # The optimizer says whether it tracks (a subclass's _make_optimizer may have built it without).
-        self.fast = (self.track and bool(getattr(optimizer, "track_update_ratio", False))
+        self.fast = (bool(getattr(optimizer, "track_update_ratio", False))
                      and callable(getattr(optimizer, "update_ratios", None)))
         if not self.fast:
             self._before = {k: np.array(v, copy=True) for k, v in self.params.items()}

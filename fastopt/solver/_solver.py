@@ -65,8 +65,7 @@ class Solver:
         # Gradients of params the optimizer does not update (frozen ones) are left out of its step.
         self._grad_keys = None if set(params) == set(model.params) else tuple(params)
         self._recorder = None if self.monitor is None else _monitor.Recorder(
-            self.monitor, _monitor.probe_rows(self.monitor, self.X_train), model, params,
-            track=_registry.tracks_update_ratio(self._rule))
+            self.monitor, _monitor.probe_rows(self.monitor, self.X_train), model, params)
         self._schedule = self._make_schedule(self.optimizer)
         self._reset()
         self._dist = _distributed(model, self.comm, self.seed)
