@@ -4,7 +4,8 @@
 #
 #   tools/mutation.sh                      every module listed in [tool.mutmut] only_mutate
 #   tools/mutation.sh fastopt.reference    one module (a mutant-name prefix; several may be given)
-#   tools/mutation.sh --sample 0.1 [MOD..] a seeded random 10% of the mutants of each file (an estimate)
+#   tools/mutation.sh --sample 0.1 [MOD..] a seeded random 10% of the mutants of each file (an estimate;
+#                                          MUTATION_SEED=N draws another sample, default 0)
 #   tools/mutation.sh --report             print the kill rate per module of what has run so far
 #
 # MUTATION_FAST=1 leaves out the test files that exercise none of the mutated code or only through

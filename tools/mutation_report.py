@@ -10,6 +10,7 @@ When only part of a file ran (a --sample run), "95% CI" is the Wilson score inte
 rate, read as a binomial estimate from that random sample ("exact" when every mutant ran).
 """
 import json
+import os
 import math
 import sys
 from collections import Counter
@@ -99,6 +100,7 @@ def sample(fraction, *prefixes, root="mutants", seed=0):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--sample"]:
-        sample(float(sys.argv[2]), *sys.argv[3:])
+        # MUTATION_SEED picks another sample: a fresh estimate, independent of tests written for the last one.
+        sample(float(sys.argv[2]), *sys.argv[3:], seed=int(os.environ.get("MUTATION_SEED", "0")))
     else:
         main(*sys.argv[1:])
