@@ -391,3 +391,63 @@ def test_rule_optimizer_messages():
             opt.step({"w": np.ones(3)})
     finally:
         opt._lock.release()
+
+
+# ------------------------------------------------------------------ the 2% sample's missing tests (M)
+def test_checkpoint_payload_is_pickle_protocol_5():
+    """The documented file format: magic, SHA-256, then a protocol-5 pickle (out-of-band-capable;
+    pickle's default protocol differs between Python versions)."""
+    from fastopt import checkpoint
+    data = checkpoint.dumps({"w": np.arange(3.0)})
+    payload = data[len(checkpoint.MAGIC) + 32:]
+    assert payload[:2] == b"\x80\x05"
+    np.testing.assert_array_equal(checkpoint.loads(data)["w"], np.arange(3.0))
+
+
+def test_a_bad_batchnorm_setting_in_a_model_state_names_its_layer():
+    model = fastopt.FullyConnectedNet([5, 4], input_dim=3, num_classes=2, normalization="batchnorm", rng=0)
+    state = model.state_dict()
+    state["bn_params"][1]["eps"] = -1.0
+    with pytest.raises(ValueError, match=r"model state bn_params\[1\]\['eps'\]"):
+        model.load_state_dict(state)
+
+
+def test_data_that_does_not_fit_the_model_reports_its_feature_count():
+    from fastopt.solver._options import num_classes
+    model = fastopt.FullyConnectedNet([4], input_dim=64, num_classes=3, rng=0)
+    with pytest.raises(ValueError, match="rows have 10 features, the model's input_dim is 64"):
+        num_classes(model, np.zeros((6, 2, 5)))
+
+
+def test_strong_wolfe_zoom_clamps_a_trial_too_close_to_the_bracket():
+    """sin(2x) + 0.1 x^2 from x0 = 2.5 with lr 30: the zoom's cubic lands within 10% of a bracket end
+    twice, so the insufficient-progress clamp (moving the trial eps inside the bracket) runs; the
+    iterate still reaches a stationary point."""
+    import sys
+    import fastopt.optim.lbfgs as lbfgs_module
+    src = lbfgs_module.__file__
+    clamp = next(i + 1 for i, line in enumerate(open(src)) if "t = max(bracket) - eps if abs" in line)
+    hits = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != src:
+            return None
+        if event == "line" and frame.f_lineno == clamp:
+            hits.append(frame.f_lineno)
+        return tracer
+
+    x = np.array([2.5])
+    f0 = float(np.sin(2 * x[0]) + 0.1 * x[0] ** 2)
+    opt = LBFGS([x], lr=30.0, line_search_fn="strong_wolfe")
+
+    def closure():
+        return float(np.sin(2 * x[0]) + 0.1 * x[0] ** 2), [2 * np.cos(2 * x) + 0.2 * x]
+    sys.settrace(tracer)
+    try:
+        for _ in range(5):
+            opt.step(closure)
+    finally:
+        sys.settrace(None)
+    assert hits, "the test no longer reaches the zoom's clamp"
+    f, (g,) = closure()
+    assert f < f0 and abs(g[0]) < 1e-5
