@@ -1,7 +1,7 @@
 """Data augmentation on a small digits training set (CS231n lecture 7), measured over seeds.
 
     python benchmarks/augment_demo.py                                   # 200 examples, 5 seeds
-    python benchmarks/augment_demo.py --spec shift:1 --spec noise:0.1 --set preprocess=none --set epochs=200
+    python benchmarks/augment_demo.py --spec shift:1 --spec noise:0.2 --set preprocess=none --set epochs=120
 
 `n` training examples of all ten digits (stratified, seed s), the same network trained with and
 without online augmentation (Solver(augment=fastopt.augment.Augment(spec, image_shape="digits",

@@ -179,8 +179,7 @@ def digits():
 
 
 def net(num_classes, seed):
-    return FullyConnectedNet(HIDDEN, input_dim=64, num_classes=num_classes, weight_init="he", rng=seed,
-                             dropout_keep_ratio=KEEP)
+    return make_net(Setting(hidden=tuple(HIDDEN), keep=KEEP), num_classes, seed)
 
 
 def pretrain(data, seed=0, epochs=20):
