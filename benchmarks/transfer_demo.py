@@ -1,57 +1,186 @@
-"""Lecture 7 on the bundled digits, with numbers: transfer learning, augmentation, ensembles, averaged weights.
+"""Transfer learning on the bundled digits (CS231n lecture 7), measured over seeds.
 
-    python benchmarks/transfer_demo.py                  # every part, 5 seeds
-    python benchmarks/transfer_demo.py --part transfer --seeds 10
+    python benchmarks/transfer_demo.py                          # the issue's setting, 5 seeds
+    python benchmarks/transfer_demo.py --per-class 5 --seeds 10
+    python benchmarks/transfer_demo.py --set hidden=256 --set keep=0.5 --set body_lr=1e-4
+    python benchmarks/transfer_demo.py --part ensemble          # ensembles (--part ema: averaged weights)
 
-transfer   pretrain on digits 0-4 (the whole training split), then learn 5-9 from 20 examples per class:
-           a frozen pretrained body with a fresh head, full fine-tuning (body at a 10x smaller rate than
-           the head), and the same network from scratch.
-augment    200 training examples (all ten digits), with and without offline augmentation
-           (shift:1,noise:0.05, 9 augmented copies of every example).
-ensemble   single models, an ensemble of independently seeded runs, a snapshot ensemble of one run's
-           last epochs.
-ema        the final weights against their exponential moving average (optimizer ema=) at the same
-           moment, and the Solver's best-validation swap-in.
+Pretrain on digits 0-4 (their whole training split), then learn digits 5-9 from `per_class` training
+examples of each, four ways, on the same subset per seed:
 
-Every number is a test-split accuracy; "mean +- std (min)" over the seeds. tests/test_transfer_demo.py
-runs the transfer part on 3 seeds (with a random frozen body as a control).
+frozen       the pretrained body (its first `freeze` hidden layers; -1: all) frozen, a fresh head trained
+             with whatever else is not frozen
+fine-tuned   the same trained for `warmup` epochs, then every layer, the body's hidden layers at body_lr
+scratch      the same architecture from a random init
+random body  control: a RANDOM frozen body with a fresh head, trained as `frozen` (does pretraining matter?)
+
+Inputs are pixels / 16 (0..1). `preprocess` (fastopt.preprocessing spec, or "none") is fitted on the
+pretraining split and shipped with the body to the transfer methods, as a model file carries it;
+`scratch_fit` says what the scratch and random-body runs fit theirs on ("target": the small split
+itself, "source": the pretraining split). Seed s draws the pretraining init and batches, the target
+subset, every head and the scratch init. Every run keeps its best-validation weights (the Solver's);
+settings are chosen on the validation split, the test split is reported. augment_demo.py holds the
+augmentation study; benchmarks/results/transfer.txt the log and the findings.
 """
 import argparse
+import dataclasses
+import time
 
 import numpy as np
 
 from fastopt import Adam, FullyConnectedNet
-from fastopt.augment import Augment, augmented_copies
 from fastopt.data import load_digits, select_classes, subsample_train
+from fastopt.data.digits import load_digits_raw
+from fastopt.data.preprocess import prepare_splits
 from fastopt.ensemble import Ensemble, Snapshots
 from fastopt.model_io import clone
+from fastopt.preprocessing import from_spec
 from fastopt.transfer import Solver
 
-HIDDEN, KEEP = [64, 64], 1.0       # --hidden, --keep: the network of every part
 SOURCE, TARGET = list(range(5)), list(range(5, 10))
+METHODS = ("frozen", "fine-tuned", "scratch", "random body")
+SPLITS = ("train", "val", "test")
 
 
-def digits():
-    return load_digits(seed=0, standardize=True)     # as `fastopt train` loads them
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """Every knob of one transfer experiment (`--set name=value` on the command line)."""
+    hidden: tuple = (64, 64)
+    keep: float = 1.0               # dropout keep probability (1: none)
+    normalization: str = "none"     # none | batchnorm | layernorm
+    reg: float = 0.0                # L2 weight decay (the model's reg), pretraining and after
+    pre_epochs: int = 20
+    pre_lr: float = 3e-3
+    pre_keep: str = "best"          # best | final: the pretraining's best-validation or last weights
+    preprocess: str = "standardize"
+    scratch_fit: str = "target"     # target | source: where scratch / random body fit the preprocessing
+    per_class: int = 20
+    epochs: int = 60                # epochs on the target subset (fine-tuned: warmup included)
+    batch_size: int = 25
+    head_lr: float = 1e-2
+    body_lr: float = 1e-3
+    warmup: int = 0                 # fine-tuned: head-only epochs before the body is unfrozen
+    freeze: int = -1                # hidden layers frozen by frozen / random body / warm-up (-1: all)
+    scratch_lr: float = 3e-3
+
+    def replace(self, **kw):
+        return dataclasses.replace(self, **kw)
+
+
+def parse_setting(cls, items, base=None):
+    """A `cls` dataclass from ["name=value", ...] (--set) on top of `base` (values typed by its fields)."""
+    base = cls() if base is None else base
+    kw = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in {f.name for f in dataclasses.fields(cls)}:
+            raise SystemExit(f"--set {item!r}: unknown setting {name!r}")
+        current = getattr(base, name)
+        kw[name] = tuple(int(h) for h in text.split(",")) if isinstance(current, tuple) else type(current)(text)
+    return dataclasses.replace(base, **kw)
+
+
+# ---------------------------------------------------------------- data
+
+def pixel_digits():
+    """All ten digits, pixels / 16, split as load_digits splits them (seed 0), not yet preprocessed."""
+    images, labels = load_digits_raw()
+    X = images.reshape(len(images), -1).astype(np.float32) / np.float32(16)
+    return prepare_splits(X, labels, seed=0, subtract_mean=False)
+
+
+def preprocessed(data, spec, fit_on):
+    """`data` with the preprocessing `spec` fitted on fit_on's training split, applied to every X_ array."""
+    if spec == "none":
+        return data
+    pre = from_spec(spec).fit(fit_on["X_train"])
+    return {**data, **{k: pre.transform(v) for k, v in data.items() if k.startswith("X_")}}
 
 
 def accuracy(model, data, split="test"):
     return float(np.mean(np.argmax(model.loss(data[f"X_{split}"]), axis=1) == data[f"y_{split}"]))
 
 
+# ---------------------------------------------------------------- models and training
+
+def make_net(setting, num_classes, seed):
+    return FullyConnectedNet(list(setting.hidden), input_dim=64, num_classes=num_classes, weight_init="he",
+                             rng=seed, dropout_keep_ratio=setting.keep, reg=setting.reg,
+                             normalization=None if setting.normalization == "none" else setting.normalization)
+
+
 def train(model, data, *, lr, epochs, seed, batch_size=25, **kw):
-    Solver(model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")}, update_rule=Adam,
-           optim_config={"learning_rate": lr, **kw.pop("optim_config", {})}, batch_size=batch_size,
-           num_epochs=epochs, verbose=False, seed=seed, **kw).train()
+    """Adam from fastopt.transfer.Solver (trainable params, layer_lr=); the best-validation weights kept."""
+    if epochs > 0:
+        Solver(model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")}, update_rule=Adam,
+               optim_config={"learning_rate": lr}, batch_size=batch_size, num_epochs=epochs, verbose=False,
+               seed=seed, **kw).train()
     return model
 
 
+def pretrain_source(setting, source, seed):
+    """The model pretrained on digits 0-4. Their validation accuracy saturates within a few epochs, so
+    the best-validation weights (pre_keep="best") are an early epoch's; "final" keeps the last ones."""
+    last = {}
+
+    def keep_last(solver, event, info):
+        if event == "iteration" and info["iteration"] == info["num_iterations"]:
+            last["model"] = clone(solver.model)
+    model = train(make_net(setting, len(SOURCE), seed), source, lr=setting.pre_lr, epochs=setting.pre_epochs,
+                  seed=seed, batch_size=64, callback=keep_last if setting.pre_keep == "final" else None)
+    return last.get("model", model)
+
+
+def transfer_seed(setting, data, seed):
+    """{method: (val accuracy, test accuracy)} on digits 5-9 for one seed, plus "source" (the pretrained
+    model's test accuracy on 0-4)."""
+    s = setting
+    source = preprocessed(select_classes(data, SOURCE), s.preprocess, select_classes(data, SOURCE))
+    small = subsample_train(select_classes(data, TARGET), s.per_class * len(TARGET), seed=seed)
+    target = preprocessed(small, s.preprocess, select_classes(data, SOURCE))       # the body's inputs
+    own = target if s.scratch_fit == "source" else preprocessed(small, s.preprocess, small)
+    pretrained = pretrain_source(s, source, seed)
+    body = range(len(s.hidden) if s.freeze < 0 else s.freeze)
+
+    def scores(model, d):
+        return accuracy(model, d, "val"), accuracy(model, d, "test")
+
+    frozen = clone(pretrained).replace_head(len(TARGET), rng=seed, fresh=True).freeze(body)
+    train(frozen, target, lr=s.head_lr, epochs=s.epochs, seed=seed, batch_size=s.batch_size)
+    tuned = clone(pretrained).replace_head(len(TARGET), rng=seed, fresh=True).freeze(body)
+    train(tuned, target, lr=s.head_lr, epochs=s.warmup, seed=seed, batch_size=s.batch_size)
+    train(tuned.unfreeze(), target, lr=s.head_lr, layer_lr={i: s.body_lr for i in range(len(s.hidden))},
+          epochs=s.epochs - s.warmup, seed=seed, batch_size=s.batch_size)
+    scratch = train(make_net(s, len(TARGET), 1000 + seed), own, lr=s.scratch_lr, epochs=s.epochs, seed=seed,
+                    batch_size=s.batch_size)
+    random_body = make_net(s, len(TARGET), 2000 + seed).freeze(body)
+    train(random_body, own, lr=s.head_lr, epochs=s.epochs, seed=seed, batch_size=s.batch_size)
+    return {"frozen": scores(frozen, target), "fine-tuned": scores(tuned, target), "scratch": scores(scratch, own),
+            "random body": scores(random_body, own), "source": accuracy(pretrained, source)}
+
+
+def study(setting, seeds, data=None):
+    """{method: {"val": [...], "test": [...]}} over the seeds, and the pretrained models' 0-4 accuracies."""
+    data = pixel_digits() if data is None else data
+    runs = [transfer_seed(setting, data, s) for s in seeds]
+    out = {m: {"val": [r[m][0] for r in runs], "test": [r[m][1] for r in runs]} for m in METHODS}
+    return out, [r["source"] for r in runs]
+
+
+# ---------------------------------------------------------------- the previous session's recipe
+# Kept as it was for tests/test_transfer_demo.py and the README's ensemble/EMA rows: digits standardized on
+# all ten classes (as `fastopt train` loads them), a 64-64 network, one pretrained model for every seed.
+
+HIDDEN, KEEP = [64, 64], 1.0
+
+
+def digits():
+    return load_digits(seed=0, standardize=True)
+
+
 def net(num_classes, seed):
-    return FullyConnectedNet(HIDDEN, input_dim=64, num_classes=num_classes, weight_init="he", rng=seed,
-                             dropout_keep_ratio=KEEP)
+    return make_net(Setting(hidden=tuple(HIDDEN), keep=KEEP), num_classes, seed)
 
-
-# ---------------------------------------------------------------- transfer
 
 def pretrain(data, seed=0, epochs=20):
     return train(net(len(SOURCE), seed), select_classes(data, SOURCE), lr=3e-3, epochs=epochs, seed=seed, batch_size=64)
@@ -69,33 +198,6 @@ def transfer_run(data, pretrained, seed, per_class=20, epochs=60):
         "from scratch": accuracy(train(net(len(TARGET), 1000 + seed), target, lr=3e-3, epochs=epochs, seed=seed), target),
     }
 
-
-def transfer(seeds, data=None, per_class=20):
-    data = digits() if data is None else data
-    pretrained = pretrain(data)
-    runs = [transfer_run(data, pretrained, s, per_class) for s in seeds]
-    return {m: [r[m] for r in runs] for m in runs[0]}, accuracy(pretrained, select_classes(data, SOURCE))
-
-
-# ---------------------------------------------------------------- augmentation
-
-def augment(seeds, data=None, n=200, spec="shift:1,noise:0.05", copies=9):
-    data = digits() if data is None else data
-    out = {"plain": [], f"augmented ({spec}, {copies} copies)": []}
-    for s in seeds:
-        small = subsample_train(data, n, seed=s)
-        out["plain"].append(accuracy(train(net(10, s), small, lr=3e-3, epochs=40, seed=s), small))
-        X, y = augmented_copies(Augment(spec, image_shape="digits", seed=s), small["X_train"], small["y_train"], copies)
-        big = {**small, "X_train": X, "y_train": y}
-        # the same number of updates: 40 epochs of the small set = 4 of the enlarged one
-        out[f"augmented ({spec}, {copies} copies)"].append(
-            accuracy(train(net(10, s), big, lr=3e-3, epochs=40 // (copies + 1), seed=s), small))
-        out.setdefault("augmented, 10x the updates (40 epochs)", []).append(
-            accuracy(train(net(10, s), big, lr=3e-3, epochs=40, seed=s), small))
-    return out
-
-
-# ---------------------------------------------------------------- ensembles and averaged weights
 
 def ensembles(seeds, data=None, n=300, k=5):
     data = digits() if data is None else data
@@ -135,36 +237,46 @@ def ema(seeds, data=None, n=300, decay=0.99):
             "best-validation weights (Solver)": best}
 
 
+# ---------------------------------------------------------------- report
+
 def summary(values):
     v = np.asarray(values)
-    return f"{v.mean():.4f} +- {v.std():.4f} (min {v.min():.4f}, n={len(v)})"
+    return f"{v.mean():.3f} +- {v.std():.3f} (min {v.min():.3f})"
+
+
+def report(setting, results, source_acc):
+    """Lines: each method's val and test mean +- std (min), then the paired per-seed test gaps."""
+    lines = [f"{setting}", f"  pretrained on 0-4: test acc {summary(source_acc)}"]
+    for m in METHODS:
+        lines.append(f"  {m:<12} val {summary(results[m]['val'])}   test {summary(results[m]['test'])}")
+    test = {m: np.asarray(results[m]["test"]) for m in METHODS}
+    for a, b in (("frozen", "scratch"), ("fine-tuned", "scratch"), ("frozen", "random body")):
+        gap = test[a] - test[b]
+        lines.append(f"  {a} - {b} per seed: mean {gap.mean():+.3f}, min {gap.min():+.3f}  "
+                     f"[{', '.join(f'{g:+.3f}' for g in gap)}]")
+    return lines
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--part", choices=["all", "transfer", "augment", "ensemble", "ema"], default="all")
-    p.add_argument("--hidden", default="64,64", help="hidden layer sizes (default 64,64)")
-    p.add_argument("--keep", type=float, default=1.0, help="dropout keep probability (default 1: none)")
-    p.add_argument("--per-class", type=int, default=20, help="transfer: target examples per class (default 20)")
+    p.add_argument("--part", choices=["transfer", "ensemble", "ema"], default="transfer")
+    p.add_argument("--per-class", type=int, default=None, help="target examples per class (default 20)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a Setting field, e.g. hidden=256,256 keep=0.5 warmup=20 (repeatable)")
     a = p.parse_args(argv)
-    global HIDDEN, KEEP
-    HIDDEN, KEEP = [int(h) for h in a.hidden.split(",")], a.keep
-    print(f"hidden {HIDDEN}, dropout keep {KEEP}")
-    seeds = list(range(a.seeds))
-    data = digits()
-    if a.part in ("all", "transfer"):
-        results, source_acc = transfer(seeds, data, a.per_class)
-        print(f"transfer: pretrained on 0-4 (test acc there {source_acc:.4f}); 5-9 from {a.per_class} examples per class")
-        for m, v in results.items():
+    setting = parse_setting(Setting, a.set)
+    if a.per_class is not None:
+        setting = setting.replace(per_class=a.per_class)
+    seeds, data = list(range(a.seeds)), pixel_digits()
+    if a.part in ("ensemble", "ema"):
+        for m, v in (ensembles if a.part == "ensemble" else ema)(seeds).items():
             print(f"  {m:<40} {summary(v)}")
-        gap = np.array(results["frozen body"]) - np.array(results["from scratch"])
-        print(f"  frozen - scratch per seed: {', '.join(f'{g:+.3f}' for g in gap)}")
-    for part, fn in (("augment", augment), ("ensemble", ensembles), ("ema", ema)):
-        if a.part in ("all", part):
-            print(part)
-            for m, v in fn(seeds, data).items():
-                print(f"  {m:<40} {summary(v)}")
+        return
+    start = time.perf_counter()
+    results, source_acc = study(setting, seeds, data)
+    print("\n".join(report(setting, results, source_acc)))
+    print(f"  ({len(seeds)} seeds, {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":
