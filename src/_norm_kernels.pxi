@@ -12,7 +12,8 @@
 # 1e4 + N(0, 1); one pass over x suffices (a two-pass scheme would read x three times in the forward).
 # The terms of every sum are formed in the array's precision: t = x - K (exact for x within a factor 2
 # of K, else one rounding), t * t, and in the backward sums dout * (x - mean), as xhat itself is. A
-# small fixed group of them (ROWS rows, or PAIR consecutive lane blocks) is added in that precision
+# small fixed group of them (ROWS rows, a fixed stride apart: _group_stride; or PAIR consecutive lane
+# blocks) is added in that precision
 # before the double accumulator: float32 rounding like that already present in xhat, at half the
 # double-precision work (float32 data: twice the vector width, half the conversions). The groups are
 # fixed by the shapes, the same in every SIMD variant (-ffp-contract=off, no reassociation), so the
@@ -41,6 +42,84 @@ from _contract cimport check_1d, check_2d, check_3d, check_nonempty, threads
 # 2**14 splits from 32K elements on.
 GRAIN = 1 << 14
 
+# Element-wise passes over wide rows, in C for `restrict`: four rows at a time share each load of the
+# per-column vectors (batchnorm's mean, inv_std, gamma, beta or k0, kb, kg; layernorm's gamma, beta).
+# Cython cannot say restrict, and without it GCC does not vectorize a loop writing four rows (too
+# many possible aliases to check at run time). Per element the arithmetic is exactly that of the
+# one-row loops below (same operations, same order), so the results are the same bits.
+# Outputs must not overlap inputs (the layer functions allocate them fresh).
+cdef extern from *:
+    """
+    #define FO_NORM_ROWS4(T, S)                                                                     \\
+    static void fo_bn_norm_rows4_##S(const T *restrict x, Py_ssize_t rows, Py_ssize_t d,            \\
+            const T *restrict m, const T *restrict a, const T *restrict g, const T *restrict b,     \\
+            T *restrict o) {                                                                        \\
+        for (Py_ssize_t i = 0; i + 4 <= rows; i += 4) {                                             \\
+            const T *restrict p0 = x + i * d, *restrict p1 = p0 + d, *restrict p2 = p1 + d,         \\
+                *restrict p3 = p2 + d;                                                               \\
+            T *restrict q0 = o + i * d, *restrict q1 = q0 + d, *restrict q2 = q1 + d,              \\
+                *restrict q3 = q2 + d;                                                               \\
+            for (Py_ssize_t j = 0; j < d; j++) {                                                    \\
+                T mj = m[j], aj = a[j], gj = g[j], bj = b[j];                                       \\
+                q0[j] = gj * ((p0[j] - mj) * aj) + bj;                                              \\
+                q1[j] = gj * ((p1[j] - mj) * aj) + bj;                                              \\
+                q2[j] = gj * ((p2[j] - mj) * aj) + bj;                                              \\
+                q3[j] = gj * ((p3[j] - mj) * aj) + bj;                                              \\
+            }                                                                                       \\
+        }                                                                                           \\
+    }                                                                                               \\
+    static void fo_bn_dx_rows4_##S(const T *restrict dout, const T *restrict x, Py_ssize_t rows,    \\
+            Py_ssize_t d, const T *restrict m, const T *restrict a, const T *restrict k0,           \\
+            const T *restrict kb, const T *restrict kg, T *restrict dx) {                           \\
+        for (Py_ssize_t i = 0; i + 4 <= rows; i += 4) {                                             \\
+            const T *restrict p0 = x + i * d, *restrict p1 = p0 + d, *restrict p2 = p1 + d,         \\
+                *restrict p3 = p2 + d;                                                               \\
+            const T *restrict e0 = dout + i * d, *restrict e1 = e0 + d, *restrict e2 = e1 + d,      \\
+                *restrict e3 = e2 + d;                                                               \\
+            T *restrict q0 = dx + i * d, *restrict q1 = q0 + d, *restrict q2 = q1 + d,             \\
+                *restrict q3 = q2 + d;                                                               \\
+            for (Py_ssize_t j = 0; j < d; j++) {                                                    \\
+                T mj = m[j], aj = a[j], cj = k0[j], bj = kb[j], gj = kg[j];                         \\
+                q0[j] = cj * e0[j] - bj - gj * ((p0[j] - mj) * aj);                                 \\
+                q1[j] = cj * e1[j] - bj - gj * ((p1[j] - mj) * aj);                                 \\
+                q2[j] = cj * e2[j] - bj - gj * ((p2[j] - mj) * aj);                                 \\
+                q3[j] = cj * e3[j] - bj - gj * ((p3[j] - mj) * aj);                                 \\
+            }                                                                                       \\
+        }                                                                                           \\
+    }                                                                                               \\
+    /* Layernorm forward: four rows (per-row m, a) normalized together. */                         \\
+    static void fo_ln_norm_rows4_##S(const T *restrict x, Py_ssize_t d, const T *restrict m,        \\
+            const T *restrict a, const T *restrict g, const T *restrict b, T *restrict o) {         \\
+        const T *restrict p0 = x, *restrict p1 = p0 + d, *restrict p2 = p1 + d, *restrict p3 = p2 + d; \\
+        T *restrict q0 = o, *restrict q1 = q0 + d, *restrict q2 = q1 + d, *restrict q3 = q2 + d;   \\
+        T m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];  \\
+        for (Py_ssize_t j = 0; j < d; j++) {                                                        \\
+            T gj = g[j], bj = b[j];                                                                 \\
+            q0[j] = gj * ((p0[j] - m0) * a0) + bj;                                                  \\
+            q1[j] = gj * ((p1[j] - m1) * a1) + bj;                                                  \\
+            q2[j] = gj * ((p2[j] - m2) * a2) + bj;                                                  \\
+            q3[j] = gj * ((p3[j] - m3) * a3) + bj;                                                  \\
+        }                                                                                           \\
+    }
+    FO_NORM_ROWS4(float, f)
+    FO_NORM_ROWS4(double, d)
+    """
+    void fo_bn_norm_rows4_f(const float* x, Py_ssize_t rows, Py_ssize_t d, const float* m, const float* a,
+                            const float* g, const float* b, float* o) noexcept nogil
+    void fo_bn_norm_rows4_d(const double* x, Py_ssize_t rows, Py_ssize_t d, const double* m, const double* a,
+                            const double* g, const double* b, double* o) noexcept nogil
+    void fo_bn_dx_rows4_f(const float* dout, const float* x, Py_ssize_t rows, Py_ssize_t d, const float* m,
+                          const float* a, const float* k0, const float* kb, const float* kg,
+                          float* dx) noexcept nogil
+    void fo_bn_dx_rows4_d(const double* dout, const double* x, Py_ssize_t rows, Py_ssize_t d,
+                          const double* m, const double* a, const double* k0, const double* kb,
+                          const double* kg, double* dx) noexcept nogil
+    void fo_ln_norm_rows4_f(const float* x, Py_ssize_t d, const float* m, const float* a, const float* g,
+                            const float* b, float* o) noexcept nogil
+    void fo_ln_norm_rows4_d(const double* x, Py_ssize_t d, const double* m, const double* a,
+                            const double* g, const double* b, double* o) noexcept nogil
+
+
 cdef enum:
     # Row chunks for the sums over rows: at most MAX_CHUNKS (so at most that many threads share a
     # reduction), each at least MIN_CHUNK_ROWS rows, a multiple of ROWS.
@@ -52,21 +131,31 @@ cdef enum:
     # normalize/dx pass) stay in the 32 KB L1. Measured (float32, AVX-512, one thread, CPU time):
     # the whole-row normalize pass took 2.1 ms at 1024x4096 and 1.2 ms at 8192x512 for the same
     # bytes, the 16 KB coefficient vectors of a 4096-wide row spilling to L2. A 4 KB slice is one
-    # page, which the hardware prefetchers do not cross anyway.
+    # page, which the hardware prefetchers do not cross anyway. (Re-measured this session in C: the
+    # column-blocked normalize was no faster than row by row at 1024x4096; wide rows now take the
+    # four-row passes below, and the blocks serve the sums over rows and the narrow rows.)
     CB_BYTES = 4096
+    # Rows of at least this many bytes take the four-row element-wise passes (C helpers above): with
+    # a 16 KB row the 4-5 per-column vectors no longer stay in L1 and are re-read from L2 for every
+    # row. Measured (C, float32, AVX-512, one thread, CPU time; loaded machine): normalize 1024x4096
+    # 2.4-2.6 ms row by row or in column blocks, 1.3-1.8 ms four rows at a time (a flat copy: 1.2-1.4);
+    # 4096x1024 2.3 -> 1.8 ms; at 8192x512 four rows were slower (1.9 ms against 1.3-1.7).
+    WIDE_ROW_BYTES = 4096
     # Rows per task of the element-wise passes (each task walks its rows block by block).
     TILE = 16
     # Rows handled together in batchnorm's sums over rows: their terms are added together before
     # they reach the accumulators in memory (L2 at D = 4096), ROWS times fewer accumulator loads,
     # stores and conversions. Layernorm's dgamma/dbeta pass re-reads rows from cache: LN_ROWS.
     ROWS = 8
-    LN_ROWS = 4
+    MAX_STRIDE = 8           # _group_stride's cap: a block of ROWS * MAX_STRIDE = MIN_CHUNK_ROWS rows
+    LN_ROWS = 4              # fo_ln_norm_rows4 is written for 4
     # Independent partial sums for reductions along a contiguous run (element k goes to lane
     # k % LANES): vector accumulators without reassociation (no -ffast-math). With 8 lanes GCC fully
     # unrolled the lane loop into scalar code; 32 keeps it a vectorized loop: layernorm forward
     # 1024x4096 float32 4.3 -> 3.3 ms, spatial forward 32x64x32x32 2.1 -> 1.9 ms (64 was no better).
     LANES = 32               # _lane_total's tree is written for 32
     # Lane blocks whose terms are added (in the array's precision) before the lane accumulators.
+    # (4 instead of 2 was tried this session: no difference above the loaded machine's noise.)
     PAIR = 2
 
 
@@ -103,11 +192,24 @@ cdef int _check_x3(str name, Py_ssize_t n, Py_ssize_t c, Py_ssize_t s) except -1
 # batchnorm on (N, D)
 
 
+cdef inline Py_ssize_t _group_stride(Py_ssize_t d, Py_ssize_t itemsize) noexcept nogil:
+    # Rows between the members of a ROWS-row group in batchnorm's sums over rows: narrow rows are
+    # grouped across pages (row i with i + st, i + 2 st, ...; st rows span >= 4 KB, st <= MAX_STRIDE).
+    # With two rows of one group in the same page (8192x512 float32: 2 KB rows) the interleaved
+    # walk defeated the hardware prefetchers: statistics 1.3 -> 0.9 ms (C, one thread, CPU time).
+    cdef Py_ssize_t st = 1
+    while st < MAX_STRIDE and st * d * itemsize < 4096:
+        st *= 2
+    return st
+
+
 cdef void _bn_chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t d, const floating* shift,
                           double* s1, double* s2) noexcept nogil:
     # s1[j] = sum(x[i, j] - shift[j]), s2[j] = sum((x[i, j] - shift[j])^2) over this chunk's n rows;
-    # the ROWS terms of a row group added in the array's precision (module header).
-    cdef Py_ssize_t i, j, j0, w
+    # the ROWS terms of a row group added in the array's precision (module header). Blocks of
+    # ROWS * st rows hold st groups (_group_stride); the rows after the last block one by one.
+    cdef Py_ssize_t i, j, j0, w, p, st = _group_stride(d, sizeof(floating))
+    cdef Py_ssize_t D = st * d
     cdef const floating* r
     cdef floating t0, t1, t2, t3, t4, t5, t6, t7, sh
     for j in range(d):
@@ -117,22 +219,23 @@ cdef void _bn_chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t d, const f
     while j0 < d:
         w = min(<Py_ssize_t>(CB_BYTES // sizeof(floating)), d - j0)
         i = 0
-        while i + ROWS <= n:
-            r = x + i * d + j0
-            for j in range(w):
-                sh = shift[j0 + j]
-                t0 = r[j] - sh
-                t1 = r[j + d] - sh
-                t2 = r[j + 2 * d] - sh
-                t3 = r[j + 3 * d] - sh
-                t4 = r[j + 4 * d] - sh
-                t5 = r[j + 5 * d] - sh
-                t6 = r[j + 6 * d] - sh
-                t7 = r[j + 7 * d] - sh
-                s1[j0 + j] += <double>(((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7)))
-                s2[j0 + j] += <double>(((t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3))
-                                       + ((t4 * t4 + t5 * t5) + (t6 * t6 + t7 * t7)))
-            i += ROWS
+        while i + ROWS * st <= n:
+            for p in range(st):
+                r = x + (i + p) * d + j0
+                for j in range(w):
+                    sh = shift[j0 + j]
+                    t0 = r[j] - sh
+                    t1 = r[j + D] - sh
+                    t2 = r[j + 2 * D] - sh
+                    t3 = r[j + 3 * D] - sh
+                    t4 = r[j + 4 * D] - sh
+                    t5 = r[j + 5 * D] - sh
+                    t6 = r[j + 6 * D] - sh
+                    t7 = r[j + 7 * D] - sh
+                    s1[j0 + j] += <double>(((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7)))
+                    s2[j0 + j] += <double>(((t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3))
+                                           + ((t4 * t4 + t5 * t5) + (t6 * t6 + t7 * t7)))
+            i += ROWS * st
         while i < n:
             r = x + i * d + j0
             for j in range(w):
@@ -145,11 +248,13 @@ cdef void _bn_chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t d, const f
 
 cdef void _bn_chunk_grads(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
                           const floating* mean, double* sb, double* sg) noexcept nogil:
-    # sb[j] = sum(dout), sg[j] = sum(dout * (x - mean)) over this chunk's n rows (times inv_std later).
-    # The products are formed in the array's precision, as xhat is, and a group of ROWS of them is
-    # added in that precision before the double accumulator; forming them in double made this pass
-    # 2x slower (conversions, half-width vectors) for no gain: x - mean is already rounded in xhat.
-    cdef Py_ssize_t i, j, j0, w
+    # sb[j] = sum(dout), sg[j] = sum(dout * (x - mean)) over this chunk's n rows (times inv_std later),
+    # in the row groups of _bn_chunk_stats. The products are formed in the array's precision, as
+    # xhat is, and a group of ROWS of them is added in that precision before the double accumulator;
+    # forming them in double made this pass 2x slower (conversions, half-width vectors) for no gain:
+    # x - mean is already rounded in xhat.
+    cdef Py_ssize_t i, j, j0, w, p, st = _group_stride(d, sizeof(floating))
+    cdef Py_ssize_t D = st * d
     cdef const floating* xr
     cdef const floating* dr
     cdef floating mj
@@ -160,21 +265,22 @@ cdef void _bn_chunk_grads(const floating* dout, const floating* x, Py_ssize_t n,
     while j0 < d:
         w = min(<Py_ssize_t>(CB_BYTES // sizeof(floating)), d - j0)
         i = 0
-        while i + ROWS <= n:
-            xr = x + i * d + j0
-            dr = dout + i * d + j0
-            for j in range(w):
-                mj = mean[j0 + j]
-                sb[j0 + j] += <double>(((dr[j] + dr[j + d]) + (dr[j + 2 * d] + dr[j + 3 * d]))
-                                       + ((dr[j + 4 * d] + dr[j + 5 * d]) + (dr[j + 6 * d] + dr[j + 7 * d])))
-                sg[j0 + j] += <double>(((dr[j] * (xr[j] - mj) + dr[j + d] * (xr[j + d] - mj))
-                                        + (dr[j + 2 * d] * (xr[j + 2 * d] - mj)
-                                           + dr[j + 3 * d] * (xr[j + 3 * d] - mj)))
-                                       + ((dr[j + 4 * d] * (xr[j + 4 * d] - mj)
-                                           + dr[j + 5 * d] * (xr[j + 5 * d] - mj))
-                                          + (dr[j + 6 * d] * (xr[j + 6 * d] - mj)
-                                             + dr[j + 7 * d] * (xr[j + 7 * d] - mj))))
-            i += ROWS
+        while i + ROWS * st <= n:
+            for p in range(st):
+                xr = x + (i + p) * d + j0
+                dr = dout + (i + p) * d + j0
+                for j in range(w):
+                    mj = mean[j0 + j]
+                    sb[j0 + j] += <double>(((dr[j] + dr[j + D]) + (dr[j + 2 * D] + dr[j + 3 * D]))
+                                           + ((dr[j + 4 * D] + dr[j + 5 * D]) + (dr[j + 6 * D] + dr[j + 7 * D])))
+                    sg[j0 + j] += <double>(((dr[j] * (xr[j] - mj) + dr[j + D] * (xr[j + D] - mj))
+                                            + (dr[j + 2 * D] * (xr[j + 2 * D] - mj)
+                                               + dr[j + 3 * D] * (xr[j + 3 * D] - mj)))
+                                           + ((dr[j + 4 * D] * (xr[j + 4 * D] - mj)
+                                               + dr[j + 5 * D] * (xr[j + 5 * D] - mj))
+                                              + (dr[j + 6 * D] * (xr[j + 6 * D] - mj)
+                                                 + dr[j + 7 * D] * (xr[j + 7 * D] - mj))))
+            i += ROWS * st
         while i < n:
             xr = x + i * d + j0
             dr = dout + i * d + j0
@@ -206,11 +312,18 @@ cdef inline void _bn_dx_row(const floating* dout, const floating* x, Py_ssize_t 
 cdef void _normalize_tile(const floating* x, Py_ssize_t rows, Py_ssize_t d, const floating* mean,
                           const floating* inv_std, const floating* gamma, const floating* beta,
                           floating* out) noexcept nogil:
-    # _normalize_row on `rows` rows, one column block at a time (CB_BYTES).
-    cdef Py_ssize_t j0 = 0, w, i
+    # _normalize_row on `rows` rows: wide rows four at a time (C helpers above), the rest (and every
+    # narrow row) one column block at a time (CB_BYTES).
+    cdef Py_ssize_t j0 = 0, w, i, r0 = 0
+    if d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES:
+        r0 = rows - rows % 4
+        if floating is float:
+            fo_bn_norm_rows4_f(x, r0, d, mean, inv_std, gamma, beta, out)
+        else:
+            fo_bn_norm_rows4_d(x, r0, d, mean, inv_std, gamma, beta, out)
     while j0 < d:
         w = min(<Py_ssize_t>(CB_BYTES // sizeof(floating)), d - j0)
-        for i in range(rows):
+        for i in range(r0, rows):
             _normalize_row(x + i * d + j0, w, mean + j0, inv_std + j0, gamma + j0, beta + j0, out + i * d + j0)
         j0 += w
 
@@ -218,10 +331,17 @@ cdef void _normalize_tile(const floating* x, Py_ssize_t rows, Py_ssize_t d, cons
 cdef void _bn_dx_tile(const floating* dout, const floating* x, Py_ssize_t rows, Py_ssize_t d,
                       const floating* mean, const floating* inv_std, const floating* k0,
                       const floating* kb, const floating* kg, floating* dx) noexcept nogil:
-    cdef Py_ssize_t j0 = 0, w, i
+    # _bn_dx_row on `rows` rows, walked as _normalize_tile.
+    cdef Py_ssize_t j0 = 0, w, i, r0 = 0
+    if d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES:
+        r0 = rows - rows % 4
+        if floating is float:
+            fo_bn_dx_rows4_f(dout, x, r0, d, mean, inv_std, k0, kb, kg, dx)
+        else:
+            fo_bn_dx_rows4_d(dout, x, r0, d, mean, inv_std, k0, kb, kg, dx)
     while j0 < d:
         w = min(<Py_ssize_t>(CB_BYTES // sizeof(floating)), d - j0)
-        for i in range(rows):
+        for i in range(r0, rows):
             _bn_dx_row(dout + i * d + j0, x + i * d + j0, w, mean + j0, inv_std + j0, k0 + j0, kb + j0,
                        kg + j0, dx + i * d + j0)
         j0 += w
@@ -594,15 +714,12 @@ def spatial_batchnorm_backward(const floating[:, :, ::1] dout, const floating[:,
 # layernorm on (N, D): rows for the normalization, row chunks for the dgamma/dbeta sums
 
 
-cdef void _ln_forward_row(const floating* x, Py_ssize_t d, const floating* gamma,
-                          const floating* beta, double eps, floating* out, floating* mean,
-                          floating* inv_std) noexcept nogil:
+cdef inline void _ln_row_stats(const floating* x, Py_ssize_t d, double eps, floating* mean,
+                               floating* inv_std) noexcept nogil:
     cdef double l1[LANES]
     cdef double l2[LANES]
     cdef double s1, s2, mu, var
     cdef floating shift = x[0]
-    cdef Py_ssize_t k
-    cdef floating m, a
     _zero_lanes(l1, l2)
     _lane_stats(x, d, shift, l1, l2)
     s1 = _lane_total(l1)
@@ -611,10 +728,32 @@ cdef void _ln_forward_row(const floating* x, Py_ssize_t d, const floating* gamma
     var = s2 / d - mu * mu
     if var < 0.0:
         var = 0.0
-    mean[0] = m = <floating>(mu + shift)
-    inv_std[0] = a = <floating>(1.0 / sqrt(var + eps))
-    for k in range(d):                              # the row is still in cache
-        out[k] = gamma[k] * ((x[k] - m) * a) + beta[k]
+    mean[0] = <floating>(mu + shift)
+    inv_std[0] = <floating>(1.0 / sqrt(var + eps))
+
+
+cdef void _ln_forward_rows(const floating* x, Py_ssize_t rows, Py_ssize_t d, const floating* gamma,
+                           const floating* beta, double eps, floating* out, floating* mean,
+                           floating* inv_std) noexcept nogil:
+    # `rows` (<= LN_ROWS) consecutive rows. Narrow rows are normalized one by one while each is in
+    # L1; LN_ROWS wide rows (WIDE_ROW_BYTES) together, sharing the loads of gamma and beta
+    # (fo_ln_norm_rows4), whose 2 x 16 KB at D = 4096 no longer stay in L1 beside the row.
+    cdef Py_ssize_t i, k
+    cdef floating m, a
+    if rows == LN_ROWS and d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES:
+        for i in range(rows):
+            _ln_row_stats(x + i * d, d, eps, mean + i, inv_std + i)
+        if floating is float:
+            fo_ln_norm_rows4_f(x, d, mean, inv_std, gamma, beta, out)
+        else:
+            fo_ln_norm_rows4_d(x, d, mean, inv_std, gamma, beta, out)
+        return
+    for i in range(rows):
+        _ln_row_stats(x + i * d, d, eps, mean + i, inv_std + i)
+        m = mean[i]
+        a = inv_std[i]
+        for k in range(d):                          # the row is still in cache
+            out[i * d + k] = gamma[k] * ((x[i * d + k] - m) * a) + beta[k]
 
 
 cdef inline void _ln_row_coefs(const floating* dout, const floating* x, Py_ssize_t d, floating m,
@@ -701,8 +840,9 @@ def layernorm_forward(const floating[:, ::1] x, const floating[::1] gamma, const
     check_1d("inv_std", inv_std.shape[0], n)
     n_threads = threads(n_threads)
     cdef Py_ssize_t i
-    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads):
-        _ln_forward_row(&x[i, 0], d, &gamma[0], &beta[0], eps, &out[i, 0], &mean[i], &inv_std[i])
+    for i in prange((n + LN_ROWS - 1) // LN_ROWS, nogil=True, schedule='static', num_threads=n_threads):
+        _ln_forward_rows(&x[i * LN_ROWS, 0], min(<Py_ssize_t>LN_ROWS, n - i * LN_ROWS), d, &gamma[0],
+                         &beta[0], eps, &out[i * LN_ROWS, 0], &mean[i * LN_ROWS], &inv_std[i * LN_ROWS])
 
 
 def layernorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,

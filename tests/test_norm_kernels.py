@@ -17,7 +17,8 @@ per_variant = pytest.mark.parametrize("K", VARIANTS, ids=[m.SIMD_VARIANT for m i
 
 DTYPES = [np.float32, np.float64]
 # Relative tolerance kernel vs twin: they differ only in summation order of the float64 statistics
-# and (float32 backward) in products grouped by 4 rows before the float64 accumulation.
+# and in terms grouped in the array's precision (8 rows, or lane blocks) before the float64
+# accumulation.
 RTOL = {np.float32: 2e-5, np.float64: 1e-11}
 
 # 1, 7, 1023 columns; 8200 is wider than one column block (CB = 8192), so it is split even on one
