@@ -45,6 +45,7 @@ import numpy as np
 from .. import _backend, layers
 from .._validation import _describe, check_array, check_choice, check_distinct, check_rng_state, check_scalar
 from ..flat import FlatParams
+from ..layers.losses import check_soft_targets, is_soft
 from ..layers.normalization import bn_settings, norm_eps
 from . import run_fused, run_layers
 from .blocks import Hidden, activation as _activation, describe, param_specs
@@ -336,6 +337,11 @@ class FullyConnectedNet:
         return np.ascontiguousarray(X.reshape(X.shape[0], features), dtype=self.dtype)
 
     def _check_y(self, y, n):
+        """N integer labels (as intp), or soft targets (N, C) as a C-contiguous array of the model's
+        dtype (fastopt.layers.losses.check_soft_targets: float, finite, >= 0, rows summing to 1)."""
+        if is_soft(y):
+            check_soft_targets(y, n, self.num_classes)
+            return np.ascontiguousarray(y, dtype=self.dtype)   # the data (never a parameter) may be cast
         if not isinstance(y, np.ndarray):
             raise TypeError(f"y must be a NumPy array of integer labels, got {type(y).__name__}")
         if y.dtype.kind not in "iu":
@@ -469,7 +475,10 @@ class FullyConnectedNet:
         """Scores (N, C) when y is None (test mode), else (loss: float, grads).
 
         X has shape (N, d1, ...) with prod(d_i) == input_dim (cast to the model's dtype); y holds
-        N integer labels in [0, num_classes). Test mode uses batchnorm's running statistics and no
+        N integer labels in [0, num_classes), or soft targets: a float32/float64 array
+        (N, num_classes) of target probabilities (rows >= 0 summing to 1 within 1e-6; mixup's),
+        cast to the model's dtype; the data loss is then the mean over rows of
+        -sum_c y[n, c] log softmax(scores)[n, c], its gradient (softmax - y) / N. Test mode uses batchnorm's running statistics and no
         dropout; train mode updates the running statistics and draws dropout masks.
         grads: a dict of new arrays (the caller's), or with ``out=model.grads`` that FlatArrays,
         written in place and returned (module docstring). All or nothing: the whole call is
