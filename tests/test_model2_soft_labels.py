@@ -10,6 +10,7 @@ from fastopt.gradcheck import eval_numerical_gradient
 from fastopt.layers.losses import SOFT_TARGET_TOL
 from fastopt.nn import FullyConnectedNet
 from fastopt.reference import mlp as R
+from test_nn import check_model_gradients
 from test_norm_layers import rel_error
 
 K = _backend.kernels("mlp")
@@ -244,20 +245,7 @@ def test_model_soft_gradients_numerically(normalization, keep, fast_path):
     # the 1e-8 bound (at 5e-2 the gradients are ~1e-3 and the check itself reaches ~1e-8).
     model = make(normalization=normalization, dropout_keep_ratio=keep, reg=0.3, weight_scale=0.3)
     model.fast_path = fast_path
-    X, t = data()
-    state = model.rng.bit_generator.state
-
-    def loss():
-        model.rng.bit_generator.state = state     # the same dropout masks at every evaluation
-        return model.loss(X, t)
-
-    _, grads = loss()
-    for name, param in model.params.items():
-        num = eval_numerical_gradient(lambda _: loss()[0], param, verbose=False, h=1e-5)
-        if normalization == "batchnorm" and name in ("b1", "b2"):
-            assert np.abs(grads[name]).max() < 1e-10 and np.abs(num).max() < 1e-8
-            continue
-        assert rel_error(num, grads[name]) < 1e-8, name
+    check_model_gradients(model, *data(), bound=1e-8)
 
 
 @pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm"])
