@@ -435,23 +435,80 @@ def relu_batchnorm_backward(const floating[:, ::1] dout,   # IN  (N, D) grad wrt
 # softmax cross-entropy loss and its gradient
 # ---------------------------------------------------------------------------------------------
 
-cdef double _softmax_row(const floating* s, Py_ssize_t label, floating* ds, Py_ssize_t c,
-                         floating inv_n) noexcept nogil:
+cdef inline floating _row_max(const floating* s, Py_ssize_t c) noexcept nogil:
     cdef Py_ssize_t j
     cdef floating m = s[0]
-    cdef floating sy = s[label]            # read first: ds may be s itself (in place)
-    cdef double total = 0
-    cdef floating scale
     for j in range(1, c):
         m = f_max(s[j], m)
+    return m
+
+
+cdef inline double _exp_scaled(const floating* s, floating m, floating* ds, Py_ssize_t c,
+                               floating inv_n) noexcept nogil:
+    # ds = exp(s - m) / Z / N (ds may be s); returns Z = sum(exp(s - m)), summed in double.
+    cdef Py_ssize_t j
+    cdef double total = 0
+    cdef floating scale
     for j in range(c):
         ds[j] = f_exp(s[j] - m)
         total += ds[j]
     scale = <floating>(1.0 / total) * inv_n
     for j in range(c):
         ds[j] = ds[j] * scale
+    return total
+
+
+cdef double _softmax_row(const floating* s, Py_ssize_t label, floating* ds, Py_ssize_t c,
+                         floating inv_n) noexcept nogil:
+    cdef floating m = _row_max(s, c)
+    cdef floating sy = s[label]            # read first: ds may be s itself (in place)
+    cdef double total = _exp_scaled(s, m, ds, c, inv_n)
     ds[label] -= inv_n
     return log(total) - <double>(sy - m)
+
+
+cdef double _soft_softmax_row(const floating* s, const floating* t, floating* ds, Py_ssize_t c,
+                              floating inv_n) noexcept nogil:
+    # -sum_j t_j log softmax(s)_j = sum(t) log(Z) - sum_j t_j (s_j - m);  ds = (softmax(s) - t) / N.
+    # The target sums are read before ds is written (ds may be s; it must not be t).
+    cdef Py_ssize_t j
+    cdef floating m = _row_max(s, c)
+    cdef double dot = 0, tsum = 0, total
+    for j in range(c):
+        tsum += t[j]
+        dot += <double>t[j] * <double>(s[j] - m)
+    total = _exp_scaled(s, m, ds, c, inv_n)
+    for j in range(c):
+        ds[j] = ds[j] - t[j] * inv_n
+    return tsum * log(total) - dot
+
+
+cdef int _check_scores(Py_ssize_t n, Py_ssize_t c) except -1:
+    if n == 0:
+        raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
+    if c == 0:
+        raise ValueError("scores must have at least one class column")
+    return 0
+
+
+cdef int _check_labels(const label_t[::1] y, Py_ssize_t c) except -1:
+    cdef Py_ssize_t i
+    for i in range(y.shape[0]):
+        if y[i] < 0 or y[i] >= c:
+            raise ValueError(f"y must hold class indices in [0, {c}), got y[{i}] = {y[i]}")
+    return 0
+
+
+cdef double _mean_and_bias_grad(const double* row_loss, const floating* dp, floating* dbp, Py_ssize_t n,
+                                Py_ssize_t c, int n_threads) noexcept nogil:
+    # The output layer's tail: the per-row losses summed in row order, and db = dscores.sum(0).
+    cdef Py_ssize_t i, k
+    cdef double loss = 0
+    for i in range(n):
+        loss += row_loss[i]
+    for k in prange(_n_blocks(c), schedule='static', num_threads=n_threads):
+        _colsum_block(dp, dbp, n, c, k * COLS, min(COLS, c - k * COLS))
+    return loss
 
 
 def softmax_loss_grad(const floating[:, ::1] scores,   # IN  (N, C)
@@ -468,17 +525,8 @@ def softmax_loss_grad(const floating[:, ::1] scores,   # IN  (N, C)
     _check_1d("y", y.shape[0], n)
     _check_2d("dscores", dscores.shape[0], dscores.shape[1], n, c)
     n_threads = threads(n_threads)
-    if n == 0:
-        raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
-    if c == 0:
-        raise ValueError("scores must have at least one class column")
-    cdef Py_ssize_t bad = -1
-    for i in range(n):
-        if y[i] < 0 or y[i] >= c:
-            bad = i
-            break
-    if bad >= 0:
-        raise ValueError(f"y must hold class indices in [0, {c}), got y[{bad}] = {y[bad]}")
+    _check_scores(n, c)
+    _check_labels(y, c)
     cdef double* row_loss = <double*>malloc(n * sizeof(double))
     if row_loss == NULL:
         raise MemoryError()
@@ -510,17 +558,8 @@ def bias_softmax_loss_grad(floating[:, ::1] scores,        # INOUT (N, C) x @ W;
     _check_2d("dscores", dscores.shape[0], dscores.shape[1], n, c)
     _check_1d("db", db.shape[0], c)
     n_threads = threads(n_threads)
-    if n == 0:
-        raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
-    if c == 0:
-        raise ValueError("scores must have at least one class column")
-    cdef Py_ssize_t bad = -1
-    for i in range(n):
-        if y[i] < 0 or y[i] >= c:
-            bad = i
-            break
-    if bad >= 0:
-        raise ValueError(f"y must hold class indices in [0, {c}), got y[{bad}] = {y[bad]}")
+    _check_scores(n, c)
+    _check_labels(y, c)
     cdef double* row_loss = <double*>malloc(n * sizeof(double))
     if row_loss == NULL:
         raise MemoryError()
@@ -535,10 +574,45 @@ def bias_softmax_loss_grad(floating[:, ::1] scores,        # INOUT (N, C) x @ W;
             for j in range(c):
                 sp[i * c + j] = sp[i * c + j] + bp[j]
             row_loss[i] = _softmax_row(sp + i * c, <Py_ssize_t>y[i], dp + i * c, c, inv_n)
-        for i in range(n):
-            loss += row_loss[i]
-        for k in prange(_n_blocks(c), schedule='static', num_threads=n_threads):
-            _colsum_block(dp, dbp, n, c, k * COLS, min(COLS, c - k * COLS))
+        loss = _mean_and_bias_grad(row_loss, dp, dbp, n, c, n_threads)
+    free(row_loss)
+    return loss / n
+
+
+def bias_softmax_soft_loss_grad(floating[:, ::1] scores,      # INOUT (N, C) x @ W; + b in place
+                                const floating[::1] b,        # IN    (C,) the output layer's bias
+                                const floating[:, ::1] targets,  # IN (N, C) target probabilities
+                                floating[:, ::1] dscores,     # OUT   (N, C) grad of the mean loss; may be
+                                                              #       scores, not targets
+                                floating[::1] db,             # OUT   (C,) bias grad = dscores.sum(0)
+                                int n_threads=1):
+    """bias_softmax_loss_grad with soft targets (mixup's): scores += b; per row
+    loss_i = -sum_j t_j log softmax(s)_j (= sum(t) log Z - sum_j t_j (s_j - m), in double) and
+    dscores = (softmax(s) - t) / N; db = dscores.sum(0); returns mean(loss_i) (rows summed in order).
+    The targets' values are the caller's to check (rows >= 0 summing to 1: fastopt.layers.losses)."""
+    cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1], i, j
+    _check_1d("b", b.shape[0], c)
+    _check_2d("targets", targets.shape[0], targets.shape[1], n, c)
+    _check_2d("dscores", dscores.shape[0], dscores.shape[1], n, c)
+    _check_1d("db", db.shape[0], c)
+    n_threads = threads(n_threads)
+    _check_scores(n, c)
+    cdef double* row_loss = <double*>malloc(n * sizeof(double))
+    if row_loss == NULL:
+        raise MemoryError()
+    cdef floating* sp = &scores[0, 0]
+    cdef const floating* bp = &b[0]
+    cdef const floating* tp = &targets[0, 0]
+    cdef floating* dp = &dscores[0, 0]
+    cdef floating* dbp = &db[0]
+    cdef floating inv_n = <floating>(1.0 / n)
+    cdef double loss = 0
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=n_threads):
+            for j in range(c):
+                sp[i * c + j] = sp[i * c + j] + bp[j]
+            row_loss[i] = _soft_softmax_row(sp + i * c, tp + i * c, dp + i * c, c, inv_n)
+        loss = _mean_and_bias_grad(row_loss, dp, dbp, n, c, n_threads)
     free(row_loss)
     return loss / n
 

@@ -185,6 +185,11 @@ REGISTRY["dropout"]["dropout_train_philox"] = dict(
     x=_f(L_), p=("v", 0.6), scale=("v", 1 / 0.6), seed=("v", 2**63 + 12345), offset=("v", 1_000_003),
     mask=("u8", L_, E), out=_f(L_, E), n_threads=T)
 
+# branch model: the output layer with soft targets (mixup's target probabilities; fill "p": positive
+# rows, the kernel does not need them to sum to 1). It adds the bias to `scores` in place.
+REGISTRY["mlp"]["bias_softmax_soft_loss_grad"] = dict(
+    scores=_f(ND), b=_f(D_), targets=_f(ND, P), dscores=_f(ND, E), db=_f(D_, E), n_threads=T)
+
 # Build facts, not kernels: no buffers, no twin. They take no arguments.
 FACTS = {"_openmp": {"openmp_enabled", "omp_max_threads", "cpu_has_avx2_fma", "simd_flags"}}
 
@@ -320,6 +325,9 @@ _INOUT = {
               for f, spec in REGISTRY["optim"].items() if f != "norm_partial"},   # reads x only
     "lbfgs": {"axpy": ("y",), "axpy_dot": ("y",)},
 }
+
+
+_INOUT["mlp"]["bias_softmax_soft_loss_grad"] = ("scores",)     # branch model
 
 
 def written(family, fname):

@@ -45,6 +45,7 @@ import numpy as np
 from .. import _backend, layers
 from .._validation import _describe, check_array, check_choice, check_distinct, check_rng_state, check_scalar
 from ..flat import FlatParams
+from ..layers.losses import check_soft_targets, is_soft
 from ..layers.normalization import bn_settings, norm_eps
 from . import run_fused, run_layers
 from .blocks import Hidden, activation as _activation, describe, param_specs
@@ -54,6 +55,7 @@ from .workspace import WorkspaceCache
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 REG_TYPES = ("l2", "l1")
 _NOTHING_FROZEN = frozenset()
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _NORM_KEYS = {"batchnorm": ("eps", "momentum", "running_mean", "running_var"), "layernorm": ("eps",)}
 
 
@@ -139,6 +141,8 @@ class _Call:
     def returned_grads(self, model):
         """The gradients loss() returns: the trainable params' (all when nothing is frozen), as the
         arrays written (out=: that mapping itself when it holds just them) or fresh copies (CS231n)."""
+        if self.out is not None and not self.frozen:
+            return self.grads
         keys = model._grad_keys(self.frozen)
         if self.out is None:
             return {k: self.grads[k].copy() for k in keys}
@@ -292,13 +296,16 @@ class FullyConnectedNet:
         self._reg_scratch = None       # one weight-sized array for the regularisation terms
         self._lock = threading.Lock()
         self._validated = {}           # _memo: the last validated settings, by slot
+        self._grad_views = list(self.grads.items())     # (name, view) of model.grads, listed once
+        self._normed = [blk for blk in self.blocks if isinstance(blk, Hidden) and blk.norm is not None]
         self._own_ranges = [(b.__array_interface__["data"][0], b.__array_interface__["data"][0] + b.nbytes)
                             for flat in (self._params, self.grads) for b in flat.buffers.values()]
 
     def __getstate__(self):
         # Workspaces are scratch memory (tens of MB): rebuilt on first use, never pickled; nor the lock.
         state = self.__dict__.copy()
-        for key in ("_workspaces", "_reg_scratch", "_lock", "_own_ranges", "_validated"):
+        for key in ("_workspaces", "_reg_scratch", "_lock", "_own_ranges", "_validated", "_grad_views",
+                    "_normed"):
             del state[key]
         return state
 
@@ -336,16 +343,22 @@ class FullyConnectedNet:
         return np.ascontiguousarray(X.reshape(X.shape[0], features), dtype=self.dtype)
 
     def _check_y(self, y, n):
+        """N integer labels (as intp), or soft targets (N, C) as a C-contiguous array of the model's
+        dtype (fastopt.layers.losses.check_soft_targets: float, finite, >= 0, rows summing to 1)."""
+        if is_soft(y):
+            check_soft_targets(y, n, self.num_classes)
+            return np.ascontiguousarray(y, dtype=self.dtype)   # the data (never a parameter) may be cast
         if not isinstance(y, np.ndarray):
             raise TypeError(f"y must be a NumPy array of integer labels, got {type(y).__name__}")
         if y.dtype.kind not in "iu":
             raise TypeError(f"y must have an integer dtype, got {y.dtype}")
         if y.shape != (n,):
             raise ValueError(f"y must have shape ({n},) to match X, got {y.shape}")
-        low, high = np.minimum.reduce(y), np.maximum.reduce(y)   # the ufuncs: no Python wrapper
-        if low < 0 or high >= self.num_classes:
+        # One reduction checks both bounds: seen as unsigned, a negative label is a huge one.
+        unsigned = y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y
+        if np.maximum.reduce(unsigned) >= self.num_classes:      # the ufunc: no Python wrapper
             raise ValueError(f"y must hold labels in [0, {self.num_classes - 1}], "
-                             f"got values in [{low}, {high}]")
+                             f"got values in [{y.min()}, {y.max()}]")
         return y.astype(np.intp, copy=False)
 
     def _check_reg(self):
@@ -383,9 +396,8 @@ class FullyConnectedNet:
         """The mapping the gradients are written into: model.grads, or the caller's like it (all the
         params' keys, or with frozen layers exactly the trainable params' keys)."""
         if out is None or out is self.grads:
-            for g in self.grads.values():
+            for k, g in self._grad_views:
                 if not g.flags.writeable:
-                    k = next(k for k, v in self.grads.items() if v is g)
                     raise ValueError(f"model.grads[{k!r}] must be writeable: loss() writes the gradients there")
             return self.grads
         keys = self._grad_keys(frozen)
@@ -411,15 +423,17 @@ class FullyConnectedNet:
     def _check_norm_state(self):
         """[(eps, momentum, running_mean, running_var)] of every normalized hidden block's bn_params
         entry (a fresh list: create_running_statistics fills it in), validated once per set of objects."""
-        normed = [blk for blk in self.blocks if isinstance(blk, Hidden) and blk.norm is not None]
+        normed = self._normed
         if not normed:
             return []
-        for blk in normed:
-            p = self.bn_params[blk.index]
-            if not isinstance(p, dict):
-                raise TypeError(f"bn_params[{blk.index}] must be a dict, got {_describe(p)}")
+        bn_params = self.bn_params
+        if not all(type(p) is dict for p in bn_params):
+            for blk in normed:
+                p = bn_params[blk.index]
+                if not isinstance(p, dict):
+                    raise TypeError(f"bn_params[{blk.index}] must be a dict, got {_describe(p)}")
         keys = _NORM_KEYS[normed[0].norm.name]
-        values = [p.get(k) for p in self.bn_params for k in keys]
+        values = [p.get(k) for p in bn_params for k in keys]
         return list(self._memo("norm", values, lambda: [
             self._validate_norm_param(f"bn_params[{blk.index}]", self.bn_params[blk.index], blk)
             for blk in normed]))
@@ -439,8 +453,7 @@ class FullyConnectedNet:
         """validate(), or its result from the last call when `values` are the same objects (and the
         arrays among them the same shape, dtype and flags): a training step re-checks nothing that did
         not change. The memo holds the objects, so an identity cannot be reused by a new object."""
-        facts = [(v.shape, v.dtype, v.flags.c_contiguous, v.flags.writeable) if isinstance(v, np.ndarray)
-                 else None for v in values]
+        facts = [(v.shape, v.dtype, v.flags.num) if isinstance(v, np.ndarray) else None for v in values]
         seen = self._validated.get(slot)
         if seen is not None and len(seen[0]) == len(values) and all(a is b for a, b in zip(seen[0], values)) \
                 and seen[1] == facts:
@@ -469,7 +482,10 @@ class FullyConnectedNet:
         """Scores (N, C) when y is None (test mode), else (loss: float, grads).
 
         X has shape (N, d1, ...) with prod(d_i) == input_dim (cast to the model's dtype); y holds
-        N integer labels in [0, num_classes). Test mode uses batchnorm's running statistics and no
+        N integer labels in [0, num_classes), or soft targets: a float32/float64 array
+        (N, num_classes) of target probabilities (rows >= 0 summing to 1 within 1e-6; mixup's),
+        cast to the model's dtype; the data loss is then the mean over rows of
+        -sum_c y[n, c] log softmax(scores)[n, c], its gradient (softmax - y) / N. Test mode uses batchnorm's running statistics and no
         dropout; train mode updates the running statistics and draws dropout masks.
         grads: a dict of new arrays (the caller's), or with ``out=model.grads`` that FlatArrays,
         written in place and returned (module docstring). All or nothing: the whole call is

@@ -293,10 +293,13 @@ class Plan:
         if call.train:
             self.dW_out = g[f"W{out.k}"] if trains_out else None
             self.db_out = g[f"b{out.k}"] if trains_out else np.empty_like(self.b_out)
-            softmax = _specialized(K.bias_softmax_loss_grad, _ctype(self.scores), "int64_t"
-                                   if np.dtype(np.intp).itemsize == 8 else "int32_t")
+            ct = _ctype(self.scores)
+            hard = _specialized(K.bias_softmax_loss_grad, ct, "int64_t" if np.dtype(np.intp).itemsize == 8
+                                else "int32_t")
+            soft = _specialized(K.bias_softmax_soft_loss_grad, ct)
             scores, b, dscores, db = (_bound(K, a) for a in (self.scores, self.b_out, self.dscores, self.db_out))
-            self.softmax = lambda y, nt: softmax(scores, b, y, dscores, db, nt)
+            # y: labels (1-D) or soft targets (2-D, the model's dtype: _Call checked and cast them)
+            self.softmax = lambda y, nt: (hard if y.ndim == 1 else soft)(scores, b, y, dscores, db, nt)
         self.out_below = bool(self.hidden) and len(blocks) - 1 > self.lowest
 
     def run(self, call):

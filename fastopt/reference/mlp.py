@@ -108,12 +108,16 @@ def _check_softmax(scores, y, dscores, n_threads):
     check_shapes((n,), y=y)
     check_shapes(scores.shape, dscores=dscores)
     threads(n_threads)
+    _check_scores(n, c)
+    _check_labels(y, c)
+    return n, c
+
+
+def _check_scores(n, c):
     if n == 0:
         raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
     if c == 0:
         raise ValueError("scores must have at least one class column")
-    _check_labels(y, c)
-    return n, c
 
 
 def softmax_loss_grad(scores, y, dscores, n_threads=1):
@@ -141,6 +145,29 @@ def bias_softmax_loss_grad(scores, b, y, dscores, db, n_threads=1):
     loss = softmax_loss_grad(scores, y, dscores)
     bias_grad(dscores, db)
     return loss
+
+
+def bias_softmax_soft_loss_grad(scores, b, targets, dscores, db, n_threads=1):
+    """scores += b; loss_i = sum(t) log Z - sum_j t_j (s_j - m) (= -sum_j t_j log softmax(s)_j);
+    dscores = (softmax(s) - t) / N; bias_grad(dscores, db); returns mean(loss_i)."""
+    check_shapes(scores.shape[1:], b=b, db=db)
+    check_shapes(scores.shape, targets=targets, dscores=dscores)
+    threads(n_threads)
+    n, c = scores.shape
+    _check_scores(n, c)
+    dt = scores.dtype
+    np.add(scores, b, out=scores)
+    m = scores.max(axis=1, keepdims=True)
+    t64 = targets.astype(np.float64)
+    dot = (t64 * (scores - m).astype(np.float64)).sum(axis=1)
+    e = np.exp(scores - m)
+    total = e.sum(axis=1, dtype=np.float64)
+    inv_n = dt.type(1.0 / n)
+    scale = (1.0 / total).astype(dt) * inv_n
+    np.multiply(e, scale[:, None], out=dscores)
+    dscores -= targets * inv_n
+    bias_grad(dscores, db)
+    return float((t64.sum(axis=1) * np.log(total) - dot).sum() / n)
 
 
 STREAM_BLOCK, STREAM_CHUNK = 16384, 512
