@@ -45,7 +45,7 @@ def build_fastopt_step(problem, dims):
 
     def step():
         with limit_blas_threads(fastopt.get_num_threads()), fastopt.beside_blas():
-            _, grads = model.loss(X, y)
+            _, grads = model.loss(X, y, out=model.grads)   # the Solver's zero-copy form
             opt.step(grads)
 
     step.model, step.optimizer = model, opt

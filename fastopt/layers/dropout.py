@@ -54,6 +54,8 @@ _MODES = ("train", "test")
 # this record's): no allocation, no page faults of fresh memory (at 16M elements the faults cost
 # more than the kernel). Returned arrays therefore never alias anything the caller still holds.
 _spare = threading.local()
+# The reuse reads CPython's reference counts; elsewhere every call gets fresh arrays.
+_REUSE = sys.implementation.name == "cpython"
 _GENERATORS = ("numpy", "philox")
 
 
@@ -147,7 +149,7 @@ def _buffers(n, dt):
     new arrays (then kept as the spare pair)."""
     spare = getattr(_spare, "arrays", None)
     # sys.getrefcount(spare[i]) is 2 when only the tuple holds it (the argument is the other one).
-    if spare is None or spare[0].shape[0] != n or spare[0].dtype != dt:
+    if not _REUSE or spare is None or spare[0].shape[0] != n or spare[0].dtype != dt:
         spare = None
     out = spare[0] if spare is not None and sys.getrefcount(spare[0]) == 2 else np.empty(n, dt)
     mask = spare[1] if spare is not None and sys.getrefcount(spare[1]) == 2 else np.empty(n, np.uint8)
