@@ -54,6 +54,18 @@ def _unchanged(cfg, checked):
         return False
 
 
+_SHAPE, _DTYPE = operator.attrgetter("shape"), operator.attrgetter("dtype")
+_CONTIGUOUS, _WRITEABLE = operator.attrgetter("flags.c_contiguous"), operator.attrgetter("flags.writeable")
+
+
+def _layout(grads, params):
+    """What the per-gradient checks of a step read (shapes and dtypes of gradients and parameters,
+    gradients contiguous, parameters writeable), in a few C-level passes: equal to the layout of a
+    step that took every gradient as it was, the same gradient objects pass the same checks."""
+    return (tuple(map(_SHAPE, grads)), tuple(map(_SHAPE, params)), tuple(map(_DTYPE, grads)),
+            tuple(map(_DTYPE, params)), all(map(_CONTIGUOUS, grads)), all(map(_WRITEABLE, params)))
+
+
 def _with_lr(cfg, lr, in_place=False):
     """`cfg` with the group's learning rate (unchanged when the rule has none)."""
     if lr is None:
@@ -175,9 +187,9 @@ class _FlatRule:
     def grad_span(self, grads):
         """The 1-D span the gradients (in parameter order) tile, or None; checked against the
         parameters' and the state's memory. Cached while the same gradient objects come back."""
-        mine = [grads[name] for name in self.params]
+        mine = list(map(grads.__getitem__, self.params))
         cached = self.grads
-        if cached is not None and len(cached[0]) == len(mine) and all(a is b for a, b in zip(mine, cached[0])):
+        if cached is not None and len(cached[0]) == len(mine) and all(map(operator.is_, mine, cached[0])):
             return cached[1]
         span = tiles_one_buffer(mine)
         if span is not None and span.dtype != self.span.dtype:
@@ -344,6 +356,7 @@ class RuleOptimizer:
         self.track_update_ratio = check_bool("track_update_ratio", track_update_ratio)
         self._ratios = {}
         self._overlap_ok = None      # (gradients, state arrays) last found not to overlap
+        self._grads_as_is = None     # _layout of the last gradients that all passed as they were
         self._flat = None
         if self._in_place:
             from .functional import FORMS
@@ -410,7 +423,7 @@ class RuleOptimizer:
         if not isinstance(grads, Mapping):
             raise TypeError(f"grads must be a Mapping name -> array, got {type(grads).__name__}")
         names = self.params
-        if len(grads) != len(names) or any(n not in grads for n in names):
+        if len(grads) != len(names) or not all(map(grads.__contains__, names)):
             missing = [n for n in names if n not in grads]
             extra = sorted(map(repr, set(grads) - set(names)))
             raise ValueError(f"grads must have exactly the parameter names; missing {missing}, "
@@ -418,8 +431,7 @@ class RuleOptimizer:
         lr = self.param_groups[0]["lr"]
         if lr is not None:  # None: a user's rule without a learning rate
             lr = check_scalar("param_groups[0]['lr']", lr, low=0)
-        out = {}
-        seen = tuple(grads[name] for name in names)
+        seen = tuple(map(grads.__getitem__, names))
         cached = self._overlap_ok
         # Clean configs hold the state arrays last checked: only the gradients need comparing.
         state = cached[1] if clean and cached is not None else tuple(
@@ -428,6 +440,22 @@ class RuleOptimizer:
         # memory is fixed for its lifetime). Shapes, dtypes and writeability are re-checked always.
         known = (cached is not None and len(cached[0]) == len(seen) and len(cached[1]) == len(state)
                  and all(map(operator.is_, seen, cached[0])) and all(map(operator.is_, state, cached[1])))
+        if known and self._grads_as_is is not None and self._grads_as_is == _layout(seen, names.values()):
+            out = dict(zip(names, seen))    # the loop below would find the same: every gradient fits as is
+        else:
+            out = self._check_grads(seen, known)
+            if not known:
+                self._overlap_ok = (seen, state)
+        if not clean:
+            for name, cfg in self.configs.items():
+                if not _unchanged(cfg, self._checked[name]):
+                    self._check_config(f"configs[{name!r}]", _with_lr(cfg, lr), names[name])
+        return lr, out
+
+    def _check_grads(self, seen, known):
+        """The gradients (`seen`, in parameter order) checked against the parameters: the ones to use
+        (converted when of another dtype or not contiguous). `known`: their memory was checked."""
+        names, out = self.params, {}
         for (name, w), g in zip(names.items(), seen):
             if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
                 got = f"{g.dtype} array" if isinstance(g, np.ndarray) else type(g).__name__
@@ -444,13 +472,9 @@ class RuleOptimizer:
             if g.dtype != w.dtype or not g.flags.c_contiguous:
                 g = np.ascontiguousarray(g, dtype=w.dtype)  # a read-only operand: converted as NumPy does
             out[name] = g
-        if not known:
-            self._overlap_ok = (seen, state)
-        if not clean:
-            for name, cfg in self.configs.items():
-                if not _unchanged(cfg, self._checked[name]):
-                    self._check_config(f"configs[{name!r}]", _with_lr(cfg, lr), names[name])
-        return lr, out
+        # Every gradient used as it is: remember the layout that allowed it (see _layout).
+        self._grads_as_is = _layout(seen, names.values()) if all(map(operator.is_, out.values(), seen)) else None
+        return out
 
     # ------------------------------------------------------------ the step
     def step(self, grads):
