@@ -231,3 +231,17 @@ def test_configs_copy_and_pickle_as_plain_mappings():
         assert pair.opt._watch.clean and pair.opt.configs["W1"]["learning_rate"] == CONFIG["learning_rate"]
         assert all(np.array_equal(clone[k]["m"], pair.opt.configs[k]["m"]) for k in SHAPES)
     pair.step()
+
+
+def test_missing_gradients_are_named_and_a_defaultdict_is_not_grown():
+    from collections import defaultdict
+
+    pair = Pair()
+    pair.step()
+    grads = defaultdict(lambda: np.zeros(3), {k: pair.flat.grads[k] for k in SHAPES if k != "b2"})
+    grads["extra"] = np.zeros(5)
+    with pytest.raises(ValueError, match=r"missing \['b2'\]"):
+        pair.opt.step(grads)
+    assert sorted(grads) == sorted([k for k in SHAPES if k != "b2"] + ["extra"])
+    with pytest.raises(TypeError, match="float ndarray"):
+        pair.opt.step({**{k: pair.flat.grads[k] for k in SHAPES}, "b1": None})

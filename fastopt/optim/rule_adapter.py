@@ -24,6 +24,7 @@ update has returned.
 import copy
 import operator
 import threading
+from itertools import repeat
 from collections.abc import Mapping
 
 import numpy as np
@@ -423,7 +424,10 @@ class RuleOptimizer:
         if not isinstance(grads, Mapping):
             raise TypeError(f"grads must be a Mapping name -> array, got {type(grads).__name__}")
         names = self.params
-        if len(grads) != len(names) or not all(map(grads.__contains__, names)):
+        # One lookup per name (a Mapping's may be Python code); .get never inserts (a defaultdict).
+        seen = tuple(map(grads.get, names))
+        if len(grads) != len(names) or not (all(map(operator.is_not, seen, repeat(None)))
+                                            or all(n in grads for n in names)):
             missing = [n for n in names if n not in grads]
             extra = sorted(map(repr, set(grads) - set(names)))
             raise ValueError(f"grads must have exactly the parameter names; missing {missing}, "
@@ -431,7 +435,6 @@ class RuleOptimizer:
         lr = self.param_groups[0]["lr"]
         if lr is not None:  # None: a user's rule without a learning rate
             lr = check_scalar("param_groups[0]['lr']", lr, low=0)
-        seen = tuple(map(grads.__getitem__, names))
         cached = self._overlap_ok
         # Clean configs hold the state arrays last checked: only the gradients need comparing.
         state = cached[1] if clean and cached is not None else tuple(
