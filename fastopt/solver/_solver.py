@@ -180,7 +180,8 @@ class Solver:
     def _step(self):
         """One minibatch update; returns the loss."""
         idx = self._draws.batch(self.X_train.shape[0], self.batch_size)
-        X_batch, y_batch = self.X_train[idx], self.y_train[idx]
+        # take: the rows X_train[idx] gives, with less of fancy indexing's setup (~1 us of ~2 per step)
+        X_batch, y_batch = self.X_train.take(idx, axis=0), self.y_train.take(idx, axis=0)
         if self.augment is not None:   # keyed by the step count: the same on resume, any thread count
             batch = self.augment(X_batch, y_batch, self._t, indices=idx)
             X_batch = batch.X
