@@ -7,7 +7,7 @@ The train command calls, in this order (each a clear point of its own flow):
     extras = parse(args, cfg)                  # all checked (UsageError) before any data is loaded
     data, preprocess = prepare_data(extras, data)
     model = prepare_model(extras, model)       # --init-from, --freeze
-    SolverClass, kwargs = solver(extras)       # fastopt.transfer.Solver and its extra keywords
+    SolverClass, kwargs = solver(extras)       # fastopt.solver.Solver and its extra keywords
     report = after_training(extras, model, solver, data, preprocess, retrain=...)
 
 ``extras`` is a plain JSON-ready dict (it goes into the run's summary).
@@ -197,11 +197,11 @@ def prepare_model(extras, model):
 
 
 def solver(extras):
-    """(the Solver class, its extra keyword arguments) for the run: fastopt.transfer.Solver (the base
-    Solver over model.trainable_params) with regularizers= and augment= when asked for."""
+    """(the Solver class, its extra keyword arguments) for the run: fastopt.solver.Solver (over
+    model.trainable_params) with regularizers= and augment= (mixup too) when asked for."""
     from .augment import IMAGE_SHAPES, Augment
     from .regularizers import Regularizers
-    from .transfer import Solver
+    from .solver import Solver
 
     kwargs = {}
     if extras["elastic_net"] is not None or extras["max_norm"] is not None:

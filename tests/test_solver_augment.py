@@ -1,4 +1,5 @@
-"""Solver(augment=...): each training batch augmented, reproducibly, resuming bitwise; mixup refused."""
+"""Solver(augment=...): each training batch augmented, reproducibly, resuming bitwise (mixup's soft
+labels: test_solver2_mixup.py)."""
 import numpy as np
 import pytest
 from _nn_data import blob_data
@@ -71,11 +72,6 @@ def test_resume_with_augmentation_is_bitwise(tmp_path):
     assert resumed.loss_history == full.loss_history
     for k in full.model.params:
         assert np.array_equal(resumed.model.params[k], full.model.params[k])
-
-
-def test_mixup_is_refused_with_a_reason():
-    with pytest.raises(ValueError, match="mixup yields soft labels"):
-        Solver(make_model(), blob_data(), **kwargs(augment=aug("mixup:0.4")))
 
 
 @pytest.mark.parametrize("augment, error, match", [

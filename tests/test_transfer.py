@@ -75,7 +75,7 @@ def test_frozen_layers_are_bitwise_unchanged_after_training_the_rest():
         assert after[0][k] == before[0][k], k
     assert after[1] == before[1]                   # the frozen batchnorm layers' running statistics
     assert after[0]["W3"] != before[0]["W3"]       # the head trained
-    assert list(solver.optimizer.names) == ["W3", "b3"]
+    assert list(solver.trained_names) == ["W3", "b3"]
     fresh = _model().freeze(0)                      # statistics absent at the start: CS231n's zeros
     Solver(fresh, d, update_rule=Adam, batch_size=10, num_epochs=1, verbose=False, seed=0).train()
     assert not np.any(fresh.bn_params[0]["running_mean"]) and np.any(fresh.bn_params[1]["running_mean"])
@@ -90,7 +90,7 @@ def test_the_transfer_solver_checkpoints_and_resumes(tmp_path):
     m2 = _model().freeze(0)
     s2 = Solver(m2, data, update_rule=Adam, batch_size=10, num_epochs=2, verbose=False, seed=0)
     s2.load_checkpoint(tmp_path / "c")
-    assert s2.iteration == s.iteration and list(s2.optimizer.names) == list(m.trainable_params)
+    assert s2.iteration == s.iteration and list(s2.trained_names) == list(m.trainable_params)
 
 
 # ---------------------------------------------------------------- replace_head

@@ -24,6 +24,7 @@ update has returned.
 import copy
 import operator
 import threading
+from itertools import repeat
 from collections.abc import Mapping
 
 import numpy as np
@@ -54,6 +55,18 @@ def _unchanged(cfg, checked):
         return False
 
 
+_SHAPE, _DTYPE = operator.attrgetter("shape"), operator.attrgetter("dtype")
+_CONTIGUOUS, _WRITEABLE = operator.attrgetter("flags.c_contiguous"), operator.attrgetter("flags.writeable")
+
+
+def _layout(grads, params):
+    """What the per-gradient checks of a step read (shapes and dtypes of gradients and parameters,
+    gradients contiguous, parameters writeable), in a few C-level passes: equal to the layout of a
+    step that took every gradient as it was, the same gradient objects pass the same checks."""
+    return (tuple(map(_SHAPE, grads)), tuple(map(_SHAPE, params)), tuple(map(_DTYPE, grads)),
+            tuple(map(_DTYPE, params)), all(map(_CONTIGUOUS, grads)), all(map(_WRITEABLE, params)))
+
+
 def _with_lr(cfg, lr, in_place=False):
     """`cfg` with the group's learning rate (unchanged when the rule has none)."""
     if lr is None:
@@ -62,6 +75,45 @@ def _with_lr(cfg, lr, in_place=False):
         cfg["learning_rate"] = lr
         return cfg
     return dict(cfg, learning_rate=lr)
+
+
+class _Watch:
+    """Whether the configs are as the optimizer's own last flat step left them (`clean`): anything
+    else that changes them -- a user's ``cfg['learning_rate'] = ...``, a replaced config dict or state
+    array, load_state_dict, a per-parameter step -- clears it, and the next step re-checks them."""
+
+    __slots__ = ("clean",)
+
+    def __init__(self):
+        self.clean = False
+
+
+class _Watched(dict):
+    """A dict whose every mutating method first clears its _Watch: the configs and their container,
+    so a step learns that nothing changed from one flag instead of re-reading every value. The
+    optimizer's own flat step writes through dict's methods (dict.update), which do not clear it."""
+
+    __slots__ = ("_watch",)
+
+    def __init__(self, watch, *args, **kw):
+        dict.__init__(self, *args, **kw)
+        self._watch = watch
+
+
+def _clearing(name):
+    method = getattr(dict, name)
+
+    def call(self, *args, **kw):
+        watch = getattr(self, "_watch", None)   # unset while copy/pickle rebuild a _Watched
+        if watch is not None:
+            watch.clean = False
+        return method(self, *args, **kw)
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+for _name in ("__setitem__", "__delitem__", "__ior__", "update", "setdefault", "pop", "popitem", "clear"):
+    setattr(_Watched, _name, _clearing(_name))
 
 
 class _Group(dict):
@@ -130,15 +182,15 @@ class _FlatRule:
                 offset += w.size
             buffers[target] = buf
         for name, cfg in configs.items():
-            cfg.update(views[name])
+            dict.update(cfg, views[name])
         self.buffers, self.views, self.plan, self.kernel = buffers, views, None, None
 
     def grad_span(self, grads):
         """The 1-D span the gradients (in parameter order) tile, or None; checked against the
         parameters' and the state's memory. Cached while the same gradient objects come back."""
-        mine = [grads[name] for name in self.params]
+        mine = list(map(grads.__getitem__, self.params))
         cached = self.grads
-        if cached is not None and len(cached[0]) == len(mine) and all(a is b for a, b in zip(mine, cached[0])):
+        if cached is not None and len(cached[0]) == len(mine) and all(map(operator.is_, mine, cached[0])):
             return cached[1]
         span = tiles_one_buffer(mine)
         if span is not None and span.dtype != self.span.dtype:
@@ -195,15 +247,20 @@ class _FlatRule:
         self.plan = (gspan, plan)
         return plan
 
-    def step(self, configs, lr, gspan, fresh, ratios=None):
+    def step(self, configs, lr, gspan, fresh, ratios=None, clean=False):
         from .functional import config_values, kernel_scalars
         rule, form = self.rule, self.form
         first = configs[next(iter(self.params))]
         # The configs were checked at the boundary (RuleOptimizer._prepare re-checks a changed one),
         # so the hyperparameters' checked values are reused while they and lr stay the same; only
         # the step counter moves every step.
-        key = (lr,) + tuple(first.get(k.name) for k in form.config)
-        if self.values is not None and self.values[0] == key:
+        # Clean configs (RuleOptimizer.step) hold the hyperparameters of the last step's key.
+        cached = self.values
+        if clean and cached is not None and cached[0][0] == lr:
+            key = cached[0]
+        else:
+            key = (lr,) + tuple(first.get(k.name) for k in form.config)
+        if cached is not None and cached[0] == key:
             values = dict(self.values[1])
             if form.step is not None:
                 values[form.step] = first.get(form.step, 0)
@@ -237,7 +294,7 @@ class _FlatRule:
         else:
             kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
         for cfg in configs.values():
-            cfg.update(after)
+            dict.update(cfg, after)    # the optimizer's own write: the configs stay clean
 
 
 def _ratios_by_name(params, old, new):
@@ -290,13 +347,17 @@ class RuleOptimizer:
         probed = self._probe("optim_config", copy.deepcopy(config))
         lr = probed.get("learning_rate", config.get("learning_rate"))
         lr = check_scalar("optim_config['learning_rate']", lr, low=0) if lr is not None else None
-        self.configs = {name: copy.deepcopy(config) for name in self.params}
+        self._watch = _Watch()
+        self.configs = _Watched(self._watch, {name: _Watched(self._watch, copy.deepcopy(config))
+                                              for name in self.params})
+        self._watched = self.configs      # the container whose mutations clear the watch
         self._checked = {name: None for name in self.params}  # a config as last validated (shallow copy)
         self.param_groups = [_Group(self._set_lr, lr)]
         self._lock = threading.Lock()
         self.track_update_ratio = check_bool("track_update_ratio", track_update_ratio)
         self._ratios = {}
         self._overlap_ok = None      # (gradients, state arrays) last found not to overlap
+        self._grads_as_is = None     # _layout of the last gradients that all passed as they were
         self._flat = None
         if self._in_place:
             from .functional import FORMS
@@ -357,12 +418,16 @@ class RuleOptimizer:
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{label}: {exc}") from exc
 
-    def _prepare(self, grads):
-        """Check everything step() reads; return the gradients to use, in parameter order."""
+    def _prepare(self, grads, clean):
+        """Check everything step() reads; return the gradients to use, in parameter order. `clean`:
+        the configs are as the last (flat) step left them, validated then (see _Watch)."""
         if not isinstance(grads, Mapping):
             raise TypeError(f"grads must be a Mapping name -> array, got {type(grads).__name__}")
         names = self.params
-        if len(grads) != len(names) or any(n not in grads for n in names):
+        # One lookup per name (a Mapping's may be Python code); .get never inserts (a defaultdict).
+        seen = tuple(map(grads.get, names))
+        if len(grads) != len(names) or not (all(map(operator.is_not, seen, repeat(None)))
+                                            or all(n in grads for n in names)):
             missing = [n for n in names if n not in grads]
             extra = sorted(map(repr, set(grads) - set(names)))
             raise ValueError(f"grads must have exactly the parameter names; missing {missing}, "
@@ -370,14 +435,30 @@ class RuleOptimizer:
         lr = self.param_groups[0]["lr"]
         if lr is not None:  # None: a user's rule without a learning rate
             lr = check_scalar("param_groups[0]['lr']", lr, low=0)
-        out = {}
-        seen = tuple(grads[name] for name in names)
-        state = tuple(a for cfg in self.configs.values() for a in cfg.values() if isinstance(a, np.ndarray))
+        cached = self._overlap_ok
+        # Clean configs hold the state arrays last checked: only the gradients need comparing.
+        state = cached[1] if clean and cached is not None else tuple(
+            a for cfg in self.configs.values() for a in cfg.values() if isinstance(a, np.ndarray))
         # The same gradient and state objects as last checked: the same overlap answer (an ndarray's
         # memory is fixed for its lifetime). Shapes, dtypes and writeability are re-checked always.
-        cached = self._overlap_ok
         known = (cached is not None and len(cached[0]) == len(seen) and len(cached[1]) == len(state)
                  and all(map(operator.is_, seen, cached[0])) and all(map(operator.is_, state, cached[1])))
+        if known and self._grads_as_is is not None and self._grads_as_is == _layout(seen, names.values()):
+            out = dict(zip(names, seen))    # the loop below would find the same: every gradient fits as is
+        else:
+            out = self._check_grads(seen, known)
+            if not known:
+                self._overlap_ok = (seen, state)
+        if not clean:
+            for name, cfg in self.configs.items():
+                if not _unchanged(cfg, self._checked[name]):
+                    self._check_config(f"configs[{name!r}]", _with_lr(cfg, lr), names[name])
+        return lr, out
+
+    def _check_grads(self, seen, known):
+        """The gradients (`seen`, in parameter order) checked against the parameters: the ones to use
+        (converted when of another dtype or not contiguous). `known`: their memory was checked."""
+        names, out = self.params, {}
         for (name, w), g in zip(names.items(), seen):
             if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
                 got = f"{g.dtype} array" if isinstance(g, np.ndarray) else type(g).__name__
@@ -394,12 +475,9 @@ class RuleOptimizer:
             if g.dtype != w.dtype or not g.flags.c_contiguous:
                 g = np.ascontiguousarray(g, dtype=w.dtype)  # a read-only operand: converted as NumPy does
             out[name] = g
-        if not known:
-            self._overlap_ok = (seen, state)
-        for name, cfg in self.configs.items():
-            if not _unchanged(cfg, self._checked[name]):
-                self._check_config(f"configs[{name!r}]", _with_lr(cfg, lr), names[name])
-        return lr, out
+        # Every gradient used as it is: remember the layout that allowed it (see _layout).
+        self._grads_as_is = _layout(seen, names.values()) if all(map(operator.is_, out.values(), seen)) else None
+        return out
 
     # ------------------------------------------------------------ the step
     def step(self, grads):
@@ -408,13 +486,21 @@ class RuleOptimizer:
             raise RuntimeError("RuleOptimizer.step is running in another thread; one optimizer "
                                "steps from one thread at a time")
         try:
-            lr, grads = self._prepare(grads)
+            watch = self._watch
+            # Nothing but the last flat step touched the configs (nor rebound self.configs): they
+            # are valid, agree and hold the flat buffers' views, so nothing of them is re-read.
+            clean = watch.clean and self.configs is self._watched
+            lr, grads = self._prepare(grads, clean)
             flat = self._flat
             gspan = flat.grad_span(grads) if flat is not None else None
-            ready, fresh = flat.ready(self.configs) if gspan is not None else (False, False)
+            if gspan is not None:
+                ready, fresh = (True, False) if clean else flat.ready(self.configs)
+            else:
+                ready = fresh = False
             ratios = {} if self.track_update_ratio else None
+            watch.clean = False          # until this step has completed on the flat path
             if ready:
-                flat.step(self.configs, lr, gspan, fresh, ratios)
+                flat.step(self.configs, lr, gspan, fresh, ratios, clean)
             elif self._in_place:
                 for name, w in self.params.items():
                     old = w.copy() if ratios is not None else None
@@ -439,8 +525,13 @@ class RuleOptimizer:
                     self.configs[name] = cfg
                     if ratios is not None:
                         ratios.update(_ratios_by_name({name: old}, old.reshape(-1), self.params[name].reshape(-1)))
-            for name, cfg in self.configs.items():
-                self._checked[name] = dict(cfg)
+            if not (clean and ready):    # a clean flat step changed only the step counters
+                for name, cfg in self.configs.items():
+                    self._checked[name] = dict(cfg)
+            # Clean from here on when this step was the flat one and every config (and their
+            # container) is one whose changes clear the watch (a user's own dict is not).
+            watch.clean = ready and (clean or self.configs is self._watched and all(
+                type(cfg) is _Watched and cfg._watch is watch for cfg in self.configs.values()))
             if ratios is not None:
                 self._ratios = ratios
         finally:
@@ -486,9 +577,11 @@ class RuleOptimizer:
             self._check_config(f"{label}['configs'][{name!r}]", cfg, self.params[name])
         # Validated: now change things (the group dict is kept: a schedule may hold it).
         self.configs.clear()  # the group holds this dict
-        self.configs.update({name: {k: (np.array(v, order="C") if isinstance(v, np.ndarray) else v)
-                                    for k, v in cfg.items()} for name, cfg in configs.items()})
+        self.configs.update({name: _Watched(self._watch, {k: (np.array(v, order="C") if isinstance(v, np.ndarray)
+                                                              else v) for k, v in cfg.items()})
+                             for name, cfg in configs.items()})
         self._checked = {name: None for name in self.params}
+        self._watch.clean = False
         if self._flat is not None:
             keys = self._flat.keys
             if keys and all(key in cfg for cfg in self.configs.values() for key in keys):

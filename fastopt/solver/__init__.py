@@ -79,12 +79,22 @@ Keyword arguments (anything else raises ValueError, as in CS231n):
     augment          None or a fastopt.augment.Augment: each training minibatch X is replaced by
                      ``augment(X, y, step, indices=idx).X`` (step: the steps taken before it; idx: the
                      rows' indices in X_train), so augmentation is reproducible from the Augment's seed
-                     and resumes bitwise. Shift, crop, flip, noise; mixup's soft labels need a loss
-                     that takes them, which model.loss(X, y) does not: ValueError.
+                     and resumes bitwise. Shift, crop, flip, noise, mixup: with mixup the loss gets
+                     ``batch.soft_labels(C)``, an (N, C) float64 array of target probabilities (lam at
+                     y, 1 - lam at the partner's label), as ``model.loss(X, y_soft)``; a model whose
+                     loss takes only integer labels raises at the first step, before it changes anything.
     comm             None (default), or a communicator for fastopt.distributed.for_solver(model, comm)
                      (imported only then): its .loss is the training loss (_solver._loss_function, the
                      one place it is chosen), .broadcast(optimizer) runs when train() starts, and only
                      its .is_root writes checkpoints. Not stored in checkpoints: pass it again.
+    layer_lr         None or {layer index: learning rate}: per-layer rates through the model's
+                     ``param_groups(lr=layer_lr)`` (fastopt.nn.FullyConnectedNet has it; the other
+                     layers at optim_config's learning_rate); needs an optimizer class (update_rule=
+                     fastopt.optim.Adam, "Adam", ...). Not stored in checkpoints: pass it again.
+    regularizers     None or a fastopt.regularizers.Regularizers: its elastic-net penalty (of the
+                     trained weights) is added to each minibatch's loss and gradient, its max-norm
+                     constraint applied to the trained weights after each update. Not stored in
+                     checkpoints: pass it again.
 
 The optimizer is built over ``model.trainable_params`` when the model has that attribute (frozen
 layers left out; gradients of other params are not passed to the optimizer), else ``model.params``.

@@ -13,6 +13,7 @@ DEFAULTS = {
     "num_val_samples": None, "checkpoint_name": None, "print_every": 10, "verbose": True,
     "seed": None, "callback": None, "evaluate_averaged": None,
     "monitor": None, "early_stopping": None, "augment": None, "comm": None,
+    "layer_lr": None, "regularizers": None,
 }
 DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 
@@ -58,6 +59,7 @@ def check_options(kwargs):
             raise ValueError(f"early_stopping={early} and the monitor's patience={patience} disagree; give one")
         early = patience
     return {
+        "layer_lr": check_layer_lr(kw["layer_lr"]), "regularizers": check_regularizers(kw["regularizers"]),
         "monitor": monitor, "early_stopping": early, "augment": check_augment(kw["augment"]), "comm": kw["comm"],
         "update_rule": kw["update_rule"], "rule": rule, "optim_config": optim_config, "lr_decay": lr_decay,
         "lr_schedule": schedule, "schedule_kind": kind, "lr_schedule_unit": kw["lr_schedule_unit"],
@@ -73,6 +75,37 @@ def check_options(kwargs):
         "evaluate_averaged": None if kw["evaluate_averaged"] is None
         else check_bool("evaluate_averaged", kw["evaluate_averaged"]),
     }
+
+
+def check_regularizers(regularizers):
+    from ..regularizers import Regularizers
+    if regularizers is not None and not isinstance(regularizers, Regularizers):
+        raise TypeError(f"regularizers must be None or a fastopt.regularizers.Regularizers, got "
+                        f"{type(regularizers).__name__}")
+    return regularizers
+
+
+def check_layer_lr(layer_lr):
+    """None or {layer index (int >= 0): learning rate >= 0} (a copy); the model's param_groups
+    checks the indices against its depth, check_layer_lr_fits the rest against model and rule."""
+    if layer_lr is None:
+        return None
+    if not isinstance(layer_lr, Mapping):
+        raise TypeError(f"layer_lr must be None or a dict layer index -> learning rate, got {type(layer_lr).__name__}")
+    return {check_scalar("layer_lr key", k, low=0, integer=True): check_scalar(f"layer_lr[{k!r}]", v, low=0)
+            for k, v in layer_lr.items()}
+
+
+def check_layer_lr_fits(layer_lr, model, rule):
+    """layer_lr needs a model with param_groups(lr=...) and an optimizer class (param groups)."""
+    if not layer_lr:
+        return
+    if not callable(getattr(model, "param_groups", None)):
+        raise TypeError(f"layer_lr needs a model with param_groups(lr={{layer: lr}}) (as FullyConnectedNet), "
+                        f"got {type(model).__name__}")
+    if not isinstance(rule, type):
+        raise ValueError(f"layer_lr needs an optimizer class (update_rule=fastopt.optim.Adam, ...), "
+                         f"got the CS231n rule {_registry.rule_name(rule)!r}")
 
 
 def check_augment(augment):
@@ -99,15 +132,12 @@ def augment_spec(augment):
 
 
 def check_augment_fits(augment, model, X, y):
-    """An augmentation the model's loss can take, on data it can read: one probe call on the first
-    row (an Augment draws nothing from a stream: nothing changes). Mixup's soft labels need a loss
-    that takes them; a model's ``loss(X, y)`` takes integer labels."""
+    """An augmentation that fits the data: one probe call on the first row (an Augment draws nothing
+    from a stream: nothing changes). With mixup the Solver passes the model's loss soft labels, an
+    (N, C) float array of target probabilities (AugmentedBatch.soft_labels): a model whose loss takes
+    only integer labels refuses them at the first step, before it changes anything."""
     if augment is None:
         return
-    if augment.options["mixup"] > 0:
-        raise ValueError(f"augment {augment.spec!r}: mixup yields soft labels (y, y_partner, lam), and "
-                         f"model.loss(X, y) takes integer labels; the Solver supports shift, crop, flip and "
-                         f"noise (train on fastopt.augment.mixup_softmax_loss in your own loop for mixup)")
     if X.dtype.kind != "f":
         raise TypeError(f"augment needs float32 or float64 training data, data['X_train'] is {X.dtype}")
     try:

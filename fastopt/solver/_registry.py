@@ -103,7 +103,9 @@ def make_optimizer(rule, params, optim_config, track_update_ratio=False):
     extra = {"track_update_ratio": True} if track_update_ratio and tracks_update_ratio(rule) else {}
     if isinstance(rule, type):
         try:
-            return rule(dict(params), **class_kwargs(optim_config, rule), **extra)
+            # A list is param groups (Solver(layer_lr=...): model.param_groups), else name -> array.
+            return rule(params if isinstance(params, list) else dict(params), **class_kwargs(optim_config, rule),
+                        **extra)
         except TypeError as exc:
             raise TypeError(f"optim_config does not fit {rule.__name__}: {exc}") from exc
     return RuleOptimizer(rule, params, optim_config, **extra)
