@@ -130,6 +130,20 @@ def test_ratios_bitwise_equal_in_the_sse2_and_avx2_builds(name, kw, dtype):
     assert out[0][1] == out[1][1]
 
 
+def _steps_are_one_call(opt, fp, step_arg, kernel_calls, is_one_call):
+    # Three steps (validated, then cached): each one kernel call, ratios as computed directly.
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        for g in fp.grads.values():
+            g[...] = rng.standard_normal(g.shape)
+        before = {name: p.copy() for name, p in fp.params.items()}
+        kernel_calls.clear()
+        opt.step(step_arg())
+        assert is_one_call(kernel_calls.names("optim")), kernel_calls.names("optim")
+        assert opt.update_ratios() == pytest.approx(
+            {name: direct(before[name], p) for name, p in fp.params.items()}, rel=1e-10)
+
+
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "NAdam", "RAdam", "Adamax",
                                   "Adadelta", "Lion"])
 def test_flat_group_is_one_call_with_tracking_at_1m(name, kernel_calls):
@@ -140,16 +154,7 @@ def test_flat_group_is_one_call_with_tracking_at_1m(name, kernel_calls):
     opt = getattr(optim, name)(dict(fp.params), **dict(CASES[[c for c, _ in CASES].index(name)][1]),
                                track_update_ratio=True)
     multi = opt._RULE.kernel.replace("_step", "_multi")
-    for _ in range(3):                            # validated step, then cached ones
-        for k in shapes:
-            fp.grads[k][...] = rng.standard_normal(shapes[k])
-        old = {k: fp.params[k].copy() for k in shapes}
-        kernel_calls.clear()
-        opt.step(dict(fp.grads))
-        assert kernel_calls.names("optim") == [multi]
-        got = opt.update_ratios()
-        for k in shapes:
-            assert got[k] == pytest.approx(direct(old[k], fp.params[k]), rel=1e-10), k
+    _steps_are_one_call(opt, fp, lambda: dict(fp.grads), kernel_calls, lambda names: names == [multi])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -178,17 +183,7 @@ def test_velocity_multi_against_the_twin_and_across_threads(dtype, nesterov):
 
 @pytest.mark.parametrize("name", sorted(RULES))
 def test_rule_optimizer_flat_ratios_at_1m_one_call(name, kernel_calls):
-    shapes = {"W1": (1024, 1025), "b1": (1025,)}
     rng = np.random.default_rng(0)
-    fp = FlatParams({k: rng.standard_normal(s) for k, s in shapes.items()})
+    fp = FlatParams({"W1": rng.standard_normal((1024, 1025)), "b1": rng.standard_normal(1025)})
     opt = RuleOptimizer(RULES[name], fp.params, {"learning_rate": 1e-3}, track_update_ratio=True)
-    for _ in range(2):
-        for k in shapes:
-            fp.grads[k][...] = rng.standard_normal(shapes[k])
-        old = {k: fp.params[k].copy() for k in shapes}
-        kernel_calls.clear()
-        opt.step(fp.grads)
-        assert len(kernel_calls.names("optim")) == 1
-        got = opt.update_ratios()
-        for k in shapes:
-            assert got[k] == pytest.approx(direct(old[k], fp.params[k]), rel=1e-10), k
+    _steps_are_one_call(opt, fp, lambda: fp.grads, kernel_calls, lambda names: len(names) == 1)
