@@ -1,0 +1,189 @@
+"""The update/weight ratio fused into every rule's loop (issue 12, branch optim2).
+
+Each rule's tracked loop adds p_old^2 and (p_new - p_old)^2 into double lanes in the same iteration
+that writes p_new. Checked here for every rule and its flag combinations, both dtypes, odd sizes and
+>= 1M elements, on the flat one-call path, the cached StepPlan path and the per-parameter path:
+the step itself is bitwise what the untracked loop computes; the ratios equal a direct NumPy
+computation from the same parameters and the NumPy twin's; they are bitwise the same for 1 and 2
+threads and in the SSE2 and AVX2 builds; a flat group stays one kernel call with tracking on."""
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import _backend, _openmp, optim
+from fastopt.flat import FlatParams
+from fastopt.optim import RULES
+from fastopt.optim.rule_adapter import RuleOptimizer
+from fastopt.reference import optim as twin
+
+# Every class rule with the options that select its loop variants (flags of its core).
+CASES = [
+    ("SGD", dict(lr=1e-2)),
+    ("SGD", dict(lr=1e-2, momentum=0.9)),
+    ("SGD", dict(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    ("SGD", dict(lr=1e-2, momentum=0.9, dampening=0.1, maximize=True)),
+    ("Adam", dict(lr=1e-3)),
+    ("Adam", dict(lr=1e-3, weight_decay=1e-2)),
+    ("Adam", dict(lr=1e-3, amsgrad=True)),
+    ("Adam", dict(lr=1e-3, amsgrad=True, weight_decay=1e-2, maximize=True)),
+    ("AdamW", dict(lr=1e-3, weight_decay=1e-2)),
+    ("Adagrad", dict(lr=1e-2)),
+    ("Adagrad", dict(lr=1e-2, weight_decay=1e-3, lr_decay=1e-3)),
+    ("RMSprop", dict(lr=1e-2)),
+    ("RMSprop", dict(lr=1e-2, centered=True)),
+    ("RMSprop", dict(lr=1e-2, momentum=0.9, weight_decay=1e-3)),
+    ("RMSprop", dict(lr=1e-2, centered=True, momentum=0.9)),
+    ("NAdam", dict(lr=2e-3)),
+    ("NAdam", dict(lr=2e-3, weight_decay=1e-2, decoupled_weight_decay=True)),
+    ("RAdam", dict(lr=1e-3)),
+    ("RAdam", dict(lr=1e-3, weight_decay=1e-2)),
+    ("Adamax", dict(lr=2e-3)),
+    ("Adamax", dict(lr=2e-3, weight_decay=1e-3)),
+    ("Adadelta", dict(lr=1.0)),
+    ("Adadelta", dict(lr=1.0, weight_decay=1e-3)),
+    ("Lion", dict(lr=1e-4)),
+    ("Lion", dict(lr=1e-4, weight_decay=1e-2)),
+]
+IDS = [f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CASES]
+ODD = [1, 7, 1023, 70001]          # 70001: several NORM_BLOCK chunks and a partial one
+BIG = [(1 << 20) + 3, 7]
+EMA = {"SGD": 0.9, "Adam": "polyak", "RMSprop": 0.99}     # the averaged variants of some cores
+
+
+def direct(old, new):
+    o, n = old.astype(np.float64), new.astype(np.float64)
+    no = np.sqrt(np.sum(o * o))
+    return 0.0 if no == 0 else float(np.sqrt(np.sum((n - o) ** 2)) / no)
+
+
+def run(name, kw, dtype, sizes, *, track=True, flat=False, steps=3, threads=1, ema=None):
+    """(final params, per-step ratios, per-step direct ratios) of `steps` steps of optim.<name>."""
+    fastopt.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    values = {f"w{i}": rng.standard_normal(n).astype(dtype) for i, n in enumerate(sizes)}
+    if flat:
+        fp = FlatParams(values)
+        params, grads = dict(fp.params), dict(fp.grads)
+    else:
+        params = values
+        grads = {k: np.empty_like(v) for k, v in values.items()}
+    opt = getattr(optim, name)(params, **kw, track_update_ratio=track, ema=ema)
+    ratios, want = [], []
+    for step in range(steps):
+        g_rng = np.random.default_rng(10 + step)
+        for g in grads.values():
+            g[...] = g_rng.standard_normal(g.shape)
+        old = {k: p.copy() for k, p in params.items()}
+        opt.step(grads)
+        if track:
+            ratios.append(opt.update_ratios())
+            want.append({k: direct(old[k], params[k]) for k in params})
+    return {k: p.copy() for k, p in params.items()}, ratios, want
+
+
+@pytest.mark.parametrize("name,kw", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flat", [False, True], ids=["separate", "flat"])
+def test_tracking_leaves_the_step_bitwise_unchanged_and_ratios_are_right(name, kw, dtype, flat):
+    # Step 1 is the validated path (per parameter when separate, one call when flat); steps 2-3
+    # the cached StepPlan path.
+    ema = EMA.get(name) if flat else None
+    plain, _, _ = run(name, kw, dtype, ODD, track=False, flat=flat, ema=ema)
+    tracked, ratios, want = run(name, kw, dtype, ODD, track=True, flat=flat, ema=ema)
+    for k in plain:
+        np.testing.assert_array_equal(tracked[k], plain[k], err_msg=k)
+    for got, exp in zip(ratios, want):
+        assert got.keys() == exp.keys()
+        for k in exp:
+            assert got[k] == pytest.approx(exp[k], rel=1e-10, abs=1e-300), k
+            assert got[k] > 0, k                  # every parameter here moves
+
+
+@pytest.mark.parametrize("name,kw", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ratios_at_1m_bitwise_across_threads_and_against_the_twin(name, kw, dtype):
+    one = run(name, kw, dtype, BIG, flat=True, steps=2, threads=1)
+    two = run(name, kw, dtype, BIG, flat=True, steps=2, threads=2)
+    assert one[1] == two[1]                       # dict equality of floats: bitwise (no NaN here)
+    for k in one[0]:
+        np.testing.assert_array_equal(one[0][k], two[0][k], err_msg=k)
+    for got, exp in zip(one[1], one[2]):
+        for k in exp:
+            assert got[k] == pytest.approx(exp[k], rel=1e-10), k
+    fastopt.set_backend("numpy")
+    ref = run(name, kw, dtype, BIG, flat=True, steps=2, threads=1)
+    for got, tgot in zip(one[1], ref[1]):
+        for k in got:
+            assert got[k] == pytest.approx(tgot[k], rel=2e-6 if dtype == np.float32 else 1e-12), k
+
+
+@pytest.mark.skipif(not _openmp.cpu_has_avx2_fma() or "avx2" not in _backend.compiled_variants("optim"),
+                    reason="no AVX2 build or CPU")
+@pytest.mark.parametrize("name,kw", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ratios_bitwise_equal_in_the_sse2_and_avx2_builds(name, kw, dtype):
+    out = []
+    for variant in ("sse2", "avx2"):
+        _backend.set_simd(variant)
+        assert _backend.simd_variant("optim") == variant
+        out.append(run(name, kw, dtype, [70001, 1023, 5], flat=True, steps=2))
+    assert out[0][1] == out[1][1]
+
+
+def _steps_are_one_call(opt, fp, step_arg, kernel_calls, is_one_call):
+    # Three steps (validated, then cached): each one kernel call, ratios as computed directly.
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        for g in fp.grads.values():
+            g[...] = rng.standard_normal(g.shape)
+        before = {name: p.copy() for name, p in fp.params.items()}
+        kernel_calls.clear()
+        opt.step(step_arg())
+        assert is_one_call(kernel_calls.names("optim")), kernel_calls.names("optim")
+        assert opt.update_ratios() == pytest.approx(
+            {name: direct(before[name], p) for name, p in fp.params.items()}, rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "NAdam", "RAdam", "Adamax",
+                                  "Adadelta", "Lion"])
+def test_flat_group_is_one_call_with_tracking_at_1m(name, kernel_calls):
+    shapes = {"W1": (1024, 1030), "b1": (1030,), "W2": (1030, 10), "b2": (10,)}
+    rng = np.random.default_rng(0)
+    fp = FlatParams({k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()})
+    assert sum(p.size for p in fp.params.values()) >= 1 << 20
+    opt = getattr(optim, name)(dict(fp.params), **dict(CASES[[c for c, _ in CASES].index(name)][1]),
+                               track_update_ratio=True)
+    multi = opt._RULE.kernel.replace("_step", "_multi")
+    _steps_are_one_call(opt, fp, lambda: dict(fp.grads), kernel_calls, lambda names: names == [multi])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_velocity_multi_against_the_twin_and_across_threads(dtype, nesterov):
+    # CS231n momentum has no class: its multi kernel directly, against the twin's.
+    k = _backend.kernels("optim")
+    out = []
+    for module, threads in ((k, 1), (k, 2), (twin, 1)):
+        rng = np.random.default_rng(3)
+        params = [rng.standard_normal(n).astype(dtype) for n in BIG + ODD]
+        old = [p.copy() for p in params]
+        grads = [rng.standard_normal(p.size).astype(dtype) for p in params]
+        states = [[(0.1 * rng.standard_normal(p.size)).astype(dtype)] for p in params]
+        avgs = [np.empty(0, dtype) for _ in params]
+        plan = module.StepPlan(params, grads, states, avgs)
+        module.velocity_multi(plan, lr=1e-2, mu=0.9, nesterov=nesterov, track_ratio=True, n_threads=threads)
+        r = plan.ratios()
+        assert r == pytest.approx([direct(o, p) for o, p in zip(old, params)], rel=1e-10)
+        out.append((r, params))
+    assert out[0][0] == out[1][0]
+    for a, b in zip(out[0][1], out[1][1]):
+        np.testing.assert_array_equal(a, b)
+    assert out[0][0] == pytest.approx(out[2][0], rel=2e-6 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_rule_optimizer_flat_ratios_at_1m_one_call(name, kernel_calls):
+    rng = np.random.default_rng(0)
+    fp = FlatParams({"W1": rng.standard_normal((1024, 1025)), "b1": rng.standard_normal(1025)})
+    opt = RuleOptimizer(RULES[name], fp.params, {"learning_rate": 1e-3}, track_update_ratio=True)
+    _steps_are_one_call(opt, fp, lambda: fp.grads, kernel_calls, lambda names: len(names) == 1)
