@@ -9,7 +9,7 @@ are the column W[:, j].
 
 For training, ``Regularizers(elastic_net=(l1, l2), max_norm=c)`` bundles them for a model's weights
 (W1..WL, never biases or gamma/beta): ``add(params, loss, grads)`` adds the penalty and its gradient,
-``constrain(params)`` renormalizes after the update. fastopt.transfer.Solver(regularizers=...) calls
+``constrain(params)`` renormalizes after the update. fastopt.solver.Solver(regularizers=...) calls
 both; they come on top of the model's own ``reg``.
 
 max_norm_ is NumPy, not a compiled kernel: two passes over W (the column norms, accumulated in float64,

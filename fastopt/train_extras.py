@@ -115,6 +115,10 @@ def parse(args, cfg):
         if ex["freeze"] > depth:
             raise UsageError(f"--freeze {ex['freeze']}: the model has {depth} hidden layers "
                              f"({'from --init-from' if ex['init_from'] else '--hidden'}); give at most {depth}")
+        # A frozen batchnorm layer keeps its running statistics: a fresh model has none to keep.
+        if ex["freeze"] and not ex["init_from"] and not cfg.get("resume") and cfg.get("normalization") == "batchnorm":
+            raise UsageError(f"--freeze {ex['freeze']} with --normalization batchnorm needs --init-from (a trained "
+                             f"body: a fresh model's frozen batchnorm layers have no running statistics)")
     if text["elastic_net"] is not None:
         parts = text["elastic_net"].split(",")
         if len(parts) != 2:

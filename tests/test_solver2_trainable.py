@@ -132,3 +132,17 @@ def test_layer_lr_needs_a_model_with_param_groups():
             return self.inner.loss(X, y)
     with pytest.raises(TypeError, match="param_groups"):
         Solver(Plain(), _data(), update_rule=Adam, layer_lr={0: 1e-3}, verbose=False)
+
+
+def test_a_frozen_batchnorm_layer_without_statistics_is_refused_before_the_first_step():
+    """Kept fixed, a never-run layer's zero statistics would normalize test data by a variance of 0."""
+    model = _model().freeze(0)                 # never ran: bn_params[0] has no running statistics
+    s = Solver(model, _data(), num_epochs=1, **KW)
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(ValueError, match="layer 0 is frozen, but its batchnorm has no running statistics"):
+        s.train()
+    assert all(model.params[k].tobytes() == v.tobytes() for k, v in before.items())
+    assert "running_mean" not in model.bn_params[0] and s._t == 0 and s.loss_history == []
+    trained = Solver(_pretrained(), _data(), num_epochs=1, **KW)   # with statistics: trains
+    trained.train()
+    assert trained._t > 0

@@ -68,6 +68,7 @@ def test_classes_train_size_and_preprocess():
     (["--augment", "shift:x"], "--augment"),
     (["--freeze", "3"], "--freeze 3: the model has 2 hidden layers"),
     (["--freeze", "-1"], "--freeze"),
+    (["--freeze", "1", "--normalization", "batchnorm"], "needs --init-from"),
     (["--elastic-net", "1e-4"], "L1,L2"),
     (["--elastic-net", "1e-4,-1"], "--elastic-net"),
     (["--max-norm", "0"], "--max-norm must be a number > 0"),

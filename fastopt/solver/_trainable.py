@@ -16,14 +16,14 @@ __all__ = ["Trainable", "frozen_statistics"]
 
 
 def frozen_statistics(model):
-    """{(hidden layer, key): array copy} of the frozen layers' batchnorm running statistics; absent ones
-    (a model that never ran) are the zeros its first call creates (CS231n's start)."""
+    """{(hidden layer, key): array copy} of the frozen layers' batchnorm running statistics; None where
+    a frozen layer has none yet (a model that never ran in train mode: see Trainable.missing)."""
     out = {}
     for i in sorted(getattr(model, "frozen", ())):
         if i < len(getattr(model, "bn_params", ())) and model.normalization == "batchnorm":
             for key in ("running_mean", "running_var"):
                 v = model.bn_params[i].get(key)
-                out[(i, key)] = v.copy() if isinstance(v, np.ndarray) else np.zeros(model.hidden_dims[i], model.dtype)
+                out[(i, key)] = v.copy() if isinstance(v, np.ndarray) else None
     return out
 
 
@@ -44,6 +44,17 @@ class Trainable:
     def snapshot(self):
         """Take the frozen layers' statistics as they are now (construction, a checkpoint's restore)."""
         self._frozen = frozen_statistics(self.model)
+        # A frozen layer without statistics (a model that never ran; a checkpoint may still bring
+        # them): kept fixed, CS231n's zero start would be its test-time statistics for good.
+        self.missing = sorted({i for (i, _), v in self._frozen.items() if v is None})
+
+    def require_statistics(self):
+        """ValueError, before a step changes anything, while a frozen layer has no statistics."""
+        if self.missing:
+            i = self.missing[0]
+            raise ValueError(f"layer {i} is frozen, but its batchnorm has no running statistics (the model "
+                             f"never ran in train mode): train or load the model before freezing it, load a "
+                             f"checkpoint that has them, or leave layer {i} trainable")
 
     def loss(self, base):
         """`base` (X, y) -> (loss, grads), with the elastic-net penalty of the trained weights when
