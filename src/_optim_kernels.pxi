@@ -141,18 +141,28 @@ cdef inline void _lanes_add(const floating* old, const floating* nw, Py_ssize_t 
                             double* D) noexcept nogil:
     # Element k of the tile into lane k % 8, each lane in element order: a fixed order written in
     # the code, so the sums are bitwise the same for any thread count and in the SSE2 and AVX2
-    # builds (no FMA contraction there, setup.py); 8 independent chains vectorize.
+    # builds (no FMA contraction there, setup.py); 8 independent chains vectorize. The lanes are
+    # local scalars while the tile is summed: through S and D every add went to memory and back
+    # (the compiler cannot rule out S aliasing the tile), one chain of store-to-load latency per lane.
     cdef Py_ssize_t k, m = n - n % _LANES
-    cdef int j
+    cdef double o0, o1, o2, o3, o4, o5, o6, o7, d0, d1, d2, d3, d4, d5, d6, d7
+    cdef double s0 = S[0], s1 = S[1], s2 = S[2], s3 = S[3], s4 = S[4], s5 = S[5], s6 = S[6], s7 = S[7]
+    cdef double e0 = D[0], e1 = D[1], e2 = D[2], e3 = D[3], e4 = D[4], e5 = D[5], e6 = D[6], e7 = D[7]
     cdef double o, d
     cdef Py_ssize_t b
     for b in range(m // _LANES):
         k = b * _LANES
-        for j in range(_LANES):
-            o = <double>old[k + j]
-            d = <double>nw[k + j] - o
-            S[j] = S[j] + o * o
-            D[j] = D[j] + d * d
+        o0 = <double>old[k]; o1 = <double>old[k + 1]; o2 = <double>old[k + 2]; o3 = <double>old[k + 3]
+        o4 = <double>old[k + 4]; o5 = <double>old[k + 5]; o6 = <double>old[k + 6]; o7 = <double>old[k + 7]
+        d0 = <double>nw[k] - o0; d1 = <double>nw[k + 1] - o1; d2 = <double>nw[k + 2] - o2
+        d3 = <double>nw[k + 3] - o3; d4 = <double>nw[k + 4] - o4; d5 = <double>nw[k + 5] - o5
+        d6 = <double>nw[k + 6] - o6; d7 = <double>nw[k + 7] - o7
+        s0 = s0 + o0 * o0; s1 = s1 + o1 * o1; s2 = s2 + o2 * o2; s3 = s3 + o3 * o3
+        s4 = s4 + o4 * o4; s5 = s5 + o5 * o5; s6 = s6 + o6 * o6; s7 = s7 + o7 * o7
+        e0 = e0 + d0 * d0; e1 = e1 + d1 * d1; e2 = e2 + d2 * d2; e3 = e3 + d3 * d3
+        e4 = e4 + d4 * d4; e5 = e5 + d5 * d5; e6 = e6 + d6 * d6; e7 = e7 + d7 * d7
+    S[0] = s0; S[1] = s1; S[2] = s2; S[3] = s3; S[4] = s4; S[5] = s5; S[6] = s6; S[7] = s7
+    D[0] = e0; D[1] = e1; D[2] = e2; D[3] = e3; D[4] = e4; D[5] = e5; D[6] = e6; D[7] = e7
     for k in range(m, n):
         o = <double>old[k]
         d = <double>nw[k] - o
