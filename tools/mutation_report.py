@@ -98,6 +98,37 @@ def sample(fraction, *prefixes, root="mutants", seed=0):
             print("\n".join(sorted(rng.sample(names, k))))
 
 
+# --- pytest plugin for mutmut's own pytest runs ([tool.mutmut] pytest_add_cli_args: -p tools.mutation_report).
+# In the stats phase mutmut files every function hit between two tests under the next test to finish.
+# Code that runs while the package is imported (optim._classes._make_all, functional.make_function, the
+# Hyper tables in _declarations, layers.activations._make_layer_functions) is hit once, during
+# collection, so all of it was filed under the first test alone and its mutants ran that one test.
+# Whatever ran at collection shapes every test: file it under each of them.
+_hit_at_collection = set()
+
+
+def _mutmut_hits():
+    """mutmut's set of functions hit since the last test, or None outside its stats phase."""
+    try:
+        from mutmut.mutation.trampoline import get_mutant_under_test
+        from mutmut.state import state
+    except ImportError:
+        return None
+    return state()._stats if get_mutant_under_test() == "stats" else None
+
+
+def pytest_collection_finish(session):
+    hits = _mutmut_hits()
+    if hits is not None:
+        _hit_at_collection.update(hits)
+
+
+def pytest_runtest_setup(item):
+    hits = _mutmut_hits()
+    if hits is not None:
+        hits.update(_hit_at_collection)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--sample"]:
         # MUTATION_SEED picks another sample: a fresh estimate, independent of tests written for the last one.
