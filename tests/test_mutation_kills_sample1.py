@@ -119,7 +119,7 @@ def test_twin_multi_steps_honour_maximize(kernel, dtype):
 @pytest.mark.parametrize("kw, name", [(dict(pct_start=1.5), "pct_start"), (dict(base_momentum=-0.1), "base_momentum"),
                                       (dict(max_momentum=-0.5), "max_momentum")])
 def test_onecycle_names_a_setting_out_of_range(kw, name):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
         S.OneCycleLR(SGD([np.zeros(3)], lr=0.1, momentum=0.9), max_lr=1.0, total_steps=10, **kw)
 
 
@@ -225,3 +225,42 @@ def test_dropout_twin_names_a_wrong_bit_generator():
     x = np.ones(4)
     with pytest.raises(TypeError, match="got Generator"):
         D.dropout_train(x, 0.5, 2.0, np.random.default_rng(0), np.empty(4, np.uint8), np.empty(4), 1)
+
+
+# _run__mutmut_283: the same count when the line search finds no finite point (it shrinks the step
+# MAX_SHRINK times, then the iteration goes back to the last finite point).
+def test_lbfgs_counts_the_closure_calls_of_a_failed_line_search():
+    w0 = np.array([1.0, 2.0])
+    w = w0.copy()
+    calls = []
+
+    def closure():                       # finite only at the starting point
+        calls.append(1)
+        loss = float(0.5 * w @ w) if np.array_equal(w, w0) else math.nan
+        return loss, {"w": w.copy()}
+
+    opt = optim.LBFGS({"w": w}, lr=1, max_iter=2, line_search_fn="strong_wolfe")
+    opt.step(closure)
+    np.testing.assert_array_equal(w, w0)
+    assert len(calls) > 3
+    assert opt.state_dict()["state"]["func_evals"] == len(calls)
+
+
+# _reset_history__mutmut_8: the history a fall-back to the last finite point leaves (torch's fresh
+# start: H_diag 1), here when the gradient there already meets tolerance_grad and the call returns.
+def test_lbfgs_fall_back_leaves_a_fresh_history():
+    w = np.array([1.0, 2.0])
+    opt = optim.LBFGS({"w": w}, lr=0.1, max_iter=1)
+    opt.step(_quadratic(w))                   # moves without evaluating the new point
+    start = np.array([1.0, 2.0])
+
+    def closure():                            # not finite away from the first point
+        loss = float(0.5 * w @ w) if np.array_equal(w, start) else math.inf
+        return loss, {"w": w.copy()}
+
+    opt.param_groups[0]["tolerance_grad"] = 10.0
+    opt.step(closure)
+    np.testing.assert_array_equal(w, start)
+    state = opt.state_dict()
+    assert state["state"]["H_diag"] == 1.0 and state["state"]["n_resets"] == 1
+    optim.LBFGS({"w": w.copy()}).load_state_dict(state)
