@@ -264,3 +264,71 @@ def test_lbfgs_fall_back_leaves_a_fresh_history():
     state = opt.state_dict()
     assert state["state"]["H_diag"] == 1.0 and state["state"]["n_resets"] == 1
     optim.LBFGS({"w": w.copy()}).load_state_dict(state)
+
+
+# ------------------------------------------------------------------ more of the sample's survivors
+# Optimizer.update_ratios__mutmut_3: the message names the optimizer's class.
+def test_update_ratios_names_the_class_that_tracks_none():
+    with pytest.raises(RuntimeError, match="^SGD tracks no update ratios"):
+        SGD([np.zeros(2)], lr=0.1).update_ratios()
+
+
+# Optimizer._load_state_dict__mutmut_103: the averaging count of a state must be >= 0.
+def test_ema_count_in_a_state_dict_must_not_be_negative():
+    opt = SGD([np.ones(3)], lr=0.1, ema="polyak")
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    sd["state"][0]["avg_count"] = -1
+    with pytest.raises(ValueError, match=r"\['avg_count'\]"):
+        opt.load_state_dict(sd)
+
+
+# _nadam_mu__mutmut_4 and _nadam_step__mutmut_31: torch.optim.NAdam's momentum schedule
+# mu_t = beta1 (1 - 0.5 * 0.96 ** (t psi)), written out here in float64 for four steps.
+def test_nadam_follows_torchs_momentum_schedule():
+    rng = np.random.default_rng(4)
+    grads = [rng.standard_normal(5) for _ in range(4)]
+    w = rng.standard_normal(5)
+    lr, b1, b2, eps, psi = 0.01, 0.9, 0.999, 1e-8, 4e-3
+    opt = optim.NAdam([w], lr=lr)
+    ref, m, v, mu_product = w.copy(), np.zeros(5), np.zeros(5), 1.0
+    for t, g in enumerate(grads, start=1):
+        opt.step([g])
+        mu, mu_next = b1 * (1 - 0.5 * 0.96 ** (t * psi)), b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        mu_product *= mu
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        denom = np.sqrt(v / (1 - b2 ** t)) + eps
+        ref = ref - lr * (1 - mu) / (1 - mu_product) * g / denom
+        ref = ref - lr * mu_next / (1 - mu_product * mu_next) * m / denom
+        np.testing.assert_allclose(w, ref, rtol=1e-12, atol=0)
+
+
+# StepLR.__init____mutmut_1: torch's default gamma 0.1.
+def test_step_lr_default_gamma_is_torchs():
+    opt = _sgd(1.0)
+    sched = S.StepLR(opt, step_size=2)
+    for _ in range(4):
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01, rel=1e-15)
+
+
+# _check_spec_keys__mutmut_14: an unknown schedule's message lists the known ones.
+def test_an_unknown_schedule_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown schedule 'nope'; expected one of step, "):
+        S.build({"name": "nope"}, _sgd())
+
+
+# solver._schedule.check_spec__mutmut_15: the message of a spec value that is not plain data.
+def test_a_schedule_spec_of_objects_is_refused_by_message():
+    from fastopt.solver._schedule import check_spec
+    with pytest.raises(TypeError, match="a schedule spec holds numbers, words, flags and lists of numbers only"):
+        check_spec({"name": "step", "step_size": object()})
+
+
+# rule_adapter.RuleOptimizer.load_state_dict__mutmut_15: a state dict with the wrong keys is named.
+def test_rule_optimizer_names_the_keys_of_a_wrong_state_dict():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    opt = RuleOptimizer(optim.adam, {"w": np.ones(3)}, {"learning_rate": 1e-2})
+    with pytest.raises(ValueError, match=r"""must be a dict with 'configs' and 'param_groups', got \["'configs'"\]"""):
+        opt.load_state_dict({"configs": {}})
