@@ -332,3 +332,17 @@ def test_rule_optimizer_names_the_keys_of_a_wrong_state_dict():
     opt = RuleOptimizer(optim.adam, {"w": np.ones(3)}, {"learning_rate": 1e-2})
     with pytest.raises(ValueError, match=r"""must be a dict with 'configs' and 'param_groups', got \["'configs'"\]"""):
         opt.load_state_dict({"configs": {}})
+
+
+# reference.optim.StepPlan.__init____mutmut_97 (a read-only average accepted) and __mutmut_103 (the
+# dtype message): the twin's StepPlan refuses what the compiled one refuses, by the same message.
+@pytest.mark.parametrize("name", ["twin", "_optim_kernels"])
+def test_step_plan_refuses_a_read_only_average_and_a_wrong_state_dtype(name):
+    mod = twin if name == "twin" else _module(name)
+    ps, gs, ss, av = ([np.ones(3, np.float32)], [np.ones(3, np.float32)], [[np.ones(3, np.float32)]],
+                      [np.ones(3, np.float32)])
+    av[0].flags.writeable = False
+    with pytest.raises(ValueError, match=r"^avgs\[0\] must be writeable"):
+        mod.StepPlan(ps, gs, ss, av)
+    with pytest.raises(TypeError, match=r"^states\[0\]\[0\] must be float32, got float64"):
+        mod.StepPlan(ps, gs, [[np.ones(3)]], [np.ones(3, np.float32)])
