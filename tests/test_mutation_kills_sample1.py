@@ -346,3 +346,21 @@ def test_step_plan_refuses_a_read_only_average_and_a_wrong_state_dtype(name):
         mod.StepPlan(ps, gs, ss, av)
     with pytest.raises(TypeError, match=r"^states\[0\]\[0\] must be float32, got float64"):
         mod.StepPlan(ps, gs, [[np.ones(3)]], [np.ones(3, np.float32)])
+
+
+# solver._sampling.SeededDraws.check__mutmut_13: a sampling state without its entries is named.
+def test_seeded_draws_state_names_its_missing_entries():
+    from fastopt.solver._sampling import SeededDraws
+    with pytest.raises(ValueError, match=r"""^sampling must hold 'kind', 'batch' and 'eval', got \["'kind'"\]$"""):
+        SeededDraws.check({"kind": "generators"}, "sampling")
+
+
+# rule_adapter.RuleOptimizer._prepare__mutmut_35: a bad learning rate in the group is named.
+def test_rule_optimizer_names_a_negative_group_lr():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    w = np.ones(3)
+    opt = RuleOptimizer(optim.sgd, {"w": w}, {"learning_rate": 1e-2})
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]\['lr'\] must be >= 0"):
+        opt.step({"w": np.ones(3)})
+    np.testing.assert_array_equal(w, np.ones(3))
