@@ -364,3 +364,31 @@ def test_rule_optimizer_names_a_negative_group_lr():
     with pytest.raises(ValueError, match=r"^param_groups\[0\]\['lr'\] must be >= 0"):
         opt.step({"w": np.ones(3)})
     np.testing.assert_array_equal(w, np.ones(3))
+
+
+# rule_adapter._with_lr__mutmut_9: a user's own rule reads the group's learning rate (what a
+# scheduler sets), also when a config's own learning_rate was edited by hand; the state dict says so.
+def test_a_user_rule_gets_the_groups_learning_rate():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    seen = []
+
+    def rule(w, dw, config):                  # returns a new array: the adapter copies it in
+        seen.append(config["learning_rate"])
+        return w - config["learning_rate"] * dw, config
+
+    w = np.ones(3)
+    opt = RuleOptimizer(rule, {"w": w}, {"learning_rate": 0.1})
+    opt.param_groups[0]["lr"] = 0.5
+    opt.configs["w"]["learning_rate"] = 0.3
+    assert opt.state_dict()["configs"]["w"]["learning_rate"] == 0.5
+    opt.step({"w": np.ones(3)})
+    assert seen[-1] == 0.5
+    np.testing.assert_array_equal(w, np.full(3, 0.5))
+
+
+# rule_adapter.RuleOptimizer.__init____mutmut_6: params must be a non-empty mapping.
+@pytest.mark.parametrize("params", [[np.ones(3)], {}], ids=["list", "empty"])
+def test_rule_optimizer_wants_a_non_empty_mapping(params):
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    with pytest.raises(TypeError, match="^params must be a non-empty Mapping name -> array"):
+        RuleOptimizer(optim.sgd, params, {"learning_rate": 1e-2})
