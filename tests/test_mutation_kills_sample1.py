@@ -392,3 +392,22 @@ def test_rule_optimizer_wants_a_non_empty_mapping(params):
     from fastopt.optim.rule_adapter import RuleOptimizer
     with pytest.raises(TypeError, match="^params must be a non-empty Mapping name -> array"):
         RuleOptimizer(optim.sgd, params, {"learning_rate": 1e-2})
+
+
+# solver._solver.Solver._evaluate__mutmut_74 / _75: the "eval" event of the callback carries the
+# learning rate under "lr", with the rest of its documented entries.
+def test_solver_eval_event_carries_the_learning_rate():
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    events = []
+    solver = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, rng=1), blob_data(), update_rule="sgd",
+                    optim_config={"learning_rate": 0.1}, batch_size=20, num_epochs=1, num_train_samples=50,
+                    num_val_samples=30, verbose=False, seed=5,
+                    callback=lambda s, e, i: events.append(dict(i)) if e == "eval" else None)
+    solver.train()
+    assert events
+    for info in events:
+        assert set(info) == {"iteration", "num_iterations", "epoch", "num_epochs", "epoch_end", "train_acc",
+                             "val_acc", "best_val_acc", "lr", "checkpoint"}
+        assert info["lr"] == 0.1
