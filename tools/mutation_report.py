@@ -3,11 +3,14 @@
 Killed: a test failed under the mutant. Timeout: the covering tests ran out of their CPU-time limit
 (or crashed) under the mutant; counted as killed, and listed apart. Error: mutmut's worker could not
 run the tests at all (exit code -1, which mutmut files as "timeout": e.g. a test id pytest cannot
-select); no verdict, counted as not run. Survived: every covering test passed. No tests: no test
+select, or a collection that fails because the mutant breaks `import fastopt`); no verdict, counted
+as not run. Survived: every covering test passed. No tests: no test
 reaches the mutated function. Not checked: not run (the run was limited or sampled).
 Rate = (killed + timeout) / (killed + timeout + survived + no tests), over the mutants that ran.
 When only part of a file ran (a --sample run), "95% CI" is the Wilson score interval of its kill
 rate, read as a binomial estimate from that random sample ("exact" when every mutant ran).
+
+The module is also a pytest plugin for mutmut's stats phase (see the section at the end).
 """
 import json
 import os
