@@ -411,3 +411,16 @@ def test_solver_eval_event_carries_the_learning_rate():
         assert set(info) == {"iteration", "num_iterations", "epoch", "num_epochs", "epoch_end", "train_acc",
                              "val_acc", "best_val_acc", "lr", "checkpoint"}
         assert info["lr"] == 0.1
+
+
+# optim._base.Optimizer.__init____mutmut_72: the message of a single array passed as params.
+def test_a_single_array_as_params_is_refused_with_advice():
+    with pytest.raises(TypeError, match=r"got a single ndarray; pass \[array\]$"):
+        SGD(np.ones(3), lr=0.1)
+
+
+# layers.dropout._check_cache__mutmut_1: the message says what a dropout cache is.
+def test_dropout_backward_says_what_its_cache_is():
+    from fastopt import layers
+    with pytest.raises(TypeError, match=r"^cache must be the \(params, mask\) tuple returned by dropout_forward, got str$"):
+        layers.dropout_backward(np.ones(3), "junk")
