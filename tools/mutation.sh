@@ -22,6 +22,10 @@ PY=${PYTHON:-.venv/bin/python}
 MUTMUT=${MUTMUT:-$(dirname "$PY")/mutmut}
 export FASTOPT_HYPOTHESIS_PROFILE=mutation   # derandomized, fewer examples (tests/conftest.py)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Every worker imports the mutated package itself (tools/mutation_preload.txt leaves fastopt out, so
+# that import-time mutants are active): it must load bytecode cached in mutants/, not compile the
+# 64 MB of mutated sources again (~20 s per mutant on a loaded machine instead of ~0.5 s).
+unset PYTHONDONTWRITEBYTECODE
 CHILDREN=${MUTATION_CHILDREN:-2}
 FAST_SKIP=(stubs bench_cli bench_mlp blas_threads data diagnose distributed ensemble kernel_contract lr_find
            preprocessing search search_dask simd_dispatch train_cli babysit cs231n_notebooks_model

@@ -3,11 +3,14 @@
 Killed: a test failed under the mutant. Timeout: the covering tests ran out of their CPU-time limit
 (or crashed) under the mutant; counted as killed, and listed apart. Error: mutmut's worker could not
 run the tests at all (exit code -1, which mutmut files as "timeout": e.g. a test id pytest cannot
-select); no verdict, counted as not run. Survived: every covering test passed. No tests: no test
+select, or a collection that fails because the mutant breaks `import fastopt`); no verdict, counted
+as not run. Survived: every covering test passed. No tests: no test
 reaches the mutated function. Not checked: not run (the run was limited or sampled).
 Rate = (killed + timeout) / (killed + timeout + survived + no tests), over the mutants that ran.
 When only part of a file ran (a --sample run), "95% CI" is the Wilson score interval of its kill
 rate, read as a binomial estimate from that random sample ("exact" when every mutant ran).
+
+The module is also a pytest plugin for mutmut's stats phase (see the section at the end).
 """
 import json
 import os
@@ -96,6 +99,37 @@ def sample(fraction, *prefixes, root="mutants", seed=0):
         if names:
             k = max(1, round(fraction * len(names)))
             print("\n".join(sorted(rng.sample(names, k))))
+
+
+# --- pytest plugin for mutmut's own pytest runs ([tool.mutmut] pytest_add_cli_args: -p tools.mutation_report).
+# In the stats phase mutmut files every function hit between two tests under the next test to finish.
+# Code that runs while the package is imported (optim._classes._make_all, functional.make_function, the
+# Hyper tables in _declarations, layers.activations._make_layer_functions) is hit once, during
+# collection, so all of it was filed under the first test alone and its mutants ran that one test.
+# Whatever ran at collection shapes every test: file it under each of them.
+_hit_at_collection = set()
+
+
+def _mutmut_hits():
+    """mutmut's set of functions hit since the last test, or None outside its stats phase."""
+    try:
+        from mutmut.mutation.trampoline import get_mutant_under_test
+        from mutmut.state import state
+    except ImportError:
+        return None
+    return state()._stats if get_mutant_under_test() == "stats" else None
+
+
+def pytest_collection_finish(session):
+    hits = _mutmut_hits()
+    if hits is not None:
+        _hit_at_collection.update(hits)
+
+
+def pytest_runtest_setup(item):
+    hits = _mutmut_hits()
+    if hits is not None:
+        hits.update(_hit_at_collection)
 
 
 if __name__ == "__main__":

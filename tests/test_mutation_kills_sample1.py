@@ -1,0 +1,426 @@
+"""Tests written for mutants that survived the fresh mutation sample (seed 1, 3%; MUTATION.md).
+
+Each test pins a documented behaviour and was checked by hand to fail with its mutant applied and to
+pass without; the mutant is named in the comment above it.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from fastopt import optim
+from fastopt.optim import SGD, Adam, clip_grad_norm_, lr_scheduler as S
+from fastopt.reference import optim as twin
+from test_optim_small_step import _module, _plan_args, _registry_scalars
+
+
+def _sgd(lr=0.1):
+    return SGD([np.zeros(3)], lr=lr)
+
+
+# ------------------------------------------------------------------ clipping (optim._clip)
+# grad_norm__mutmut_29: `max(total, s)` -> `max(s)` for the inf-norm.
+def test_clip_grad_norm_inf_norm_is_the_largest_magnitude():
+    gs = [np.array([1.0, -7.0, 2.0]), np.array([[3.0], [-4.0]]), np.array([6.5])]
+    norm = clip_grad_norm_(gs, 1.0, norm_type=math.inf)
+    assert norm == 7.0
+    np.testing.assert_array_equal(gs[0], np.array([1.0, -7.0, 2.0]) * (1.0 / (7.0 + 1e-6)))
+    np.testing.assert_array_equal(gs[2], np.array([6.5]) * (1.0 / (7.0 + 1e-6)))
+
+
+# ------------------------------------------------------------------ Optimizer.__repr__ (optim._base)
+# Optimizer.__repr____mutmut_8: the parameters listed among the hyperparameters.
+def test_optimizer_repr_lists_the_hyperparameters_not_the_params():
+    text = repr(Adam([np.zeros(2)], lr=0.5))
+    lines = text.splitlines()
+    assert lines[:2] == ["Adam (", "Parameter Group 0"] and lines[-1] == ")"
+    assert "    lr: 0.5" in lines
+    assert not any(line.lstrip().startswith(("params:", "param_names:")) for line in lines), text
+
+
+# ------------------------------------------------------------------ optimizer files (optim._serialize)
+# _meta__mutmut_5: `or` -> `and` in the check of the metadata entry's layout.
+@pytest.mark.parametrize("form", ["1-d str", "0-d bytes"])
+def test_state_from_arrays_wants_a_0d_str_metadata_entry(form):
+    arrays = optim.state_to_arrays(Adam([np.zeros(2)]).state_dict())
+    text = str(arrays["__meta__"][()])
+    arrays["__meta__"] = np.array([text]) if form == "1-d str" else np.array(text.encode())
+    with pytest.raises(ValueError, match="must be a 0-d str array"):
+        optim.state_from_arrays(arrays)
+
+
+# ------------------------------------------------------------------ schedulers (optim.lr_scheduler)
+# LinearLR.__init____mutmut_32: end_factor accepted up to 2 (torch: 0 <= end_factor <= 1).
+@pytest.mark.parametrize("end_factor", [1.0 + 1e-9, 1.5, 2.0])
+def test_linear_lr_refuses_an_end_factor_above_one(end_factor):
+    with pytest.raises(ValueError, match="end_factor"):
+        S.LinearLR(_sgd(), end_factor=end_factor)
+    S.LinearLR(_sgd(), end_factor=1.0)          # the bound itself is allowed
+
+
+# CosineAnnealingWarmRestarts.step__mutmut_22: `_step_count += 1` -> `= 1`. torch counts the
+# constructor's initial step and every step after it; the count is saved in the state dict.
+@pytest.mark.parametrize("make", [lambda o: S.CosineAnnealingWarmRestarts(o, T_0=3),
+                                  lambda o: S.StepLR(o, step_size=2)], ids=["warm_restarts", "step"])
+def test_a_scheduler_counts_its_steps_as_torch(make):
+    sched = make(_sgd())
+    assert sched.state_dict()["_step_count"] == 1
+    for n in range(1, 6):
+        sched.step()
+        assert sched.state_dict()["_step_count"] == 1 + n
+
+
+# SequentialLR.load_state_dict__mutmut_6: the message of a state without its schedulers.
+def test_sequential_lr_state_without_schedulers_is_named():
+    opt = _sgd()
+    sched = S.SequentialLR(opt, [S.StepLR(opt, step_size=1), S.ExponentialLR(opt, gamma=0.9)], milestones=[2])
+    with pytest.raises(ValueError, match="SequentialLR state with a '_schedulers' list"):
+        sched.load_state_dict({"last_epoch": 0})
+
+
+# ------------------------------------------------------------------ NumPy twin multi-tensor steps
+# reference.optim.radam_multi__mutmut_38 (maximize dropped): every <rule>_multi of the twin passes
+# maximize through, so it equals its single-tensor step tensor by tensor (bitwise), and the compiled
+# multi kernel equals the twin's. (Lion's sign(c) can agree for both signs of the gradient: its state
+# tells them apart.)
+MAXIMIZING = sorted(k for k in twin._STATE_ARGS if "maximize" in _registry_scalars(k))
+
+
+@pytest.mark.parametrize("kernel", MAXIMIZING)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_twin_multi_steps_honour_maximize(kernel, dtype):
+    names = twin._STATE_ARGS[kernel]
+    averaging = kernel != "velocity_step"
+    sizes = [1, 7, 1023]
+    multi = kernel.replace("_step", "_multi")
+
+    def stepped(maximize, how):
+        ps, gs, ss, av = _plan_args(twin, dtype, sizes, len(names), avg=averaging, seed=3)
+        kw = dict(_registry_scalars(kernel), maximize=maximize)
+        if how == "single":
+            for k in range(len(sizes)):
+                avg = {"param_avg": av[k]} if averaging else {}
+                getattr(twin, kernel)(param=ps[k], grad=gs[k], **dict(zip(names, ss[k])), **avg, **kw, n_threads=1)
+        else:
+            mod = twin if how == "twin" else _module("_optim_kernels")
+            getattr(mod, multi)(plan=mod.StepPlan(ps, gs, ss, av), **kw, track_ratio=False, n_threads=1)
+        return ps + [s for states in ss for s in states if s.size]     # the parameters, then the states
+
+    single, multi_twin = stepped(True, "single"), stepped(True, "twin")
+    for a, b in zip(single, multi_twin):
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for a, b in zip(stepped(True, "compiled"), multi_twin):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert not all(np.array_equal(a, b) for a, b in zip(stepped(False, "twin"), multi_twin))
+
+
+# OneCycleLR.__init____mutmut_58 (the label of pct_start) and __mutmut_122 (momentum bounds dropped).
+@pytest.mark.parametrize("kw, name", [(dict(pct_start=1.5), "pct_start"), (dict(base_momentum=-0.1), "base_momentum"),
+                                      (dict(max_momentum=-0.5), "max_momentum")])
+def test_onecycle_names_a_setting_out_of_range(kw, name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        S.OneCycleLR(SGD([np.zeros(3)], lr=0.1, momentum=0.9), max_lr=1.0, total_steps=10, **kw)
+
+
+# OneCycleLR.__init____mutmut_183 ("betas" misspelt: Adam's momentum written to a "momentum" entry) and
+# __mutmut_292 (SGD's momentum written to a misspelt entry): as torch, the 1cycle policy adds
+# initial_lr, max_lr, min_lr, max_momentum and base_momentum to each group, and cycles the group's own
+# momentum (SGD) or betas[0] (Adam), starting at max_momentum.
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_onecycle_cycles_the_groups_own_momentum(kind):
+    opt = SGD([np.zeros(3)], lr=0.1, momentum=0.5) if kind == "sgd" else Adam([np.zeros(3)], lr=0.1)
+    before = set(opt.param_groups[0])
+    sched = S.OneCycleLR(opt, max_lr=1.0, total_steps=10, base_momentum=0.8, max_momentum=0.9)
+    group = opt.param_groups[0]
+    assert set(group) - before == {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
+    momentum = (lambda: group["momentum"]) if kind == "sgd" else (lambda: group["betas"][0])
+    assert momentum() == 0.9
+    for _ in range(3):
+        sched.step()
+    assert 0.8 <= momentum() < 0.9
+    assert set(group) - before == {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
+
+
+# ReduceLROnPlateau.step__mutmut_23: `cooldown_counter -= 1` -> `= 1` (the cooldown never ends).
+def test_plateau_cooldown_ends_as_torchs():
+    # torch: patience 0, cooldown 2, a constant metric: reduce, two cooldown epochs, reduce, ...
+    opt = _sgd(1.0)
+    sched = S.ReduceLROnPlateau(opt, factor=0.5, patience=0, cooldown=2)
+    seen = []
+    for _ in range(8):
+        sched.step(1.0)
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen == [1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125]
+
+
+# ------------------------------------------------------------------ optimizer state (optim._declarations)
+# _adadelta_step__mutmut_31: the step count advanced by 2. torch's Adadelta keeps a step count per
+# parameter, one per step.
+def test_adadelta_counts_its_steps():
+    w = np.ones(4)
+    opt = optim.Adadelta([w], lr=1.0)
+    for n in range(1, 4):
+        opt.step([np.full(4, 0.5)])
+        assert float(opt.state_dict()["state"][0]["step"]) == n
+
+
+# ------------------------------------------------------------------ LBFGS (optim.lbfgs)
+def _quadratic(w):
+    def closure():
+        return float(0.5 * w @ w), {"w": w.copy()}
+    return closure
+
+
+# _parse_params__mutmut_25: the check of a param-group dict's entries.
+def test_lbfgs_takes_one_param_group_dict_and_names_unknown_entries():
+    w = np.ones(3)
+    opt = optim.LBFGS([{"params": {"w": w}, "lr": 0.5}])
+    assert opt.param_groups[0]["lr"] == 0.5
+    with pytest.raises(ValueError, match="unknown entries.*'momentum'"):
+        optim.LBFGS([{"params": {"w": np.ones(3)}, "lr": 0.5, "momentum": 0.9}])
+
+
+# step__mutmut_19: the message of a replaced parameter list.
+def test_lbfgs_names_replaced_params():
+    w = np.ones(3)
+    opt = optim.LBFGS({"w": w})
+    opt.param_groups[0]["params"] = [np.ones(3)]
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\] was replaced"):
+        opt.step(_quadratic(w))
+
+
+# _run__mutmut_183: torch's first step t = min(1, 1 / |g|_1) * lr (here |g|_1 = 0.3 < 1: t = lr).
+# _run__mutmut_109: the first iteration's H_diag (torch: 1) is what the state keeps after it.
+def test_lbfgs_first_step_and_its_state():
+    w = np.array([0.1, -0.2])
+    opt = optim.LBFGS({"w": w}, lr=0.5, max_iter=1)
+    opt.step(_quadratic(w))
+    np.testing.assert_allclose(w, np.array([0.1, -0.2]) * 0.5, rtol=0, atol=1e-16)
+    assert opt.state_dict()["state"]["H_diag"] == 1.0
+    assert opt.state_dict()["state"]["func_evals"] == 1
+
+
+# _run__mutmut_283: func_evals counts the line search's closure calls too.
+def test_lbfgs_counts_every_closure_call():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 6))
+    A = A @ A.T + np.eye(6)
+    w = rng.standard_normal(6)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        return float(0.5 * w @ A @ w), {"w": A @ w}
+
+    opt = optim.LBFGS({"w": w}, lr=1, max_iter=5, line_search_fn="strong_wolfe")
+    opt.step(closure)
+    assert len(calls) > 5
+    assert opt.state_dict()["state"]["func_evals"] == len(calls)
+
+
+# reference.dropout.dropout_train__mutmut_12: the message names the type it got.
+def test_dropout_twin_names_a_wrong_bit_generator():
+    from fastopt.reference import dropout as D
+    x = np.ones(4)
+    with pytest.raises(TypeError, match="got Generator"):
+        D.dropout_train(x, 0.5, 2.0, np.random.default_rng(0), np.empty(4, np.uint8), np.empty(4), 1)
+
+
+# _run__mutmut_283: the same count when the line search finds no finite point (it shrinks the step
+# MAX_SHRINK times, then the iteration goes back to the last finite point).
+def test_lbfgs_counts_the_closure_calls_of_a_failed_line_search():
+    w0 = np.array([1.0, 2.0])
+    w = w0.copy()
+    calls = []
+
+    def closure():                       # finite only at the starting point
+        calls.append(1)
+        loss = float(0.5 * w @ w) if np.array_equal(w, w0) else math.nan
+        return loss, {"w": w.copy()}
+
+    opt = optim.LBFGS({"w": w}, lr=1, max_iter=2, line_search_fn="strong_wolfe")
+    opt.step(closure)
+    np.testing.assert_array_equal(w, w0)
+    assert len(calls) > 3
+    assert opt.state_dict()["state"]["func_evals"] == len(calls)
+
+
+# _reset_history__mutmut_8: the history a fall-back to the last finite point leaves (torch's fresh
+# start: H_diag 1), here when the gradient there already meets tolerance_grad and the call returns.
+def test_lbfgs_fall_back_leaves_a_fresh_history():
+    w = np.array([1.0, 2.0])
+    opt = optim.LBFGS({"w": w}, lr=0.1, max_iter=1)
+    opt.step(_quadratic(w))                   # moves without evaluating the new point
+    start = np.array([1.0, 2.0])
+
+    def closure():                            # not finite away from the first point
+        loss = float(0.5 * w @ w) if np.array_equal(w, start) else math.inf
+        return loss, {"w": w.copy()}
+
+    opt.param_groups[0]["tolerance_grad"] = 10.0
+    opt.step(closure)
+    np.testing.assert_array_equal(w, start)
+    state = opt.state_dict()
+    assert state["state"]["H_diag"] == 1.0 and state["state"]["n_resets"] == 1
+    optim.LBFGS({"w": w.copy()}).load_state_dict(state)
+
+
+# ------------------------------------------------------------------ more of the sample's survivors
+# Optimizer.update_ratios__mutmut_3: the message names the optimizer's class.
+def test_update_ratios_names_the_class_that_tracks_none():
+    with pytest.raises(RuntimeError, match="^SGD tracks no update ratios"):
+        SGD([np.zeros(2)], lr=0.1).update_ratios()
+
+
+# Optimizer._load_state_dict__mutmut_103: the averaging count of a state must be >= 0.
+def test_ema_count_in_a_state_dict_must_not_be_negative():
+    opt = SGD([np.ones(3)], lr=0.1, ema="polyak")
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    sd["state"][0]["avg_count"] = -1
+    with pytest.raises(ValueError, match=r"\['avg_count'\]"):
+        opt.load_state_dict(sd)
+
+
+# _nadam_mu__mutmut_4 and _nadam_step__mutmut_31: torch.optim.NAdam's momentum schedule
+# mu_t = beta1 (1 - 0.5 * 0.96 ** (t psi)), written out here in float64 for four steps.
+def test_nadam_follows_torchs_momentum_schedule():
+    rng = np.random.default_rng(4)
+    grads = [rng.standard_normal(5) for _ in range(4)]
+    w = rng.standard_normal(5)
+    lr, b1, b2, eps, psi = 0.01, 0.9, 0.999, 1e-8, 4e-3
+    opt = optim.NAdam([w], lr=lr)
+    ref, m, v, mu_product = w.copy(), np.zeros(5), np.zeros(5), 1.0
+    for t, g in enumerate(grads, start=1):
+        opt.step([g])
+        mu, mu_next = b1 * (1 - 0.5 * 0.96 ** (t * psi)), b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        mu_product *= mu
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        denom = np.sqrt(v / (1 - b2 ** t)) + eps
+        ref = ref - lr * (1 - mu) / (1 - mu_product) * g / denom
+        ref = ref - lr * mu_next / (1 - mu_product * mu_next) * m / denom
+        np.testing.assert_allclose(w, ref, rtol=1e-12, atol=0)
+
+
+# StepLR.__init____mutmut_1: torch's default gamma 0.1.
+def test_step_lr_default_gamma_is_torchs():
+    opt = _sgd(1.0)
+    sched = S.StepLR(opt, step_size=2)
+    for _ in range(4):
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01, rel=1e-15)
+
+
+# _check_spec_keys__mutmut_14: an unknown schedule's message lists the known ones.
+def test_an_unknown_schedule_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown schedule 'nope'; expected one of step, "):
+        S.build({"name": "nope"}, _sgd())
+
+
+# solver._schedule.check_spec__mutmut_15: the message of a spec value that is not plain data.
+def test_a_schedule_spec_of_objects_is_refused_by_message():
+    from fastopt.solver._schedule import check_spec
+    with pytest.raises(TypeError, match="a schedule spec holds numbers, words, flags and lists of numbers only"):
+        check_spec({"name": "step", "step_size": object()})
+
+
+# rule_adapter.RuleOptimizer.load_state_dict__mutmut_15: a state dict with the wrong keys is named.
+def test_rule_optimizer_names_the_keys_of_a_wrong_state_dict():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    opt = RuleOptimizer(optim.adam, {"w": np.ones(3)}, {"learning_rate": 1e-2})
+    with pytest.raises(ValueError, match=r"""must be a dict with 'configs' and 'param_groups', got \["'configs'"\]"""):
+        opt.load_state_dict({"configs": {}})
+
+
+# reference.optim.StepPlan.__init____mutmut_97 (a read-only average accepted) and __mutmut_103 (the
+# dtype message): the twin's StepPlan refuses what the compiled one refuses, by the same message.
+@pytest.mark.parametrize("name", ["twin", "_optim_kernels"])
+def test_step_plan_refuses_a_read_only_average_and_a_wrong_state_dtype(name):
+    mod = twin if name == "twin" else _module(name)
+    ps, gs, ss, av = ([np.ones(3, np.float32)], [np.ones(3, np.float32)], [[np.ones(3, np.float32)]],
+                      [np.ones(3, np.float32)])
+    av[0].flags.writeable = False
+    with pytest.raises(ValueError, match=r"^avgs\[0\] must be writeable"):
+        mod.StepPlan(ps, gs, ss, av)
+    with pytest.raises(TypeError, match=r"^states\[0\]\[0\] must be float32, got float64"):
+        mod.StepPlan(ps, gs, [[np.ones(3)]], [np.ones(3, np.float32)])
+
+
+# solver._sampling.SeededDraws.check__mutmut_13: a sampling state without its entries is named.
+def test_seeded_draws_state_names_its_missing_entries():
+    from fastopt.solver._sampling import SeededDraws
+    with pytest.raises(ValueError, match=r"""^sampling must hold 'kind', 'batch' and 'eval', got \["'kind'"\]$"""):
+        SeededDraws.check({"kind": "generators"}, "sampling")
+
+
+# rule_adapter.RuleOptimizer._prepare__mutmut_35: a bad learning rate in the group is named.
+def test_rule_optimizer_names_a_negative_group_lr():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    w = np.ones(3)
+    opt = RuleOptimizer(optim.sgd, {"w": w}, {"learning_rate": 1e-2})
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]\['lr'\] must be >= 0"):
+        opt.step({"w": np.ones(3)})
+    np.testing.assert_array_equal(w, np.ones(3))
+
+
+# rule_adapter._with_lr__mutmut_9: a user's own rule reads the group's learning rate (what a
+# scheduler sets), also when a config's own learning_rate was edited by hand; the state dict says so.
+def test_a_user_rule_gets_the_groups_learning_rate():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    seen = []
+
+    def rule(w, dw, config):                  # returns a new array: the adapter copies it in
+        seen.append(config["learning_rate"])
+        return w - config["learning_rate"] * dw, config
+
+    w = np.ones(3)
+    opt = RuleOptimizer(rule, {"w": w}, {"learning_rate": 0.1})
+    opt.param_groups[0]["lr"] = 0.5
+    opt.configs["w"]["learning_rate"] = 0.3
+    assert opt.state_dict()["configs"]["w"]["learning_rate"] == 0.5
+    opt.step({"w": np.ones(3)})
+    assert seen[-1] == 0.5
+    np.testing.assert_array_equal(w, np.full(3, 0.5))
+
+
+# rule_adapter.RuleOptimizer.__init____mutmut_6: params must be a non-empty mapping.
+@pytest.mark.parametrize("params", [[np.ones(3)], {}], ids=["list", "empty"])
+def test_rule_optimizer_wants_a_non_empty_mapping(params):
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    with pytest.raises(TypeError, match="^params must be a non-empty Mapping name -> array"):
+        RuleOptimizer(optim.sgd, params, {"learning_rate": 1e-2})
+
+
+# solver._solver.Solver._evaluate__mutmut_74 / _75: the "eval" event of the callback carries the
+# learning rate under "lr", with the rest of its documented entries.
+def test_solver_eval_event_carries_the_learning_rate():
+    from _nn_data import blob_data
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.solver import Solver
+    events = []
+    solver = Solver(FullyConnectedNet([8], input_dim=6, num_classes=3, rng=1), blob_data(), update_rule="sgd",
+                    optim_config={"learning_rate": 0.1}, batch_size=20, num_epochs=1, num_train_samples=50,
+                    num_val_samples=30, verbose=False, seed=5,
+                    callback=lambda s, e, i: events.append(dict(i)) if e == "eval" else None)
+    solver.train()
+    assert events
+    for info in events:
+        assert set(info) == {"iteration", "num_iterations", "epoch", "num_epochs", "epoch_end", "train_acc",
+                             "val_acc", "best_val_acc", "lr", "checkpoint"}
+        assert info["lr"] == 0.1
+
+
+# optim._base.Optimizer.__init____mutmut_72: the message of a single array passed as params.
+def test_a_single_array_as_params_is_refused_with_advice():
+    with pytest.raises(TypeError, match=r"got a single ndarray; pass \[array\]$"):
+        SGD(np.ones(3), lr=0.1)
+
+
+# layers.dropout._check_cache__mutmut_1: the message says what a dropout cache is.
+def test_dropout_backward_says_what_its_cache_is():
+    from fastopt import layers
+    with pytest.raises(TypeError, match=r"^cache must be the \(params, mask\) tuple returned by dropout_forward, got str$"):
+        layers.dropout_backward(np.ones(3), "junk")
