@@ -424,3 +424,35 @@ def test_dropout_backward_says_what_its_cache_is():
     from fastopt import layers
     with pytest.raises(TypeError, match=r"^cache must be the \(params, mask\) tuple returned by dropout_forward, got str$"):
         layers.dropout_backward(np.ones(3), "junk")
+
+
+# checkpoint.atomic_write_bytes__mutmut_26: the temporary file is opened close-on-exec (a child
+# process started while a checkpoint is written must not inherit the half-written file).
+def test_checkpoint_temporaries_are_opened_close_on_exec(tmp_path, monkeypatch):
+    import os
+    from fastopt import checkpoint
+    if not hasattr(os, "O_CLOEXEC"):
+        pytest.skip("no O_CLOEXEC on this platform")
+    flags, real_open = [], os.open
+
+    def recording_open(path, flag, *args, **kw):
+        flags.append(flag)
+        return real_open(path, flag, *args, **kw)
+    monkeypatch.setattr(os, "open", recording_open)
+    checkpoint.save(tmp_path / "c.ckpt", {"w": np.arange(3.0)})
+    created = [f for f in flags if f & os.O_CREAT]         # the temporary (not the directory's fsync)
+    assert len(created) == 1 and created[0] & os.O_CLOEXEC
+
+
+# layers._operands.compute_dtype__mutmut_4: the message describes what was passed instead.
+def test_a_layer_operand_that_is_not_an_array_is_described():
+    from fastopt.layers._operands import compute_dtype
+    with pytest.raises(TypeError, match=r"^x must be a NumPy array of real numbers, got list$"):
+        compute_dtype(("x", [1.0, 2.0]))
+
+
+# nn.FullyConnectedNet.__init____mutmut_80: the message names reg_type.
+def test_an_unknown_reg_type_is_named():
+    from fastopt import FullyConnectedNet
+    with pytest.raises(ValueError, match=r"^reg_type "):
+        FullyConnectedNet([4], input_dim=3, num_classes=2, reg_type="l3")
