@@ -13,6 +13,7 @@ AVX2) or "avx512".
 import contextlib
 import importlib
 import os
+import sys
 import threading
 import warnings
 
@@ -126,6 +127,28 @@ def variant_supported(name):
     if name == "avx2":
         return importlib.import_module("fastopt._openmp").cpu_has_avx2_fma()
     return importlib.import_module("fastopt._norm_kernels")._cpu_has_avx512()
+
+
+class _VariantGuard:
+    """A sys.meta_path finder that refuses to load a SIMD variant module this CPU cannot run.
+
+    A variant's whole extension is compiled with its instruction set, module initialization included:
+    importing fastopt._dropout_kernels_avx512 on an AVX2-only CPU died of SIGILL (the interpreter,
+    not an exception). Every import of fastopt.X passes fastopt/__init__.py, which imports this
+    module first, so the guard is in place before any variant can be loaded."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        prefix, _, variant = fullname.rpartition("_")
+        if variant in _VARIANTS and prefix.startswith("fastopt._") and prefix.endswith("_kernels") \
+                and _compiled_available() and not variant_supported(variant):
+            raise ImportError(f"{fullname} needs a CPU with {_CPU_NEEDS[variant]}, which this one lacks "
+                              f"(fastopt's kernels() picks the variants this CPU runs by itself)", name=fullname)
+        return None     # not ours to refuse: the normal finders load it
+
+
+if not any(isinstance(f, _VariantGuard) for f in sys.meta_path):
+    sys.meta_path.insert(0, _VariantGuard())
 
 
 def avx2_supported():

@@ -61,6 +61,30 @@ def test_avx512_request_without_support_is_refused():
         _backend.set_simd("avx512")
 
 
+@pytest.mark.skipif(HAS_AVX512, reason="this CPU has AVX-512: nothing to refuse")
+@pytest.mark.parametrize("family", ["norm", "dropout"])
+def test_importing_a_variant_this_cpu_cannot_run_raises_instead_of_crashing(family):
+    # The module is compiled with AVX-512 throughout, its initialization included: before the guard,
+    # this import killed the interpreter with SIGILL on an AVX2-only Zen 3 (tests/test_stubs.py did).
+    result = _run(f"import fastopt._{family}_kernels_avx512")
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert f"ImportError: fastopt._{family}_kernels_avx512 needs a CPU with AVX-512" in result.stderr
+
+
+def test_the_import_guard_refuses_exactly_the_variants_this_cpu_lacks(monkeypatch):
+    # Pretend this CPU runs no variant: every variant name is refused before any file is looked up,
+    # anything else (the baseline, other packages, unrelated "_avx2" names) is left to the normal finders.
+    monkeypatch.setattr(_backend, "variant_supported", lambda name: False)
+    guard = _backend._VariantGuard()
+    for name in ("fastopt._optim_kernels_avx2", "fastopt._norm_kernels_avx512"):
+        with pytest.raises(ImportError, match="needs a CPU with") as info:
+            guard.find_spec(name)
+        assert info.value.name == name
+    for name in ("fastopt._optim_kernels", "numpy", "fastopt.layers_avx2", "other._norm_kernels_avx2"):
+        assert guard.find_spec(name) is None
+    assert sum(isinstance(f, _backend._VariantGuard) for f in sys.meta_path) == 1
+
+
 def test_set_simd_switches_at_once():
     _backend.set_backend("cython")     # the compiled variants, also in a FASTOPT_BACKEND=numpy session
     _backend.set_simd("sse2")
