@@ -156,7 +156,13 @@ def _eig(flat, mean):
     centered = flat - mean
     values, vectors = np.linalg.eigh(centered.T @ centered / flat.shape[0])
     order = np.argsort(values)[::-1]
-    return np.maximum(values[order], 0.0), np.ascontiguousarray(vectors[:, order])
+    values = values[order]
+    # Eigenvalues within rounding of zero are zero (matrix_rank's tolerance): a rank-deficient
+    # covariance comes out of eigh as +-1e-17-ish values whose sign depends on the BLAS kernels of
+    # the CPU (a zero-variance direction passed the eps=0 whitening check on one machine, not another).
+    tol = values[0] * values.size * np.finfo(values.dtype).eps if values.size else 0.0
+    values[values <= tol] = 0.0
+    return values, np.ascontiguousarray(vectors[:, order])
 
 
 class _Projection(_Preprocessor):
