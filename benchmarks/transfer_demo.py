@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from fastopt import Adam, FullyConnectedNet
+from fastopt.augment import Augment
 from fastopt.data import load_digits, select_classes, subsample_train
 from fastopt.data.digits import load_digits_raw
 from fastopt.data.preprocess import prepare_splits
@@ -52,6 +53,7 @@ class Setting:
     pre_epochs: int = 20
     pre_lr: float = 3e-3
     pre_keep: str = "best"          # best | final: the pretraining's best-validation or last weights
+    pre_augment: str = "none"       # fastopt.augment spec for pretraining (e.g. shift:1,noise:0.05)
     preprocess: str = "standardize"
     scratch_fit: str = "target"     # target | source: where scratch / random body fit the preprocessing
     per_class: int = 20
@@ -126,8 +128,10 @@ def pretrain_source(setting, source, seed):
     def keep_last(solver, event, info):
         if event == "iteration" and info["iteration"] == info["num_iterations"]:
             last["model"] = clone(solver.model)
+    aug = None if setting.pre_augment == "none" else Augment(setting.pre_augment, image_shape="digits", seed=seed)
     model = train(make_net(setting, len(SOURCE), seed), source, lr=setting.pre_lr, epochs=setting.pre_epochs,
-                  seed=seed, batch_size=64, callback=keep_last if setting.pre_keep == "final" else None)
+                  seed=seed, batch_size=64, callback=keep_last if setting.pre_keep == "final" else None,
+                  augment=aug)
     return last.get("model", model)
 
 
