@@ -713,16 +713,14 @@ class Optimizer:
         if (len(seq) != len(self._params) or len(groups) != len(fast.groups)
                 or not all(map(operator.is_, groups, fast.groups))):
             return False
-        getter, is_ = self._hyper_getter, operator.is_
-        single = len(self._keys) == 1
         for g, _, guard, group, params in fast.entries:
             try:
-                raw = getter(group)
+                raw = self._raw_hyper(group)
             except KeyError:
                 return False
             # the hyperparameters as last validated (identity, as _group_hyper), then the guard
             if (group.get("params") is not params or g.raw is None
-                    or not (raw is g.raw[0] if single else all(map(is_, raw, g.raw))) or not guard.check(seq)):
+                    or not all(map(operator.is_, raw, g.raw)) or not guard.check(seq)):
                 return False
         k = _backend.kernels("optim")      # fetched once per step, as on the validated path
         if fast.module != k.__name__:      # the plans belong to that module (backend, SIMD variant)
