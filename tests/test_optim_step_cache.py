@@ -109,9 +109,11 @@ def test_a_gradient_of_the_wrong_size_is_refused_after_cached_steps():
     assert opt._fast is not None
 
 
+@pytest.mark.parametrize("cls, kw", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(lr=1e-2, amsgrad=True)),
+                                     (optim.RMSprop, dict(lr=1e-2, centered=True))], ids=["sgd", "adam", "rmsprop"])
 @pytest.mark.parametrize("track", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_one_thread_runs_the_same_chunks_as_more(track, dtype):
+def test_one_thread_runs_the_same_chunks_as_more(cls, kw, track, dtype):
     # One thread takes the serial chunk loop (no OpenMP region), two and three the prange; the
     # sizes span several NORM_BLOCK chunks and 2 * GRAIN, so both paths cut and split the same work.
     k = _backend.kernels("optim")
@@ -120,7 +122,7 @@ def test_one_thread_runs_the_same_chunks_as_more(track, dtype):
     with _backend.preserved():
         for threads in (1, 2, 3):
             fastopt.set_num_threads(threads)
-            opt = SGD(arrays(dtype, sizes=sizes), lr=0.1, momentum=0.9, track_update_ratio=track)
+            opt = cls(arrays(dtype, sizes=sizes), **kw, track_update_ratio=track)
             grads = arrays(dtype, seed=2, sizes=sizes)
             for step in range(3):
                 fill(grads, step)
