@@ -274,7 +274,7 @@ cdef int _run_one(_Seg* seg, floating* dummy, int rule, const double* c, int fla
     cdef _Chunk* chunks = NULL
     cdef Py_ssize_t nchunk = _chunk_table(seg, 1, &chunks)
     with nogil:
-        _drive(dummy, seg, chunks, nchunk, rule, c, flags, NULL, n_threads)
+        _run_chunks(dummy, seg, chunks, nchunk, rule, c, flags, NULL, n_threads)
     free(chunks)
     return 0
 
@@ -1302,9 +1302,9 @@ cdef class StepPlan:
         cdef double* sums = self.sums if track else NULL
         with nogil:
             if self.is_double:
-                _drive(<double*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
+                _run_chunks(<double*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
             else:
-                _drive(<float*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
+                _run_chunks(<float*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
         if track:
             self._ratios = self._collect()
         return 0
@@ -1515,3 +1515,21 @@ cdef class StepGuard:
             for key, value in items:
                 (<dict>d)[key] = value
         self._values = [self._dicts[0].get(k) for k in self._keys] if self._dicts else []
+
+
+# ------------------------------------------------------------------------------ one thread: no parallel region
+# At one thread _drive's prange still enters an OpenMP parallel region: libgomp builds and frees a
+# team (malloc/free and futex calls per step; perf of a 8-element adam_multi loop showed ~25% of the
+# call there). _run_chunks runs the same chunks in the same order on the calling thread instead, so
+# the bits are those of _drive (every chunk is independent; the ratio's sums are per chunk).
+cdef void _run_chunks(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssize_t nchunk, int rule,
+                      const double* c, int flags, double* sums, int n_threads) noexcept nogil:
+    cdef Py_ssize_t b
+    if n_threads > 1:
+        _drive(dummy, segs, chunks, nchunk, rule, c, flags, sums, n_threads)
+        return
+    for b in range(nchunk):
+        if sums != NULL:
+            _tracked_range(dummy, &segs[chunks[b].seg], chunks[b].lo, chunks[b].hi, rule, c, flags, &sums[2 * b])
+        else:
+            _rule_range(dummy, &segs[chunks[b].seg], chunks[b].lo, chunks[b].hi, rule, c, flags)

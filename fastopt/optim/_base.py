@@ -42,10 +42,11 @@ per group a compiled StepPlan (pointers and sizes of every parameter, gradient a
 and a StepGuard (what must hold for the plan to be valid). A later step whose guard passes -- the
 same gradient objects, each with its parameter's dtype and shape, C-contiguous; every parameter and
 state array writeable and still bound; equal step counts as the plan left them; hyperparameters
-not rebound; no clipping / skip_nonfinite; the same layout and backend -- runs each group as ONE
-kernel call: the rule's multi-tensor kernel over all its tensors (<rule>_multi), or for a flat
-group without ratio tracking the rule's kernel over the buffer. Anything else takes the validated
-path, which computes the same bits (the kernels are elementwise).
+not rebound; no clipping / skip_nonfinite; the same layout and the same kernel module (backend
+and SIMD variant) -- runs each group as ONE call of the rule's multi-tensor kernel
+(<rule>_multi) over all its tensors, or for a flat group without ratio tracking the rule's kernel
+over the buffer. Anything else takes the validated path, which computes the same bits (the
+kernels are elementwise).
 
 Aliasing: parameters may not overlap each other (check_distinct at add time); a gradient may not
 overlap a parameter or a state array. Every array involved is C-contiguous, so its memory is exactly
@@ -183,6 +184,19 @@ class _GroupRecord:
         self.checked = None    # (gradient arrays last checked for overlaps, the layout version then)
 
 
+class _Fast:
+    """The cached step (Optimizer._prepare_fast): valid while the layout version and the kernel
+    module (by name: backend and SIMD variant) are the ones it was made for; per group (record,
+    StepPlan -- or for a flat group without ratio tracking the rule kernel's array keywords, a
+    dict --, StepGuard, group dict, params tuple)."""
+    __slots__ = ("version", "module", "multi", "kernel", "groups", "entries", "extra")
+
+    def __init__(self, version, module, multi, kernel, groups, entries, extra):
+        self.version, self.module, self.multi, self.kernel = version, module, multi, kernel
+        self.groups, self.entries = groups, entries
+        self.extra = extra    # the averaging rules' keywords of an unclipped step (avg_weight set per step)
+
+
 def state_dict_parts(state_dict, label="state_dict"):
     """(param_groups, state) of an optimizer's state_dict, checked to be a dict holding both."""
     if not isinstance(state_dict, dict):
@@ -214,7 +228,7 @@ class Optimizer:
         self.skipped_steps = 0
         self.last_grad_norm = None
         self._ratios = {}       # label -> update/weight ratio of the last step
-        self._fast = None       # (layout version, backend key, [_FastGroup]) of the cached step
+        self._fast = None       # _Fast: the cached step
         self.defaults = self._validate_hyper("", defaults)
         self.param_groups = []
         self.state = []
@@ -532,6 +546,11 @@ class Optimizer:
         array changes. Pre-hooks may replace the arguments; post-hooks run after the update.
         """
         with self._lock:
+            if self._fast is not None and not (args or kwargs or self._pre_hooks or self._post_hooks
+                                               or self._swapped):
+                if self._fast_step(grads):      # the cached step, without the general path's glue
+                    return
+                self._fast = None
             args = (grads,) + args
             for hook in list(self._pre_hooks.values()) if self._pre_hooks else ():
                 result = hook(self, args, kwargs)
@@ -653,32 +672,30 @@ class Optimizer:
                 for key in keys:
                     rec.state[key] = first[key]
             lo, hi = g.members[0].index, g.members[-1].index + 1
-            arrays = None
             if span is not None and not self.track_update_ratio:
                 rule = self._RULE
                 empty = _EMPTY[g.span.dtype]
-                arrays = {s.kernel_arg: g.buffers[s.name] if used else empty
-                          for s, used in zip(rule.state, rule.used_state(g.hyper))}
+                plan = {s.kernel_arg: g.buffers[s.name] if used else empty
+                        for s, used in zip(rule.state, rule.used_state(g.hyper))}
                 if rule.averaging:
-                    arrays[AVG] = g.buffers[AVG] if self.ema is not None else empty
-                arrays["grad"] = span
-                plan = None
+                    plan[AVG] = g.buffers[AVG] if self.ema is not None else empty
+                plan.update(param=g.span, grad=span)      # the rule's kernel over the buffer
             elif multi is None or len({rec.array.dtype for rec in g.members}) != 1:
                 return None           # a plan holds one dtype: mixed groups keep per-parameter calls
             else:
                 plan = self._step_plan(k, g.members, seq)
             owned = [(rec.state, key, a) for rec in g.members for key, (a, _) in rec.owned.items()]
             guard = step_types(k)[1]([rec.array for rec in g.members], list(seq[lo:hi]), lo, owned,
-                                [rec.state for rec in g.members], keys)
-            entries.append((g, plan, arrays, guard))
-        return (self._version, (_backend.backend(), _backend.simd()), entries,
-                self._RULE.kernel.replace("_step", "_multi"))
+                                     [rec.state for rec in g.members], keys)
+            entries.append((g, plan, guard, g.dict, g.params))
+        extra = dict(grad_scale=1.0, avg_weight=0.0) if self._RULE.averaging else {}
+        return _Fast(self._version, k.__name__, self._RULE.kernel.replace("_step", "_multi"), self._RULE.kernel,
+                     tuple(self.param_groups), entries, extra)
 
     def _fast_step(self, grads):
         """The cached step when every guard passes (True), else False with nothing changed."""
-        version, where, entries, multi = self._fast
-        if (version != self._version or where != (_backend.backend(), _backend.simd())
-                or self.max_grad_norm is not None or self.skip_nonfinite):
+        fast = self._fast
+        if fast.version != self._version or self.max_grad_norm is not None or self.skip_nonfinite:
             return False
         if type(grads) is list or type(grads) is tuple:
             seq = grads
@@ -692,39 +709,42 @@ class Optimizer:
                 return False
         else:
             return False
-        if len(seq) != len(self._params) or len(self.param_groups) != len(entries) or any(
-                a is not e[0].dict for a, e in zip(self.param_groups, entries)):
+        groups = self.param_groups
+        if (len(seq) != len(self._params) or len(groups) != len(fast.groups)
+                or not all(map(operator.is_, groups, fast.groups))):
             return False
-        for g, _, _, guard in entries:
+        for g, _, guard, group, params in fast.entries:
             try:
-                raw = self._raw_hyper(g.dict)
+                raw = self._raw_hyper(group)
             except KeyError:
                 return False
             # the hyperparameters as last validated (identity, as _group_hyper), then the guard
-            if (g.dict.get("params") is not g.params or g.raw is None
+            if (group.get("params") is not params or g.raw is None
                     or not all(map(operator.is_, raw, g.raw)) or not guard.check(seq)):
                 return False
+        k = _backend.kernels("optim")      # fetched once per step, as on the validated path
+        if fast.module != k.__name__:      # the plans belong to that module (backend, SIMD variant)
+            return False
         # Checked: now change things.
-        rule = self._RULE
-        k = _backend.kernels("optim")
-        track = self.track_update_ratio
+        per_step = self._RULE.per_step
+        track = self._track
         averaging = self.ema is not None
-        extra = dict(grad_scale=1.0, avg_weight=0.0) if rule.averaging else {}
-        for g, plan, arrays, guard in entries:
+        extra = fast.extra
+        for g, plan, guard, _, _ in fast.entries:
             first = g.members[0].state
-            scalars, new = rule.per_step(g.hyper, first, False)
+            scalars, new = per_step(g.hyper, first, False)
             if averaging:
                 extra["avg_weight"] = self._avg_weight(first[AVG_COUNT])
-                new = dict(new, **{AVG_COUNT: first[AVG_COUNT] + 1})
-            if plan is None:
-                getattr(k, rule.kernel)(param=g.span, **arrays, **scalars, **extra,
-                                        n_threads=_backend.threads_for(g.span.size, k.GRAIN))
+                new[AVG_COUNT] = first[AVG_COUNT] + 1
+            if type(plan) is dict:       # a flat group's arrays: the rule's kernel over its buffer
+                getattr(k, fast.kernel)(**plan, **scalars, **extra,
+                                        n_threads=_backend.threads_for(plan["param"].size, k.GRAIN))
             else:
-                getattr(k, multi)(plan=plan, **scalars, **extra, track_ratio=track,
-                                  n_threads=_backend.threads_for(plan.size, k.GRAIN))
+                getattr(k, fast.multi)(plan=plan, **scalars, **extra, track_ratio=track,
+                                       n_threads=_backend.threads_for(plan.size, k.GRAIN))
             guard.commit(new)
         if track:
-            self._ratios = {self._ratio_key(rec): r for g, plan, _, _ in entries
+            self._ratios = {self._ratio_key(rec): r for g, plan, _, _, _ in fast.entries
                             for rec, r in zip(g.members, plan.ratios())}
         return True
 
