@@ -9,6 +9,12 @@
 # result does not depend on the thread count. Row kernels write disjoint rows. The softmax loss sums
 # per-row losses serially in row order after the parallel pass.
 #
+# One thread: the loops run outside any OpenMP parallel region (`if n_threads == 1`). Entering
+# one costs ~1-3 us even for a team of one (a 1-element prange kernel 3.3-4.2 us against 0.8-1.5 us
+# for the same loop without it, loaded Zen 3), as much as the work on the digits MLP's 64-row
+# arrays, six regions a step. The serial loop runs the same blocks or rows in the same order, so
+# the results are the same bits.
+#
 # Cache: a block is N x COLS elements (256 x 64 float32 = 64 KiB for the benchmark MLP). The
 # batchnorm kernels pass over a block two or three times; after the first pass the block sits in
 # L2, so the extra passes cost cache bandwidth, not memory bandwidth.
@@ -73,12 +79,19 @@ cdef inline Py_ssize_t _n_blocks(Py_ssize_t d) noexcept nogil:
 # affine bias + ReLU
 # ---------------------------------------------------------------------------------------------
 
+cdef inline void _bias_relu_row(const floating* z, const floating* b, floating* out,
+                                Py_ssize_t d) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(d):
+        out[j] = f_max(z[j] + b[j], <floating>0)
+
+
 def bias_relu_forward(const floating[:, ::1] z,      # IN  (N, D) x @ W
                       const floating[::1] b,         # IN  (D,)
                       floating[:, ::1] out,          # OUT (N, D) max(z + b, 0); may be z itself
                       int n_threads=1):
     """out = max(z + b, 0) in one pass (out may be z: in place)."""
-    cdef Py_ssize_t n = z.shape[0], d = z.shape[1], i, j
+    cdef Py_ssize_t n = z.shape[0], d = z.shape[1], i
     _check_1d("b", b.shape[0], d)
     _check_2d("out", out.shape[0], out.shape[1], n, d)
     n_threads = threads(n_threads)
@@ -88,16 +101,25 @@ def bias_relu_forward(const floating[:, ::1] z,      # IN  (N, D) x @ W
     cdef const floating* bp = &b[0]
     cdef floating* op = &out[0, 0]
     with nogil:
-        for i in prange(n, schedule='static', num_threads=n_threads):
-            for j in range(d):
-                op[i * d + j] = f_max(zp[i * d + j] + bp[j], <floating>0)
+        if n_threads == 1:          # no parallel region (module comment)
+            for i in range(n):
+                _bias_relu_row(zp + i * d, bp, op + i * d, d)
+        else:
+            for i in prange(n, schedule='static', num_threads=n_threads):
+                _bias_relu_row(zp + i * d, bp, op + i * d, d)
+
+
+cdef inline void _relu_grad_row(floating* g, const floating* out, Py_ssize_t d) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(d):
+        g[j] = _relu_grad(g[j], out[j])
 
 
 def relu_backward_inplace(floating[:, ::1] dout,      # INOUT (N, D) upstream grad -> grad wrt ReLU input
                           const floating[:, ::1] out,  # IN (N, D) the ReLU's output
                           int n_threads=1):
     """dout[out <= 0] = 0 in one pass (a select: a NaN/inf upstream grad is zeroed like torch)."""
-    cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1], i, j
+    cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1], i
     _check_2d("out", out.shape[0], out.shape[1], n, d)
     n_threads = threads(n_threads)
     if n == 0 or d == 0:
@@ -105,9 +127,12 @@ def relu_backward_inplace(floating[:, ::1] dout,      # INOUT (N, D) upstream gr
     cdef floating* gp = &dout[0, 0]
     cdef const floating* op = &out[0, 0]
     with nogil:
-        for i in prange(n, schedule='static', num_threads=n_threads):
-            for j in range(d):
-                gp[i * d + j] = _relu_grad(gp[i * d + j], op[i * d + j])
+        if n_threads == 1:          # no parallel region (module comment)
+            for i in range(n):
+                _relu_grad_row(gp + i * d, op + i * d, d)
+        else:
+            for i in prange(n, schedule='static', num_threads=n_threads):
+                _relu_grad_row(gp + i * d, op + i * d, d)
 
 
 cdef void _colsum_block(const floating* x, floating* db, Py_ssize_t n, Py_ssize_t d,
@@ -140,8 +165,12 @@ def bias_grad(const floating[:, ::1] dout,   # IN  (N, D)
     cdef const floating* xp = &dout[0, 0]
     cdef floating* dbp = &db[0]
     with nogil:
-        for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
-            _colsum_block(xp, dbp, n, d, k * COLS, min(COLS, d - k * COLS))
+        if n_threads == 1:          # no parallel region (module comment)
+            for k in range(_n_blocks(d)):
+                _colsum_block(xp, dbp, n, d, k * COLS, min(COLS, d - k * COLS))
+        else:
+            for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
+                _colsum_block(xp, dbp, n, d, k * COLS, min(COLS, d - k * COLS))
 
 
 cdef void _relu_colsum_block(floating* g, const floating* o, floating* db, Py_ssize_t n,
@@ -181,8 +210,12 @@ def relu_bias_backward(floating[:, ::1] dout,       # INOUT (N, D) upstream grad
     cdef const floating* op = &out[0, 0]
     cdef floating* dbp = &db[0]
     with nogil:
-        for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
-            _relu_colsum_block(gp, op, dbp, n, d, k * COLS, min(COLS, d - k * COLS))
+        if n_threads == 1:          # no parallel region (module comment)
+            for k in range(_n_blocks(d)):
+                _relu_colsum_block(gp, op, dbp, n, d, k * COLS, min(COLS, d - k * COLS))
+        else:
+            for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
+                _relu_colsum_block(gp, op, dbp, n, d, k * COLS, min(COLS, d - k * COLS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,9 +309,14 @@ def batchnorm_relu_forward(const floating[:, ::1] z,        # IN  (N, D) x @ W (
     cdef floating* mp = &mean[0]
     cdef floating* sp = &inv_std[0]
     with nogil:
-        for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
-            _bn_relu_fwd_block(zp, bp, gp, bep, eps, momentum, rmp, rvp, op, mp, sp, n, d,
-                               k * COLS, min(COLS, d - k * COLS))
+        if n_threads == 1:          # no parallel region (module comment)
+            for k in range(_n_blocks(d)):
+                _bn_relu_fwd_block(zp, bp, gp, bep, eps, momentum, rmp, rvp, op, mp, sp, n, d,
+                                   k * COLS, min(COLS, d - k * COLS))
+        else:
+            for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
+                _bn_relu_fwd_block(zp, bp, gp, bep, eps, momentum, rmp, rvp, op, mp, sp, n, d,
+                                   k * COLS, min(COLS, d - k * COLS))
 
 
 cdef void _bn_relu_eval_block(const floating* z, const floating* b, const floating* gamma,
@@ -331,9 +369,14 @@ def batchnorm_relu_eval(const floating[:, ::1] z,          # IN  (N, D) x @ W
     cdef const floating* rvp = &running_var[0]
     cdef floating* op = &out[0, 0]
     with nogil:
-        for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
-            _bn_relu_eval_block(zp, bp, gp, bep, rmp, rvp, eps, op, n, d, k * COLS,
-                                min(COLS, d - k * COLS))
+        if n_threads == 1:          # no parallel region (module comment)
+            for k in range(_n_blocks(d)):
+                _bn_relu_eval_block(zp, bp, gp, bep, rmp, rvp, eps, op, n, d, k * COLS,
+                                    min(COLS, d - k * COLS))
+        else:
+            for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
+                _bn_relu_eval_block(zp, bp, gp, bep, rmp, rvp, eps, op, n, d, k * COLS,
+                                    min(COLS, d - k * COLS))
 
 
 cdef void _bn_relu_bwd_block(const floating* dout, const floating* out, const floating* z,
@@ -426,9 +469,14 @@ def relu_batchnorm_backward(const floating[:, ::1] dout,   # IN  (N, D) grad wrt
     cdef floating* dbep = &dbeta[0]
     cdef floating* dbp = &db[0]
     with nogil:
-        for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
-            _bn_relu_bwd_block(gp, op, zp, bp, gam, mp, sp, dzp, dgp, dbep, dbp, n, d,
-                               k * COLS, min(COLS, d - k * COLS))
+        if n_threads == 1:          # no parallel region (module comment)
+            for k in range(_n_blocks(d)):
+                _bn_relu_bwd_block(gp, op, zp, bp, gam, mp, sp, dzp, dgp, dbep, dbp, n, d,
+                                   k * COLS, min(COLS, d - k * COLS))
+        else:
+            for k in prange(_n_blocks(d), schedule='static', num_threads=n_threads):
+                _bn_relu_bwd_block(gp, op, zp, bp, gam, mp, sp, dzp, dgp, dbep, dbp, n, d,
+                                   k * COLS, min(COLS, d - k * COLS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,6 +531,14 @@ cdef double _soft_softmax_row(const floating* s, const floating* t, floating* ds
     return tsum * log(total) - dot
 
 
+cdef inline floating* _add_bias(floating* s, const floating* b, Py_ssize_t c) noexcept nogil:
+    # s += b in place (a row of scores); returns s.
+    cdef Py_ssize_t j
+    for j in range(c):
+        s[j] = s[j] + b[j]
+    return s
+
+
 cdef int _check_scores(Py_ssize_t n, Py_ssize_t c) except -1:
     if n == 0:
         raise ValueError("scores must have at least one row: the mean loss of no samples is undefined")
@@ -506,8 +562,12 @@ cdef double _mean_and_bias_grad(const double* row_loss, const floating* dp, floa
     cdef double loss = 0
     for i in range(n):
         loss += row_loss[i]
-    for k in prange(_n_blocks(c), schedule='static', num_threads=n_threads):
-        _colsum_block(dp, dbp, n, c, k * COLS, min(COLS, c - k * COLS))
+    if n_threads == 1:          # no parallel region (module comment)
+        for k in range(_n_blocks(c)):
+            _colsum_block(dp, dbp, n, c, k * COLS, min(COLS, c - k * COLS))
+    else:
+        for k in prange(_n_blocks(c), schedule='static', num_threads=n_threads):
+            _colsum_block(dp, dbp, n, c, k * COLS, min(COLS, c - k * COLS))
     return loss
 
 
@@ -535,8 +595,12 @@ def softmax_loss_grad(const floating[:, ::1] scores,   # IN  (N, C)
     cdef floating inv_n = <floating>(1.0 / n)
     cdef double loss = 0
     with nogil:
-        for i in prange(n, schedule='static', num_threads=n_threads):
-            row_loss[i] = _softmax_row(sp + i * c, <Py_ssize_t>y[i], dp + i * c, c, inv_n)
+        if n_threads == 1:          # no parallel region (module comment)
+            for i in range(n):
+                row_loss[i] = _softmax_row(sp + i * c, <Py_ssize_t>y[i], dp + i * c, c, inv_n)
+        else:
+            for i in prange(n, schedule='static', num_threads=n_threads):
+                row_loss[i] = _softmax_row(sp + i * c, <Py_ssize_t>y[i], dp + i * c, c, inv_n)
         for i in range(n):
             loss += row_loss[i]
     free(row_loss)
@@ -570,10 +634,12 @@ def bias_softmax_loss_grad(floating[:, ::1] scores,        # INOUT (N, C) x @ W;
     cdef floating inv_n = <floating>(1.0 / n)
     cdef double loss = 0
     with nogil:
-        for i in prange(n, schedule='static', num_threads=n_threads):
-            for j in range(c):
-                sp[i * c + j] = sp[i * c + j] + bp[j]
-            row_loss[i] = _softmax_row(sp + i * c, <Py_ssize_t>y[i], dp + i * c, c, inv_n)
+        if n_threads == 1:          # no parallel region (module comment)
+            for i in range(n):
+                row_loss[i] = _softmax_row(_add_bias(sp + i * c, bp, c), <Py_ssize_t>y[i], dp + i * c, c, inv_n)
+        else:
+            for i in prange(n, schedule='static', num_threads=n_threads):
+                row_loss[i] = _softmax_row(_add_bias(sp + i * c, bp, c), <Py_ssize_t>y[i], dp + i * c, c, inv_n)
         loss = _mean_and_bias_grad(row_loss, dp, dbp, n, c, n_threads)
     free(row_loss)
     return loss / n
@@ -608,10 +674,12 @@ def bias_softmax_soft_loss_grad(floating[:, ::1] scores,      # INOUT (N, C) x @
     cdef floating inv_n = <floating>(1.0 / n)
     cdef double loss = 0
     with nogil:
-        for i in prange(n, schedule='static', num_threads=n_threads):
-            for j in range(c):
-                sp[i * c + j] = sp[i * c + j] + bp[j]
-            row_loss[i] = _soft_softmax_row(sp + i * c, tp + i * c, dp + i * c, c, inv_n)
+        if n_threads == 1:          # no parallel region (module comment)
+            for i in range(n):
+                row_loss[i] = _soft_softmax_row(_add_bias(sp + i * c, bp, c), tp + i * c, dp + i * c, c, inv_n)
+        else:
+            for i in prange(n, schedule='static', num_threads=n_threads):
+                row_loss[i] = _soft_softmax_row(_add_bias(sp + i * c, bp, c), tp + i * c, dp + i * c, c, inv_n)
         loss = _mean_and_bias_grad(row_loss, dp, dbp, n, c, n_threads)
     free(row_loss)
     return loss / n

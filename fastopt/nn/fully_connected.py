@@ -37,6 +37,7 @@ different models in different threads run independently and give bitwise the res
 sequential run (with ``rng`` or ``seed``; NumPy's global state is shared by definition).
 """
 import math
+import operator
 import threading
 from collections.abc import Mapping
 
@@ -57,6 +58,9 @@ REG_TYPES = ("l2", "l1")
 _NOTHING_FROZEN = frozenset()
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _NORM_KEYS = {"batchnorm": ("eps", "momentum", "running_mean", "running_var"), "layernorm": ("eps",)}
+_INTP, _UINTP = np.dtype(np.intp), np.dtype(_UNSIGNED[np.dtype(np.intp).itemsize])
+# What _memo compares of an array besides its identity (a shape, dtype or flag can change in place).
+_ARRAY_FACTS = operator.attrgetter("shape", "dtype", "flags.num")
 
 
 def _check_dtype(dtype):
@@ -113,6 +117,9 @@ def _copy_state(value):
 
 class _Call:
     """One validated loss() call: everything the executions read, checked before anything runs."""
+
+    __slots__ = ("X", "train", "y", "params", "reg", "reg_type", "frozen", "out", "grads", "norm_params",
+                 "norm_state", "dropout_param")
 
     def __init__(self, model, X, y, out):
         self.X = model._check_X(X)
@@ -345,6 +352,11 @@ class FullyConnectedNet:
     def _check_y(self, y, n):
         """N integer labels (as intp), or soft targets (N, C) as a C-contiguous array of the model's
         dtype (fastopt.layers.losses.check_soft_targets: float, finite, >= 0, rows summing to 1)."""
+        if type(y) is np.ndarray and y.ndim == 1 and y.dtype == _INTP and y.shape[0] == n:
+            # The Solver's labels (intp, the right length): the one bounds check of the general path.
+            if np.maximum.reduce(y.view(_UINTP)) >= self.num_classes:
+                self._refuse_labels(y)
+            return y
         if is_soft(y):
             check_soft_targets(y, n, self.num_classes)
             return np.ascontiguousarray(y, dtype=self.dtype)   # the data (never a parameter) may be cast
@@ -357,9 +369,13 @@ class FullyConnectedNet:
         # One reduction checks both bounds: seen as unsigned, a negative label is a huge one.
         unsigned = y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y
         if np.maximum.reduce(unsigned) >= self.num_classes:      # the ufunc: no Python wrapper
-            raise ValueError(f"y must hold labels in [0, {self.num_classes - 1}], "
-                             f"got values in [{y.min()}, {y.max()}]")
+            self._refuse_labels(y)
         return y.astype(np.intp, copy=False)
+
+    def _refuse_labels(self, y):
+        """The ValueError of labels outside [0, num_classes) (both paths of _check_y)."""
+        raise ValueError(f"y must hold labels in [0, {self.num_classes - 1}], "
+                         f"got values in [{y.min()}, {y.max()}]")
 
     def _check_reg(self):
         """(reg, reg_type), validated once per pair of objects (model.reg may change between calls)."""
@@ -453,13 +469,14 @@ class FullyConnectedNet:
         """validate(), or its result from the last call when `values` are the same objects (and the
         arrays among them the same shape, dtype and flags): a training step re-checks nothing that did
         not change. The memo holds the objects, so an identity cannot be reused by a new object."""
-        facts = [(v.shape, v.dtype, v.flags.num) if isinstance(v, np.ndarray) else None for v in values]
         seen = self._validated.get(slot)
-        if seen is not None and len(seen[0]) == len(values) and all(a is b for a, b in zip(seen[0], values)) \
-                and seen[1] == facts:
+        # The same objects: the same positions hold the arrays (seen[3]), whose facts are compared.
+        if seen is not None and len(seen[0]) == len(values) and all(map(operator.is_, seen[0], values)) \
+                and list(map(_ARRAY_FACTS, seen[3])) == seen[1]:
             return seen[2]
         result = validate()
-        self._validated[slot] = (values, facts, result)
+        arrays = [v for v in values if isinstance(v, np.ndarray)]
+        self._validated[slot] = (values, list(map(_ARRAY_FACTS, arrays)), result, arrays)
         return result
 
     def _overlaps_own_buffers(self, a):

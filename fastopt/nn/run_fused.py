@@ -23,6 +23,8 @@ stops at the lowest trainable layer (no gradient below it).
 ``FUSED`` holds, per (normalization, activation) of a hidden block, builders of the forward (train
 and eval) and backward calls; ``supports(blocks)`` says whether every block has an entry.
 """
+import operator
+
 import numpy as np
 
 from .. import _backend, layers
@@ -305,6 +307,8 @@ class Plan:
     def run(self, call):
         """Scores (test mode: a copy), or the data loss with the gradients written (see the class)."""
         threads_for, grain = _backend.threads_for, self.K.GRAIN
+        if _backend.get_num_threads() == 1:     # every kernel on one thread: no count to derive
+            threads_for = _one_thread
         x, inputs, drop_caches = call.X, [], []
         for layer in self.hidden:
             inputs.append(x)
@@ -344,11 +348,15 @@ class Plan:
         return float(data_loss)
 
 
+def _one_thread(work, grain):
+    return 1
+
+
 def loss(blocks, call, ws, frozen=frozenset()):
     """Scores (test mode: a copy), or the data loss with the trainable layers' gradients written
     into call.grads (frozen layers: none; see the module docstring)."""
     key = plan_key(call, frozen)
     plan = ws.plans.get(call.train)       # one per mode: training and test calls may alternate
-    if plan is None or len(plan.key) != len(key) or not all(a is b for a, b in zip(plan.key, key)):
+    if plan is None or len(plan.key) != len(key) or not all(map(operator.is_, plan.key, key)):
         plan = ws.plans[call.train] = Plan(blocks, call, ws, frozen, key)
     return plan.run(call)

@@ -5,6 +5,15 @@
   process (and by every thread): a checkpoint stores it and loading one restores it.
 * seed=int: fastopt's reproducible streams, two Generators spawned from ``SeedSequence(seed)``
   (minibatches, subsamples), private to the Solver: bitwise the same run in any thread.
+
+The minibatches of a seeded Solver are drawn AHEAD, ``AHEAD`` of them in one ``integers`` call:
+the 32-bit stream of the bit generator (PCG64 buffers the other half of a 64-bit draw in its
+state) runs on across calls, so one call of AHEAD x size values gives the values AND leaves the
+state that AHEAD calls of size values give (tests/test_solver_draws.py compares both); the call's
+overhead (~4-7 us, the values themselves take well under 1) is paid once per AHEAD steps. What
+reads or sets the state (``state()``, ``set_state()``, the ``batch_rng`` attribute, a draw of
+another shape) first rewinds the Generator to where one call per minibatch taken would have left
+it, so checkpoints, resume and a caller's own draws from ``solver.rng`` see the stream as before.
 """
 import numpy as np
 
@@ -37,17 +46,50 @@ class GlobalDraws:
 
 
 class SeededDraws:
-    """fastopt: a Generator for minibatches and one for subsamples, from SeedSequence(seed)."""
+    """fastopt: a Generator for minibatches and one for subsamples, from SeedSequence(seed); the
+    minibatches drawn AHEAD at a time (module docstring)."""
 
     kind = "generators"
+    AHEAD = 32
 
     def __init__(self, seed=None):
         batch_ss, eval_ss = np.random.SeedSequence(seed).spawn(2)
-        self.batch_rng = np.random.default_rng(batch_ss)
+        self._batch_rng = np.random.default_rng(batch_ss)
         self.eval_rng = np.random.default_rng(eval_ss)
+        self._ahead = None     # (AHEAD, size) read-only block of minibatch indices drawn ahead
+        self._taken = 0        # its rows handed out
+        self._shape = None     # the (n, size) it was drawn for
+        self._origin = None    # the bit generator's state before the block was drawn
+
+    @property
+    def batch_rng(self):
+        """The minibatch Generator, where one draw per minibatch taken leaves it."""
+        self._rewind()
+        return self._batch_rng
 
     def batch(self, n, size):
-        return self.batch_rng.integers(0, n, size=size)
+        ahead, i = self._ahead, self._taken
+        if ahead is None or i == self.AHEAD or self._shape != (n, size):
+            self._rewind()
+            rng = self._batch_rng
+            self._origin = rng.bit_generator.state
+            ahead = self._ahead = rng.integers(0, n, size=(self.AHEAD, size))
+            ahead.flags.writeable = False   # rows are handed out as views
+            self._shape, i = (n, size), 0
+        self._taken = i + 1
+        return ahead[i]
+
+    def _rewind(self):
+        """Drop the block drawn ahead; the Generator as if only the rows taken had been drawn."""
+        if self._ahead is None:
+            return
+        rng = self._batch_rng
+        rng.bit_generator.state = self._origin
+        if self._taken:
+            n, size = self._shape
+            rng.integers(0, n, size=(self._taken, size))
+        self._ahead = self._origin = self._shape = None
+        self._taken = 0
 
     def subsample(self, n, size):
         return self.eval_rng.integers(0, n, size=size)

@@ -146,7 +146,9 @@ class Solver:
 
     @property
     def rng(self):
-        """The minibatch Generator (None without a seed: draws then come from np.random)."""
+        """The minibatch Generator (None without a seed: draws then come from np.random), where one
+        draw per step taken leaves it (the Solver draws minibatches ahead: read this property again
+        rather than drawing from a Generator kept from an earlier read)."""
         return self._draws.batch_rng
 
     @property
@@ -194,13 +196,13 @@ class Solver:
         if recorder is not None:
             recorder.before_step(self.optimizer)
             lr = self.lr
-        # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS.
-        with _backend.beside_blas():
-            loss, grads = self._loss(X_batch, y_batch)
-            grads = self._trainable.gradients(grads)
-            self.optimizer.step(grads)
-            if self._trainable.after_update is not None:   # frozen statistics back, max-norm
-                self._trainable.after_update()
+        # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS
+        # (beside_blas() changes only multi-thread counts: at one thread the block is skipped).
+        if _backend.get_num_threads() == 1:
+            loss, grads = self._update(X_batch, y_batch)
+        else:
+            with _backend.beside_blas():
+                loss, grads = self._update(X_batch, y_batch)
         loss = float(loss)
         self.loss_history.append(loss)
         if recorder is not None:
@@ -208,6 +210,16 @@ class Solver:
         if self._schedule is not None:
             self._schedule.after_iteration()
         return loss
+
+    def _update(self, X_batch, y_batch):
+        """The minibatch's loss and gradients, the optimizer's step; returns (loss, the gradients stepped)."""
+        trainable = self._trainable
+        loss, grads = self._loss(X_batch, y_batch)
+        grads = trainable.gradients(grads)
+        self.optimizer.step(grads)
+        if trainable.after_update is not None:   # frozen statistics back, max-norm
+            trainable.after_update()
+        return loss, grads
 
     def _diagnose(self, step):
         """The loss diagnoses of the monitor after step `step` (module fastopt.solver._monitor)."""
@@ -245,7 +257,8 @@ class Solver:
         for t in range(self._t, num_iterations):
             if self.stopped is not None:
                 break
-            lr = self.lr  # the rate of this step (the schedule may move it after the step)
+            # The rate of this step (the schedule may move it after the step), for the callback.
+            lr = self.lr if self.callback is not None else None
             loss = self._step()
             self._t = t + 1
             if self.verbose and t % self.print_every == 0:
