@@ -563,9 +563,10 @@ class RuleOptimizer:
 
     def update_ratios(self):
         """{parameter name: ||p_new - p_old|| / ||p_old||} of the last step (0 where p_old was all
-        zeros); empty before the first. Needs track_update_ratio=True. On the flat path (fastopt's
-        rules over a model whose params and grads tile one buffer each) it comes from the step's
-        own kernel pass; otherwise from a copy of the parameters taken before the update."""
+        zeros); empty before the first. Needs track_update_ratio=True. With fastopt's own rules it
+        comes from the step's own kernel pass (one call for a model whose params and grads tile
+        one buffer each, else one per parameter); with any other rule from a copy of the
+        parameters taken before the update."""
         if not self.track_update_ratio:
             raise RuntimeError("this RuleOptimizer tracks no update ratios: construct it with "
                                "track_update_ratio=True")
