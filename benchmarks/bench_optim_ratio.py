@@ -1,7 +1,8 @@
 """Cost of the update/weight ratio (issue 12; goal < 3%): one 16M-element float32 parameter,
 opt.step([g]) with track_update_ratio off and on, for every rule (each optimizer class with its
-benchmark hyperparameters, and CS231n's sgd_momentum through the rule adapter), 1 and 2 threads,
-interleaved (load on a shared machine hits both alike); median [min-max] of `repeats` steps.
+benchmark hyperparameters, and CS231n's sgd_momentum through the rule adapter, flat and
+standalone), 1 and 2 threads, interleaved (load on a shared machine hits both alike); median
+[min-max] of `repeats` steps.
 
     python benchmarks/bench_optim_ratio.py [--n 16777216] [--repeats 21] [--rules Adam,SGD]
 """
@@ -36,6 +37,13 @@ def makers():
                             track_update_ratio=track)
         return lambda: opt.step(fp.grads)
     out["sgd_momentum (RuleOptimizer, flat)"] = velocity
+
+    def standalone(p, g, track):
+        # a parameter that tiles no shared buffer: the adapter's per-parameter path
+        opt = RuleOptimizer(optim.RULES["sgd_momentum"], {"w": p}, {"learning_rate": 1e-2},
+                            track_update_ratio=track)
+        return lambda: opt.step({"w": g})
+    out["sgd_momentum (RuleOptimizer, standalone)"] = standalone
     return out
 
 

@@ -94,16 +94,25 @@ cdef inline void _put(floating* param, floating* avg, Py_ssize_t i, floating p, 
 # Chunk boundaries depend on the sizes only, so per-chunk reductions (the update/weight ratio,
 # below) are bitwise independent of the thread count.
 #
-# Update/weight ratio (issue 12), when tracked (_tracked_range): the chunk runs in tiles of _TILE
-# elements; each tile's p_old is held in a stack array of _TILE elements (L1), the rule's own
-# untracked core runs on the tile, and p_old^2 and (p_new - p_old)^2 of the tile, both in L1, are
-# added into 8 double lanes. One pass over memory: DRAM sees the step's own traffic only.
+# Update/weight ratio (issue 12), when tracked (_tracked_range): the chunk runs in tiles of _TILE =
+# 128 elements. Per tile, the C helper src/_ratio_lanes.h copies p_old to a stack array (L1) and
+# adds p_old^2 into 8 double lanes in the same loop (its loads bring the tile in for the core);
+# the rule's own untracked core runs on the tile; then (p_new - p_old)^2, both in L1, goes into
+# 8 more lanes. Element k of a chunk feeds lane k % 8, each lane in element order, and the lanes
+# are added in lane order at the chunk's end: explicit 4-double vectors (GCC vector extensions),
+# so the same bits in the SSE2 and AVX2 builds and for any thread count; the lanes stay in
+# registers for the whole chunk. One pass over memory: DRAM sees the step's own traffic only.
 # Per segment the chunk sums are added in chunk order:
 # ratio = sqrt(sum d^2) / sqrt(sum p_old^2), 0 when p_old is all zeros.
-# Why not inside each rule's loop: written that way (every core's element function called in
-# blocks of 8 with the lanes updated in the same iteration) GCC no longer vectorized the cores
-# (float32 Adam 16M: 108 ms tracked vs 22 ms untracked, same run); the tile keeps each core's
-# vectorized loop as it is, and the lane sums are a separate small loop that vectorizes.
+# Why 128: a tile's sums then fit in the out-of-order window with the next tile's loads; with
+# 1024-element tiles they ran as a separate compute phase (float32 Adam 16M, 1 thread, kernel
+# alone, side by side on the loaded machine: +48% over untracked at 1024, +56% at 256, +21% at 128).
+# Why the copy is in C: GCC turned the Cython copy loop into a memcpy call per tile (~10% of the
+# tracked step's samples at 128 elements per tile).
+# Why not inside each rule's loop: tried in Cython (branch optim2) and with the same C helper
+# called from Adam's float32 blocks of 8 (branch ratio): both times GCC scalarized Adam's block
+# and kept the lanes on the stack (+120% to +250%). Software prefetch of the next tile (every
+# stream, L1 or L2 hint) and float32 partial sums per 32 elements measured no better.
 cdef struct _Seg:
     char* p            # param (written)
     const char* g      # grad (read)
@@ -133,66 +142,41 @@ cdef enum:
 
 
 cdef enum:
-    _TILE = 1024       # elements per tile: a multiple of 8 (Adam float32 blocks start at multiples of 8)
-    _LANES = 8
+    _TILE = 128        # elements per tile: a multiple of 8 (Adam float32 blocks start at multiples of 8)
 
 
-cdef inline void _lanes_add(const floating* old, const floating* nw, Py_ssize_t n, double* S,
-                            double* D) noexcept nogil:
-    # Element k of the tile into lane k % 8, each lane in element order: a fixed order written in
-    # the code, so the sums are bitwise the same for any thread count and in the SSE2 and AVX2
-    # builds (no FMA contraction there, setup.py); 8 independent chains vectorize. The lanes are
-    # local scalars while the tile is summed: through S and D every add went to memory and back
-    # (the compiler cannot rule out S aliasing the tile), one chain of store-to-load latency per lane.
-    cdef Py_ssize_t k, m = n - n % _LANES
-    cdef double o0, o1, o2, o3, o4, o5, o6, o7, d0, d1, d2, d3, d4, d5, d6, d7
-    cdef double s0 = S[0], s1 = S[1], s2 = S[2], s3 = S[3], s4 = S[4], s5 = S[5], s6 = S[6], s7 = S[7]
-    cdef double e0 = D[0], e1 = D[1], e2 = D[2], e3 = D[3], e4 = D[4], e5 = D[5], e6 = D[6], e7 = D[7]
-    cdef double o, d
-    cdef Py_ssize_t b
-    for b in range(m // _LANES):
-        k = b * _LANES
-        o0 = <double>old[k]; o1 = <double>old[k + 1]; o2 = <double>old[k + 2]; o3 = <double>old[k + 3]
-        o4 = <double>old[k + 4]; o5 = <double>old[k + 5]; o6 = <double>old[k + 6]; o7 = <double>old[k + 7]
-        d0 = <double>nw[k] - o0; d1 = <double>nw[k + 1] - o1; d2 = <double>nw[k + 2] - o2
-        d3 = <double>nw[k + 3] - o3; d4 = <double>nw[k + 4] - o4; d5 = <double>nw[k + 5] - o5
-        d6 = <double>nw[k + 6] - o6; d7 = <double>nw[k + 7] - o7
-        s0 = s0 + o0 * o0; s1 = s1 + o1 * o1; s2 = s2 + o2 * o2; s3 = s3 + o3 * o3
-        s4 = s4 + o4 * o4; s5 = s5 + o5 * o5; s6 = s6 + o6 * o6; s7 = s7 + o7 * o7
-        e0 = e0 + d0 * d0; e1 = e1 + d1 * d1; e2 = e2 + d2 * d2; e3 = e3 + d3 * d3
-        e4 = e4 + d4 * d4; e5 = e5 + d5 * d5; e6 = e6 + d6 * d6; e7 = e7 + d7 * d7
-    S[0] = s0; S[1] = s1; S[2] = s2; S[3] = s3; S[4] = s4; S[5] = s5; S[6] = s6; S[7] = s7
-    D[0] = e0; D[1] = e1; D[2] = e2; D[3] = e3; D[4] = e4; D[5] = e5; D[6] = e6; D[7] = e7
-    for k in range(m, n):
-        o = <double>old[k]
-        d = <double>nw[k] - o
-        S[k - m] = S[k - m] + o * o
-        D[k - m] = D[k - m] + d * d
+cdef extern from "_ratio_lanes.h" nogil:
+    ctypedef struct fo_lanes:
+        pass
+    void fo_lanes_zero(fo_lanes* L)
+    void fo_lanes_old_f(fo_lanes* L, float* o, const float* p, long n)
+    void fo_lanes_old_d(fo_lanes* L, double* o, const double* p, long n)
+    void fo_lanes_new_f(fo_lanes* L, const float* o, const float* nw, long n)
+    void fo_lanes_new_d(fo_lanes* L, const double* o, const double* nw, long n)
+    void fo_lanes_total(const fo_lanes* L, double* acc)
 
 
 cdef inline void _tracked_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,
                                 const double* c, int flags, double* acc) noexcept nogil:
     # The rule's core on lo..hi-1 tile by tile; acc[0] = sum p_old^2, acc[1] = sum (p_new - p_old)^2.
     cdef floating old[_TILE]
-    cdef double S[_LANES]
-    cdef double D[_LANES]
+    cdef fo_lanes L
     cdef floating* p = <floating*>s.p
-    cdef Py_ssize_t a = lo, e, k
-    cdef int j
-    for j in range(_LANES):
-        S[j] = 0
-        D[j] = 0
+    cdef Py_ssize_t a = lo, e
+    fo_lanes_zero(&L)
     while a < hi:
         e = min(a + _TILE, hi)
-        for k in range(e - a):
-            old[k] = p[a + k]
+        if floating is float:
+            fo_lanes_old_f(&L, old, p + a, e - a)
+        else:
+            fo_lanes_old_d(&L, old, p + a, e - a)
         _rule_range(dummy, s, a, e, rule, c, flags)
-        _lanes_add(old, p + a, e - a, S, D)
+        if floating is float:
+            fo_lanes_new_f(&L, old, p + a, e - a)
+        else:
+            fo_lanes_new_d(&L, old, p + a, e - a)
         a = e
-    acc[0] = acc[1] = 0
-    for j in range(_LANES):
-        acc[0] = acc[0] + S[j]
-        acc[1] = acc[1] + D[j]
+    fo_lanes_total(&L, acc)
 
 
 cdef inline void _rule_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,

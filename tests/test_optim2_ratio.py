@@ -1,11 +1,13 @@
-"""The update/weight ratio fused into every rule's loop (issue 12, branch optim2).
+"""The update/weight ratio in the step's own pass, for every rule (issue 12, branches optim2, ratio).
 
-Each rule's tracked loop adds p_old^2 and (p_new - p_old)^2 into double lanes in the same iteration
-that writes p_new. Checked here for every rule and its flag combinations, both dtypes, odd sizes and
->= 1M elements, on the flat one-call path, the cached StepPlan path and the per-parameter path:
-the step itself is bitwise what the untracked loop computes; the ratios equal a direct NumPy
-computation from the same parameters and the NumPy twin's; they are bitwise the same for 1 and 2
-threads and in the SSE2 and AVX2 builds; a flat group stays one kernel call with tracking on."""
+Each chunk runs in tiles: p_old^2 summed while the tile's p_old is copied to L1, the rule's
+untracked core on the tile, then (p_new - p_old)^2 from L1 (src/_optim_kernels.pxi). Checked here
+for every rule and its flag combinations, both dtypes, odd sizes and >= 1M elements, on the flat
+one-call path, the cached StepPlan path and the per-parameter path: the step itself is bitwise
+what the untracked loop computes; the ratios equal a direct NumPy computation from the same
+parameters and the NumPy twin's; they are bitwise the same for 1, 2 and 3 threads and in the SSE2
+and AVX2 builds; a flat group stays one kernel call with tracking on, and
+a RuleOptimizer's standalone parameters each take one multi-tensor call with the flat path's bits."""
 import numpy as np
 import pytest
 
@@ -45,7 +47,8 @@ CASES = [
     ("Lion", dict(lr=1e-4, weight_decay=1e-2)),
 ]
 IDS = [f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CASES]
-ODD = [1, 7, 1023, 70001]          # 70001: several NORM_BLOCK chunks and a partial one
+ODD = [1, 7, 129, 1023, 70001]     # 129: one 128-element tile and one element; 70001: several
+                                   # NORM_BLOCK chunks and a partial one
 BIG = [(1 << 20) + 3, 7]
 EMA = {"SGD": 0.9, "Adam": "polyak", "RMSprop": 0.99}     # the averaged variants of some cores
 
@@ -103,10 +106,11 @@ def test_tracking_leaves_the_step_bitwise_unchanged_and_ratios_are_right(name, k
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_ratios_at_1m_bitwise_across_threads_and_against_the_twin(name, kw, dtype):
     one = run(name, kw, dtype, BIG, flat=True, steps=2, threads=1)
-    two = run(name, kw, dtype, BIG, flat=True, steps=2, threads=2)
-    assert one[1] == two[1]                       # dict equality of floats: bitwise (no NaN here)
-    for k in one[0]:
-        np.testing.assert_array_equal(one[0][k], two[0][k], err_msg=k)
+    for threads in (2, 3):
+        other = run(name, kw, dtype, BIG, flat=True, steps=2, threads=threads)
+        assert one[1] == other[1], threads         # dict equality of floats: bitwise (no NaN here)
+        for k in one[0]:
+            np.testing.assert_array_equal(one[0][k], other[0][k], err_msg=k)
     for got, exp in zip(one[1], one[2]):
         for k in exp:
             assert got[k] == pytest.approx(exp[k], rel=1e-10), k
@@ -126,7 +130,7 @@ def test_ratios_bitwise_equal_in_the_sse2_and_avx2_builds(name, kw, dtype):
     for variant in ("sse2", "avx2"):
         _backend.set_simd(variant)
         assert _backend.simd_variant("optim") == variant
-        out.append(run(name, kw, dtype, [70001, 1023, 5], flat=True, steps=2))
+        out.append(run(name, kw, dtype, [(1 << 20) + 3, 70001, 1023, 5], flat=True, steps=2))
     assert out[0][1] == out[1][1]
 
 
@@ -187,3 +191,36 @@ def test_rule_optimizer_flat_ratios_at_1m_one_call(name, kernel_calls):
     fp = FlatParams({"W1": rng.standard_normal((1024, 1025)), "b1": rng.standard_normal(1025)})
     opt = RuleOptimizer(RULES[name], fp.params, {"learning_rate": 1e-3}, track_update_ratio=True)
     _steps_are_one_call(opt, fp, lambda: fp.grads, kernel_calls, lambda names: len(names) == 1)
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rule_optimizer_standalone_ratios_come_from_the_step_kernel(name, dtype, kernel_calls):
+    # Standalone (non-flat) parameters: each through its rule's multi-tensor kernel with the ratio
+    # in the same pass; the same chunks per parameter as on the flat path, so the same bits.
+    shapes = {"W1": (1024, 1025), "b1": (1025,), "b2": (7,)}
+    out = []
+    for flat in (False, True):
+        rng = np.random.default_rng(0)
+        values = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+        fp = FlatParams(values) if flat else None
+        params = fp.params if flat else values
+        grads = fp.grads if flat else {k: np.empty_like(v) for k, v in values.items()}
+        opt = RuleOptimizer(RULES[name], params, {"learning_rate": 1e-3}, track_update_ratio=True)
+        seen = []
+        for step in range(2):
+            for k in shapes:
+                grads[k][...] = rng.standard_normal(shapes[k])
+            old = {k: params[k].copy() for k in shapes}
+            kernel_calls.clear()
+            opt.step(grads)
+            names = kernel_calls.names("optim")     # a changed config's 1-element probes aside
+            multi = [n for n in names if n.endswith("_multi")]
+            assert len(multi) == (1 if flat else len(shapes)) and len(set(multi)) == 1, names
+            got = opt.update_ratios()
+            assert got == pytest.approx({k: direct(old[k], params[k]) for k in shapes}, rel=1e-10)
+            seen.append(got)
+        out.append((seen, {k: params[k].copy() for k in shapes}))
+    assert out[0][0] == out[1][0]
+    for k in shapes:
+        np.testing.assert_array_equal(out[0][1][k], out[1][1][k], err_msg=k)

@@ -297,6 +297,29 @@ class _FlatRule:
             dict.update(cfg, after)    # the optimizer's own write: the configs stay clean
 
 
+def _tracked_update(fn, w, dw, config):
+    """(config, update/weight ratio) of fastopt's own rule `fn` applied to one standalone parameter:
+    the same step as fn(w, dw, config) (checks, state creation, scalars: functional.make_function),
+    run through the rule's multi-tensor kernel on a one-tensor StepPlan so that the ratio comes from
+    the step's own pass (a copy and a NumPy pass cost ~10x the 16M step)."""
+    from ._base import empty_like_dtype
+    from .functional import FORMS, _prepare, kernel_scalars, state_arrays
+    rule, form = FORMS[fn]
+    config, values, new = _prepare(w, dw, config, form, rule)
+    scalars, after = kernel_scalars(rule, form, values, bool(new))
+    # Validated: now change things.
+    config.update(after)
+    for key in new:
+        config[key] = np.zeros_like(w)
+    k = _backend.kernels("optim")
+    arrays = state_arrays(rule, form, config, w)
+    plan = k.StepPlan([w.reshape(-1)], [dw.reshape(-1)], [[arrays[st.kernel_arg] for st in rule.state]],
+                      [arrays.get("param_avg", empty_like_dtype(w.dtype))])
+    getattr(k, rule.kernel.replace("_step", "_multi"))(plan=plan, **scalars, track_ratio=True,
+                                                       n_threads=_backend.threads_for(w.size, k.GRAIN))
+    return config, plan.ratios()[0]
+
+
 def _ratios_by_name(params, old, new):
     """{name: update/weight ratio} of parameters laid out in order in the 1-D `old` / `new`."""
     from ..reference.optim import ratio_of
@@ -503,13 +526,14 @@ class RuleOptimizer:
                 flat.step(self.configs, lr, gspan, fresh, ratios, clean)
             elif self._in_place:
                 for name, w in self.params.items():
-                    old = w.copy() if ratios is not None else None
-                    next_w, cfg = self.rule(w, grads[name], _with_lr(self.configs[name], lr, in_place=True))
-                    if next_w is not w:
-                        np.copyto(w, next_w)
-                    self.configs[name] = cfg
+                    cfg = _with_lr(self.configs[name], lr, in_place=True)
                     if ratios is not None:
-                        ratios.update(_ratios_by_name({name: w}, old.reshape(-1), w.reshape(-1)))
+                        cfg, ratios[name] = _tracked_update(self.rule, w, grads[name], cfg)
+                    else:
+                        next_w, cfg = self.rule(w, grads[name], cfg)
+                        if next_w is not w:
+                            np.copyto(w, next_w)
+                    self.configs[name] = cfg
             else:
                 results = {}
                 for name, w in self.params.items():
@@ -539,9 +563,10 @@ class RuleOptimizer:
 
     def update_ratios(self):
         """{parameter name: ||p_new - p_old|| / ||p_old||} of the last step (0 where p_old was all
-        zeros); empty before the first. Needs track_update_ratio=True. On the flat path (fastopt's
-        rules over a model whose params and grads tile one buffer each) it comes from the step's
-        own kernel pass; otherwise from a copy of the parameters taken before the update."""
+        zeros); empty before the first. Needs track_update_ratio=True. With fastopt's own rules it
+        comes from the step's own kernel pass (one call for a model whose params and grads tile
+        one buffer each, else one per parameter); with any other rule from a copy of the
+        parameters taken before the update."""
         if not self.track_update_ratio:
             raise RuntimeError("this RuleOptimizer tracks no update ratios: construct it with "
                                "track_update_ratio=True")
