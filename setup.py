@@ -130,6 +130,9 @@ def extensions():
         name = Path(pyx).stem
         exts.append(Extension(
             f"fastopt.{name}", [pyx],
+            # the C helpers that the .pyx files include verbatim: a change recompiles (Cython tracks
+            # its own .pxi/.pxd includes, not headers)
+            depends=sorted(glob("src/*.h")),
             include_dirs=[np.get_include(), "src"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         ))

@@ -222,17 +222,28 @@ cdef inline void _seg(_Seg* s, floating[::1] param, const floating[::1] grad, fl
     s.n = n
 
 
+cdef inline void _run_chunk(floating* dummy, const _Seg* segs, const _Chunk* ch, int rule, const double* c,
+                            int flags, double* acc) noexcept nogil:
+    # One chunk through the rule; with acc (its 2 slots of the sums), the ratio's two sums too.
+    if acc != NULL:
+        _tracked_range(dummy, &segs[ch.seg], ch.lo, ch.hi, rule, c, flags, acc)
+    else:
+        _rule_range(dummy, &segs[ch.seg], ch.lo, ch.hi, rule, c, flags)
+
+
 cdef void _drive(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssize_t nchunk, int rule,
                  const double* c, int flags, double* sums, int n_threads) noexcept nogil:
     # Every chunk through the rule; with sums (2 per chunk), the ratio's two sums per chunk.
+    # At one thread no parallel region: even then prange enters one, and libgomp builds and frees a
+    # team per call (malloc/free and futex; perf of an 8-element adam_multi loop put ~25% of the call
+    # there). Same chunks, same order, every chunk independent: the same bits either way.
     cdef Py_ssize_t b
-    cdef const _Seg* s
+    if n_threads <= 1:
+        for b in range(nchunk):
+            _run_chunk(dummy, segs, &chunks[b], rule, c, flags, &sums[2 * b] if sums != NULL else NULL)
+        return
     for b in prange(nchunk, schedule='static', num_threads=n_threads):
-        s = &segs[chunks[b].seg]
-        if sums != NULL:
-            _tracked_range(dummy, s, chunks[b].lo, chunks[b].hi, rule, c, flags, &sums[2 * b])
-        else:
-            _rule_range(dummy, s, chunks[b].lo, chunks[b].hi, rule, c, flags)
+        _run_chunk(dummy, segs, &chunks[b], rule, c, flags, &sums[2 * b] if sums != NULL else NULL)
 
 
 cdef int _chunk_table(const _Seg* segs, Py_ssize_t nseg, _Chunk** out) except -1:
@@ -258,7 +269,7 @@ cdef int _run_one(_Seg* seg, floating* dummy, int rule, const double* c, int fla
     cdef _Chunk* chunks = NULL
     cdef Py_ssize_t nchunk = _chunk_table(seg, 1, &chunks)
     with nogil:
-        _run_chunks(dummy, seg, chunks, nchunk, rule, c, flags, NULL, n_threads)
+        _drive(dummy, seg, chunks, nchunk, rule, c, flags, NULL, n_threads)
     free(chunks)
     return 0
 
@@ -1286,9 +1297,9 @@ cdef class StepPlan:
         cdef double* sums = self.sums if track else NULL
         with nogil:
             if self.is_double:
-                _run_chunks(<double*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
+                _drive(<double*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
             else:
-                _run_chunks(<float*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
+                _drive(<float*>NULL, self.segs, self.chunks, self.n_chunks, rule, c, flags, sums, n_threads)
         if track:
             self._ratios = self._collect()
         return 0
@@ -1499,21 +1510,3 @@ cdef class StepGuard:
             for key, value in items:
                 (<dict>d)[key] = value
         self._values = [self._dicts[0].get(k) for k in self._keys] if self._dicts else []
-
-
-# ------------------------------------------------------------------------------ one thread: no parallel region
-# At one thread _drive's prange still enters an OpenMP parallel region: libgomp builds and frees a
-# team (malloc/free and futex calls per step; perf of a 8-element adam_multi loop showed ~25% of the
-# call there). _run_chunks runs the same chunks in the same order on the calling thread instead, so
-# the bits are those of _drive (every chunk is independent; the ratio's sums are per chunk).
-cdef void _run_chunks(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssize_t nchunk, int rule,
-                      const double* c, int flags, double* sums, int n_threads) noexcept nogil:
-    cdef Py_ssize_t b
-    if n_threads > 1:
-        _drive(dummy, segs, chunks, nchunk, rule, c, flags, sums, n_threads)
-        return
-    for b in range(nchunk):
-        if sums != NULL:
-            _tracked_range(dummy, &segs[chunks[b].seg], chunks[b].lo, chunks[b].hi, rule, c, flags, &sums[2 * b])
-        else:
-            _rule_range(dummy, &segs[chunks[b].seg], chunks[b].lo, chunks[b].hi, rule, c, flags)

@@ -224,3 +224,25 @@ def test_rule_optimizer_standalone_ratios_come_from_the_step_kernel(name, dtype,
     assert out[0][0] == out[1][0]
     for k in shapes:
         np.testing.assert_array_equal(out[0][1][k], out[1][1][k], err_msg=k)
+
+
+def test_a_tracked_flat_rule_remakes_its_plan_when_the_backend_switches():
+    # The tracked flat path caches a StepPlan, an object of one kernel module: after set_backend or
+    # set_simd the cached plan must not be handed to the other module's kernel.
+    def make():
+        rng = np.random.default_rng(3)
+        fp = FlatParams({"W": rng.standard_normal((40, 30)), "b": rng.standard_normal(30)})
+        fp.grads["W"][...] = rng.standard_normal((40, 30))
+        fp.grads["b"][...] = rng.standard_normal(30)
+        return fp, RuleOptimizer(RULES["adam"], fp.params, {"learning_rate": 1e-2}, track_update_ratio=True)
+    fp_a, a = make()
+    fp_b, b = make()
+    a.step(fp_a.grads)
+    b.step(fp_b.grads)
+    fastopt.set_backend("numpy")
+    a.step(fp_a.grads)
+    fastopt.set_backend("cython")
+    b.step(fp_b.grads)
+    for k in fp_a.params:
+        np.testing.assert_allclose(fp_a.params[k], fp_b.params[k], rtol=1e-12, atol=1e-15)
+        assert a.update_ratios()[k] == pytest.approx(b.update_ratios()[k], rel=1e-12)

@@ -165,7 +165,7 @@ class _FlatRule:
         self.buffers = None                # state name (rule's) -> 1-D buffer, once allocated
         self.views = None                  # parameter name -> {config key: view}
         self.grads = None                  # (gradient arrays last seen, their span or None)
-        self.plan = None                   # (gradient span, StepPlan) of the tracked multi-tensor call
+        self.plan = None                   # (kernel module, gradient span, StepPlan) of the tracked multi call
 
     def adopt(self, configs, fill=None):
         """New state buffers (zeros, or the configs' arrays copied in) whose views the configs get."""
@@ -231,8 +231,9 @@ class _FlatRule:
     def _plan(self, k, gspan):
         """A StepPlan over every parameter (the ratio is per parameter), cached per gradient span."""
         from ._base import step_types
-        if self.plan is not None and self.plan[0] is gspan:
-            return self.plan[1]
+        # Keyed by the kernel module too: a plan is that module's type (set_backend / set_simd switch it)
+        if self.plan is not None and self.plan[0] is k and self.plan[1] is gspan:
+            return self.plan[2]
         empty = np.empty(0, self.span.dtype)
         by_target = {target: key for key, target in self.form.state}
         params, grads, states = [], [], []
@@ -244,7 +245,7 @@ class _FlatRule:
                            for st in self.rule.state])
             offset += w.size
         plan = step_types(k)[0](params, grads, states, [empty] * len(params))
-        self.plan = (gspan, plan)
+        self.plan = (k, gspan, plan)
         return plan
 
     def step(self, configs, lr, gspan, fresh, ratios=None, clean=False):
