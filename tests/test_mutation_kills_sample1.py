@@ -515,7 +515,8 @@ def test_a_running_statistic_changed_in_place_is_validated_again(change):
     from fastopt import FullyConnectedNet
     model = FullyConnectedNet([5], input_dim=3, num_classes=2, normalization="batchnorm", rng=0)
     X, y = np.random.default_rng(0).standard_normal((4, 3)), np.array([0, 1, 1, 0])
-    model.loss(X, y)
+    model.loss(X, y)                         # creates the running statistics
+    model.loss(X, y)                         # validates them (and remembers that)
     rm = model.bn_params[0]["running_mean"]
     if change == "read-only":
         rm.flags.writeable = False
