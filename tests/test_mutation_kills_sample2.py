@@ -54,3 +54,29 @@ def test_lbfgs_names_what_the_closure_returned():
         optim.LBFGS({"w": w}).step(lambda: (1.0, [w.copy()]))
     with pytest.raises(TypeError, match="must return a pair \\(loss, grads\\), got float$"):
         optim.LBFGS({"w": w}).step(lambda: 1.0)
+
+
+# reference.mlp.bias_relu_forward__mutmut_10 and relu_batchnorm_backward__mutmut_8: the twin checks
+# the shapes of out and z as the kernel does, by name (a (1, D) z would otherwise broadcast).
+@pytest.mark.parametrize("name", ["twin", "_mlp_kernels"])
+def test_mlp_twin_and_kernel_name_a_wrongly_shaped_operand(name):
+    import importlib
+    from fastopt.reference import mlp
+    mod = mlp if name == "twin" else importlib.import_module(f"fastopt.{name}")
+    f = np.float64
+    n, d = 4, 3
+    with pytest.raises(ValueError, match="^out "):
+        mod.bias_relu_forward(np.ones((n, d)), np.ones(d), np.empty((n + 1, d)), 1)
+    vec = lambda: np.ones(d, f)                                     # noqa: E731
+    with pytest.raises(ValueError, match="^z "):
+        mod.relu_batchnorm_backward(np.ones((n, d)), np.ones((n, d)), np.ones((1, d)), vec(), vec(), vec(), vec(),
+                                    np.empty((n, d)), vec(), vec(), vec(), 1)
+
+
+# solver._schedule._runner__mutmut_12 and __mutmut_24: a Solver's ReduceLROnPlateau watches the
+# validation accuracy in mode "max", the loss in mode "min", at epoch ends.
+@pytest.mark.parametrize("mode, watched", [("max", "val_acc"), ("min", "loss")])
+def test_a_solvers_plateau_schedule_watches_the_metric_of_its_mode(mode, watched):
+    from fastopt.solver import _schedule
+    runner = _schedule._runner(S.ReduceLROnPlateau(SGD([np.zeros(2)], lr=1.0), mode=mode), None)
+    assert runner.unit == "epoch" and runner.monitor == watched
