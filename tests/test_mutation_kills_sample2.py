@@ -80,3 +80,30 @@ def test_a_solvers_plateau_schedule_watches_the_metric_of_its_mode(mode, watched
     from fastopt.solver import _schedule
     runner = _schedule._runner(S.ReduceLROnPlateau(SGD([np.zeros(2)], lr=1.0), mode=mode), None)
     assert runner.unit == "epoch" and runner.monitor == watched
+
+
+# ReduceLROnPlateau._is_better__mutmut_3 and __mutmut_6: mode "min" with a relative threshold (torch's
+# default): 9.5 after 10 is no improvement at threshold 0.1 (it needs < 9), 8.0 is.
+def test_plateau_min_mode_uses_the_relative_threshold():
+    opt = SGD([np.zeros(2)], lr=1.0)
+    sched = S.ReduceLROnPlateau(opt, mode="min", threshold=0.1, threshold_mode="rel", patience=0, factor=0.5)
+    seen = []
+    for metric in (10.0, 9.5, 8.0):
+        sched.step(metric)
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen == [1.0, 0.5, 0.5]
+
+
+# LBFGS.state_dict__mutmut_43 and load_state_dict__mutmut_42: a state of named params records the
+# names, and a state of other names is refused (nothing loaded).
+def test_lbfgs_state_keeps_the_param_names_and_refuses_others():
+    w = np.ones(2)
+    opt = optim.LBFGS({"w": w})
+    opt.step(lambda: (float(w @ w), {"w": 2 * w}))
+    state = opt.state_dict()
+    assert state["param_groups"][0]["param_names"] == ["w"]
+    other = optim.LBFGS({"v": np.ones(2)})
+    before = other.state_dict()
+    with pytest.raises(ValueError, match="param_names"):
+        other.load_state_dict(state)
+    assert other.state_dict()["state"]["n_iter"] == before["state"]["n_iter"]
