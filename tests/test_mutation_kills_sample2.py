@@ -107,3 +107,22 @@ def test_lbfgs_state_keeps_the_param_names_and_refuses_others():
     with pytest.raises(ValueError, match="param_names"):
         other.load_state_dict(state)
     assert other.state_dict()["state"]["n_iter"] == before["state"]["n_iter"]
+
+
+# checkpoint._orphan_writer__mutmut_20: only names whose token is 16 hex digits are this module's
+# temporaries; a look-alike of a dead writer with another token is left alone.
+def test_only_temporaries_with_a_hex_token_are_removed(tmp_path):
+    from fastopt import checkpoint
+    from test_checkpoint_hygiene import _dead_pid, _temp_of
+    dead = _dead_pid()
+    ours, other = _temp_of("c.ckpt", dead), _temp_of("c.ckpt", dead, token="0123456789abcdeg")
+    for name in (ours, other):
+        (tmp_path / name).write_bytes(b"x")
+    assert checkpoint.remove_orphan_temporaries(tmp_path / "c.ckpt") == [ours]
+    assert (tmp_path / other).read_bytes() == b"x"
+
+
+# lr_scheduler.LRScheduler.__init____mutmut_12: a bad last_epoch is named.
+def test_a_scheduler_names_a_bad_last_epoch():
+    with pytest.raises(ValueError, match="^last_epoch "):
+        S.StepLR(SGD([np.zeros(2)], lr=1.0), step_size=1, last_epoch=-2)
