@@ -126,3 +126,4 @@ def test_only_temporaries_with_a_hex_token_are_removed(tmp_path):
 def test_a_scheduler_names_a_bad_last_epoch():
     with pytest.raises(ValueError, match="^last_epoch "):
         S.StepLR(SGD([np.zeros(2)], lr=1.0), step_size=1, last_epoch=-2)
+
