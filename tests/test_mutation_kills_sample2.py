@@ -127,3 +127,23 @@ def test_a_scheduler_names_a_bad_last_epoch():
     with pytest.raises(ValueError, match="^last_epoch "):
         S.StepLR(SGD([np.zeros(2)], lr=1.0), step_size=1, last_epoch=-2)
 
+
+
+# rule_adapter.RuleOptimizer._probe__mutmut_35: a rule that does not return (next_w, config) is named.
+def test_a_rule_that_returns_no_config_is_named():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+
+    def bare(w, dw, config):
+        return w - dw
+    with pytest.raises(TypeError, match=r"^update rule 'bare' must return \(next_w, config\), got ndarray$"):
+        RuleOptimizer(bare, {"w": np.ones(3)}, {})
+
+
+# solver._options.check_options__mutmut_43 and __mutmut_64: lr_decay lies in (0, 1]; num_epochs may be 0.
+def test_solver_lr_decay_at_most_one_and_zero_epochs_allowed():
+    from _nn_data import blob_data
+    from test_solver import make_model, solver_kwargs
+    from fastopt.solver import Solver
+    with pytest.raises(ValueError, match="^lr_decay "):
+        Solver(make_model(), blob_data(), **solver_kwargs(lr_decay=1.5))
+    Solver(make_model(), blob_data(), **solver_kwargs(lr_decay=1.0, num_epochs=0))
