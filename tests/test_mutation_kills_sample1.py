@@ -456,3 +456,185 @@ def test_an_unknown_reg_type_is_named():
     from fastopt import FullyConnectedNet
     with pytest.raises(ValueError, match=r"^reg_type "):
         FullyConnectedNet([4], input_dim=3, num_classes=2, reg_type="l3")
+
+
+# ------------------------------------------------------------------ the sample's survivors left M, killed later
+# checkpoint._orphan_writer__mutmut_32: the liveness probe is signal 0, which sends nothing. A writer
+# that is alive (here a child process with SIGHUP's default action, which ends it) keeps its
+# temporary and goes on running.
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX signals")
+def test_the_liveness_probe_sends_a_live_writer_nothing(tmp_path):
+    import subprocess
+    import sys
+    from fastopt import checkpoint
+    from test_checkpoint_hygiene import _temp_of
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                              "signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        name = _temp_of("c.ckpt", child.pid)
+        (tmp_path / name).write_bytes(b"x")
+        assert checkpoint.remove_orphan_temporaries(tmp_path / "c.ckpt") == []
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=0.5)
+        assert (tmp_path / name).read_bytes() == b"x"
+    finally:
+        child.kill()
+        child.wait()
+
+
+# layers.core.affine_forward__mutmut_10: a bad weight operand is named `w` (the arguments are x, w, b).
+@pytest.mark.parametrize("bad", [[[1.0], [2.0]], np.array([["a"], ["b"]])], ids=["list", "str array"])
+def test_affine_forward_names_a_bad_weight(bad):
+    from fastopt import layers
+    with pytest.raises(TypeError, match="^w must "):
+        layers.affine_forward(np.ones((3, 2)), bad, np.ones(1))
+
+
+# nn.FullyConnectedNet._check_state__mutmut_123: a model state's running statistic of the wrong dtype
+# is named by its key, and nothing is loaded.
+@pytest.mark.parametrize("key", ["running_mean", "running_var"])
+def test_a_model_state_names_a_running_statistic_of_the_wrong_dtype(key):
+    from fastopt import FullyConnectedNet
+    model = FullyConnectedNet([5, 4], input_dim=3, num_classes=2, normalization="batchnorm", rng=0)
+    model.loss(np.random.default_rng(0).standard_normal((4, 3)), np.array([0, 1, 1, 0]))   # creates them
+    state = model.state_dict()
+    state["bn_params"][1][key] = state["bn_params"][1][key].astype(np.float64)       # the model's: float32
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(ValueError, match=rf"^model state bn_params\[1\]\['{key}'\] must have the model's dtype float32"):
+        model.load_state_dict(state)
+    assert all(np.array_equal(model.params[k], v) for k, v in before.items())
+
+
+# nn.FullyConnectedNet._memo__mutmut_19 (`==` -> `!=`): the memo of validated settings is used only
+# while the same objects keep their shape, dtype and flags; a running statistic made read-only or
+# reshaped in place after a step is validated again and refused by name.
+@pytest.mark.parametrize("change", ["read-only", "reshaped"])
+def test_a_running_statistic_changed_in_place_is_validated_again(change):
+    from fastopt import FullyConnectedNet
+    model = FullyConnectedNet([5], input_dim=3, num_classes=2, normalization="batchnorm", rng=0)
+    X, y = np.random.default_rng(0).standard_normal((4, 3)), np.array([0, 1, 1, 0])
+    model.loss(X, y)                         # creates the running statistics
+    model.loss(X, y)                         # validates them (and remembers that)
+    rm = model.bn_params[0]["running_mean"]
+    if change == "read-only":
+        rm.flags.writeable = False
+    else:
+        rm.shape = (1, 5)
+    before = rm.copy()
+    with pytest.raises(ValueError, match=r"bn_params\[0\]\['running_mean'\]"):
+        model.loss(X, y)
+    np.testing.assert_array_equal(rm, before)
+
+
+# solver._solver.Solver._diagnose__mutmut_24: a verbose Solver prints the diagnosis it records.
+def test_a_verbose_solver_prints_its_diagnosis(capsys):
+    from _nn_data import blob_data
+    from test_solver import make_model, solver_kwargs
+    from fastopt.solver import Solver
+    solver = Solver(make_model(normalization=None, dropout_keep_ratio=1), blob_data(),
+                    **solver_kwargs(update_rule="sgd", optim_config={"learning_rate": 1e3}, monitor=10,
+                                    num_epochs=20, verbose=True))
+    with np.errstate(all="ignore"):
+        solver.train()
+    assert solver.stopped is not None and solver.stopped["kind"] == "exploded"
+    assert solver.stopped["message"] in capsys.readouterr().out.splitlines()
+
+
+# solver._solver.Solver.load_checkpoint__mutmut_10: the refusal of a load during training names
+# load_checkpoint, and the run goes on as if it had not been asked.
+def test_load_checkpoint_from_the_training_callback_is_refused_by_name(tmp_path):
+    from _nn_data import blob_data
+    from test_solver import assert_same_run, make_model, solver_kwargs
+    from fastopt.solver import Solver
+    path = tmp_path / "start.ckpt"
+    errors = []
+
+    def load_again(solver, event, info):
+        if event == "iteration" and not errors:
+            try:
+                solver.load_checkpoint(path)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    data = blob_data()
+    solver = Solver(make_model(), data, callback=load_again, **solver_kwargs(num_epochs=1))
+    solver.save_checkpoint(path)
+    solver.train()
+    assert errors == ["Solver.load_checkpoint cannot be called while this Solver is training"]
+    reference = Solver(make_model(), data, **solver_kwargs(num_epochs=1))
+    reference.train()
+    assert_same_run(solver, reference)
+
+
+# solver._monitor.Recorder._activations__mutmut_2 (`and` -> `or`): activation statistics are taken
+# of fastopt's fully connected nets only (hidden_dims and W1); a user's model with a "W1" param, or
+# with a hidden_dims attribute, gets none and trains under the monitor.
+@pytest.mark.parametrize("kind", ["W1 param", "hidden_dims"])
+def test_a_user_model_that_looks_half_like_a_fully_connected_net_has_no_activation_statistics(kind):
+    from _nn_data import blob_data
+    from test_solver import solver_kwargs
+    from fastopt.solver import Solver
+    key = "W1" if kind == "W1 param" else "W"
+
+    class Linear:
+        def __init__(self):
+            self.params = {key: np.random.default_rng(0).standard_normal((6, 3)) * 0.1}
+            if kind == "hidden_dims":
+                self.hidden_dims = [4]
+
+        def loss(self, X, y=None):
+            scores = X @ self.params[key]
+            if y is None:
+                return scores
+            p = np.exp(scores - scores.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            loss = -np.log(p[np.arange(len(y)), y]).mean()
+            p[np.arange(len(y)), y] -= 1
+            return loss, {key: X.T @ p / len(y)}
+
+    solver = Solver(Linear(), blob_data(), **solver_kwargs(monitor=2, num_epochs=1))
+    solver.train()
+    assert solver.monitor_history and all(r["activations"] == [] and r["dead_fraction"] is None
+                                          for r in solver.monitor_history)
+
+
+# optim.lbfgs.LBFGS._strong_wolfe__mutmut_165 (the zoom's clamp eps = 0.1 (max + min) of the bracket)
+# and __mutmut_184 (the clamp always toward the bracket's lower end): the trial points of torch
+# 2.13.0's LBFGS (strong_wolfe, float64) on sin(5x) + 0.3 x^2, written out. From x0 = 1.6 (lr 1) the
+# zoom clamps a trial next to the upper end of the bracket [1.0, 2.96], from x0 = 0.3 (lr 50) one next
+# to the lower end of [0.99, 50.0]: brackets away from 0, where both mutants move the trial.
+TORCH_SIN5_TRIALS = {
+    (1.6, 1.0): [1.6, 1.36750016904307, 0.541722245986905, 0.881187146171561, 0.912036938118129,
+                 0.957583261210623, 0.920326105825085, 0.921682795852006, 0.920344379812227],
+    (0.3, 50.0): [0.3, -26.3843004169257, -0.229619595821851, -2.84508767793224, -0.895175119247428,
+                  -0.288849585798024, -177.756807269511, -1.105327315047, -0.370497358722922,
+                  -0.306688525836244, -0.312004426276177, -0.306794526552662],
+}
+
+
+@pytest.mark.parametrize("x0, lr", sorted(TORCH_SIN5_TRIALS))
+def test_strong_wolfe_zoom_clamps_as_torch_away_from_zero(x0, lr):
+    x, trials = np.array([x0]), []
+
+    def closure():
+        trials.append(float(x[0]))
+        return float(np.sin(5 * x[0]) + 0.3 * x[0] ** 2), [5 * np.cos(5 * x) + 0.6 * x]
+
+    optim.LBFGS([x], lr=lr, line_search_fn="strong_wolfe").step(closure)
+    np.testing.assert_allclose(trials, TORCH_SIN5_TRIALS[x0, lr], rtol=1e-9, atol=0)
+
+
+# reference.mlp.relu_batchnorm_backward__mutmut_63: dgamma summed in float32. Twin and kernel sum the
+# column in double: 2^24 + 1 + 1 - 2^24 is 2, where a float32 running sum loses both ones (0).
+@pytest.mark.parametrize("name", ["twin", "_mlp_kernels"])
+def test_relu_batchnorm_backward_sums_dgamma_in_double(name):
+    from fastopt.reference import mlp
+    mod = mlp if name == "twin" else _module(name)
+    f = np.float32
+    z = np.array([[2.0 ** 24], [1.0], [1.0], [-2.0 ** 24]], f)
+    ones, zero = np.ones((4, 1), f), np.zeros(1, f)
+    dz, dgamma, dbeta, db = np.empty((4, 1), f), np.empty(1, f), np.empty(1, f), np.empty(1, f)
+    mod.relu_batchnorm_backward(ones, ones, z, zero, np.ones(1, f), zero, np.ones(1, f), dz, dgamma, dbeta, db, 1)
+    assert dgamma[0] == 2.0 and dbeta[0] == 4.0

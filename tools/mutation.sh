@@ -30,6 +30,14 @@ CHILDREN=${MUTATION_CHILDREN:-2}
 FAST_SKIP=(stubs bench_cli bench_mlp blas_threads data diagnose distributed ensemble kernel_contract lr_find
            preprocessing search search_dask simd_dispatch train_cli babysit cs231n_notebooks_model
            optim_torch_parity mlp_torch_parity)
+# Tests that cannot pass in mutmut's copy of the tree. The zoom-clamp test of test_mutation_kills_merged.py
+# traces the first source line holding the clamp; in mutants/ that line is in the decorated
+# _strong_wolfe, whose body never runs (mutmut dispatches to its copies `..._strong_wolfe__mutmut_*`):
+# the test fails ("no longer reaches the zoom's clamp"), and with it the stats phase (the seed-2 run,
+# MUTATION.md). test_mutation_kills_sample1.py pins the clamp without tracing.
+DESELECT=(tests/test_mutation_kills_merged.py::test_strong_wolfe_zoom_clamps_a_trial_too_close_to_the_bracket)
+for t in "${DESELECT[@]}"; do PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} --deselect $t"; done
+export PYTEST_ADDOPTS
 if [ -n "${MUTATION_FAST:-}" ]; then
   for f in "${FAST_SKIP[@]}"; do PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} --ignore=tests/test_$f.py"; done
   export PYTEST_ADDOPTS
