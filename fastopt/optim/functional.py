@@ -82,16 +82,23 @@ def state_arrays(rule, form, config, like):
     return arrays
 
 
+def begin_update(w, dw, config, form, rule):
+    """(config, kernel scalars) of one CS231n step: everything checked first, then the config's
+    scalar entries written and its missing state arrays created; the caller runs the kernel."""
+    config, values, new = _prepare(w, dw, config, form, rule)
+    scalars, after = kernel_scalars(rule, form, values, bool(new))
+    # Validated: now change things.
+    config.update(after)
+    for key in new:
+        config[key] = np.zeros_like(w)
+    return config, scalars
+
+
 def make_function(rule, form):
     """The CS231n function of `form` on `rule`'s kernel."""
 
     def update(w, dw, config=None):
-        config, values, new = _prepare(w, dw, config, form, rule)
-        scalars, after = kernel_scalars(rule, form, values, bool(new))
-        # Validated: now change things.
-        config.update(after)
-        for key in new:
-            config[key] = np.zeros_like(w)
+        config, scalars = begin_update(w, dw, config, form, rule)
         k = _backend.kernels("optim")
         getattr(k, rule.kernel)(param=w.reshape(-1), grad=dw.reshape(-1), **state_arrays(rule, form, config, w),
                                 **scalars, n_threads=_backend.threads_for(w.size, k.GRAIN))

@@ -300,18 +300,13 @@ class _FlatRule:
 
 def _tracked_update(fn, w, dw, config):
     """(config, update/weight ratio) of fastopt's own rule `fn` applied to one standalone parameter:
-    the same step as fn(w, dw, config) (checks, state creation, scalars: functional.make_function),
+    the same step as fn(w, dw, config) (checks, state creation, scalars: functional.begin_update),
     run through the rule's multi-tensor kernel on a one-tensor StepPlan so that the ratio comes from
     the step's own pass (a copy and a NumPy pass cost ~10x the 16M step)."""
     from ._base import empty_like_dtype
-    from .functional import FORMS, _prepare, kernel_scalars, state_arrays
+    from .functional import FORMS, begin_update, state_arrays
     rule, form = FORMS[fn]
-    config, values, new = _prepare(w, dw, config, form, rule)
-    scalars, after = kernel_scalars(rule, form, values, bool(new))
-    # Validated: now change things.
-    config.update(after)
-    for key in new:
-        config[key] = np.zeros_like(w)
+    config, scalars = begin_update(w, dw, config, form, rule)
     k = _backend.kernels("optim")
     arrays = state_arrays(rule, form, config, w)
     plan = k.StepPlan([w.reshape(-1)], [dw.reshape(-1)], [[arrays[st.kernel_arg] for st in rule.state]],
