@@ -415,3 +415,20 @@ def test_full_batch_digits_softmax_and_mlp():
         assert final < 0.1 * first, (hidden, first, final)
         assert acc >= 0.93, (hidden, acc)
         assert opt.state["n_resets"] == 0 and opt.state["func_evals"] <= iterations * 5 // 4
+
+
+@pytest.mark.parametrize("max_iter,max_eval,calls,x_after", [
+    (1, None, 2, 1.3675001690430677), (2, None, 3, 0.5417222459869079), (3, 4, 5, 0.9120369381181285)])
+def test_the_line_search_spends_only_what_is_left_of_max_eval(max_iter, max_eval, calls, x_after):
+    # torch 2.13 gives the strong-Wolfe search max_ls = max_eval - evaluations so far; with the
+    # default max_ls=25 one step of max_iter=1 called the closure 7 times (torch: 2) and its iterate
+    # left torch's. Calls and iterate as torch.optim.LBFGS gave them on this 1-D problem (float64).
+    x, seen = np.array([1.6]), []
+    opt = LBFGS([x], max_iter=max_iter, max_eval=max_eval, line_search_fn="strong_wolfe")
+
+    def closure():
+        seen.append(x[0])
+        return float(np.sin(5 * x[0]) + 0.3 * x[0] ** 2), [np.array([5 * np.cos(5 * x[0]) + 0.6 * x[0]])]
+    opt.step(closure)
+    assert len(seen) == calls
+    assert x[0] == pytest.approx(x_after, rel=1e-12)

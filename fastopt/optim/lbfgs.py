@@ -380,7 +380,8 @@ class LBFGS:
             try:
                 if h["line_search_fn"] == "strong_wolfe":
                     loss, g, t, gmax, ls_func_evals = self._strong_wolfe(
-                        closure, x, t, d, loss, g, gtd, tolerance_change)
+                        closure, x, t, d, loss, g, gtd, tolerance_change,
+                        max_ls=max_eval - current_evals)   # torch: the step's evaluation budget
                     self._place(x, t, d)
                     x = self._gather_params()
                     opt_cond = gmax <= tolerance_grad
