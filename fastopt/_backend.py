@@ -239,7 +239,22 @@ def threads_for(work, grain):
     return min(threads, work // grain)
 
 
-@contextlib.contextmanager
+class _BesideBlas:
+    """The block of beside_blas(): a class, not a @contextmanager generator, because the training
+    step enters it every iteration (measured here: the generator form 1.6 us a block, this 0.5)."""
+    __slots__ = ()
+
+    def __enter__(self):
+        _beside_blas.depth = getattr(_beside_blas, "depth", 0) + 1
+
+    def __exit__(self, *exc):
+        _beside_blas.depth -= 1
+        return False
+
+
+_BESIDE_BLAS = _BesideBlas()     # stateless: the depth is per Python thread, so one object serves all
+
+
 def beside_blas():
     """Within this block, kernels run on one thread while NumPy's BLAS runs on more than one.
 
@@ -251,11 +266,7 @@ def beside_blas():
     run inside this block; wrap your own training step's optimizer call in it too. Outside it,
     kernels use `get_num_threads()` as usual. Per Python thread; blocks nest.
     """
-    _beside_blas.depth = getattr(_beside_blas, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _beside_blas.depth -= 1
+    return _BESIDE_BLAS
 
 
 def openmp_enabled():

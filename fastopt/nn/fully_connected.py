@@ -518,11 +518,8 @@ class FullyConnectedNet:
             call.create_running_statistics(self)
             if self.fast_path and self._fusable():
                 ws = self._workspaces.get(call.X.shape[0])
-                if _backend.get_num_threads() == 1:     # beside_blas() only changes multi-thread counts
+                with _backend.beside_blas():
                     result = run_fused.loss(self.blocks, call, ws, call.frozen)
-                else:
-                    with _backend.beside_blas():
-                        result = run_fused.loss(self.blocks, call, ws, call.frozen)
             else:
                 result = run_layers.loss(self.blocks, call, call.frozen)
             if self.use_dropout and self.seed is not None and self.hidden_dims:

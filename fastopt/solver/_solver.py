@@ -196,13 +196,9 @@ class Solver:
         if recorder is not None:
             recorder.before_step(self.optimizer)
             lr = self.lr
-        # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS
-        # (beside_blas() changes only multi-thread counts: at one thread the block is skipped).
-        if _backend.get_num_threads() == 1:
+        # The update runs between the model's matmuls: kernels yield the cores to NumPy's BLAS.
+        with _backend.beside_blas():
             loss, grads = self._update(X_batch, y_batch)
-        else:
-            with _backend.beside_blas():
-                loss, grads = self._update(X_batch, y_batch)
         loss = float(loss)
         self.loss_history.append(loss)
         if recorder is not None:
