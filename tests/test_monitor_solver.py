@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from _nn_data import blob_data
+from _nn_data import LinearSoftmax, blob_data
 
 from fastopt import babysit, checkpoint, optim
 from fastopt.nn import FullyConnectedNet
@@ -173,21 +173,7 @@ def test_tracking_is_not_asked_for_without_monitoring():
 
 
 def test_a_model_that_is_not_a_fully_connected_net_has_no_activation_statistics():
-    class Linear:
-        def __init__(self):
-            self.params = {"W": np.random.default_rng(0).standard_normal((DIM, CLASSES)) * 0.1}
-
-        def loss(self, X, y=None):
-            scores = X @ self.params["W"]
-            if y is None:
-                return scores
-            p = np.exp(scores - scores.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            loss = -np.log(p[np.arange(len(y)), y]).mean()
-            p[np.arange(len(y)), y] -= 1
-            return loss, {"W": X.T @ p / len(y)}
-
-    solver = Solver(Linear(), blob_data(), **kwargs(monitor=2, num_epochs=1))
+    solver = Solver(LinearSoftmax("W", DIM, CLASSES), blob_data(), **kwargs(monitor=2, num_epochs=1))
     solver.train()
     assert solver.monitor_history and all(r["activations"] == [] and r["dead_fraction"] is None
                                           for r in solver.monitor_history)

@@ -573,28 +573,13 @@ def test_load_checkpoint_from_the_training_callback_is_refused_by_name(tmp_path)
 # with a hidden_dims attribute, gets none and trains under the monitor.
 @pytest.mark.parametrize("kind", ["W1 param", "hidden_dims"])
 def test_a_user_model_that_looks_half_like_a_fully_connected_net_has_no_activation_statistics(kind):
-    from _nn_data import blob_data
+    from _nn_data import LinearSoftmax, blob_data
     from test_solver import solver_kwargs
     from fastopt.solver import Solver
-    key = "W1" if kind == "W1 param" else "W"
-
-    class Linear:
-        def __init__(self):
-            self.params = {key: np.random.default_rng(0).standard_normal((6, 3)) * 0.1}
-            if kind == "hidden_dims":
-                self.hidden_dims = [4]
-
-        def loss(self, X, y=None):
-            scores = X @ self.params[key]
-            if y is None:
-                return scores
-            p = np.exp(scores - scores.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            loss = -np.log(p[np.arange(len(y)), y]).mean()
-            p[np.arange(len(y)), y] -= 1
-            return loss, {key: X.T @ p / len(y)}
-
-    solver = Solver(Linear(), blob_data(), **solver_kwargs(monitor=2, num_epochs=1))
+    model = LinearSoftmax("W1" if kind == "W1 param" else "W")
+    if kind == "hidden_dims":
+        model.hidden_dims = [4]
+    solver = Solver(model, blob_data(), **solver_kwargs(monitor=2, num_epochs=1))
     solver.train()
     assert solver.monitor_history and all(r["activations"] == [] and r["dead_fraction"] is None
                                           for r in solver.monitor_history)
