@@ -49,6 +49,14 @@ class FlatArrays(Mapping):
     def __getitem__(self, name):
         return self._views[name]
 
+    # Mapping's get and `in` go through __getitem__ and a KeyError: an optimizer step looks up
+    # every name, so these are the dict's own.
+    def get(self, name, default=None):
+        return self._views.get(name, default)
+
+    def __contains__(self, name):
+        return name in self._views
+
     def __setitem__(self, name, value):
         if name not in self._views:
             raise KeyError(f"{name!r} is not one of the flat arrays {list(self._views)}; "

@@ -46,9 +46,9 @@ def config_values(form, config):
     return values
 
 
-def kernel_scalars(rule, form, values, fresh):
-    """(the kernel's scalar keywords, the config entries after the step) for checked `values`;
-    `fresh`: the state arrays were just created (SGD's first momentum step)."""
+def kernel_hypers(rule, form, values):
+    """The rule's hyperparameters (the declaration's names) for checked config `values`: its
+    defaults, the form's fixed ones, then the config's (a CS231n key may set one of a pair)."""
     h = dict(rule.defaults)
     h.update(form.fixed)
     for k in form.config:
@@ -58,6 +58,15 @@ def kernel_scalars(rule, form, values, fresh):
             pair = list(h[k.target])
             pair[k.index] = values[k.name]
             h[k.target] = tuple(pair)
+    return h
+
+
+def kernel_scalars(rule, form, values, fresh, h=None):
+    """(the kernel's scalar keywords, the config entries after the step) for checked `values`;
+    `fresh`: the state arrays were just created (SGD's first momentum step); `h`: the
+    kernel_hypers of `values` when the caller kept them (they change only with the config)."""
+    if h is None:
+        h = kernel_hypers(rule, form, values)
     s = {sc.name: sc.initial for sc in rule.scalars}
     if form.step is not None:
         s["step"] = values[form.step]

@@ -32,6 +32,7 @@ import numpy as np
 from .. import _backend
 from ..flat import tiles_one_buffer
 from .._validation import check_array, check_bool, check_distinct, check_scalar
+from .functional import FORMS, begin_update, config_values, kernel_hypers, kernel_scalars, state_arrays
 
 _PROBE_SIZE = 1
 
@@ -249,26 +250,28 @@ class _FlatRule:
         return plan
 
     def step(self, configs, lr, gspan, fresh, ratios=None, clean=False):
-        from .functional import config_values, kernel_scalars
         rule, form = self.rule, self.form
         first = configs[next(iter(self.params))]
         # The configs were checked at the boundary (RuleOptimizer._prepare re-checks a changed one),
-        # so the hyperparameters' checked values are reused while they and lr stay the same; only
-        # the step counter moves every step.
+        # so the hyperparameters' checked values (and the rule's hyperparameters made of them) are
+        # reused while they and lr stay the same; only the step counter moves every step.
         # Clean configs (RuleOptimizer.step) hold the hyperparameters of the last step's key.
         cached = self.values
         if clean and cached is not None and cached[0][0] == lr:
             key = cached[0]
         else:
             key = (lr,) + tuple(first.get(k.name) for k in form.config)
-        if cached is not None and cached[0] == key:
-            values = dict(self.values[1])
+        same = cached is not None and cached[0] == key
+        if same:
+            _, values, h = cached
             if form.step is not None:
+                values = dict(values)
                 values[form.step] = first.get(form.step, 0)
         else:
             values = config_values(form, _with_lr(first, lr))
-            self.values = (key, {k: v for k, v in values.items() if k != form.step})
-        scalars, after = kernel_scalars(rule, form, values, fresh)
+            h = kernel_hypers(rule, form, values)
+            self.values = (key, {k: v for k, v in values.items() if k != form.step}, h)
+        scalars, after = kernel_scalars(rule, form, values, fresh, h)
         # Validated: now change things.
         if fresh:
             self.adopt(configs)
@@ -294,8 +297,16 @@ class _FlatRule:
             ratios.update(_ratios_by_name(self.params, old, self.span))
         else:
             kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
-        for cfg in configs.values():
-            dict.update(cfg, after)    # the optimizer's own write: the configs stay clean
+        # The optimizer's own write: the configs stay clean. Clean configs stepped with the same
+        # key already hold every other entry of `after` (a step wrote them): only the counter moves.
+        if clean and same:
+            if form.step is not None:
+                t = after[form.step]
+                for cfg in configs.values():
+                    dict.__setitem__(cfg, form.step, t)
+        else:
+            for cfg in configs.values():
+                dict.update(cfg, after)
 
 
 def _tracked_update(fn, w, dw, config):
@@ -304,7 +315,6 @@ def _tracked_update(fn, w, dw, config):
     run through the rule's multi-tensor kernel on a one-tensor StepPlan so that the ratio comes from
     the step's own pass (a copy and a NumPy pass cost ~10x the 16M step)."""
     from ._base import empty_like_dtype
-    from .functional import FORMS, begin_update, state_arrays
     rule, form = FORMS[fn]
     config, scalars = begin_update(w, dw, config, form, rule)
     k = _backend.kernels("optim")
@@ -375,11 +385,11 @@ class RuleOptimizer:
         self._lock = threading.Lock()
         self.track_update_ratio = check_bool("track_update_ratio", track_update_ratio)
         self._ratios = {}
+        self._lr_checked = None      # the group's rate as last checked by _prepare
         self._overlap_ok = None      # (gradients, state arrays) last found not to overlap
         self._grads_as_is = None     # _layout of the last gradients that all passed as they were
         self._flat = None
         if self._in_place:
-            from .functional import FORMS
             span = tiles_one_buffer(list(self.params.values()))
             if span is not None and span.flags.writeable:
                 self._flat = _FlatRule(*FORMS[rule], span, self.params)
@@ -428,7 +438,6 @@ class RuleOptimizer:
             return
         # fastopt's own rule (the flat path exists only for those): its checks without a kernel
         # call -- the config's values, and state arrays the kernel can update in place.
-        from .functional import config_values
         try:
             config_values(self._flat.form, cfg)
             for key in self._flat.keys:
@@ -452,8 +461,10 @@ class RuleOptimizer:
             raise ValueError(f"grads must have exactly the parameter names; missing {missing}, "
                              f"unexpected [{', '.join(extra)}]")
         lr = self.param_groups[0]["lr"]
-        if lr is not None:  # None: a user's rule without a learning rate
-            lr = check_scalar("param_groups[0]['lr']", lr, low=0)
+        # None: a user's rule without a learning rate. The float checked last step is not checked
+        # again (a float is immutable; the check returns a float as it is).
+        if lr is not None and not (lr is self._lr_checked and type(lr) is float):
+            lr = self._lr_checked = check_scalar("param_groups[0]['lr']", lr, low=0)
         cached = self._overlap_ok
         # Clean configs hold the state arrays last checked: only the gradients need comparing.
         state = cached[1] if clean and cached is not None else tuple(
