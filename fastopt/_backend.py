@@ -27,6 +27,7 @@ _SIMD = ("auto", "sse2", "avx2", "avx512")
 _VARIANTS = ("avx512", "avx2")
 _state = {"backend": None, "threads": None, "simd": None}
 _modules = {}
+_active = {}    # family -> kernels(family) under the current backend and SIMD choice (cleared when they change)
 _beside_blas = threading.local()
 
 
@@ -71,10 +72,19 @@ def set_backend(name):
     if name == "cython" and not _compiled_available():
         raise ImportError("the compiled core is not built; reinstall fastopt with pip")
     _state["backend"] = name
+    _active.clear()
 
 
 def kernels(family):
     """The module implementing kernel `family` ("optim", "norm", ...) on the active backend."""
+    # Every step asks (several times): the answer is kept until the backend or SIMD choice changes.
+    module = _active.get(family)
+    if module is None:
+        module = _active[family] = _resolve(family)
+    return module
+
+
+def _resolve(family):
     key = (backend(), family, simd())
     module = _modules.get(key)
     if module is None:
@@ -115,6 +125,7 @@ def set_simd(name):
         raise ImportError(f"simd={name!r} needs a CPU with {_CPU_NEEDS[name]} and the compiled core; "
                           f"this machine/build has no {name.upper()} kernel variants")
     _state["simd"] = name
+    _active.clear()
 
 
 _CPU_NEEDS = {"avx2": "AVX2 and FMA", "avx512": "AVX-512 F/BW/DQ/VL"}
@@ -285,3 +296,4 @@ def preserved():
         yield
     finally:
         _state["backend"], _state["simd"], _state["threads"] = saved
+        _active.clear()
