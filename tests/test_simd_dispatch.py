@@ -269,3 +269,24 @@ def test_info_reports_the_active_variants():
     assert record["kernel_variants"]["optim"] == _backend.simd_variant("optim")
     assert record["cpu_avx2_fma"] == HAS_AVX2
     assert "kernel variants" in info.format_text(record)
+
+
+def test_kernels_follow_every_change_of_backend_and_variant():
+    # kernels() keeps its answer per family: set_backend, set_simd and preserved() must each drop it.
+    import fastopt.reference.optim as twins
+    with _backend.preserved():
+        _backend.set_backend("cython")
+        _backend.set_simd("sse2")
+        baseline = _backend.kernels("optim")
+        assert baseline.SIMD_VARIANT == "sse2"
+        with _backend.preserved():
+            _backend.set_backend("numpy")
+            assert _backend.kernels("optim") is twins
+            _backend.set_backend("cython")
+            assert _backend.kernels("optim") is baseline
+            _backend.set_backend("numpy")
+            assert _backend.kernels("optim") is twins
+        assert _backend.kernels("optim") is baseline      # preserved() put cython/sse2 back
+        if HAS_AVX2:
+            _backend.set_simd("avx2")
+            assert _backend.kernels("optim").SIMD_VARIANT == "avx2"
