@@ -8,22 +8,14 @@ import inspect
 import numpy as np
 import pytest
 
-from fastopt import _openmp
+from fastopt import _backend
 from fastopt import _optim_kernels as K
 from fastopt.optim._declarations import RULES
 from fastopt.reference import optim as R
 
 
 def _variants():
-    mods = [K]
-    if _openmp.cpu_has_avx2_fma():
-        try:
-            from fastopt import _optim_kernels_avx2
-        except ImportError:
-            pass
-        else:
-            mods.append(_optim_kernels_avx2)
-    return mods + [R]
+    return list(_backend.compiled_variants("optim").values()) + [R]   # the baseline (K) first
 
 
 MODULES = _variants()

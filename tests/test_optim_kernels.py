@@ -11,25 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastopt import _openmp
+from fastopt import _backend
 from fastopt import _optim_kernels as K
 from fastopt.reference import optim as R
 
 
-def compiled_variants():
-    """The compiled optim modules this machine runs: the baseline, plus AVX2 when built and supported."""
-    variants = [K]
-    if _openmp.cpu_has_avx2_fma():
-        try:
-            from fastopt import _optim_kernels_avx2
-        except ImportError:
-            pass
-        else:
-            variants.append(_optim_kernels_avx2)
-    return variants
-
-
-VARIANTS = compiled_variants()
+# The compiled optim modules this machine runs: the baseline first, then every SIMD build it supports.
+VARIANTS = list(_backend.compiled_variants("optim").values())
 
 DTYPES = [np.float32, np.float64]
 # 70001 is split by two threads (the kernels split whatever n_threads they are given).

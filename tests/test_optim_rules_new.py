@@ -9,19 +9,12 @@ declaration's own `per_step`, and arrays are passed by keyword as the API passes
 import numpy as np
 import pytest
 
-from fastopt import _openmp, optim
+from fastopt import _backend, optim
 from fastopt import _optim_kernels as K
 from fastopt.optim._declarations import RULES
 from fastopt.reference import optim as R
 
-VARIANTS = [K]
-if _openmp.cpu_has_avx2_fma():
-    try:
-        from fastopt import _optim_kernels_avx2
-    except ImportError:
-        pass
-    else:
-        VARIANTS.append(_optim_kernels_avx2)
+VARIANTS = list(_backend.compiled_variants("optim").values())   # the baseline (K) first
 
 DTYPES = [np.float32, np.float64]
 SIZES = [1, 7, 1023, 70001]

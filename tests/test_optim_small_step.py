@@ -218,8 +218,7 @@ def test_every_class_rule_has_a_multi_kernel_on_both_backends():
 
 # ---------------------------------------------------------------- the kernels' own contract
 # (tests/test_kernel_contract.py lists these in PLANNED: its buffer specs cannot build a StepPlan)
-MODULES = [m for m in ("_optim_kernels", "_optim_kernels_avx2")
-           if m != "_optim_kernels_avx2" or _backend.avx2_supported()]
+MODULES = [m.__name__.rsplit(".", 1)[1] for m in _backend.compiled_variants("optim").values()]
 
 
 def _module(name):

@@ -43,8 +43,8 @@ def test_default_picks_the_widest_variant_on_this_cpu():
     code = ("from fastopt import _backend as b; print(b.simd_variant('optim'), b.simd_variant('norm'), "
             "b.simd_variant('dropout'), b.simd_variant('mlp'))")
     widest = "avx512" if HAS_AVX512 else "avx2"
-    # optim and mlp have no AVX-512 variant: each runs its widest one
-    assert in_subprocess(code, FASTOPT_SIMD="").split() == ["avx2", widest, widest, "avx2"]
+    # mlp has no AVX-512 variant: it runs its widest one
+    assert in_subprocess(code, FASTOPT_SIMD="").split() == [widest, widest, widest, "avx2"]
     assert in_subprocess(code, FASTOPT_SIMD="avx2").split() == ["avx2", "avx2", "avx2", "avx2"]
 
 
@@ -52,7 +52,7 @@ def test_default_picks_the_widest_variant_on_this_cpu():
 def test_env_avx512_asks_for_at_most_avx512():
     out = in_subprocess("from fastopt import _backend as b; print(b.simd_variant('optim'), "
                         "b.kernels('norm').__name__)", FASTOPT_SIMD="avx512")
-    assert out.split() == ["avx2", "fastopt._norm_kernels_avx512"]
+    assert out.split() == ["avx512", "fastopt._norm_kernels_avx512"]
 
 
 @pytest.mark.skipif(HAS_AVX512, reason="this CPU has AVX-512")
@@ -90,7 +90,7 @@ def test_set_simd_switches_at_once():
     _backend.set_simd("sse2")
     assert _backend.kernels("optim").SIMD_VARIANT == "sse2"
     _backend.set_simd("auto")
-    assert _backend.simd_variant("optim") == ("avx2" if HAS_AVX2 else "sse2")
+    assert _backend.simd_variant("optim") == ("avx512" if HAS_AVX512 else "avx2" if HAS_AVX2 else "sse2")
 
 
 def test_bad_simd_names_are_refused():
@@ -189,17 +189,20 @@ def _norm_calls(rng, dtype):
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_every_kernel_rounds_identically_in_every_variant(dtype, n_threads):
     # The variants are compiled with -ffp-contract=off: wider vectors, same operations, same bits.
-    from fastopt import _norm_kernels, _optim_kernels, _optim_kernels_avx2
+    from fastopt import _norm_kernels, _optim_kernels
     rng = np.random.default_rng(0)
     names = set()
+    optim_variants = _backend.compiled_variants("optim")
+    assert len(optim_variants) >= 2                  # the baseline and at least the AVX2 build
     for name, arrays, scalars in _optim_calls(rng, 10007 if n_threads == 1 else 140001, dtype):
         results = []
-        for mod in (_optim_kernels, _optim_kernels_avx2):
+        for mod in optim_variants.values():
             copies = [a.copy() for a in arrays]
             getattr(mod, name)(*copies, *scalars, n_threads)
             results.append(copies)
-        for k, (a, b) in enumerate(zip(*results)):
-            assert a.tobytes() == b.tobytes(), f"{name} array {k}"
+        for other in results[1:]:
+            for k, (a, b) in enumerate(zip(results[0], other)):
+                assert a.tobytes() == b.tobytes(), f"{name} array {k}"
         names.add(name)
     assert names == {n for n in dir(_optim_kernels) if n.endswith("_step")}       # every kernel
     names = set()
