@@ -43,8 +43,7 @@ def test_default_picks_the_widest_variant_on_this_cpu():
     code = ("from fastopt import _backend as b; print(b.simd_variant('optim'), b.simd_variant('norm'), "
             "b.simd_variant('dropout'), b.simd_variant('mlp'))")
     widest = "avx512" if HAS_AVX512 else "avx2"
-    # mlp has no AVX-512 variant: it runs its widest one
-    assert in_subprocess(code, FASTOPT_SIMD="").split() == [widest, widest, widest, "avx2"]
+    assert in_subprocess(code, FASTOPT_SIMD="").split() == [widest] * 4
     assert in_subprocess(code, FASTOPT_SIMD="avx2").split() == ["avx2", "avx2", "avx2", "avx2"]
 
 
@@ -293,3 +292,51 @@ def test_kernels_follow_every_change_of_backend_and_variant():
         if HAS_AVX2:
             _backend.set_simd("avx2")
             assert _backend.kernels("optim").SIMD_VARIANT == "avx2"
+
+
+def _mlp_calls(rng, n, d, dtype):
+    """(kernel name, fresh argument list) of every MLP kernel, on (n, d) inputs and a 10-class output."""
+    def a(*shape, lo=None):
+        x = rng.standard_normal(shape).astype(dtype)
+        return np.abs(x) + lo if lo is not None else x
+    z, dout, out, b, g, be = a(n, d), a(n, d), np.maximum(a(n, d), 0), a(d), a(d), a(d)
+    rm, rv, mean, istd = a(d), a(d, lo=0.5), a(d), a(d, lo=0.5)
+    s, y = a(n, 10) * 4, rng.integers(0, 10, n)
+    t = rng.random((n, 10)).astype(dtype)
+    t /= t.sum(1, keepdims=True)
+    e2, e1 = (lambda: np.empty((n, d), dtype)), (lambda: np.empty(d, dtype))
+    return [
+        ("bias_relu_forward", lambda: [z.copy(), b, e2()]),
+        ("relu_backward_inplace", lambda: [dout.copy(), out]),
+        ("bias_grad", lambda: [dout, e1()]),
+        ("relu_bias_backward", lambda: [dout.copy(), out, e1()]),
+        ("batchnorm_relu_forward", lambda: [z + 3, b, g, be, 1e-5, 0.9, rm.copy(), rv.copy(), e2(), e1(), e1()]),
+        ("batchnorm_relu_eval", lambda: [z, b, g, be, rm, rv, 1e-5, e2()]),
+        ("relu_batchnorm_backward", lambda: [dout, out, z, b, g, mean, istd, e2(), e1(), e1(), e1()]),
+        ("softmax_loss_grad", lambda: [s, y, np.empty_like(s)]),
+        ("bias_softmax_loss_grad", lambda: [s.copy(), b[:10], y, np.empty_like(s), np.empty(10, dtype)]),
+        ("bias_softmax_soft_loss_grad", lambda: [s.copy(), b[:10], t, np.empty_like(s), np.empty(10, dtype)]),
+    ]
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="CPU without AVX2/FMA")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_every_mlp_kernel_rounds_identically_in_every_variant(dtype, n_threads):
+    # Odd sizes; at 2 threads large enough (>= 2 * GRAIN elements) that the work is split.
+    variants = _backend.compiled_variants("mlp")
+    assert len(variants) >= 2
+    names = set()
+    for name, make in _mlp_calls(np.random.default_rng(1), 67, 1031, dtype):
+        results = []
+        for mod in variants.values():
+            args = make()
+            ret = getattr(mod, name)(*args, n_threads)
+            results.append(([x for x in args if isinstance(x, np.ndarray)], ret))
+        for arrays, ret in results[1:]:
+            assert ret == results[0][1], name
+            for k, (x, ref) in enumerate(zip(arrays, results[0][0])):
+                assert x.tobytes() == ref.tobytes(), f"{name} array {k}"
+        names.add(name)
+    base = variants["sse2"]      # every kernel but the benchmark's stream loop
+    assert names == {n for n in dir(base) if callable(getattr(base, n)) and not n.startswith("_")} - {"stream_loop"}
