@@ -61,7 +61,7 @@ def test_avx512_request_without_support_is_refused():
 
 
 @pytest.mark.skipif(HAS_AVX512, reason="this CPU has AVX-512: nothing to refuse")
-@pytest.mark.parametrize("family", ["norm", "dropout"])
+@pytest.mark.parametrize("family", ["optim", "mlp", "norm", "dropout"])
 def test_importing_a_variant_this_cpu_cannot_run_raises_instead_of_crashing(family):
     # The module is compiled with AVX-512 throughout, its initialization included: before the guard,
     # this import killed the interpreter with SIGILL on an AVX2-only Zen 3 (tests/test_stubs.py did).
