@@ -8,9 +8,10 @@
 Pretrain on digits 0-4 (their whole training split), then learn digits 5-9 from `per_class` training
 examples of each, four ways, on the same subset per seed:
 
-frozen       the pretrained body (its first `freeze` hidden layers; -1: all) frozen, a fresh head trained
-             with whatever else is not frozen
-fine-tuned   the same trained for `warmup` epochs, then every layer, the body's hidden layers at body_lr
+frozen       the pretrained body (its first `freeze` hidden layers; -1: all reused) frozen, a fresh head
+             trained with whatever else is not frozen
+fine-tuned   the same trained for `warmup` epochs, then every layer, the reused hidden layers at body_lr
+             (l2sp > 0: with the L2-SP penalty pulling them towards their pretrained values)
 scratch      the same architecture from a random init
 random body  control: a RANDOM frozen body with a fresh head, trained as `frozen` (does pretraining matter?)
 
@@ -18,7 +19,9 @@ Inputs are pixels / 16 (0..1). `preprocess` (fastopt.preprocessing spec, or "non
 pretraining split and shipped with the body to the transfer methods, as a model file carries it;
 `scratch_fit` says what the scratch and random-body runs fit theirs on ("target": the small split
 itself, "source": the pretraining split). Seed s draws the pretraining init and batches, the target
-subset, every head and the scratch init. Every run keeps its best-validation weights (the Solver's);
+subset, every head and the scratch init. `reuse` copies only the lower hidden layers (the upper ones
+re-initialized); bn_stats="target" gives frozen batchnorm layers the target split's statistics (AdaBN);
+cosine=1 decays every target run's rates. Every run keeps its best-validation weights (the Solver's);
 settings are chosen on the validation split, the test split is reported. augment_demo.py holds the
 augmentation study; benchmarks/results/transfer.txt the log and the findings.
 """
@@ -36,6 +39,7 @@ from fastopt.data.preprocess import prepare_splits
 from fastopt.ensemble import Ensemble, Snapshots
 from fastopt.model_io import clone
 from fastopt.preprocessing import from_spec
+from fastopt.regularizers import Regularizers
 from fastopt.transfer import Solver
 
 SOURCE, TARGET = list(range(5)), list(range(5, 10))
@@ -62,8 +66,14 @@ class Setting:
     head_lr: float = 1e-2
     body_lr: float = 1e-3
     warmup: int = 0                 # fine-tuned: head-only epochs before the body is unfrozen
-    freeze: int = -1                # hidden layers frozen by frozen / random body / warm-up (-1: all)
+    freeze: int = -1                # hidden layers frozen by frozen / random body / warm-up (-1: all reused)
     scratch_lr: float = 3e-3
+    reuse: int = -1                 # lower hidden layers taken from the pretrained model (-1: all); the
+                                    # ones above are re-initialized (seed) and trained at head_lr
+    l2sp: float = 0.0               # fine-tuned: + 0.5 * l2sp * ||W - W_pretrained||^2 on the reused weights
+    bn_stats: str = "source"        # source | target: frozen batchnorm layers keep the source's running
+                                    # statistics, or take the target training split's (AdaBN) first
+    cosine: int = 0                 # 1: cosine decay of every target run's rates (fine-tuned: after warm-up)
 
     def replace(self, **kw):
         return dataclasses.replace(self, **kw)
@@ -111,12 +121,71 @@ def make_net(setting, num_classes, seed):
                              normalization=None if setting.normalization == "none" else setting.normalization)
 
 
-def train(model, data, *, lr, epochs, seed, batch_size=25, **kw):
-    """Adam from fastopt.transfer.Solver (trainable params, layer_lr=); the best-validation weights kept."""
+def train(model, data, *, lr, epochs, seed, batch_size=25, cosine=False, **kw):
+    """Adam from fastopt.transfer.Solver (trainable params, layer_lr=); the best-validation weights kept.
+    cosine: the rates decay to 0 over the run (per epoch)."""
     if epochs > 0:
+        if cosine:
+            kw["lr_schedule"] = f"cosine:T_max={epochs}"
         Solver(model, {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val")}, update_rule=Adam,
                optim_config={"learning_rate": lr}, batch_size=batch_size, num_epochs=epochs, verbose=False,
                seed=seed, **kw).train()
+    return model
+
+
+class L2SP(Regularizers):
+    """L2-SP (Li et al. 2018): 0.5 * alpha * ||W - W0||^2 for every anchored weight W (W0: its pretrained
+    value), the decay towards the pretrained body rather than towards 0 (the model's own reg, 0 by
+    default, still applies). Kept here, not in fastopt.regularizers: it did not pay on digits
+    (benchmarks/results/transfer.txt). Through the Solver's regularizers hook: an elastic net of
+    (0, 0) makes its Trainable call add()."""
+
+    def __init__(self, anchors, alpha):
+        super().__init__(elastic_net=(0.0, 0.0))
+        self.anchors = {k: np.array(v, copy=True) for k, v in anchors.items()}
+        self.alpha = float(alpha)
+
+    def add(self, params, loss, grads):
+        penalty = 0.0
+        for k, W0 in self.anchors.items():
+            if k in params and k in grads:
+                d = params[k] - W0
+                grads[k] += self.alpha * d
+                penalty += 0.5 * self.alpha * float(np.vdot(d.astype(np.float64), d.astype(np.float64)))
+        return loss + penalty
+
+
+def adapt_batchnorm(model, X, y):
+    """AdaBN: every batchnorm layer's running statistics set to its batch statistics on X (one
+    train-mode pass with momentum 0), so a frozen layer normalizes the target data at test as it does
+    in training (with batch statistics) instead of with the source's statistics."""
+    if model.normalization != "batchnorm":
+        return model
+    saved = [p.get("momentum") for p in model.bn_params]
+    for p in model.bn_params:
+        p["momentum"] = 0.0
+    model.loss(X, y)
+    for p, m in zip(model.bn_params, saved):
+        if m is None:
+            del p["momentum"]
+        else:
+            p["momentum"] = m
+    return model
+
+
+def reused(setting, pretrained, seed):
+    """A 5-class model whose lower `reuse` hidden layers (params and batchnorm statistics) are the
+    pretrained model's and whose upper ones and head are freshly initialized from `seed`."""
+    n = len(setting.hidden) if setting.reuse < 0 else setting.reuse
+    if n == len(setting.hidden):
+        return clone(pretrained).replace_head(len(TARGET), rng=seed, fresh=True)
+    model = make_net(setting, len(TARGET), 3000 + seed)
+    for i in range(n):
+        for k in pretrained.layer_param_names(i):
+            model.params[k] = pretrained.params[k]
+        if setting.normalization == "batchnorm":
+            for k in ("running_mean", "running_var"):
+                model.bn_params[i][k] = pretrained.bn_params[i][k].copy()
     return model
 
 
@@ -144,21 +213,34 @@ def transfer_seed(setting, data, seed):
     target = preprocessed(small, s.preprocess, select_classes(data, SOURCE))       # the body's inputs
     own = target if s.scratch_fit == "source" else preprocessed(small, s.preprocess, small)
     pretrained = pretrain_source(s, source, seed)
-    body = range(len(s.hidden) if s.freeze < 0 else s.freeze)
+    n_reused = len(s.hidden) if s.reuse < 0 else s.reuse
+    body = range(n_reused if s.freeze < 0 else s.freeze)
+    cos = bool(s.cosine)
 
     def scores(model, d):
         return accuracy(model, d, "val"), accuracy(model, d, "test")
 
-    frozen = clone(pretrained).replace_head(len(TARGET), rng=seed, fresh=True).freeze(body)
-    train(frozen, target, lr=s.head_lr, epochs=s.epochs, seed=seed, batch_size=s.batch_size)
-    tuned = clone(pretrained).replace_head(len(TARGET), rng=seed, fresh=True).freeze(body)
+    def start(model, d):
+        """The model with `body` frozen (batchnorm statistics adapted to the target split first)."""
+        if s.bn_stats == "target":
+            adapt_batchnorm(model, d["X_train"], d["y_train"])
+        return model.freeze(body)
+
+    frozen = start(reused(s, pretrained, seed), target)
+    train(frozen, target, lr=s.head_lr, epochs=s.epochs, seed=seed, batch_size=s.batch_size, cosine=cos)
+    tuned = start(reused(s, pretrained, seed), target)
     train(tuned, target, lr=s.head_lr, epochs=s.warmup, seed=seed, batch_size=s.batch_size)
-    train(tuned.unfreeze(), target, lr=s.head_lr, layer_lr={i: s.body_lr for i in range(len(s.hidden))},
-          epochs=s.epochs - s.warmup, seed=seed, batch_size=s.batch_size)
+    anchors = {f"W{i + 1}": pretrained.params[f"W{i + 1}"] for i in range(n_reused)}
+    train(tuned.unfreeze(), target, lr=s.head_lr, layer_lr={i: s.body_lr for i in range(n_reused)},
+          epochs=s.epochs - s.warmup, seed=seed, batch_size=s.batch_size, cosine=cos,
+          regularizers=L2SP(anchors, s.l2sp) if s.l2sp > 0 else None)
     scratch = train(make_net(s, len(TARGET), 1000 + seed), own, lr=s.scratch_lr, epochs=s.epochs, seed=seed,
-                    batch_size=s.batch_size)
-    random_body = make_net(s, len(TARGET), 2000 + seed).freeze(body)
-    train(random_body, own, lr=s.head_lr, epochs=s.epochs, seed=seed, batch_size=s.batch_size)
+                    batch_size=s.batch_size, cosine=cos)
+    random_body = make_net(s, len(TARGET), 2000 + seed)
+    if s.normalization == "batchnorm":      # a random body has no statistics to keep: its target's
+        adapt_batchnorm(random_body, own["X_train"], own["y_train"])
+    train(random_body.freeze(body), own, lr=s.head_lr, epochs=s.epochs, seed=seed, batch_size=s.batch_size,
+          cosine=cos)
     return {"frozen": scores(frozen, target), "fine-tuned": scores(tuned, target), "scratch": scores(scratch, own),
             "random body": scores(random_body, own), "source": accuracy(pretrained, source)}
 
@@ -248,6 +330,12 @@ def summary(values):
     return f"{v.mean():.3f} +- {v.std():.3f} (min {v.min():.3f})"
 
 
+def sem(values):
+    """The standard error of the mean (ddof 1): mean - 2 sem > 0 is the margin a win must clear."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 def report(setting, results, source_acc):
     """Lines: each method's val and test mean +- std (min), then the paired per-seed test gaps."""
     lines = [f"{setting}", f"  pretrained on 0-4: test acc {summary(source_acc)}"]
@@ -256,14 +344,16 @@ def report(setting, results, source_acc):
     test = {m: np.asarray(results[m]["test"]) for m in METHODS}
     for a, b in (("frozen", "scratch"), ("fine-tuned", "scratch"), ("frozen", "random body")):
         gap = test[a] - test[b]
-        lines.append(f"  {a} - {b} per seed: mean {gap.mean():+.3f}, min {gap.min():+.3f}  "
-                     f"[{', '.join(f'{g:+.3f}' for g in gap)}]")
+        lines.append(f"  {a} - {b} per seed: mean {gap.mean():+.3f}, min {gap.min():+.3f}, "
+                     f"mean - 2 sem {gap.mean() - 2 * sem(gap):+.3f}  [{', '.join(f'{g:+.3f}' for g in gap)}]")
     return lines
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds first..first+seeds-1 (e.g. 100 to choose settings away from the reported 0-9)")
     p.add_argument("--part", choices=["transfer", "ensemble", "ema"], default="transfer")
     p.add_argument("--per-class", type=int, default=None, help="target examples per class (default 20)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -272,7 +362,7 @@ def main(argv=None):
     setting = parse_setting(Setting, a.set)
     if a.per_class is not None:
         setting = setting.replace(per_class=a.per_class)
-    seeds, data = list(range(a.seeds)), pixel_digits()
+    seeds, data = list(range(a.first_seed, a.first_seed + a.seeds)), pixel_digits()
     if a.part in ("ensemble", "ema"):
         for m, v in (ensembles if a.part == "ensemble" else ema)(seeds).items():
             print(f"  {m:<40} {summary(v)}")

@@ -1,7 +1,8 @@
 """benchmarks/transfer_demo.py's study machinery (the numbers are in benchmarks/results/transfer.txt; no
 margin of transfer over training from scratch held on digits, so none is asserted): the preprocessing is
 fitted on the split it is told to, every method learns the new classes, the pretrained body is what the
-frozen model keeps, and --set parses into typed settings."""
+frozen model keeps, --set parses into typed settings, and the knobs of the 2026-12-02 afternoon (L2-SP's
+penalty and gradient, AdaBN's statistics, reusing only the lower layers) do what they say."""
 import os
 import sys
 
@@ -66,3 +67,71 @@ def test_the_frozen_model_keeps_the_pretrained_body_bitwise():
     for k in ("W1", "b1", "W2", "b2"):
         assert frozen.params[k].tobytes() == pretrained.params[k].tobytes(), k
     assert frozen.params["W3"].shape == (64, 5)
+
+
+def test_l2sp_adds_its_penalty_and_gradient_float64():
+    rng = np.random.default_rng(0)
+    W0 = {"W1": rng.standard_normal((5, 4)), "W2": rng.standard_normal((4, 3))}
+    params = {"W1": rng.standard_normal((5, 4)), "W2": rng.standard_normal((4, 3)), "W3": rng.standard_normal((3, 2))}
+    reg = T.L2SP({"W1": W0["W1"], "W2": W0["W2"]}, 0.3)
+    W0["W1"][0, 0] += 1.0                           # the anchors are copies: later edits change nothing
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    loss = reg.add(params, 2.0, grads)
+    anchors = reg.anchors
+
+    def penalty(p):
+        return sum(0.5 * 0.3 * np.sum((p[k] - anchors[k]) ** 2) for k in anchors)
+    assert loss == pytest.approx(2.0 + penalty(params), rel=1e-14)
+    np.testing.assert_array_equal(grads["W3"], 0)   # not anchored: no penalty
+    h = 1e-6
+    for k in anchors:
+        num = np.zeros_like(params[k])
+        for idx in np.ndindex(params[k].shape):
+            plus, minus = {**params, k: params[k].copy()}, {**params, k: params[k].copy()}
+            plus[k][idx] += h
+            minus[k][idx] -= h
+            num[idx] = (penalty(plus) - penalty(minus)) / (2 * h)
+        assert np.abs(num - grads[k]).max() / np.abs(grads[k]).max() < 1e-8, k
+    # at the anchors the penalty and its gradient vanish
+    at = {k: anchors[k].copy() for k in anchors}
+    g = {k: np.zeros_like(v) for k, v in at.items()}
+    assert reg.add(at, 1.0, g) == 1.0 and all(not v.any() for v in g.values())
+
+
+def test_adapt_batchnorm_sets_the_batch_statistics_of_the_data():
+    setting = T.Setting(normalization="batchnorm")
+    model = T.make_net(setting, 5, seed=0)
+    X = np.random.default_rng(1).standard_normal((40, 64)).astype(np.float32)
+    y = np.arange(40) % 5
+    before, momentum = model.params["W1"].copy(), model.bn_params[0].get("momentum")
+    T.adapt_batchnorm(model, X, y)
+    a = X.astype(np.float64) @ model.params["W1"].astype(np.float64) + model.params["b1"]
+    np.testing.assert_allclose(model.bn_params[0]["running_mean"], a.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.bn_params[0]["running_var"], a.var(axis=0), rtol=1e-4, atol=1e-5)
+    assert model.bn_params[0].get("momentum") == momentum                 # put back as it was
+    assert model.params["W1"].tobytes() == before.tobytes()          # statistics only
+    plain = T.make_net(T.Setting(), 5, seed=0)
+    assert T.adapt_batchnorm(plain, X, y) is plain                   # nothing to adapt without batchnorm
+
+
+def test_reused_keeps_the_lower_layers_and_redraws_the_upper():
+    setting = T.Setting(pre_epochs=2, reuse=1)
+    data = T.pixel_digits()
+    source = T.preprocessed(select_classes(data, T.SOURCE), "standardize", select_classes(data, T.SOURCE))
+    pretrained = T.pretrain_source(setting, source, seed=0)
+    model = T.reused(setting, pretrained, seed=0)
+    for k in ("W1", "b1"):
+        assert model.params[k].tobytes() == pretrained.params[k].tobytes(), k
+    assert not np.array_equal(model.params["W2"], pretrained.params["W2"])
+    assert model.params["W3"].shape == (64, 5)
+    full = T.reused(setting.replace(reuse=-1), pretrained, seed=0)
+    assert full.params["W2"].tobytes() == pretrained.params["W2"].tobytes()
+
+
+def test_one_seed_with_the_new_knobs_learns_every_method():
+    setting = T.Setting(pre_epochs=3, epochs=8, warmup=2, reuse=1, l2sp=0.01, body_lr=0.02, cosine=1,
+                        normalization="batchnorm", bn_stats="target")
+    run = T.transfer_seed(setting, T.pixel_digits(), seed=1)
+    for m in T.METHODS:
+        val, test = run[m]
+        assert 0.5 < val <= 1 and 0.5 < test <= 1, (m, run[m])
