@@ -387,3 +387,25 @@ def test_stream_loop_checks_counts(module):
         module.stream_loop(src, dst, 3, 1, 1)
     with pytest.raises(ValueError, match="dst must have shape"):
         module.stream_loop(src, np.zeros((1, 4)), 2, 1, 1)
+
+
+@pytest.mark.parametrize("module", list(pytest.importorskip("fastopt._backend").compiled_variants("mlp").values()),
+                         ids=lambda m: m.__name__)
+def test_softmax_float32_exp_within_one_ulp(module):
+    # One row [0, x_1, ..., x_1023] with every x <= -30: the row sum is 1 in float32, so the
+    # gradient of x_j is exp(x_j) itself, straight from the kernel's float32 exp (fo_expf_nonpos).
+    # The tail down to -110 holds the subnormal results and the underflow to 0.
+    rng = np.random.default_rng(3)
+    x = np.concatenate([[-30.0, -87.33, -103.97, -104.0, -150.0], -30 - 80 * rng.random(60 * 1023 - 5)])
+    x = x.astype(np.float32).reshape(-1, 1023)
+    got = []
+    for row in x:
+        s = np.concatenate([[0.0], row]).astype(np.float32)[None, :]
+        ds = np.empty_like(s)
+        module.softmax_loss_grad(s, np.zeros(1, np.int64), ds, 1)
+        got.append(ds[0, 1:])
+    got = np.concatenate(got)
+    want = np.exp(x.reshape(-1).astype(np.float64)).astype(np.float32)   # correctly rounded but rarely
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1, (ulps.max(), x.reshape(-1)[ulps.argmax()])
+    assert np.count_nonzero(want == 0) > 0 and np.count_nonzero((want > 0) & (want < np.finfo(np.float32).tiny)) > 0
