@@ -137,46 +137,46 @@ cdef enum:
 
 cdef extern from "_ratio_fused.h" nogil:
     # fo_<rule>_tracked_f / _d: the rule on one chunk with the ratio's two sums (acc[0], acc[1]).
-    void fo_sgd_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_sgd_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_velocity_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_velocity_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adagrad_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adagrad_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_rmsprop_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_rmsprop_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_nadam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_nadam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_radam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_radam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adamax_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adamax_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adadelta_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_adadelta_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_lion_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
-    void fo_lion_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg, long lo, long hi,
-                       const double* c, int flags, double* acc)
+    void fo_sgd_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_sgd_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_velocity_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_velocity_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adagrad_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adagrad_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_rmsprop_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_rmsprop_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_nadam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_nadam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_radam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_radam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adamax_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adamax_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adadelta_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adadelta_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_lion_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_lion_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
 
 
 # The tracked cores in C take the chunk's pointers and bounds (the float or double ones).

@@ -2,14 +2,19 @@
 
 /tmp/ratio_base/ holds a copy of main 9ccff58's optim modules (its own build), loaded next to the
 branch's under the same module name (Cython's multi-phase init allows it).
-Usage: kernel_side_by_side.py REPEATS THREADS DTYPE [VARIANT] [RULES]   (VARIANT: avx2 | sse2 | avx512)"""
+Usage: kernel_side_by_side.py REPEATS THREADS DTYPE [VARIANT] [RULES] [CLOCK]
+VARIANT: avx2 | sse2 | avx512; CLOCK: wall (time.perf_counter) or cpu (time.thread_time: the calling
+thread's CPU time, which leaves out the time the loaded machine had it descheduled; 1 thread only)."""
 import importlib.machinery, importlib.util, statistics, sys, time
 import numpy as np
 sys.path.insert(0, "/work/wt-ratio")
 from fastopt import _backend
 reps, threads, dtype = int(sys.argv[1]), int(sys.argv[2]), np.dtype(sys.argv[3])
 variant = sys.argv[4] if len(sys.argv) > 4 else "avx2"
-wanted = sys.argv[5].split(",") if len(sys.argv) > 5 else ["adam", "sgd_momentum", "nadam", "radam"]
+wanted = sys.argv[5].split(",") if len(sys.argv) > 5 and sys.argv[5] else ["adam", "sgd_momentum", "nadam", "radam"]
+clock_name = sys.argv[6] if len(sys.argv) > 6 else "wall"
+clock = {"wall": time.perf_counter, "cpu": time.thread_time}[clock_name]
+assert clock_name == "wall" or threads == 1, "the cpu clock counts the calling thread only"
 def load(path, name):
     loader = importlib.machinery.ExtensionFileLoader(name, path)
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
@@ -34,7 +39,7 @@ RULES = {
           bias_correction1=0.5, bias_correction2_sqrt=0.7, rect=0.9, rectified=True, decoupled=False, maximize=False,
           grad_scale=1.0, avg_weight=0.0, track_ratio=t, n_threads=threads)),
 }
-print(f"n={n} {dtype} threads={threads} branch variant={cur.SIMD_VARIANT} main variant={base.SIMD_VARIANT}")
+print(f"n={n} {dtype} threads={threads} clock={clock_name} branch variant={cur.SIMD_VARIANT} main variant={base.SIMD_VARIANT}")
 for rule in wanted:
     nslots, nst, call = RULES[rule]
     def plan(mod):
@@ -48,7 +53,7 @@ for rule in wanted:
     times = {v[0]: [] for v in variants}
     for r in range(reps + 1):
         for name, mod, track in variants:
-            t0 = time.perf_counter(); call(mod, plans[name], track); t = time.perf_counter() - t0
+            t0 = clock(); call(mod, plans[name], track); t = clock() - t0
             if r: times[name].append(t)
     md = {k: statistics.median(v) for k, v in times.items()}
     for name in times:
