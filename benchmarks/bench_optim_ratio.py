@@ -1,10 +1,10 @@
-"""Cost of the update/weight ratio (issue 12; goal < 3%): one 16M-element float32 parameter,
+"""Cost of the update/weight ratio (issue 12; goal < 3%): one 16M-element parameter (--dtype),
 opt.step([g]) with track_update_ratio off and on, for every rule (each optimizer class with its
 benchmark hyperparameters, and CS231n's sgd_momentum through the rule adapter, flat and
 standalone), 1 and 2 threads, interleaved (load on a shared machine hits both alike); median
 [min-max] of `repeats` steps.
 
-    python benchmarks/bench_optim_ratio.py [--n 16777216] [--repeats 21] [--rules Adam,SGD]
+    python benchmarks/bench_optim_ratio.py [--n 16777216] [--repeats 21] [--rules Adam,SGD] [--dtype float64]
 """
 import argparse
 import statistics
@@ -52,17 +52,19 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=1 << 24)
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--rules", default="", help="comma-separated subset of the rule names")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    g = (1e-3 * rng.standard_normal(args.n)).astype(np.float32)
-    print(f"n={args.n}, float32, {fastopt._backend.simd_variant('optim')}; median [min-max] ms per step")
+    dtype = np.dtype(args.dtype)
+    g = (1e-3 * rng.standard_normal(args.n)).astype(dtype)
+    print(f"n={args.n}, {dtype}, {fastopt._backend.simd_variant('optim')}; median [min-max] ms per step")
     print("| rule | threads | ratio off | ratio on | overhead |")
     print("|---|---|---|---|---|")
     wanted = [s for s in args.rules.split(",") if s]
     for name, make in makers().items():
         if wanted and name not in wanted:
             continue
-        steps = {track: make(rng.standard_normal(args.n).astype(np.float32), g, track) for track in (False, True)}
+        steps = {track: make(rng.standard_normal(args.n).astype(dtype), g, track) for track in (False, True)}
         for threads in (1, 2):
             fastopt.set_num_threads(threads)
             times = {False: [], True: []}

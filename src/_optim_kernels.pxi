@@ -97,25 +97,19 @@ cdef inline void _put(floating* param, floating* avg, Py_ssize_t i, floating p, 
 # Chunk boundaries depend on the sizes only, so per-chunk reductions (the update/weight ratio,
 # below) are bitwise independent of the thread count.
 #
-# Update/weight ratio (issue 12), when tracked (_tracked_range): the chunk runs in tiles of _TILE =
-# 128 elements. Per tile, the C helper src/_ratio_lanes.h copies p_old to a stack array (L1) and
-# adds p_old^2 into 8 double lanes in the same loop (its loads bring the tile in for the core);
-# the rule's own untracked core runs on the tile; then (p_new - p_old)^2, both in L1, goes into
-# 8 more lanes. Element k of a chunk feeds lane k % 8, each lane in element order, and the lanes
-# are added in lane order at the chunk's end: explicit 4-double vectors (GCC vector extensions),
-# so the same bits in the SSE2 and AVX2 builds and for any thread count; the lanes stay in
-# registers for the whole chunk. One pass over memory: DRAM sees the step's own traffic only.
+# Update/weight ratio (issue 12), when tracked (_tracked_range): the chunk runs through the rule's
+# tracked core in src/_ratio_fused.h instead: the same formula written in explicit vectors (GCC
+# vector extensions, blocks of 8), whose p_old and p_new, already in registers, go into 8 double
+# lanes of sum p_old^2 and 8 of sum (p_new - p_old)^2 in the same loop (src/_ratio_lanes.h).
+# Element k of a chunk feeds lane k % 8, each lane in element order, and the lanes are added in
+# lane order at the chunk's end: the same bits in the SSE2, AVX2 and AVX-512 builds and for any
+# thread count; the step itself is bitwise the untracked core's (same operations, same order,
+# -ffp-contract=off). One pass over memory, no extra pass over L1.
 # Per segment the chunk sums are added in chunk order:
 # ratio = sqrt(sum d^2) / sqrt(sum p_old^2), 0 when p_old is all zeros.
-# Why 128: a tile's sums then fit in the out-of-order window with the next tile's loads; with
-# 1024-element tiles they ran as a separate compute phase (float32 Adam 16M, 1 thread, kernel
-# alone, side by side on the loaded machine: +48% over untracked at 1024, +56% at 256, +21% at 128).
-# Why the copy is in C: GCC turned the Cython copy loop into a memcpy call per tile (~10% of the
-# tracked step's samples at 128 elements per tile).
-# Why not inside each rule's loop: tried in Cython (branch optim2) and with the same C helper
-# called from Adam's float32 blocks of 8 (branch ratio): both times GCC scalarized Adam's block
-# and kept the lanes on the stack (+120% to +250%). Software prefetch of the next tile (every
-# stream, L1 or L2 hint) and float32 partial sums per 32 elements measured no better.
+# Before (branch ratio, third pass): tiles of 128 elements, p_old copied to L1 and summed, the
+# untracked core, then d^2 from L1: +25% to +78% at 16M. Inside the Cython cores (branch optim2)
+# or the same C helper called from Adam's float32 blocks: GCC scalarized the block (+120% to +250%).
 cdef struct _Seg:
     char* p            # param (written)
     const char* g      # grad (read)
@@ -144,42 +138,89 @@ cdef enum:
     _RULE_LION = 9
 
 
-cdef enum:
-    _TILE = 128        # elements per tile: a multiple of 8 (Adam float32 blocks start at multiples of 8)
+cdef extern from "_ratio_fused.h" nogil:
+    # fo_<rule>_tracked_f / _d: the rule on one chunk with the ratio's two sums (acc[0], acc[1]).
+    void fo_sgd_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_sgd_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_velocity_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_velocity_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adagrad_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adagrad_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_rmsprop_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_rmsprop_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_nadam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_nadam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_radam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_radam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adamax_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adamax_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adadelta_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_adadelta_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_lion_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
+    void fo_lion_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+                       long lo, long hi, const double* c, int flags, double* acc)
 
 
-cdef extern from "_ratio_lanes.h" nogil:
-    ctypedef struct fo_lanes:
-        pass
-    void fo_lanes_zero(fo_lanes* L)
-    void fo_lanes_old_f(fo_lanes* L, float* o, const float* p, long n)
-    void fo_lanes_old_d(fo_lanes* L, double* o, const double* p, long n)
-    void fo_lanes_new_f(fo_lanes* L, const float* o, const float* nw, long n)
-    void fo_lanes_new_d(fo_lanes* L, const double* o, const double* nw, long n)
-    void fo_lanes_total(const fo_lanes* L, double* acc)
+# The tracked cores in C take the chunk's pointers and bounds (the float or double ones).
+ctypedef void (*_tracked_f_t)(float*, const float*, float*, float*, float*, float*, long, long, const double*,
+                              int, double*) noexcept nogil
+ctypedef void (*_tracked_d_t)(double*, const double*, double*, double*, double*, double*, long, long,
+                              const double*, int, double*) noexcept nogil
 
 
 cdef inline void _tracked_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,
                                 const double* c, int flags, double* acc) noexcept nogil:
-    # The rule's core on lo..hi-1 tile by tile; acc[0] = sum p_old^2, acc[1] = sum (p_new - p_old)^2.
-    cdef floating old[_TILE]
-    cdef fo_lanes L
-    cdef floating* p = <floating*>s.p
-    cdef Py_ssize_t a = lo, e
-    fo_lanes_zero(&L)
-    while a < hi:
-        e = min(a + _TILE, hi)
-        if floating is float:
-            fo_lanes_old_f(&L, old, p + a, e - a)
-        else:
-            fo_lanes_old_d(&L, old, p + a, e - a)
-        _rule_range(dummy, s, a, e, rule, c, flags)
-        if floating is float:
-            fo_lanes_new_f(&L, old, p + a, e - a)
-        else:
-            fo_lanes_new_d(&L, old, p + a, e - a)
-        a = e
-    fo_lanes_total(&L, acc)
+    # The rule's tracked core on lo..hi-1: its step, and acc[0] = sum p_old^2,
+    # acc[1] = sum (p_new - p_old)^2.
+    cdef _tracked_f_t f = NULL
+    cdef _tracked_d_t d = NULL
+    if rule == _RULE_ADAM:
+        f, d = fo_adam_tracked_f, fo_adam_tracked_d
+    elif rule == _RULE_SGD:
+        f, d = fo_sgd_tracked_f, fo_sgd_tracked_d
+    elif rule == _RULE_VELOCITY:
+        f, d = fo_velocity_tracked_f, fo_velocity_tracked_d
+    elif rule == _RULE_ADAGRAD:
+        f, d = fo_adagrad_tracked_f, fo_adagrad_tracked_d
+    elif rule == _RULE_RMSPROP:
+        f, d = fo_rmsprop_tracked_f, fo_rmsprop_tracked_d
+    elif rule == _RULE_NADAM:
+        f, d = fo_nadam_tracked_f, fo_nadam_tracked_d
+    elif rule == _RULE_RADAM:
+        f, d = fo_radam_tracked_f, fo_radam_tracked_d
+    elif rule == _RULE_ADAMAX:
+        f, d = fo_adamax_tracked_f, fo_adamax_tracked_d
+    elif rule == _RULE_ADADELTA:
+        f, d = fo_adadelta_tracked_f, fo_adadelta_tracked_d
+    else:
+        f, d = fo_lion_tracked_f, fo_lion_tracked_d
+    if floating is float:
+        f(<float*>s.p, <const float*>s.g, <float*>s.s0, <float*>s.s1, <float*>s.s2, <float*>s.avg, lo, hi, c,
+          flags, acc)
+    else:
+        d(<double*>s.p, <const double*>s.g, <double*>s.s0, <double*>s.s1, <double*>s.s2, <double*>s.avg, lo, hi,
+          c, flags, acc)
 
 
 cdef inline void _rule_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,

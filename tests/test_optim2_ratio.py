@@ -1,18 +1,19 @@
 """The update/weight ratio in the step's own pass, for every rule (issue 12, branches optim2, ratio).
 
-Each chunk runs in tiles: p_old^2 summed while the tile's p_old is copied to L1, the rule's
-untracked core on the tile, then (p_new - p_old)^2 from L1 (src/_optim_kernels.pxi). Checked here
-for every rule and its flag combinations, both dtypes, odd sizes and >= 1M elements, on the flat
-one-call path, the cached StepPlan path and the per-parameter path: the step itself is bitwise
-what the untracked loop computes; the ratios equal a direct NumPy computation from the same
-parameters and the NumPy twin's; they are bitwise the same for 1, 2 and 3 threads and in the SSE2
-and AVX2 builds; a flat group stays one kernel call with tracking on, and
-a RuleOptimizer's standalone parameters each take one multi-tensor call with the flat path's bits."""
+Tracked, each chunk runs through its rule's tracked core in src/_ratio_fused.h: the rule's formula
+in explicit vectors with p_old^2 and (p_new - p_old)^2 summed from registers in the same loop
+(src/_optim_kernels.pxi). Checked here for every rule and its flag combinations, both dtypes, odd
+sizes and >= 1M elements, on the flat one-call path, the cached StepPlan path and the per-parameter
+path: the step itself (parameters, state, running average) is bitwise what the untracked core
+computes; the ratios equal a direct NumPy computation from the same parameters and the NumPy twin's;
+they and the step are bitwise the same for 1, 2 and 3 threads and in every compiled build (SSE2,
+AVX2, AVX-512 when built); a flat group stays one kernel call with tracking on, and a
+RuleOptimizer's standalone parameters each take one multi-tensor call with the flat path's bits."""
 import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _backend, _openmp, optim
+from fastopt import _backend, optim
 from fastopt.flat import FlatParams
 from fastopt.optim import RULES
 from fastopt.optim.rule_adapter import RuleOptimizer
@@ -47,10 +48,11 @@ CASES = [
     ("Lion", dict(lr=1e-4, weight_decay=1e-2)),
 ]
 IDS = [f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CASES]
-ODD = [1, 7, 129, 1023, 70001]     # 129: one 128-element tile and one element; 70001: several
+ODD = [1, 7, 129, 1023, 70001]     # 1, 7: a tail only; 129: 16 blocks of 8 and a tail; 70001: several
                                    # NORM_BLOCK chunks and a partial one
 BIG = [(1 << 20) + 3, 7]
-EMA = {"SGD": 0.9, "Adam": "polyak", "RMSprop": 0.99}     # the averaged variants of some cores
+EMA = {"SGD": 0.9, "Adam": "polyak", "AdamW": 0.9, "Adagrad": 0.9, "RMSprop": 0.99, "NAdam": 0.9,
+       "RAdam": "polyak", "Adamax": 0.9, "Adadelta": 0.9, "Lion": 0.9}   # each core's averaged variant
 
 
 def direct(old, new):
@@ -104,6 +106,19 @@ def test_tracking_leaves_the_step_bitwise_unchanged_and_ratios_are_right(name, k
 
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tracking_leaves_a_1m_step_bitwise_unchanged(name, kw, dtype):
+    # >= 1M elements, two threads: whole chunks of the tracked core against the untracked one.
+    ema = EMA.get(name)
+    plain, _, _ = run(name, kw, dtype, BIG, track=False, flat=True, steps=2, threads=2, ema=ema)
+    tracked, ratios, want = run(name, kw, dtype, BIG, track=True, flat=True, steps=2, threads=2, ema=ema)
+    for k in plain:
+        np.testing.assert_array_equal(tracked[k], plain[k], err_msg=k)
+    for got, exp in zip(ratios, want):
+        assert got == pytest.approx(exp, rel=1e-10)
+
+
+@pytest.mark.parametrize("name,kw", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_ratios_at_1m_bitwise_across_threads_and_against_the_twin(name, kw, dtype):
     one = run(name, kw, dtype, BIG, flat=True, steps=2, threads=1)
     for threads in (2, 3):
@@ -121,17 +136,21 @@ def test_ratios_at_1m_bitwise_across_threads_and_against_the_twin(name, kw, dtyp
             assert got[k] == pytest.approx(tgot[k], rel=2e-6 if dtype == np.float32 else 1e-12), k
 
 
-@pytest.mark.skipif(not _openmp.cpu_has_avx2_fma() or "avx2" not in _backend.compiled_variants("optim"),
-                    reason="no AVX2 build or CPU")
+@pytest.mark.skipif(len(_backend.compiled_variants("optim")) < 2, reason="no SIMD build or CPU")
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_ratios_bitwise_equal_in_the_sse2_and_avx2_builds(name, kw, dtype):
-    out = []
-    for variant in ("sse2", "avx2"):
+def test_ratios_and_step_bitwise_equal_in_every_build(name, kw, dtype):
+    out = {}
+    for variant in _backend.compiled_variants("optim"):
         _backend.set_simd(variant)
         assert _backend.simd_variant("optim") == variant
-        out.append(run(name, kw, dtype, [(1 << 20) + 3, 70001, 1023, 5], flat=True, steps=2))
-    assert out[0][1] == out[1][1]
+        out[variant] = run(name, kw, dtype, [(1 << 20) + 3, 70001, 1023, 5], flat=True, steps=2,
+                           ema=EMA.get(name))
+    base = out.pop("sse2")
+    for variant, got in out.items():
+        assert got[1] == base[1], variant
+        for k in base[0]:
+            np.testing.assert_array_equal(got[0][k], base[0][k], err_msg=f"{variant} {k}")
 
 
 def _steps_are_one_call(opt, fp, step_arg, kernel_calls, is_one_call):
