@@ -337,3 +337,51 @@ def test_rule_optimizer_steps_with_the_loaded_per_parameter_hyperparameters():
     opt.step(model.grads)
     for name, w in model.params.items():
         np.testing.assert_array_equal(w, expected[name])
+
+
+# optim.lr_scheduler.build__mutmut_57: an onecycle spec without total_steps nor epochs says what it needs.
+def test_onecycle_spec_without_total_steps_or_epochs_says_what_it_needs():
+    with pytest.raises(ValueError, match=r"^schedule 'onecycle' needs total_steps \(or the number of epochs"):
+        S.build("onecycle:max_lr=0.1", SGD([np.zeros(2)], lr=0.1))
+
+
+# optim.lr_scheduler.LRScheduler.__init____mutmut_31: resuming without initial_lr names the group (torch's words).
+def test_resuming_a_schedule_without_initial_lr_names_the_group():
+    with pytest.raises(KeyError, match=r"param 'initial_lr' is not specified in param_groups\[0\] when resuming"):
+        S.StepLR(SGD([np.zeros(2)], lr=0.1), step_size=1, last_epoch=3)
+
+
+# reference.norm._check_train__mutmut_22: the twin names a wrongly shaped running_mean, as the kernel does.
+@pytest.mark.parametrize("name", ["twin", "_norm_kernels"])
+def test_batchnorm_twin_and_kernel_name_a_wrongly_shaped_running_mean(name):
+    import importlib
+    from fastopt.reference import norm
+    mod = norm if name == "twin" else importlib.import_module(f"fastopt.{name}")
+    d = 3
+    vec = lambda: np.ones(d)                                           # noqa: E731
+    with pytest.raises(ValueError, match=r"^running_mean must have shape \(3,\), got \(4,\)$"):
+        mod.batchnorm_train_forward(np.ones((4, d)), vec(), vec(), 1e-5, 0.9, np.empty((4, d)), vec(), vec(),
+                                    np.ones(d + 1), vec(), 1)
+
+
+# solver._checkpoint.restore_plan__mutmut_59: a damaged train_acc_history is named; nothing is loaded.
+def test_a_checkpoint_with_a_damaged_train_accuracy_history_is_named(tmp_path):
+    from test_mutation_kills_sample2 import _solver_checkpoint_state
+    from fastopt import checkpoint
+    fresh, path, state = _solver_checkpoint_state(tmp_path)
+    checkpoint.save(path, dict(state, train_acc_history=["x"]))
+    target = fresh()
+    with pytest.raises(ValueError, match=r": train_acc_history must be a list of floats$"):
+        target.load_checkpoint(path)
+    assert target.iteration == 0
+
+
+# solver._registry.rule_name__mutmut_13: a rule object without __qualname__ (a callable instance) is
+# stored under its class's name.
+def test_the_name_of_a_callable_rule_object_is_its_class():
+    from fastopt.solver._registry import CUSTOM, rule_name
+
+    class Halve:
+        def __call__(self, w, dw, config=None):
+            return w - 0.5 * dw, config or {}
+    assert rule_name(Halve()) == f"{CUSTOM}{__name__}.Halve"
