@@ -385,3 +385,27 @@ def test_the_name_of_a_callable_rule_object_is_its_class():
         def __call__(self, w, dw, config=None):
             return w - 0.5 * dw, config or {}
     assert rule_name(Halve()) == f"{CUSTOM}{__name__}.Halve"
+
+
+# nn.FullyConnectedNet._check_state__mutmut_101: a model state whose bn_params entry is not a dict is
+# named by index and type; nothing is loaded.
+def test_a_model_state_with_a_bn_params_entry_that_is_not_a_dict_is_named():
+    from fastopt.nn import FullyConnectedNet
+    model = FullyConnectedNet([5], input_dim=4, num_classes=3, rng=0, normalization="batchnorm")
+    state = model.state_dict()
+    state["bn_params"] = [3]
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(ValueError, match=r"^model state bn_params\[0\] must be a dict, got int$"):
+        model.load_state_dict(state)
+    assert all(np.array_equal(model.params[k], v) for k, v in before.items())
+
+
+# reference.norm.layernorm_forward__mutmut_12: the twin names a wrongly shaped out, as the kernel does.
+@pytest.mark.parametrize("name", ["twin", "_norm_kernels"])
+def test_layernorm_twin_and_kernel_name_a_wrongly_shaped_out(name):
+    import importlib
+    from fastopt.reference import norm
+    mod = norm if name == "twin" else importlib.import_module(f"fastopt.{name}")
+    with pytest.raises(ValueError, match=r"^out must have shape \(4, 3\), got \(5, 3\)$"):
+        mod.layernorm_forward(np.ones((4, 3)), np.ones(3), np.ones(3), 1e-5, np.empty((5, 3)), np.empty(4),
+                              np.empty(4), 1)
