@@ -409,3 +409,110 @@ def test_layernorm_twin_and_kernel_name_a_wrongly_shaped_out(name):
     with pytest.raises(ValueError, match=r"^out must have shape \(4, 3\), got \(5, 3\)$"):
         mod.layernorm_forward(np.ones((4, 3)), np.ones(3), np.ones(3), 1e-5, np.empty((5, 3)), np.empty(4),
                               np.empty(4), 1)
+
+
+def _flat_sgd_momentum():
+    from fastopt.nn import FullyConnectedNet
+    from fastopt.optim import functional as F
+    from fastopt.optim.rule_adapter import RuleOptimizer
+    model = FullyConnectedNet([5], input_dim=4, num_classes=3, rng=0, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    for g in model.grads.values():
+        g[...] = rng.standard_normal(g.shape)
+    return model, RuleOptimizer(F.sgd_momentum, model.params, {"learning_rate": 0.1, "momentum": 0.9})
+
+
+# optim.rule_adapter._FlatRule.step__mutmut_18 (the cache key of the checked hyperparameters without
+# their values): a momentum changed in every config is used at the next flat step, bitwise as the
+# per-parameter rule.
+def test_rule_optimizer_uses_a_hyperparameter_changed_in_the_configs():
+    from fastopt.optim import functional as F
+    model, opt = _flat_sgd_momentum()
+    opt.step(model.grads)
+    for cfg in opt.configs.values():
+        cfg["momentum"] = 0.5
+    expected = {}
+    for name, w in model.params.items():
+        cfg = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in opt.configs[name].items()}
+        expected[name], _ = F.sgd_momentum(w.copy(), model.grads[name], cfg)
+    opt.step(model.grads)
+    for name, w in model.params.items():
+        np.testing.assert_array_equal(w, expected[name])
+
+
+# optim.rule_adapter.RuleOptimizer.__init____mutmut_68 and __mutmut_71: the group's lr is the one the
+# rule's probe filled in (fastopt's rules: CS231n's default 1e-2), else the given config's (a user rule
+# that does not return it).
+def test_rule_optimizer_takes_its_lr_from_the_probe_or_the_config():
+    from fastopt.optim import functional as F
+    from fastopt.optim.rule_adapter import RuleOptimizer
+
+    def plain(w, dw, config):
+        return w - dw, {}
+    assert RuleOptimizer(F.sgd, {"w": np.ones(3)}, {}).param_groups[0]["lr"] == 1e-2
+    assert RuleOptimizer(plain, {"w": np.ones(3)}, {"learning_rate": 0.5}).param_groups[0]["lr"] == 0.5
+
+
+# optim.rule_adapter.RuleOptimizer._probe__mutmut_39: a rule object without __name__ that returns no
+# config is named by its repr (the mutant raises AttributeError instead).
+def test_a_rule_object_that_returns_no_config_is_named_by_repr():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+
+    class Bare:
+        def __call__(self, w, dw, config):
+            return w - dw
+
+        def __repr__(self):
+            return "Bare()"
+    with pytest.raises(TypeError, match=r"^update rule Bare\(\) must return \(next_w, config\), got ndarray$"):
+        RuleOptimizer(Bare(), {"w": np.ones(3)}, {})
+
+
+# layers.normalization.layernorm_forward__mutmut_16: a gamma that is not an array is named.
+def test_layernorm_names_a_gamma_that_is_not_an_array():
+    from fastopt.layers import layernorm_forward
+    with pytest.raises(TypeError, match=r"^gamma must be a NumPy array of real numbers, got list$"):
+        layernorm_forward(np.ones((2, 3)), [1.0, 1.0, 1.0], np.zeros(3), {})
+
+
+# nn.FullyConnectedNet._check_dropout_param__mutmut_17 (the memo of validated dropout settings keyed
+# without the seed): a seed changed to a bad value after a step is checked again before anything
+# changes (all or nothing: the batchnorm running statistics stay as they were).
+def test_a_dropout_seed_changed_after_a_step_is_checked_before_anything_changes():
+    from fastopt.nn import FullyConnectedNet
+    model = FullyConnectedNet([5], input_dim=4, num_classes=3, rng=0, dropout_keep_ratio=0.5,
+                              normalization="batchnorm")
+    del model.dropout_param["rng"]
+    model.dropout_param["seed"] = 3
+    X, y = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), np.array([0, 1, 2, 0])
+    model.loss(X, y)
+    model.dropout_param["seed"] = -1
+    before = [{k: v.copy() for k, v in p.items() if isinstance(v, np.ndarray)} for p in model.bn_params]
+    with pytest.raises(ValueError, match="seed"):
+        model.loss(X, y)
+    for p, b in zip(model.bn_params, before):
+        for k, v in b.items():
+            np.testing.assert_array_equal(p[k], v)
+
+
+# solver._monitor.check_spec__mutmut_42 and __mutmut_160: a Monitor-like object's flat_window is used;
+# a probe that is not an array is described by its type alone.
+def test_monitor_spec_takes_flat_window_and_describes_a_bad_probe():
+    from fastopt.solver import _monitor
+
+    class Watch:
+        interval, flat_window = 2, 7
+    assert _monitor.check_spec(Watch())["flat_window"] == 7
+    with pytest.raises(TypeError, match=r"must be a float ndarray of rows \(N >= 1, \.\.\.\), got list $"):
+        _monitor.check_spec({"interval": 1, "probe": [[1.0]]})
+
+
+# solver._options.check_options__mutmut_21 and solver._schedule.check__mutmut_27: a Solver's messages.
+def test_solver_names_a_bad_update_rule_and_a_unit_beside_a_spec():
+    from _nn_data import blob_data
+    from test_solver import make_model, solver_kwargs
+    from fastopt.solver import Solver
+    with pytest.raises(TypeError, match=r"an optimizer class, got int$"):
+        Solver(make_model(), blob_data(), **solver_kwargs(update_rule=3))
+    with pytest.raises(ValueError, match=r"lr_schedule_unit is for a factory or rate function$"):
+        Solver(make_model(), blob_data(), **solver_kwargs(lr_schedule="step:step_size=1", lr_schedule_unit="epoch"))
