@@ -516,3 +516,15 @@ def test_solver_names_a_bad_update_rule_and_a_unit_beside_a_spec():
         Solver(make_model(), blob_data(), **solver_kwargs(update_rule=3))
     with pytest.raises(ValueError, match=r"lr_schedule_unit is for a factory or rate function$"):
         Solver(make_model(), blob_data(), **solver_kwargs(lr_schedule="step:step_size=1", lr_schedule_unit="epoch"))
+
+
+# reference.optim.StepPlan.__init____mutmut_130 (is_double = None): the twin's plan reports its
+# dtype as the compiled plan does (a readonly attribute of the kernel's StepPlan).
+@pytest.mark.parametrize("name", ["twin", "_optim_kernels"])
+def test_step_plan_says_whether_it_is_double(name):
+    import importlib
+    from fastopt.reference import optim as twin
+    mod = twin if name == "twin" else importlib.import_module(f"fastopt.{name}")
+    for dtype in (np.float32, np.float64):
+        plan = mod.StepPlan([np.zeros(3, dtype)], [np.zeros(3, dtype)], [[]], [np.empty(0, dtype)])
+        assert plan.is_double is (dtype == np.float64)
