@@ -528,3 +528,13 @@ def test_step_plan_says_whether_it_is_double(name):
     for dtype in (np.float32, np.float64):
         plan = mod.StepPlan([np.zeros(3, dtype)], [np.zeros(3, dtype)], [[]], [np.empty(0, dtype)])
         assert plan.is_double is (dtype == np.float64)
+
+
+# optim._base.Optimizer._collect_grads__mutmut_34: grads of the wrong type; the message offers a dict
+# by name only when the parameters were given by name.
+def test_grads_of_the_wrong_type_are_refused_with_the_forms_that_fit():
+    with pytest.raises(TypeError, match=r"^grads must be a list of arrays aligned with the parameters or a dict "
+                                        r"by name, got int$"):
+        optim.Adam({"w": np.zeros(2)}).step(3)
+    with pytest.raises(TypeError, match=r"^grads must be a list of arrays aligned with the parameters, got int$"):
+        optim.Adam([np.zeros(2)]).step(3)
