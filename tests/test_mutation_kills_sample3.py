@@ -538,3 +538,20 @@ def test_grads_of_the_wrong_type_are_refused_with_the_forms_that_fit():
         optim.Adam({"w": np.zeros(2)}).step(3)
     with pytest.raises(TypeError, match=r"^grads must be a list of arrays aligned with the parameters, got int$"):
         optim.Adam([np.zeros(2)]).step(3)
+
+
+# optim._declarations.Hyper.check__mutmut_22: a betas that is not a pair says what it must be.
+def test_betas_that_are_not_a_pair_are_named():
+    with pytest.raises(TypeError, match=r"^betas must be a pair \(beta1, beta2\), got "):
+        optim.Adam([np.zeros(2)], betas=(0.9,))
+
+
+# layers.activations.activation_backward__mutmut_21 (the saved array required C-contiguous): a cache
+# whose saved input is a strided view (a cache built by hand, CS231n style) gives the same dx.
+def test_activation_backward_takes_a_cache_with_a_strided_saved_array():
+    from fastopt.layers import activations as A
+    x = np.random.default_rng(0).standard_normal((4, 6)).T
+    dout = np.random.default_rng(1).standard_normal((6, 4))
+    _, cache = A.activation_forward("relu", x)
+    np.testing.assert_array_equal(A.activation_backward("relu", dout, ("relu", 0.0, x)),
+                                  A.activation_backward("relu", dout, cache))

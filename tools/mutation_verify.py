@@ -59,8 +59,11 @@ def run(tests, pythonpath=None):
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
-    where = subprocess.run([str(BIN / "python"), "-c", "import fastopt; print(fastopt.__file__)"],
-                           cwd=ROOT / "tests", env=env, capture_output=True, text=True, check=True).stdout.strip()
+    probe = subprocess.run([str(BIN / "python"), "-c", "import fastopt; print(fastopt.__file__)"],
+                           cwd=ROOT / "tests", env=env, capture_output=True, text=True)
+    if probe.returncode:        # a mutant of import-time code: every test fails at collection
+        return pythonpath or str(ROOT), probe.returncode, ["import fastopt fails: " + probe.stderr.strip().splitlines()[-1]]
+    where = probe.stdout.strip()
     proc = subprocess.run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-x", *tests], cwd=ROOT,
                           env=env, capture_output=True, text=True)
     out = proc.stdout.strip().splitlines()
