@@ -555,3 +555,13 @@ def test_activation_backward_takes_a_cache_with_a_strided_saved_array():
     _, cache = A.activation_forward("relu", x)
     np.testing.assert_array_equal(A.activation_backward("relu", dout, ("relu", 0.0, x)),
                                   A.activation_backward("relu", dout, cache))
+
+
+# optim._declarations._eps__mutmut_6 (cli_positive dropped): every rule's eps is asked > 0 by
+# `fastopt train` (its bounds are open at 0: eps 0 would divide by zero); the CLI tests, which would
+# show it, are left out of the mutation runs.
+def test_every_eps_is_bounded_away_from_zero_for_the_cli():
+    rules = [getattr(optim, name)._RULE for name in optim.__all__
+             if isinstance(getattr(optim, name), type) and getattr(getattr(optim, name), "_RULE", None)]
+    eps = [h for rule in rules for h in rule.hypers if h.name == "eps"]
+    assert len(eps) >= 5 and all(h.bounds()["low_open"] for h in eps)

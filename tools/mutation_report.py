@@ -174,11 +174,11 @@ def corrected(section, doc="MUTATION.md", root="mutants"):
             kind = classify(code)
             if kind not in ("killed", "timeout", "survived", "no tests"):
                 continue
-            c = Counter(run=1, dead=kind in ("killed", "timeout"))
+            c = Counter(run=1, dead=int(kind in ("killed", "timeout")))
             if kind in ("survived", "no tests"):
                 fate = fates.get(name, "M")
                 seen.add(name)
-                c.update(E=fate == "E", K=fate in ("K", "A"))
+                c.update(E=int(fate == "E"), K=int(fate in ("K", "A")))
             rows.append((package, c))
     by = {}
     for package, c in rows:
