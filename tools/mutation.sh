@@ -48,6 +48,12 @@ if [ "${1:-}" = "--report" ]; then
 fi
 if [ "${1:-}" = "--sample" ]; then
   mapfile -t names < <("$PY" tools/mutation_report.py --sample "${@:2}")
+  # No names (no mutants/ yet): `mutmut run` with none would run EVERY mutant. Generate first.
+  if [ ${#names[@]} -eq 0 ]; then
+    echo "no mutants to sample: generate mutants/ first (tools/mutation.sh 'fastopt.nn.init.nomatch'," \
+         "stopped at its stats phase; MUTATION.md)" >&2
+    exit 2
+  fi
   "$MUTMUT" run --max-children "$CHILDREN" "${names[@]}"
 elif [ $# -eq 0 ]; then
   "$MUTMUT" run --max-children "$CHILDREN"

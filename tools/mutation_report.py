@@ -132,8 +132,81 @@ def pytest_runtest_setup(item):
         hits.update(_hit_at_collection)
 
 
+def _fates(section, doc="MUTATION.md"):
+    """{mutant name: class letter} from the survivors table of the MUTATION.md section whose title
+    holds `section`: rows "| `name` ... | change | K: ..." (K killed by a new test, E equivalent, M
+    missing, A not activated)."""
+    import re
+    text = Path(doc).read_text()
+    start = next(m.end() for m in re.finditer(r"^## .*$", text, re.M) if section in m.group(0))
+    end = re.search(r"^## ", text[start:], re.M)
+    body = text[start:start + end.start()] if end else text[start:]
+    row = re.compile(r"^\| `([^`]+)`[^|]*\|[^|]*\| (K|E|M|A)\b", re.M)
+    return {"fastopt." + name: fate for name, fate in row.findall(body)}
+
+
+def _rate(dead, run):
+    if not run:
+        return "-", "-"
+    lo, hi = wilson(dead, run)
+    return f"{dead}/{run} = {100 * dead / run:.1f}%", f"{100 * lo:.0f}-{100 * hi:.0f}%"
+
+
+def _verdict(dead, run):
+    lo, hi = wilson(dead, run)
+    if lo >= 0.9:
+        return "**holds** (the interval lies above 90%)"
+    if hi < 0.9:
+        return "**fails** (the interval lies below 90%)"
+    return ("point estimate meets it, **not established**" if dead / run >= 0.9
+            else "point estimate **below** it, not established")
+
+
+def corrected(section, doc="MUTATION.md", root="mutants"):
+    """The corrected table of a sample (E survivors left out of the denominator, K counted as killed)
+    and the goal lines, from mutants/ and the fates in the survivors table of `section` of `doc`."""
+    fates = _fates(section, doc)
+    rows, total = [], Counter()
+    seen = set()
+    for meta in sorted(Path(root).rglob("*.py.meta")):
+        package = "/".join(str(meta.relative_to(root))[:-len(".meta")].split("/")[:2])
+        for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            kind = classify(code)
+            if kind not in ("killed", "timeout", "survived", "no tests"):
+                continue
+            c = Counter(run=1, dead=int(kind in ("killed", "timeout")))
+            if kind in ("survived", "no tests"):
+                fate = fates.get(name, "M")
+                seen.add(name)
+                c.update(E=int(fate == "E"), K=int(fate in ("K", "A")))
+            rows.append((package, c))
+    by = {}
+    for package, c in rows:
+        by.setdefault(package, Counter()).update(c)
+        total.update(c)
+    unknown = sorted(set(fates) - seen)
+    print("| module | ran | killed (recorded) | rate as recorded | 95% CI | E left out | 95% CI | "
+          "with the K of this section | 95% CI |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    lines = []
+    for package, c in sorted(by.items()) + [("**all**", total)]:
+        rec, rec_ci = _rate(c["dead"], c["run"])
+        e, e_ci = _rate(c["dead"], c["run"] - c["E"])
+        k, k_ci = _rate(c["dead"] + c["K"], c["run"] - c["E"])
+        print(f"| {package} | {c['run']} | {c['dead']} | {rec.split(' = ')[1]} | {rec_ci} | {e} | {e_ci} | {k} | {k_ci} |")
+        lines.append(f"- `{package}`: as recorded {rec.split(' = ')[1]} ({rec_ci}): {_verdict(c['dead'], c['run'])}; "
+                     f"E left out {e.split(' = ')[1]} ({e_ci}): {_verdict(c['dead'], c['run'] - c['E'])}; "
+                     f"with the K {k.split(' = ')[1]} ({k_ci}): {_verdict(c['dead'] + c['K'], c['run'] - c['E'])}.")
+    print("\n" + "\n".join(lines))
+    if unknown:
+        print(f"\n(fates given for mutants that have no survivor verdict in {root}/: {', '.join(unknown)})")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--sample"]:
+    if sys.argv[1:2] == ["--corrected"]:
+        # tools/mutation_report.py --corrected "seed 3": the corrected table of that MUTATION.md section.
+        corrected(*sys.argv[2:])
+    elif sys.argv[1:2] == ["--sample"]:
         # MUTATION_SEED picks another sample: a fresh estimate, independent of tests written for the last one.
         sample(float(sys.argv[2]), *sys.argv[3:], seed=int(os.environ.get("MUTATION_SEED", "0")))
     else:
