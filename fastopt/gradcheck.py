@@ -76,6 +76,8 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
 
 
 def _as_float64(name, a):
+    if np.iscomplexobj(a):      # the cast would drop the imaginary part with only a warning
+        raise TypeError(f"{name} must be real, got complex values")
     try:
         return np.asarray(a, dtype=np.float64)
     except OverflowError:       # an int beyond float range, such as 10**400

@@ -50,6 +50,20 @@ def test_kernels_match_twins(name, dtype, n, rng):
     np.testing.assert_array_equal(dx_k, dx_r)   # same arithmetic in the same order: bitwise
 
 
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_and_twins_agree_on_signed_zeros(name, dtype):
+    # assert_allclose above cannot tell -0.0 from +0.0; elu(-0.0) is -0.0 (alpha * expm1(-0.0)),
+    # which the twin once returned as +0.0 (np.minimum(-0.0, 0.0) gives +0.0).
+    spec = act.ACTIVATIONS[name]
+    x = np.array([-0.0, 0.0, -0.0, 0.0], dtype)
+    param = 0.0 if spec.param is None else 1.0
+    out_k, out_r = np.empty_like(x), np.empty_like(x)
+    getattr(K, spec.forward_kernel)(x, param, out_k, 1)
+    getattr(R, spec.forward_kernel)(x, param, out_r, 1)
+    assert out_k.tobytes() == out_r.tobytes(), (out_k, out_r)
+
+
 @given(name=st.sampled_from(NAMES), dtype=st.sampled_from(DTYPES), n=st.integers(1, 5000),
        param=st.floats(0.0, 5.0), scale=st.floats(1e-3, 1e3), threads=st.integers(1, 4),
        seed=st.integers(0, 2**32 - 1))

@@ -69,6 +69,13 @@ def test_eval_numerical_gradient_array_copies_a_reused_output(x):
     np.testing.assert_allclose(grad, 2.0, rtol=1e-9)
 
 
+def test_rel_error_refuses_complex_values():
+    with pytest.raises(TypeError, match="x must be real"):
+        rel_error(np.array([1 + 1j]), np.array([1.0]))
+    with pytest.raises(TypeError, match="y must be real"):
+        rel_error(1.0, 1j)
+
+
 def test_rel_error_known():
     assert rel_error(1.0, 1.0) == 0.0
     assert rel_error(1.0, 3.0) == 0.5

@@ -409,3 +409,14 @@ def test_softmax_float32_exp_within_one_ulp(module):
     ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
     assert ulps.max() <= 1, (ulps.max(), x.reshape(-1)[ulps.argmax()])
     assert np.count_nonzero(want == 0) > 0 and np.count_nonzero((want > 0) & (want < np.finfo(np.float32).tiny)) > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_relu_twin_keeps_the_sign_of_zero(dtype):
+    # (-0.0) + (-0.0) is -0.0, and relu(-0.0) is -0.0 in the kernel (and torch): the twin agrees bitwise.
+    z = np.array([[-0.0, 0.0, -0.0, 1.0]], dtype)
+    b = np.array([-0.0, -0.0, 0.0, -2.0], dtype)
+    out_k, out_r = np.empty_like(z), np.empty_like(z)
+    K.bias_relu_forward(z, b, out_k, 1)
+    R.bias_relu_forward(z, b, out_r, 1)
+    assert out_k.tobytes() == out_r.tobytes() and np.signbit(out_k[0, 0])

@@ -35,9 +35,10 @@ def _check_backward(dout, saved, dx, n_threads):
 
 
 def relu_forward(x, param, out, n_threads):
-    """out = max(x, 0) (NaN stays NaN, like np.maximum)."""
+    """out = max(x, 0) (NaN stays NaN, like np.maximum); relu(-0.0) is -0.0, as the kernel, torch and
+    CS231n's np.maximum(0, x) give it (np.maximum returns its second argument when they are equal)."""
     _check_forward(x, out, n_threads)
-    np.maximum(x, x.dtype.type(0), out=out)
+    np.maximum(x.dtype.type(0), x, out=out)
 
 
 def relu_backward(dout, saved, param, dx, n_threads):
@@ -65,7 +66,9 @@ def elu_forward(x, param, out, n_threads):
     _check_forward(x, out, n_threads)
     a = x.dtype.type(param)
     with np.errstate(over="ignore"):
-        neg = a * np.expm1(np.minimum(x, x.dtype.type(0)))
+        # where, not np.minimum(x, 0): minimum gives +0.0 for x = -0.0, and elu(-0.0) is -0.0
+        # (alpha * expm1(-0.0), as the kernel and torch compute it)
+        neg = a * np.expm1(np.where(x > 0, x.dtype.type(0), x))
     np.copyto(out, np.where(x > 0, x, neg))
 
 

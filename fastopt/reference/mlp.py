@@ -24,7 +24,7 @@ def bias_relu_forward(z, b, out, n_threads=1):
     check_shapes(z.shape, out=out)
     threads(n_threads)
     np.add(z, b, out=out)
-    np.maximum(out, 0, out=out)
+    np.maximum(out.dtype.type(0), out, out=out)     # 0 first: relu(-0.0) is -0.0, as in the kernel
 
 
 def relu_backward_inplace(dout, out, n_threads=1):
@@ -69,7 +69,7 @@ def batchnorm_relu_forward(z, b, gamma, beta, eps, momentum, running_mean, runni
     running_mean[...] = momentum * running_mean.astype(np.float64) + (1.0 - momentum) * mu
     running_var[...] = momentum * running_var.astype(np.float64) + (1.0 - momentum) * var
     xhat = (a - mean) * inv_std
-    np.maximum(gamma * xhat + beta, dt.type(0), out=out)
+    np.maximum(dt.type(0), gamma * xhat + beta, out=out)
 
 
 def batchnorm_relu_eval(z, b, gamma, beta, running_mean, running_var, eps, out, n_threads=1):
@@ -79,7 +79,7 @@ def batchnorm_relu_eval(z, b, gamma, beta, running_mean, running_var, eps, out, 
     check_shapes(z.shape, out=out)
     threads(n_threads)
     inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(z.dtype)
-    np.maximum(gamma * (((z + b) - running_mean) * inv_std) + beta, z.dtype.type(0), out=out)
+    np.maximum(z.dtype.type(0), gamma * (((z + b) - running_mean) * inv_std) + beta, out=out)
 
 
 def relu_batchnorm_backward(dout, out, z, b, gamma, mean, inv_std, dz, dgamma, dbeta, db,
