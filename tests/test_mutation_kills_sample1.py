@@ -12,6 +12,7 @@ from fastopt import optim
 from fastopt.optim import SGD, Adam, clip_grad_norm_, lr_scheduler as S
 from fastopt.reference import optim as twin
 from test_optim_small_step import _module, _plan_args, _registry_scalars
+from _refusal import refused_unchanged
 
 
 def _sgd(lr=0.1):
@@ -501,10 +502,8 @@ def test_a_model_state_names_a_running_statistic_of_the_wrong_dtype(key):
     model.loss(np.random.default_rng(0).standard_normal((4, 3)), np.array([0, 1, 1, 0]))   # creates them
     state = model.state_dict()
     state["bn_params"][1][key] = state["bn_params"][1][key].astype(np.float64)       # the model's: float32
-    before = {k: v.copy() for k, v in model.params.items()}
-    with pytest.raises(ValueError, match=rf"^model state bn_params\[1\]\['{key}'\] must have the model's dtype float32"):
-        model.load_state_dict(state)
-    assert all(np.array_equal(model.params[k], v) for k, v in before.items())
+    refused_unchanged(model.params, lambda: model.load_state_dict(state), ValueError,
+                      rf"^model state bn_params\[1\]\['{key}'\] must have the model's dtype float32")
 
 
 # nn.FullyConnectedNet._memo__mutmut_19 (`==` -> `!=`): the memo of validated settings is used only

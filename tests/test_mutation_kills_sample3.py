@@ -8,6 +8,7 @@ import pytest
 
 from fastopt import optim
 from fastopt.optim import SGD, lr_scheduler as S
+from _refusal import refused_unchanged
 
 
 # layers.normalization.spatial_groupnorm_forward__mutmut_17 and __mutmut_67: a bad gamma or beta is named.
@@ -394,10 +395,8 @@ def test_a_model_state_with_a_bn_params_entry_that_is_not_a_dict_is_named():
     model = FullyConnectedNet([5], input_dim=4, num_classes=3, rng=0, normalization="batchnorm")
     state = model.state_dict()
     state["bn_params"] = [3]
-    before = {k: v.copy() for k, v in model.params.items()}
-    with pytest.raises(ValueError, match=r"^model state bn_params\[0\] must be a dict, got int$"):
-        model.load_state_dict(state)
-    assert all(np.array_equal(model.params[k], v) for k, v in before.items())
+    refused_unchanged(model.params, lambda: model.load_state_dict(state), ValueError,
+                      r"^model state bn_params\[0\] must be a dict, got int$")
 
 
 # reference.norm.layernorm_forward__mutmut_12: the twin names a wrongly shaped out, as the kernel does.
