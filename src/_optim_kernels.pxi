@@ -50,10 +50,10 @@ from _contract cimport threads
 # Measured (benchmarks/optim_kernels_roofline.py --grain, float32, 2 threads over 1 thread):
 #   2-core Zen 1, shared, min of 9:  n=32k Adam 1.03x SGD 0.69x;  n=64k Adam 1.20x SGD 0.90x;
 #     n=128k Adam 1.28x SGD 1.60x;  n=256k Adam 1.78x SGD 1.71x;  n=1M Adam 1.90x SGD 1.68x.
-#   2-core Zen 4 (AVX-512 CPU, avx2 kernels), other jobs paused, min of 7: n=16k Adam 0.84x SGD 0.78x;
+#   2-core EPYC family 26 (Zen 5, AVX-512; the avx2 kernels), other jobs paused, min of 7: n=16k Adam 0.84x SGD 0.78x;
 #     n=32k 1.07x / 1.06x;  n=64k 1.15x / 1.18x;  n=128k 1.74x / 1.23x;  n=256k 1.83x / 1.24x.
 # 32k per thread (two threads from 64k elements): Adam-like rules gain from there on both CPUs, SGD
-# from there on Zen 4 (on Zen 1 it lost 10% at 64k). With 64k, 64k-128k tensors stayed on one thread.
+# from there on Zen 5 (on Zen 1 it lost 10% at 64k). With 64k, 64k-128k tensors stayed on one thread.
 GRAIN = 32768
 
 # The norm pass sums fixed blocks of NORM_BLOCK elements (each in order, in double) and then adds
