@@ -367,9 +367,10 @@ def test_rule_optimizer_names_a_negative_group_lr():
     np.testing.assert_array_equal(w, np.ones(3))
 
 
-# rule_adapter._with_lr__mutmut_9: a user's own rule reads the group's learning rate (what a
-# scheduler sets), also when a config's own learning_rate was edited by hand; the state dict says so.
-def test_a_user_rule_gets_the_groups_learning_rate():
+# rule_adapter._with_lr__mutmut_9: a user's own rule reads the learning rate last written, by the
+# group's setter (what a scheduler sets) or into the config by hand (CS231n's own code does that);
+# the state dict and the group then say so.
+def test_a_user_rule_gets_the_learning_rate_last_written():
     from fastopt.optim.rule_adapter import RuleOptimizer
     seen = []
 
@@ -379,12 +380,17 @@ def test_a_user_rule_gets_the_groups_learning_rate():
 
     w = np.ones(3)
     opt = RuleOptimizer(rule, {"w": w}, {"learning_rate": 0.1})
-    opt.param_groups[0]["lr"] = 0.5
     opt.configs["w"]["learning_rate"] = 0.3
+    opt.param_groups[0]["lr"] = 0.5           # the group's setter writes every config
     assert opt.state_dict()["configs"]["w"]["learning_rate"] == 0.5
     opt.step({"w": np.ones(3)})
     assert seen[-1] == 0.5
     np.testing.assert_array_equal(w, np.full(3, 0.5))
+    opt.configs["w"]["learning_rate"] = 0.25  # by hand, after the group's
+    assert opt.state_dict()["configs"]["w"]["learning_rate"] == 0.25
+    opt.step({"w": np.ones(3)})
+    assert seen[-1] == 0.25 and opt.param_groups[0]["lr"] == 0.25
+    np.testing.assert_array_equal(w, np.full(3, 0.25))
 
 
 # rule_adapter.RuleOptimizer.__init____mutmut_6: params must be a non-empty mapping.

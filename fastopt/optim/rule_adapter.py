@@ -9,8 +9,10 @@ The Solver drives every update rule through this interface (``param_groups`` wit
     opt.param_groups[0]["lr"]    # the learning rate; schedules edit it in place, as in torch
     opt.configs["W1"]            # CS231n's per-parameter config: hyperparameters and state
 
-The one param group holds the learning rate (written into every config's ``learning_rate`` before
-each step); ``configs`` hold the rest, as CS231n's Solver keeps them (``optim_configs``).
+The one param group holds the learning rate: setting its ``'lr'`` writes every config's
+``learning_rate``; ``configs`` hold the rest, as CS231n's Solver keeps them (``optim_configs``). A rate
+written into the configs by hand, as CS231n's own code decays it, is the one the next step uses (last
+write wins; see RuleOptimizer._config_rates).
 
 All or nothing. step() first checks every gradient (present, a float ndarray of the parameter's
 shape, sharing no memory with the parameter or its state; another float dtype or a non-contiguous
@@ -119,7 +121,8 @@ for _name in ("__setitem__", "__delitem__", "__ior__", "update", "setdefault", "
 
 class _Group(dict):
     """The param group: setting 'lr' (as a schedule does) also sets every config's learning_rate,
-    so CS231n's view (configs) and torch's view (param_groups) agree at all times."""
+    so CS231n's view (configs) and torch's view (param_groups) agree (a rate written into the
+    configs instead reaches the group at the next step: RuleOptimizer._config_rates)."""
 
     def __init__(self, on_lr, lr):
         super().__init__(lr=lr)
@@ -480,10 +483,29 @@ class RuleOptimizer:
             if not known:
                 self._overlap_ok = (seen, state)
         if not clean:
+            lr, adopt = self._config_rates(lr)
             for name, cfg in self.configs.items():
                 if not _unchanged(cfg, self._checked[name]):
                     self._check_config(f"configs[{name!r}]", _with_lr(cfg, lr), names[name])
+            if adopt:       # every check passed: the configs' one rate becomes the group's
+                dict.__setitem__(self.param_groups[0], "lr", lr)
+                self._lr_checked = lr
         return lr, out
+
+    def _config_rates(self, lr):
+        """(rate of this step, whether the group adopts it). CS231n code sets the rate in the configs
+        (``optim_configs[p]['learning_rate'] *= decay``), the group's setter writes it into every
+        config: so a config whose rate differs from the group's was written there, and wins. One rate
+        in every config becomes the group's; different ones (None here: each config keeps its own)
+        are each parameter's until the group's rate is set again."""
+        if lr is None:
+            return None, False
+        rates = [cfg.get("learning_rate", lr) for cfg in self.configs.values()]
+        rate = rates[0]
+        # Anything but a number (refused by the configs' checks) counts as a rate of its own.
+        if _is_number(rate) and all(_is_number(r) and r == rate for r in rates):
+            return (lr, False) if rate == lr else (rate, True)
+        return None, False
 
     def _check_grads(self, seen, known):
         """The gradients (`seen`, in parameter order) checked against the parameters: the ones to use
@@ -523,7 +545,7 @@ class RuleOptimizer:
             lr, grads = self._prepare(grads, clean)
             flat = self._flat
             gspan = flat.grad_span(grads) if flat is not None else None
-            if gspan is not None:
+            if gspan is not None and lr is not None:   # None: per-parameter rates (_config_rates)
                 ready, fresh = (True, False) if clean else flat.ready(self.configs)
             else:
                 ready = fresh = False
@@ -585,8 +607,9 @@ class RuleOptimizer:
         lr = self.param_groups[0]["lr"]
         configs = {}
         for name, cfg in self.configs.items():
-            configs[name] = {k: (v.copy() if isinstance(v, np.ndarray) else v)
-                             for k, v in _with_lr(cfg, lr).items()}
+            # A config's own rate (per-parameter rates: _config_rates), the group's where it has none.
+            full = cfg if lr is None or "learning_rate" in cfg else _with_lr(cfg, lr)
+            configs[name] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in full.items()}
         return {"configs": configs, "param_groups": [{"lr": lr}]}
 
     def load_state_dict(self, state_dict, label="state_dict"):
@@ -620,7 +643,9 @@ class RuleOptimizer:
                 self._flat.adopt(self.configs, fill={n: dict(cfg) for n, cfg in self.configs.items()})
             else:
                 self._flat.views = self._flat.buffers = self._flat.plan = self._flat.kernel = None
-        self.param_groups[0]["lr"] = lr
+        # Not through the group's setter: the configs keep the rates they were saved with.
+        dict.__setitem__(self.param_groups[0], "lr", lr)
+        self._lr_checked = None
 
     def __repr__(self):
         return f"RuleOptimizer({getattr(self.rule, '__name__', self.rule)}, lr={self.param_groups[0]['lr']})"
