@@ -94,6 +94,23 @@ def test_clip_grad_norm_bad_input_changes_nothing():
     assert np.all(g == 1)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+@pytest.mark.parametrize("where", [0, 1], ids=["nan-first", "nan-second"])
+def test_a_nan_in_any_array_makes_the_total_norm_nan_as_torchs(norm_type, where):
+    # The inf-norm's maximum over arrays once dropped a NaN (Python's max keeps its first argument
+    # when the comparison is False): a NaN gradient gave a finite norm and was clipped silently.
+    grads = [np.array([1.0, 2.0]), np.array([3.0, -4.0])]
+    grads[where][0] = np.nan
+    before = [g.copy() for g in grads]
+    assert math.isnan(fastopt.clip_grad_norm_([g.copy() for g in grads], 1.0, norm_type=norm_type))
+    with pytest.raises(ValueError, match="is nan: not finite"):
+        fastopt.clip_grad_norm_(grads, 1.0, norm_type=norm_type, error_if_nonfinite=True)
+    for g, b in zip(grads, before):
+        np.testing.assert_array_equal(g, b)
+    grads[where][0] = np.inf                      # inf stays inf
+    assert fastopt.clip_grad_norm_([g.copy() for g in grads], 1.0, norm_type=norm_type) == math.inf
+
+
 # ---------------------------------------------------------------- max_grad_norm inside the step
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
 def test_max_grad_norm_equals_clipping_first(cls):

@@ -26,17 +26,18 @@ def _as_list(grads):
 
 
 def grad_norm(grads, norm_type=2.0):
-    """(total norm of `grads` as one vector, whether every element is finite); validated arrays."""
+    """The total norm of `grads` (validated arrays) as one vector; NaN when an element is NaN, as
+    torch's (the inf-norm's maximum is taken so that a NaN wins: Python's max would drop it)."""
     k = _backend.kernels("optim")
-    total, finite = 0.0, True
+    total = 0.0
     for g in grads:
         flat = g.reshape(-1)
-        s, ok = k.norm_partial(x=flat, norm_type=norm_type, n_threads=_backend.threads_for(flat.size, k.GRAIN))
-        total = max(total, s) if norm_type == math.inf else total + s
-        finite = finite and ok
-    if norm_type == math.inf:
-        return total, finite
-    return total ** (1.0 / norm_type), finite
+        s, _ = k.norm_partial(x=flat, norm_type=norm_type, n_threads=_backend.threads_for(flat.size, k.GRAIN))
+        if norm_type != math.inf:
+            total += s
+        elif s > total or s != s:
+            total = s
+    return total if norm_type == math.inf else total ** (1.0 / norm_type)
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -53,7 +54,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     max_norm = real("max_norm", max_norm, low=0.0)
     if not (isinstance(norm_type, float) and norm_type == math.inf):
         norm_type = real("norm_type", norm_type, low=0.0, low_open=True)   # a finite p > 0
-    total, _ = grad_norm(arrays, norm_type)
+    total = grad_norm(arrays, norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise ValueError(f"the total norm of order {norm_type} of the gradients is {total}: "
                          f"not finite, so they cannot be clipped")
