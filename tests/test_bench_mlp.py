@@ -39,3 +39,22 @@ def test_fastopt_and_numpy_steps_agree():
         X, y, _ = mlp.make_problem(mlp.BATCH_QUICK, mlp.DIMS_QUICK, dtype=np.float64)
         losses.append(step.model.loss(X, y)[0])
     assert np.isclose(losses[0], losses[1], rtol=1e-10)
+
+
+def test_torch_gemms_compute_numpys_products_on_the_same_memory():
+    """The 'torch gemms' row runs the step's matmuls through torch on the very arrays NumPy's row
+    uses: the same products (to float32 BLAS rounding), written into the same outputs."""
+    import pytest
+    pytest.importorskip("torch")
+    problem = mlp.make_problem(mlp.BATCH_QUICK, mlp.DIMS_QUICK)
+    step = mlp.build_fastopt_step(problem, mlp.DIMS_QUICK)
+    ops = mlp._gemm_operands(step, problem)
+    assert len(ops) == 3 * len(mlp.DIMS_QUICK) - 4     # per layer: forward, dW; per hidden layer: dh
+    mlp.gemms_of_step(step, problem)()
+    by_numpy = [out.copy() for _, _, out in ops]
+    for _, _, out in ops:
+        out.fill(np.nan)
+    mlp.torch_gemms_of_step(step, problem)()
+    for (a, b, out), want in zip(ops, by_numpy):
+        np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)

@@ -8,6 +8,9 @@ every side (fastopt.bench.mlp_torch.make_problem).
   numpy    the same code under fastopt.set_backend("numpy"): every kernel is its NumPy twin
   torch    torch.nn + torch.optim.Adam(fused=True) (mlp_torch.build_torch_step)
   gemms    the step's matmuls alone (gemms_of_step): "gemms / fastopt" is the share of the step in them
+  torch gemms  the same matmuls through torch.matmul on the same arrays (torch's BLAS: MKL in its
+           x86 wheels, NumPy's is OpenBLAS): where torch's step is faster, this says whether the
+           difference is the BLAS
 
 Then one row per fused kernel of the hidden layers at the same shape, with its roofline (a stream
 loop over the arrays it reads and writes).
@@ -52,10 +55,10 @@ def build_fastopt_step(problem, dims):
     return step
 
 
-def gemms_of_step(step, problem):
-    """A zero-argument callable running just the matmuls of `step`'s training step (the forward
-    products, the weight gradients, the gradients wrt each hidden layer's output) on the model's
-    own workspace, with `out=` as the fused execution does: what the step costs at least."""
+def _gemm_operands(step, problem):
+    """(a, b, out) of each matmul of `step`'s training step (the forward products, the weight
+    gradients, the gradients wrt each hidden layer's output), on the model's own workspace, in the
+    order the fused execution runs them."""
     model, (X, _, _) = step.model, problem
     ws, p, g = model._workspaces.get(X.shape[0]), model.params, model.grads
     for a in ws.z + ws.r + ws.dh + [ws.scores, ws.dscores]:
@@ -64,14 +67,34 @@ def gemms_of_step(step, problem):
     inputs = [X] + ws.r                               # each affine layer's input
     outs = ws.z + [ws.scores]
     upstream = ws.dh + [ws.dscores]                   # grad wrt each layer's pre-activation
+    ops = [(inputs[i], p[f"W{i + 1}"], outs[i]) for i in range(hidden + 1)]
+    for i in range(hidden, -1, -1):
+        ops.append((inputs[i].T, upstream[i], g[f"W{i + 1}"]))
+        if i > 0:
+            ops.append((upstream[i], p[f"W{i + 1}"].T, ws.dh[i - 1]))
+    return ops
+
+
+def gemms_of_step(step, problem):
+    """A zero-argument callable running just the matmuls of `step`'s training step with NumPy's BLAS
+    and `out=`, as the fused execution does: what the step costs at least."""
+    ops = _gemm_operands(step, problem)
 
     def gemms():
-        for i in range(hidden + 1):
-            np.matmul(inputs[i], p[f"W{i + 1}"], out=outs[i])
-        for i in range(hidden, -1, -1):
-            np.matmul(inputs[i].T, upstream[i], out=g[f"W{i + 1}"])
-            if i > 0:
-                np.matmul(upstream[i], p[f"W{i + 1}"].T, out=ws.dh[i - 1])
+        for a, b, out in ops:
+            np.matmul(a, b, out=out)
+    return gemms
+
+
+def torch_gemms_of_step(step, problem):
+    """The same matmuls through torch.matmul on the same memory (torch.from_numpy views, the
+    transposed operands included): NumPy's BLAS against torch's on identical operands."""
+    import torch
+    ops = [tuple(torch.from_numpy(x) for x in op) for op in _gemm_operands(step, problem)]
+
+    def gemms():
+        for a, b, out in ops:
+            torch.matmul(a, b, out=out)
     return gemms
 
 
@@ -122,10 +145,12 @@ def cases(config):
             torch_step = build_torch_step(batch, dims, fastopt.get_num_threads(), seed=config.seed,
                                           lr=LR, problem=problem)
         with using_backend("cython"):
-            gemms = gemms_of_step(fast, problem)
+            extra = {"gemms": gemms_of_step(fast, problem)}
+            if torch_step is not None:
+                extra["torch gemms"] = torch_gemms_of_step(fast, problem)
         yield Case(kernel="mlp train step", size=size, elements=n_params, dtype=str(np.dtype(dtype)),
                    bytes_moved=None, fastopt=fast, numpy=slow, torch=torch_step,
                    torch_impl="nn + fused Adam" if torch_step else "",
                    notes={"batch": batch, "dims": "-".join(map(str, dims))},
-                   extra={"gemms": gemms})
+                   extra=extra)
         yield from kernel_cases(dims, batch, dtype, config.seed)
