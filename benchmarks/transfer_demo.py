@@ -157,8 +157,9 @@ class L2SP(Regularizers):
 
 def adapt_batchnorm(model, X, y):
     """AdaBN: every batchnorm layer's running statistics set to its batch statistics on X (one
-    train-mode pass with momentum 0), so a frozen layer normalizes the target data at test as it does
-    in training (with batch statistics) instead of with the source's statistics."""
+    train-mode pass with momentum 0, before freezing), so a frozen layer (inference mode: its running
+    statistics in training and at test) normalizes with the target data's statistics instead of the
+    source's."""
     if model.normalization != "batchnorm":
         return model
     saved = [p.get("momentum") for p in model.bn_params]
@@ -237,7 +238,7 @@ def transfer_seed(setting, data, seed):
     scratch = train(make_net(s, len(TARGET), 1000 + seed), own, lr=s.scratch_lr, epochs=s.epochs, seed=seed,
                     batch_size=s.batch_size, cosine=cos)
     random_body = make_net(s, len(TARGET), 2000 + seed)
-    if s.normalization == "batchnorm":      # a random body has no statistics to keep: its target's
+    if s.normalization == "batchnorm":      # a random body has no statistics of its own: its target's
         adapt_batchnorm(random_body, own["X_train"], own["y_train"])
     train(random_body.freeze(body), own, lr=s.head_lr, epochs=s.epochs, seed=seed, batch_size=s.batch_size,
           cosine=cos)

@@ -27,7 +27,8 @@ OPTIONS = {
                           "separated (e.g. shift:1,noise:0.05)"),
     "--init-from": ("PATH", "start from the model file PATH (written by --save-model): its architecture and "
                             "weights, a fresh classifier when the classes differ, its preprocessing"),
-    "--freeze": ("K", "keep the first K hidden layers fixed (with --init-from: the pretrained body)"),
+    "--freeze": ("K", "keep the first K hidden layers fixed, their batchnorm in inference mode (with --init-from: "
+                       "the pretrained body)"),
     "--elastic-net": ("L1,L2", "add l1*sum|W| + 0.5*l2*sum W^2 over the weights to the loss"),
     "--max-norm": ("C", "after each update, scale every unit's incoming weights to norm <= C"),
     "--ensemble": ("K", "train K independently seeded models (--seed, --seed+1, ...) and report the "
@@ -115,10 +116,8 @@ def parse(args, cfg):
         if ex["freeze"] > depth:
             raise UsageError(f"--freeze {ex['freeze']}: the model has {depth} hidden layers "
                              f"({'from --init-from' if ex['init_from'] else '--hidden'}); give at most {depth}")
-        # A frozen batchnorm layer keeps its running statistics: a fresh model has none to keep.
-        if ex["freeze"] and not ex["init_from"] and not cfg.get("resume") and cfg.get("normalization") == "batchnorm":
-            raise UsageError(f"--freeze {ex['freeze']} with --normalization batchnorm needs --init-from (a trained "
-                             f"body: a fresh model's frozen batchnorm layers have no running statistics)")
+        # Without --init-from a fresh model's frozen batchnorm layers normalize with mean 0, variance 1
+        # (fastopt.nn.frozen_norm): a random frozen body, as without batchnorm.
     if text["elastic_net"] is not None:
         parts = text["elastic_net"].split(",")
         if len(parts) != 2:

@@ -30,9 +30,9 @@ def test_gradients_match_numerical(normalization, reg, reg_type, keep):
     check_model_gradients(model, *batch(), bound=1e-7)
 
 
-def check_model_gradients(model, X, y, bound):
-    """Every param's gradient from model.loss(X, y) against centered differences (float64), the
-    dropout masks replayed at every evaluation; the error relative to the gradient's largest entry."""
+def check_model_gradients(model, X, y, bound, h=1e-5):
+    """Every trained param's gradient from model.loss(X, y) against centered differences (float64),
+    the dropout masks replayed at every evaluation; the error relative to the gradient's largest entry."""
     rng_state = model.rng.bit_generator.state
 
     def loss_fixed_masks():
@@ -41,9 +41,10 @@ def check_model_gradients(model, X, y, bound):
         return model.loss(X, y)
 
     loss, grads = loss_fixed_masks()
-    assert sorted(grads) == sorted(model.params)
-    for name, param in model.params.items():
-        num = eval_numerical_gradient(lambda _: loss_fixed_masks()[0], param, verbose=False, h=1e-5)
+    assert sorted(grads) == sorted(model.trainable_params)       # all params unless layers are frozen
+    for name in grads:
+        param = model.params[name]
+        num = eval_numerical_gradient(lambda _: loss_fixed_masks()[0], param, verbose=False, h=h)
         if model.normalization == "batchnorm" and name in {f"b{k}" for k in range(1, model.num_layers)}:
             # A bias right before batchnorm is cancelled by the mean subtraction: its gradient is 0.
             assert np.abs(grads[name]).max() < 1e-10 and np.abs(num).max() < 1e-8

@@ -68,7 +68,6 @@ def test_classes_train_size_and_preprocess():
     (["--augment", "shift:x"], "--augment"),
     (["--freeze", "3"], "--freeze 3: the model has 2 hidden layers"),
     (["--freeze", "-1"], "--freeze"),
-    (["--freeze", "1", "--normalization", "batchnorm"], "needs --init-from"),
     (["--elastic-net", "1e-4"], "L1,L2"),
     (["--elastic-net", "1e-4,-1"], "--elastic-net"),
     (["--max-norm", "0"], "--max-norm must be a number > 0"),
@@ -86,6 +85,12 @@ def test_bad_options_are_one_usage_error_before_any_data(argv, match):
         return
     with pytest.raises(UsageError, match=match):
         _args(*argv)
+
+
+def test_freeze_with_batchnorm_without_init_from_is_a_random_frozen_body():
+    """Accepted: a fresh model's frozen batchnorm layers have defined statistics (mean 0, variance 1)."""
+    cfg, ex = _args("--freeze", "1", "--normalization", "batchnorm")
+    assert ex["freeze"] == 1 and cfg["normalization"] == "batchnorm"
 
 
 def test_augment_is_refused_until_the_solver_takes_it_or_passed_when_it_does():

@@ -76,9 +76,34 @@ def test_frozen_layers_are_bitwise_unchanged_after_training_the_rest():
     assert after[1] == before[1]                   # the frozen batchnorm layers' running statistics
     assert after[0]["W3"] != before[0]["W3"]       # the head trained
     assert list(solver.trained_names) == ["W3", "b3"]
-    fresh = _model().freeze(0)                      # statistics absent: kept fixed they would be zeros
-    with pytest.raises(ValueError, match="no running statistics"):
-        Solver(fresh, d, update_rule=Adam, batch_size=10, num_epochs=1, verbose=False, seed=0).train()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_no_training_call_moves_a_frozen_layers_statistics(fast):
+    """Checked after every loss call the Solver makes, before its update (nothing puts them back):
+    the frozen layer's statistics bitwise fixed, the trainable layer's moving."""
+    m = _model()
+    m.fast_path = fast
+    d = _data()
+    m.loss(d["X_train"], d["y_train"])              # running statistics exist (a pretrained body)
+    m.freeze(0)
+    frozen = {k: m.bn_params[0][k].tobytes() for k in ("running_mean", "running_var")}
+    trainable = [m.bn_params[1]["running_mean"].copy()]
+    calls = []
+    loss = m.loss
+
+    def checked(X, y=None, **kw):
+        out = loss(X, y, **kw)
+        calls.append(y is not None)
+        assert {k: m.bn_params[0][k].tobytes() for k in frozen} == frozen
+        if y is not None:
+            assert m.bn_params[1]["running_mean"].tobytes() != trainable[-1].tobytes()
+            trainable.append(m.bn_params[1]["running_mean"].copy())
+        return out
+    m.loss = checked
+    Solver(m, d, update_rule=Adam, optim_config={"learning_rate": 1e-2}, batch_size=10, num_epochs=2,
+           verbose=False, seed=0).train()
+    assert sum(calls) == 12 and not all(calls)      # 6 steps per epoch, and the accuracy checks
 
 
 def test_the_transfer_solver_checkpoints_and_resumes(tmp_path):

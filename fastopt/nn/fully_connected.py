@@ -137,12 +137,14 @@ class _Call:
         self.dropout_param = model._check_dropout_param() if model.use_dropout else None
 
     def create_running_statistics(self, model):
-        """Batchnorm's absent running statistics become zeros (CS231n), now that nothing can fail."""
+        """Batchnorm's absent running statistics become zeros (CS231n), now that nothing can fail; a
+        frozen layer's variance ones: it normalizes with them at once (fastopt.nn.frozen_norm)."""
         for i, (eps, momentum, rm, rv) in enumerate(self.norm_state):
             if model.normalization == "batchnorm" and (rm is None or rv is None):
-                p = model.bn_params[i]
-                rm = p["running_mean"] = np.zeros(model.hidden_dims[i], model.dtype) if rm is None else rm
-                rv = p["running_var"] = np.zeros(model.hidden_dims[i], model.dtype) if rv is None else rv
+                p, d = model.bn_params[i], model.hidden_dims[i]
+                rm = p["running_mean"] = np.zeros(d, model.dtype) if rm is None else rm
+                if rv is None:
+                    rv = p["running_var"] = (np.ones if i in self.frozen else np.zeros)(d, model.dtype)
                 self.norm_state[i] = (eps, momentum, rm, rv)
 
     def returned_grads(self, model):
@@ -503,7 +505,8 @@ class FullyConnectedNet:
         (N, num_classes) of target probabilities (rows >= 0 summing to 1 within 1e-6; mixup's),
         cast to the model's dtype; the data loss is then the mean over rows of
         -sum_c y[n, c] log softmax(scores)[n, c], its gradient (softmax - y) / N. Test mode uses batchnorm's running statistics and no
-        dropout; train mode updates the running statistics and draws dropout masks.
+        dropout; train mode updates the running statistics (a frozen layer's batchnorm runs as in test
+        mode: fastopt.nn.frozen_norm) and draws dropout masks.
         grads: a dict of new arrays (the caller's), or with ``out=model.grads`` that FlatArrays,
         written in place and returned (module docstring). All or nothing: the whole call is
         validated before anything (RNG, running statistics, grads) changes.
@@ -712,7 +715,8 @@ class FullyConnectedNet:
 
     def freeze(self, layers):
         """Freeze the layers (an index or indices, see `frozen`); returns the model. At least one layer
-        stays trainable; a bad index raises and nothing changes."""
+        stays trainable; a bad index raises and nothing changes. A frozen layer's batchnorm runs in
+        inference mode (its running statistics, never updated: fastopt.nn.frozen_norm)."""
         self._frozen = self._checked_frozen(self.frozen | self._layer_set(layers))
         return self
 

@@ -17,8 +17,10 @@ objects (``Plan.key``). A small
 network's step is then the matmuls and one call per kernel, with no argument lookups in between.
 
 Frozen layers (``frozen``: indices of the affine layers, as ``model.frozen``): no parameter gradient
-is computed for them (no dW matmul; a norm's internal sums go to scratch) and the backward pass
-stops at the lowest trainable layer (no gradient below it).
+is computed for them (no dW matmul; a layernorm's internal sums go to scratch) and the backward pass
+stops at the lowest trainable layer (no gradient below it). A frozen batchnorm layer runs in
+inference mode (fastopt.nn.frozen_norm): the test-mode forward kernel in training calls too, and,
+above a trainable layer, the activation's backward then ``inference_backward``.
 
 ``FUSED`` holds, per (normalization, activation) of a hidden block, builders of the forward (train
 and eval) and backward calls; ``supports(blocks)`` says whether every block has an entry.
@@ -31,6 +33,7 @@ from .. import _backend, layers
 from ..flat import FlatArrays
 from ..layers.activations import ACTIVATIONS, FAMILY
 from .blocks import Hidden
+from .frozen_norm import inference_backward, runs_inference
 
 __all__ = ["FUSED", "Plan", "supports", "loss"]
 
@@ -56,12 +59,14 @@ def _bound(K, a):
 
 
 # ---------------------------------------------------------------- per (norm, activation) builders
-# forward(K, blk, call, ws) -> f(nt): z = x @ W (already there) -> r = act(norm(z + b)).
+# forward(K, blk, call, ws, batch) -> f(nt): z = x @ W (already there) -> r = act(norm(z + b)); batch:
+# batchnorm normalizes with the batch's statistics and updates the running ones (a training call, the
+# block not frozen), else with the running statistics.
 # backward(K, blk, call, ws, g) -> f(dr, nt) -> grad wrt z (may be dr itself); the block's param grads
 # go into the mapping g (call.grads, or the plan's scratch for a frozen block).
 
 
-def _plain_forward(K, blk, call, ws):
+def _plain_forward(K, blk, call, ws, batch):
     z, r = ws.z[blk.index], ws.r[blk.index]
     f = _specialized(K.bias_relu_forward, _ctype(z))
     args = tuple(_bound(K, a) for a in (z, call.params[f"b{blk.k}"], r))
@@ -83,11 +88,11 @@ def _plain_backward(K, blk, call, ws, g):
     return backward
 
 
-def _bn_forward(K, blk, call, ws):
+def _bn_forward(K, blk, call, ws, batch):
     p, i, k = call.params, blk.index, blk.k
     eps, momentum, rm, rv = call.norm_state[i]
     z, r = ws.z[i], ws.r[i]
-    if call.train:
+    if batch:
         f = _specialized(K.batchnorm_relu_forward, _ctype(z))
         args = (z, p[f"b{k}"], p[f"gamma{k}"], p[f"beta{k}"], eps, momentum, rm, rv, r, ws.mean[i], ws.inv_std[i])
     else:
@@ -111,7 +116,7 @@ def _bn_backward(K, blk, call, ws, g):
     return backward
 
 
-def _ln_forward(K, blk, call, ws):
+def _ln_forward(K, blk, call, ws, batch):
     p, i, k = call.params, blk.index, blk.k
     N = _backend.kernels("norm")
     z, r = ws.z[i], ws.r[i]
@@ -140,7 +145,7 @@ def _ln_backward(K, blk, call, ws, g):
     return backward
 
 
-def _act_forward(K, blk, call, ws):
+def _act_forward(K, blk, call, ws, batch):
     """z += b (kept: the pre-activation), then r = f(z) by the activation's compiled kernel."""
     A, act = _backend.kernels(FAMILY), blk.activation
     z, r, b = ws.z[blk.index], ws.r[blk.index], call.params[f"b{blk.k}"]
@@ -166,7 +171,7 @@ def _act_backward(K, blk, call, ws, g):
     return backward
 
 
-def _norm_act_forward(K, blk, call, ws):
+def _norm_act_forward(K, blk, call, ws, batch):
     """z += b (kept: the norm's input), y = norm(z) by the norm kernel, r = f(y) by the activation's
     kernel; y is ws.tmp when the activation's backward needs its input, else r itself (in place)."""
     p, i, k = call.params, blk.index, blk.k
@@ -179,7 +184,7 @@ def _norm_act_forward(K, blk, call, ws):
     if blk.norm.name == "layernorm":
         def norm(nn):
             N.layernorm_forward(z, gamma, beta, eps, y, ws.mean[i], ws.inv_std[i], nn)
-    elif call.train:
+    elif batch:
         def norm(nn):
             N.batchnorm_train_forward(z, gamma, beta, eps, momentum, y, ws.mean[i], ws.inv_std[i], rm, rv, nn)
     else:
@@ -209,6 +214,28 @@ def _norm_act_backward(K, blk, call, ws, g):
                       _backend.threads_for(dz.size, N.GRAIN))
         K.bias_grad(dz, db, nt)
         return dz
+    return backward
+
+
+def _frozen_bn_backward(K, blk, call, ws):
+    """A frozen batchnorm block below which a layer trains: dr *= f' in place (ReLU: its mask), then
+    dr *= gamma / sqrt(running_var + eps) in place; no parameter gradient (fastopt.nn.frozen_norm)."""
+    p, i, k = call.params, blk.index, blk.k
+    eps, _, _, rv = call.norm_state[i]
+    gamma = p[f"gamma{k}"]
+    if blk.activation.name == "relu":
+        activation = _plain_backward(K, blk, call, ws, {})      # no bias gradient: the mask only
+    else:
+        A, act = _backend.kernels(FAMILY), blk.activation
+        saved = ws.tmp[i] if act.spec.saves == "x" else ws.r[i]
+        f, value = getattr(A, act.spec.backward_kernel), act.value
+
+        def activation(dr, nt):
+            f(dr.reshape(-1), saved.reshape(-1), value, dr.reshape(-1), _backend.threads_for(dr.size, A.GRAIN))
+            return dr
+
+    def backward(dr, nt):
+        return inference_backward(activation(dr, nt), gamma, rv, eps, out=dr)
     return backward
 
 
@@ -250,7 +277,7 @@ def plan_key(call, frozen):
 
 
 def _scratch_grads(blk, params):
-    """Where a frozen block's norm kernels put the sums they need internally (never returned); a
+    """Where a frozen layernorm block's kernels put the sums they need internally (never returned); a
     block without a norm needs none (its backward then skips the bias gradient)."""
     if blk.norm is None:
         return {}
@@ -280,12 +307,16 @@ class Plan:
             layer.W, layer.z, layer.r, layer.size = p[f"W{blk.k}"], ws.z[i], ws.r[i], ws.z[i].size
             layer.dropout = blk.dropout and call.train
             build_forward, build_backward = FUSED[_key(blk)]
-            layer.forward = build_forward(K, blk, call, ws)
+            inference = runs_inference(blk, frozen)
+            layer.forward = build_forward(K, blk, call, ws, call.train and not inference)
             layer.backward = layer.dW = None
             layer.dh = ws.dh[i]
             if call.train and i >= self.lowest:
                 trains = i not in frozen
-                layer.backward = build_backward(K, blk, call, ws, g if trains else _scratch_grads(blk, p))
+                if inference:
+                    layer.backward = _frozen_bn_backward(K, blk, call, ws)
+                else:
+                    layer.backward = build_backward(K, blk, call, ws, g if trains else _scratch_grads(blk, p))
                 layer.dW = g[f"W{blk.k}"] if trains else None
             layer.below = i > self.lowest             # the gradient goes on to the layer below
             self.hidden.append(layer)

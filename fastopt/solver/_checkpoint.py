@@ -245,7 +245,6 @@ def restore_plan(solver, state, source):
             _evaluation.load_model_state(solver.model, model_state)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: model state: {exc}") from exc
-        solver._trainable.snapshot()   # the frozen layers' statistics are the loaded ones
         solver.optimizer, solver._schedule = optimizer, schedule
         draws.set_state(state["rng"])
         solver._draws = draws

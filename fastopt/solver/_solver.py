@@ -181,8 +181,6 @@ class Solver:
     # ---------------------------------------------------------------- training
     def _step(self):
         """One minibatch update; returns the loss."""
-        if self._trainable.missing:
-            self._trainable.require_statistics()
         idx = self._draws.batch(self.X_train.shape[0], self.batch_size)
         # take: the rows X_train[idx] gives, with less of fancy indexing's setup (~1 us of ~2 per step)
         X_batch, y_batch = self.X_train.take(idx, axis=0), self.y_train.take(idx, axis=0)
@@ -213,7 +211,7 @@ class Solver:
         loss, grads = self._loss(X_batch, y_batch)
         grads = trainable.gradients(grads)
         self.optimizer.step(grads)
-        if trainable.after_update is not None:   # frozen statistics back, max-norm
+        if trainable.after_update is not None:   # the max-norm constraint
             trainable.after_update()
         return loss, grads
 
