@@ -308,24 +308,38 @@ def update_ratios(before, after):
     return snapshot_ratios(before, after)
 
 
+def _norm_param(model, i, frozen):
+    """Hidden layer i's batchnorm call as training makes it: a frozen layer's in test mode on copies of
+    its running statistics (mean 0, variance 1 where it has none yet, as the model creates them)."""
+    if i not in frozen:
+        return {"mode": "train"}
+    bn = model.bn_params[i]
+    d = model.params[f"gamma{i + 1}"].shape[0]
+    stats = {key: np.array(bn[key]) if isinstance(bn.get(key), np.ndarray) else fill(d, model.params["W1"].dtype)
+             for key, fill in (("running_mean", np.zeros), ("running_var", np.ones))}
+    return {"mode": "test", "eps": bn.get("eps", 1e-5), **stats}
+
+
 def activation_stats(model, X, activation="relu", activation_param=None):
     """Per hidden layer: layer, width, mean, std, fraction of flat units (dead ReLU, saturated
     tanh/sigmoid) and of units flat on every row (fastopt.diagnose.layer_stats), of
     FullyConnectedNet's documented architecture {affine - [batchnorm|layernorm] - activation} x (L-1),
     recomputed from ``model.params`` on the batch X (batchnorm with the batch's own statistics, as in
-    training; no dropout). Nothing of the model is changed, no random number is drawn."""
+    training, except in a frozen layer, which trains with its running statistics: fastopt.nn.frozen_norm;
+    no dropout). Nothing of the model is changed, no random number is drawn."""
     from .diagnose import layer_stats
     from .layers import activations as A, affine_forward, batchnorm_forward, layernorm_forward
 
     spec = A.get(activation)
     p = model.params
     h = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=p["W1"].dtype)
+    frozen = getattr(model, "frozen", ())
     stats, k = [], 1
     while f"W{k + 1}" in p:
         a, _ = affine_forward(h, p[f"W{k}"], p[f"b{k}"])
         if f"gamma{k}" in p:
             norm = batchnorm_forward if getattr(model, "normalization", "batchnorm") == "batchnorm" else layernorm_forward
-            a, _ = norm(a, p[f"gamma{k}"], p[f"beta{k}"], {"mode": "train"} if norm is batchnorm_forward else {})
+            a, _ = norm(a, p[f"gamma{k}"], p[f"beta{k}"], _norm_param(model, k - 1, frozen) if norm is batchnorm_forward else {})
         h, _ = A.activation_forward(activation, a, activation_param)
         stats.append({"layer": k, "width": int(h.shape[1]), **layer_stats(spec, h)})
         k += 1

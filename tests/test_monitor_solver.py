@@ -190,6 +190,32 @@ def test_a_probe_and_the_activation_statistics_of_tanh():
     assert solver.monitor_history[-1]["activations"] == expected
 
 
+def test_the_activation_statistics_of_a_frozen_batchnorm_layer_use_its_running_statistics():
+    # A frozen batchnorm layer trains in inference mode (fastopt.nn.frozen_norm): its statistics
+    # are those of the activations the layers above it train on.
+    from fastopt.diagnose import layer_stats
+    from fastopt.layers import activations as A
+    data = blob_data()
+    model = make_model(normalization="batchnorm", dropout_keep_ratio=1)
+    Solver(model, data, **kwargs(num_epochs=1)).train()
+    probe = data["X_val"][:17]
+    trained = babysit.activation_stats(model, probe)
+    model.freeze([0])
+    bn = model.bn_params[0]
+    running = {k: bn[k].copy() for k in ("running_mean", "running_var")}
+    p = model.params
+    a = probe @ p["W1"] + p["b1"]
+    a = p["gamma1"] * (a - running["running_mean"]) / np.sqrt(running["running_var"] + bn.get("eps", 1e-5)) + p["beta1"]
+    h = np.maximum(a, 0)
+    got = babysit.activation_stats(model, probe)
+    want = layer_stats(A.get("relu"), h)
+    assert got[0]["mean"] == pytest.approx(want["mean"], rel=1e-5)   # float32 model
+    assert got[0]["std"] == pytest.approx(want["std"], rel=1e-5)
+    assert got[0]["mean"] != pytest.approx(trained[0]["mean"], rel=1e-3)   # not the batch's statistics
+    for k in running:                                                      # nothing of the model changed
+        np.testing.assert_array_equal(bn[k], running[k])
+
+
 # ---------------------------------------------------------------- diagnoses
 def test_an_exploding_loss_stops_training_with_the_diagnosis():
     data = blob_data()
