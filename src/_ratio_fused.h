@@ -27,99 +27,103 @@
 #endif
 #include "_ratio_lanes.h"
 
-/* 32-byte vector arguments of inline helpers in the SSE2 build: never an ABI boundary here. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-typedef float fo_v8f __attribute__((vector_size(32)));
-typedef int fo_v8i __attribute__((vector_size(32)));
-typedef long long fo_v4l __attribute__((vector_size(32)));
+/* The build's vectors (src/_ratio_lanes.h: fo_vf, fo_vd of FO_VB bytes) and their compare masks. */
+typedef int fo_vfi __attribute__((vector_size(FO_VB)));
+typedef long long fo_vdl __attribute__((vector_size(FO_VB)));
 
 #define FO_INLINE static inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------------ lane-wise helpers */
-/* sqrt (IEEE, correctly rounded: the bits of sqrtf / sqrt); AVX builds one ymm, SSE2 two xmm. */
-FO_INLINE fo_v8f fo_sqrt_v8f(fo_v8f x) {
-#if defined(__AVX__)
-    return (fo_v8f)_mm256_sqrt_ps((__m256)x);
+/* sqrt (IEEE, correctly rounded: the bits of sqrtf / sqrt), one instruction per vector. */
+FO_INLINE fo_vf fo_sqrt_vf(fo_vf x) {
+#if FO_VB == 64
+    return (fo_vf)_mm512_sqrt_ps((__m512)x);
+#elif FO_VB == 32
+    return (fo_vf)_mm256_sqrt_ps((__m256)x);
 #else
-    __m128 lo = _mm_sqrt_ps((__m128)__builtin_shufflevector(x, x, 0, 1, 2, 3));
-    __m128 hi = _mm_sqrt_ps((__m128)__builtin_shufflevector(x, x, 4, 5, 6, 7));
-    return (fo_v8f)__builtin_shufflevector((fo_v4f)lo, (fo_v4f)hi, 0, 1, 2, 3, 4, 5, 6, 7);
+    return (fo_vf)_mm_sqrt_ps((__m128)x);
 #endif
 }
 
-FO_INLINE fo_v4d fo_sqrt_v4d(fo_v4d x) {
-#if defined(__AVX__)
-    return (fo_v4d)_mm256_sqrt_pd((__m256d)x);
+FO_INLINE fo_vd fo_sqrt_vd(fo_vd x) {
+#if FO_VB == 64
+    return (fo_vd)_mm512_sqrt_pd((__m512d)x);
+#elif FO_VB == 32
+    return (fo_vd)_mm256_sqrt_pd((__m256d)x);
 #else
-    typedef double v2d __attribute__((vector_size(16)));
-    __m128d lo = _mm_sqrt_pd((__m128d)__builtin_shufflevector(x, x, 0, 1));
-    __m128d hi = _mm_sqrt_pd((__m128d)__builtin_shufflevector(x, x, 2, 3));
-    return __builtin_shufflevector((v2d)lo, (v2d)hi, 0, 1, 2, 3);
+    return (fo_vd)_mm_sqrt_pd((__m128d)x);
 #endif
 }
 
 /* f_max of _fastmath.pxd: a if a >= b or a is NaN, else b. */
-FO_INLINE fo_v8f fo_max_v8f(fo_v8f a, fo_v8f b) {
-    fo_v8i m = (a >= b) | (a != a);
-    return (fo_v8f)((m & (fo_v8i)a) | (~m & (fo_v8i)b));
+FO_INLINE fo_vf fo_max_vf(fo_vf a, fo_vf b) {
+    fo_vfi m = (a >= b) | (a != a);
+    return (fo_vf)((m & (fo_vfi)a) | (~m & (fo_vfi)b));
 }
 
-FO_INLINE fo_v4d fo_max_v4d(fo_v4d a, fo_v4d b) {
-    fo_v4l m = (a >= b) | (a != a);
-    return (fo_v4d)((m & (fo_v4l)a) | (~m & (fo_v4l)b));
+FO_INLINE fo_vd fo_max_vd(fo_vd a, fo_vd b) {
+    fo_vdl m = (a >= b) | (a != a);
+    return (fo_vd)((m & (fo_vdl)a) | (~m & (fo_vdl)b));
 }
 
 /* fabs: the sign bit cleared (what fabsf / fabs do). */
-FO_INLINE fo_v8f fo_abs_v8f(fo_v8f x) { return (fo_v8f)((fo_v8i)x & 0x7fffffff); }
-FO_INLINE fo_v4d fo_abs_v4d(fo_v4d x) { return (fo_v4d)((fo_v4l)x & 0x7fffffffffffffffLL); }
+FO_INLINE fo_vf fo_abs_vf(fo_vf x) { return (fo_vf)((fo_vfi)x & 0x7fffffff); }
+FO_INLINE fo_vd fo_abs_vd(fo_vd x) { return (fo_vd)((fo_vdl)x & 0x7fffffffffffffffLL); }
 
 /* _sign of _optim_kernels.pxi: (c > 0) - (c < 0) as floats (a true compare is -1 here, so the
  * subtraction is reversed), c itself when NaN. */
-FO_INLINE fo_v8f fo_sign_v8f(fo_v8f c) {
-    fo_v8i nan = c != c;
-    fo_v8f s = __builtin_convertvector(c < 0, fo_v8f) - __builtin_convertvector(c > 0, fo_v8f);
-    return (fo_v8f)((nan & (fo_v8i)c) | (~nan & (fo_v8i)s));
+FO_INLINE fo_vf fo_sign_vf(fo_vf c) {
+    fo_vfi nan = c != c;
+    fo_vf s = __builtin_convertvector(c < 0, fo_vf) - __builtin_convertvector(c > 0, fo_vf);
+    return (fo_vf)((nan & (fo_vfi)c) | (~nan & (fo_vfi)s));
 }
 
-FO_INLINE fo_v4d fo_sign_v4d(fo_v4d c) {
-    fo_v4l nan = c != c;
-    fo_v4d s = __builtin_convertvector(c < 0, fo_v4d) - __builtin_convertvector(c > 0, fo_v4d);
-    return (fo_v4d)((nan & (fo_v4l)c) | (~nan & (fo_v4l)s));
+FO_INLINE fo_vd fo_sign_vd(fo_vd c) {
+    fo_vdl nan = c != c;
+    fo_vd s = __builtin_convertvector(c < 0, fo_vd) - __builtin_convertvector(c > 0, fo_vd);
+    return (fo_vd)((nan & (fo_vdl)c) | (~nan & (fo_vdl)s));
 }
 
-#define FO_SQRT(x) _Generic((x), fo_v8f: fo_sqrt_v8f, fo_v4d: fo_sqrt_v4d)(x)
-#define FO_MAX(a, b) _Generic((a), fo_v8f: fo_max_v8f, fo_v4d: fo_max_v4d)((a), (b))
-#define FO_ABS(x) _Generic((x), fo_v8f: fo_abs_v8f, fo_v4d: fo_abs_v4d)(x)
-#define FO_SIGN(x) _Generic((x), fo_v8f: fo_sign_v8f, fo_v4d: fo_sign_v4d)(x)
+#define FO_SQRT(x) _Generic((x), fo_vf: fo_sqrt_vf, fo_vd: fo_sqrt_vd)(x)
+#define FO_MAX(a, b) _Generic((a), fo_vf: fo_max_vf, fo_vd: fo_max_vd)((a), (b))
+#define FO_ABS(x) _Generic((x), fo_vf: fo_abs_vf, fo_vd: fo_abs_vd)(x)
+#define FO_SIGN(x) _Generic((x), fo_vf: fo_sign_vf, fo_vd: fo_sign_vd)(x)
 
-/* 8 floats to two vectors of 4 doubles (exact). With AVX, one vcvtps2pd per half: GCC's
- * __builtin_convertvector of a 4-float vector emitted two 2-element conversions and an insert per
- * half (tracked Adam float32 16M, 1 thread, C harness, CPU time: +22-25% over untracked -> +8-16%).
- * SSE2 has only the 2-element conversion: the generic form there. */
-FO_INLINE void fo_cvt_v8f(fo_v8f x, fo_v4d* lo, fo_v4d* hi) {
-#if defined(__AVX__)
-    *lo = (fo_v4d)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)x));
-    *hi = (fo_v4d)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)x, 1));
+/* A float vector's low and high halves as double vectors (exact): one conversion instruction per
+ * half (GCC's __builtin_convertvector of a half emitted two 2-element conversions and an insert
+ * per half with AVX: tracked Adam float32 16M, 1 thread, C harness, CPU time: +22-25% over
+ * untracked -> +8-16%). */
+FO_INLINE void fo_cvt_vf(fo_vf x, fo_vd* lo, fo_vd* hi) {
+#if FO_VB == 64
+    *lo = (fo_vd)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)x));
+    *hi = (fo_vd)_mm512_cvtps_pd((__m256)_mm512_extractf64x4_pd((__m512d)x, 1));
+#elif FO_VB == 32
+    *lo = (fo_vd)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)x));
+    *hi = (fo_vd)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)x, 1));
 #else
-    *lo = __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3), fo_v4d);
-    *hi = __builtin_convertvector(__builtin_shufflevector(x, x, 4, 5, 6, 7), fo_v4d);
+    *lo = (fo_vd)_mm_cvtps_pd((__m128)x);
+    *hi = (fo_vd)_mm_cvtps_pd(_mm_movehl_ps((__m128)x, (__m128)x));
 #endif
 }
 
-/* One block's p_old (o) and p_new (n) into the lanes (lanes 0-3 and 4-7). */
-FO_INLINE void fo_lanes_add_v8f(fo_lanes* L, fo_v8f o, fo_v8f n) {
-    fo_v4d ol, oh, nl, nh, dl, dh;
-    fo_cvt_v8f(o, &ol, &oh);
-    fo_cvt_v8f(n, &nl, &nh);
+/* A float vector's p_old (o) and p_new (n) into the lanes, its first element being element e of
+ * the chunk (e a multiple of FO_NF, a literal after unrolling): the low half's lanes start at
+ * e % 8, the high half's FO_ND further (with AVX-512 both halves are lanes 0-7, low first: the
+ * element order of each lane). */
+FO_INLINE void fo_lanes_add_vf(fo_lanes* L, int e, fo_vf o, fo_vf n) {
+    const int a = (e % 8) / FO_ND, b = ((e + FO_ND) % 8) / FO_ND;
+    fo_vd ol, oh, nl, nh, dl, dh;
+    fo_cvt_vf(o, &ol, &oh);
+    fo_cvt_vf(n, &nl, &nh);
     dl = nl - ol; dh = nh - oh;
-    L->s_lo += ol * ol; L->s_hi += oh * oh;
-    L->d_lo += dl * dl; L->d_hi += dh * dh;
+    L->s[a] += ol * ol; L->d[a] += dl * dl;
+    L->s[b] += oh * oh; L->d[b] += dh * dh;
 }
 
-FO_INLINE void fo_lanes_add_v4d(fo_v4d* s, fo_v4d* d, fo_v4d o, fo_v4d n) {
-    fo_v4d x = n - o;
-    *s += o * o; *d += x * x;
+/* A double vector's p_old and p_new into lanes FO_ND * v on (v = the vector's place in its block). */
+FO_INLINE void fo_lanes_add_vd(fo_lanes* L, int v, fo_vd o, fo_vd n) {
+    fo_vd x = n - o;
+    L->s[v] += o * o; L->d[v] += x * x;
 }
 
 /* ------------------------------------------------------------------ the rules
@@ -282,53 +286,55 @@ FO_INLINE void fo_lanes_add_v4d(fo_v4d* s, fo_v4d* d, fo_v4d o, fo_v4d n) {
         FO_STORE(pp + (i), P); \
         if (u & 8) FO_STORE(ap + (i), A)
 
+/* Elements per block: one float vector, but at least 8 (two in the SSE2 build, so that a block
+ * covers lanes 0-7); 8 doubles (FO_NL vectors). */
+#define FO_BF (FO_NF > 8 ? FO_NF : 8)
+#define FO_BD 8
+
 /* fo_<name>_tracked_f / _d(p, g, s0, s1, s2, avg, lo, hi, c, flags, acc): rule R on elements
- * lo..hi-1 of one tensor (a chunk: lo a multiple of 8 from the chunk's start), acc[0] = sum p_old^2,
- * acc[1] = sum (p_new - p_old)^2. The block loop is always_inline: called once with the flag word
- * `common` as a literal (the rule's default options: one branch-free copy) and once generic. The
- * last k < 8 elements go through one block on a padded copy (zeros; the padded lanes are dropped),
+ * lo..hi-1 of one tensor (a chunk: lo its start), acc[0] = sum p_old^2, acc[1] = sum
+ * (p_new - p_old)^2. The block loop is always_inline: called once with the flag word `common` as
+ * a literal (the rule's default options: one branch-free copy) and once generic. The last
+ * k < block elements go through one block on a padded copy (zeros; the padded lanes are dropped),
  * their lanes one element at a time. */
 #define FO_TRACKED_RULE(R, name, common) \
-FO_INLINE void fo_##name##_blocks_f(float* pp, const float* gp, float* s0, float* s1, float* s2, float* ap, \
-                                    long lo, long nb, const double* c, const int F, fo_lanes* Lp, int track) { \
-    FO_##R##_CONSTS(float); \
-    const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
-    fo_lanes L = *Lp; \
-    long b; \
-    (void)aw; \
-    for (b = 0; b < nb; b++) { \
-        FO_VECTOR(R, fo_v8f, float, lo + 8 * b); \
-        if (track) fo_lanes_add_v8f(&L, O, P); \
-    } \
-    *Lp = L; \
-} \
-FO_INLINE void fo_##name##_blocks_d(double* pp, const double* gp, double* s0, double* s1, double* s2, \
-                                    double* ap, long lo, long nb, const double* c, const int F, fo_lanes* Lp, \
-                                    int track) { \
-    FO_##R##_CONSTS(double); \
-    const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
-    fo_lanes L = *Lp; \
-    long b; \
-    (void)aw; \
-    for (b = 0; b < nb; b++) { \
-        { FO_VECTOR(R, fo_v4d, double, lo + 8 * b); if (track) fo_lanes_add_v4d(&L.s_lo, &L.d_lo, O, P); } \
-        { FO_VECTOR(R, fo_v4d, double, lo + 8 * b + 4); if (track) fo_lanes_add_v4d(&L.s_hi, &L.d_hi, O, P); } \
-    } \
-    *Lp = L; \
-} \
-FO_TRACKED_RANGE(name, float, _f, common) \
-FO_TRACKED_RANGE(name, double, _d, common)
+FO_BLOCKS(R, name, float, _f, fo_vf, FO_NF, FO_BF, fo_lanes_add_vf(&L, j * FO_NF, O, P)) \
+FO_BLOCKS(R, name, double, _d, fo_vd, FO_ND, FO_BD, fo_lanes_add_vd(&L, j, O, P)) \
+FO_TRACKED_RANGE(name, float, _f, FO_BF, common) \
+FO_TRACKED_RANGE(name, double, _d, FO_BD, common)
 
-#define FO_TRACKED_RANGE(name, T, sfx, common) \
+/* fo_<name>_blocks_<f|d>: nb blocks of B elements from lo, W per vector; ADD puts vector j's
+ * p_old (O) and p_new (P) into the lanes (j and the lanes' indices are literals once the inner
+ * loop is unrolled). */
+#define FO_BLOCKS(R, name, T, sfx, VT, W, B, ADD) \
+FO_INLINE void fo_##name##_blocks##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long nb, \
+                                       const double* c, const int F, fo_lanes* Lp, int track) { \
+    FO_##R##_CONSTS(T); \
+    const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
+    fo_lanes L = *Lp; \
+    long b; \
+    int j; \
+    (void)aw; \
+    for (b = 0; b < nb; b++) { \
+        _Pragma("GCC unroll 8") \
+        for (j = 0; j < (B) / (W); j++) { \
+            FO_VECTOR(R, VT, T, lo + (B) * b + (W) * j); \
+            if (track) ADD; \
+        } \
+    } \
+    *Lp = L; \
+}
+
+#define FO_TRACKED_RANGE(name, T, sfx, B, common) \
 static void fo_##name##_tracked##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long hi, \
                                      const double* c, int flags, double* acc) { \
     fo_lanes L; \
-    long nb = (hi - lo) / 8, j, i0 = lo + 8 * nb, k = hi - i0; \
+    long nb = (hi - lo) / (B), j, i0 = lo + (B) * nb, k = hi - i0; \
     fo_lanes_zero(&L); \
     if (flags == (common)) fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, (common), &L, 1); \
     else fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, flags, &L, 1); \
     if (k > 0) { \
-        T P[8] = {0}, G[8] = {0}, X0[8] = {0}, X1[8] = {0}, X2[8] = {0}, A[8] = {0}, O[8]; \
+        T P[B] = {0}, G[B] = {0}, X0[B] = {0}, X1[B] = {0}, X2[B] = {0}, A[B] = {0}, O[B]; \
         fo_lanes Z; \
         fo_lanes_zero(&Z); \
         for (j = 0; j < k; j++) { \
@@ -345,8 +351,7 @@ static void fo_##name##_tracked##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T*
             if (s1) s1[i0 + j] = X1[j]; \
             if (s2) s2[i0 + j] = X2[j]; \
             if (ap) ap[i0 + j] = A[j]; \
-            fo_lanes_s1(&L, (int)j, (double)O[j]); \
-            fo_lanes_d1(&L, (int)j, (double)P[j] - (double)O[j]); \
+            fo_lanes_1(&L, (int)j, (double)O[j], (double)P[j] - (double)O[j]); \
         } \
     } \
     fo_lanes_total(&L, acc); \
