@@ -1,23 +1,23 @@
-/* The update/weight ratio's two sums in the rule's own loop (issue 12, fourth pass).
+/* The update/weight ratio's two sums in the rule's own loop (issue 12, fourth and fifth passes).
  *
  * The tile path of _optim_kernels.pxi ran each 128-element tile three times (copy p_old and sum
  * p_old^2; the rule's untracked core; sum (p_new - p_old)^2 from L1), and in this memory-bound
  * step the extra passes did not hide under the traffic (+25% to +78% at 16M). Here each rule's
- * core is written once more in explicit vectors (GCC vector extensions, one block of 8 elements per
- * iteration), and the block's p_old and p_new, already in registers, go straight into the lanes of
- * src/_ratio_lanes.h: no copy, no second loop.
+ * core is written once more in explicit vectors of the build's width (GCC vector extensions:
+ * 16 floats / 8 doubles with AVX-512, 8 / 4 with AVX, 4 / 2 in SSE2), and each block's p_old and
+ * p_new, already in registers, go straight into the sums: no copy, no second loop.
  *
  * One driver (FO_TRACKED_RULE) for every rule; a rule declares only its constants, the state
  * arrays it uses and its formula on one vector (FO_<RULE>_CONSTS / _USES / _BODY below), written
- * for either vector type (fo_v8f: 8 floats; fo_v4d: 4 doubles, two per block).
+ * for either vector type (fo_vf: floats; fo_vd: doubles).
  *
  * Bits: each body is the formula of the rule's Cython core (_<rule>_range in _optim_kernels.pxi),
  * the same operations in the same order, parenthesized as Cython emits it; every operation is an
  * IEEE one per lane (+ - * / sqrt, compare-and-select, sign-bit clear), and setup.py compiles with
  * -ffp-contract=off, so no FMA is formed: the parameters and state are bitwise those of the
- * untracked step, in every build (SSE2 lowers a 32-byte vector to two 16-byte ones). The ratio's
- * lanes are those of the tile path: element k of a chunk into lane k % 8, each lane in element
- * order, the same double conversions and subtraction (tests/test_optim2_ratio.py). */
+ * untracked step, in every build. The sums: element k of a chunk into lane k % 8 of double lanes,
+ * each lane in element order (float32 through float partial sums first, fo_fpart below), the same
+ * in every build and for any thread count (tests/test_optim2_ratio.py). */
 #ifndef FASTOPT_RATIO_FUSED_H
 #define FASTOPT_RATIO_FUSED_H
 #include <string.h>
@@ -32,6 +32,11 @@ typedef int fo_vfi __attribute__((vector_size(FO_VB)));
 typedef long long fo_vdl __attribute__((vector_size(FO_VB)));
 
 #define FO_INLINE static inline __attribute__((always_inline))
+
+/* Elements per block: 16 floats in every build (1, 2 or 4 vectors: the float lanes below are the
+ * same everywhere); 8 doubles (FO_NL vectors: lanes 0-7). */
+#define FO_BF 16
+#define FO_BD 8
 
 /* ------------------------------------------------------------------ lane-wise helpers */
 /* sqrt (IEEE, correctly rounded: the bits of sqrtf / sqrt), one instruction per vector. */
@@ -106,18 +111,48 @@ FO_INLINE void fo_cvt_vf(fo_vf x, fo_vd* lo, fo_vd* hi) {
 #endif
 }
 
-/* A float vector's p_old (o) and p_new (n) into the lanes, its first element being element e of
- * the chunk (e a multiple of FO_NF, a literal after unrolling): the low half's lanes start at
- * e % 8, the high half's FO_ND further (with AVX-512 both halves are lanes 0-7, low first: the
- * element order of each lane). */
-FO_INLINE void fo_lanes_add_vf(fo_lanes* L, int e, fo_vf o, fo_vf n) {
-    const int a = (e % 8) / FO_ND, b = ((e + FO_ND) % 8) / FO_ND;
-    fo_vd ol, oh, nl, nh, dl, dh;
-    fo_cvt_vf(o, &ol, &oh);
-    fo_cvt_vf(n, &nl, &nh);
-    dl = nl - ol; dh = nh - oh;
-    L->s[a] += ol * ol; L->d[a] += dl * dl;
-    L->s[b] += oh * oh; L->d[b] += dh * dh;
+/* float32: the squares are summed in float over FO_KF blocks of 16 elements (16 float lanes:
+ * element k of a chunk into float lane k % 16, FO_BF / FO_NF vectors), then flushed into the double
+ * lanes (float lane i into lane i % 8, lanes 0-7 before 8-15): about a third of the instructions
+ * of converting every element (kernel alone, AVX-512, 16M, 1 thread: Adam +8.7% -> +3.4%, NAdam
+ * +12.8% -> +5.5% over the untracked step, BENCHMARKS.md fifth pass). The float lanes and the flush
+ * order are the same in every build, so the sums still have the same bits everywhere.
+ * Error: a float lane adds FO_KF rounded squares, relative error <= FO_KF * u on the sum of
+ * p_old^2 and <= (FO_KF + 2) * u on that of d^2 (d = p_new - p_old rounded once, often exact by
+ * Sterbenz), u = 2^-24; the double adds after the flush add <= n * 2^-53. The ratio sqrt(D / S) is
+ * then within (FO_KF + 1) * u + n * 2^-53 (FO_KF = 8: 5.4e-7 + n * 1.1e-16) relatively of the exact
+ * one, as long as no square leaves float's normal range (1.1e-19 <= |p_old|, |d| <= 6.5e18 for 8
+ * terms): a diagnostic of order 1e-3 needs far less (tests/test_optim2_ratio.py checks the bound). */
+#define FO_KF 8
+typedef struct {
+    fo_vf s[FO_BF / FO_NF], d[FO_BF / FO_NF];   /* vector j: float lanes FO_NF * j on */
+} fo_fpart;
+
+FO_INLINE void fo_fpart_zero(fo_fpart* Q) {
+    const fo_vf z = {0};
+    int j;
+    for (j = 0; j < FO_BF / FO_NF; j++) { Q->s[j] = z; Q->d[j] = z; }
+}
+
+/* Vector j of a block: its p_old (o) and p_new (n) into float lanes FO_NF * j on. */
+FO_INLINE void fo_fpart_add(fo_fpart* Q, int j, fo_vf o, fo_vf n) {
+    fo_vf x = n - o;
+    Q->s[j] += o * o; Q->d[j] += x * x;
+}
+
+/* The float lanes into the double lanes and zeroed: vector j's low half starts at lane
+ * (FO_NF * j) % 8, its high half FO_ND further (with AVX-512 both halves are lanes 0-7, low first). */
+FO_INLINE void fo_fpart_flush(fo_lanes* L, fo_fpart* Q) {
+    int j;
+    for (j = 0; j < FO_BF / FO_NF; j++) {
+        const int a = (FO_NF * j % 8) / FO_ND, b = ((FO_NF * j + FO_ND) % 8) / FO_ND;
+        fo_vd lo, hi;
+        fo_cvt_vf(Q->s[j], &lo, &hi);
+        L->s[a] += lo; L->s[b] += hi;
+        fo_cvt_vf(Q->d[j], &lo, &hi);
+        L->d[a] += lo; L->d[b] += hi;
+    }
+    fo_fpart_zero(Q);
 }
 
 /* A double vector's p_old and p_new into lanes FO_ND * v on (v = the vector's place in its block). */
@@ -286,10 +321,6 @@ FO_INLINE void fo_lanes_add_vd(fo_lanes* L, int v, fo_vd o, fo_vd n) {
         FO_STORE(pp + (i), P); \
         if (u & 8) FO_STORE(ap + (i), A)
 
-/* Elements per block: one float vector, but at least 8 (two in the SSE2 build, so that a block
- * covers lanes 0-7); 8 doubles (FO_NL vectors). */
-#define FO_BF (FO_NF > 8 ? FO_NF : 8)
-#define FO_BD 8
 
 /* fo_<name>_tracked_f / _d(p, g, s0, s1, s2, avg, lo, hi, c, flags, acc): rule R on elements
  * lo..hi-1 of one tensor (a chunk: lo its start), acc[0] = sum p_old^2, acc[1] = sum
@@ -298,29 +329,33 @@ FO_INLINE void fo_lanes_add_vd(fo_lanes* L, int v, fo_vd o, fo_vd n) {
  * k < block elements go through one block on a padded copy (zeros; the padded lanes are dropped),
  * their lanes one element at a time. */
 #define FO_TRACKED_RULE(R, name, common) \
-FO_BLOCKS(R, name, float, _f, fo_vf, FO_NF, FO_BF, fo_lanes_add_vf(&L, j * FO_NF, O, P)) \
-FO_BLOCKS(R, name, double, _d, fo_vd, FO_ND, FO_BD, fo_lanes_add_vd(&L, j, O, P)) \
+FO_BLOCKS(R, name, float, _f, fo_vf, FO_NF, FO_BF, fo_fpart_add(&Q, j, O, P), \
+          if ((b + 1) % FO_KF == 0 || b + 1 == nb) fo_fpart_flush(&L, &Q)) \
+FO_BLOCKS(R, name, double, _d, fo_vd, FO_ND, FO_BD, fo_lanes_add_vd(&L, j, O, P), (void)0) \
 FO_TRACKED_RANGE(name, float, _f, FO_BF, common) \
 FO_TRACKED_RANGE(name, double, _d, FO_BD, common)
 
 /* fo_<name>_blocks_<f|d>: nb blocks of B elements from lo, W per vector; ADD puts vector j's
  * p_old (O) and p_new (P) into the lanes (j and the lanes' indices are literals once the inner
- * loop is unrolled). */
-#define FO_BLOCKS(R, name, T, sfx, VT, W, B, ADD) \
+ * loop is unrolled), END closes block b. */
+#define FO_BLOCKS(R, name, T, sfx, VT, W, B, ADD, END) \
 FO_INLINE void fo_##name##_blocks##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long nb, \
                                        const double* c, const int F, fo_lanes* Lp, int track) { \
     FO_##R##_CONSTS(T); \
     const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
     fo_lanes L = *Lp; \
+    fo_fpart Q; \
     long b; \
     int j; \
     (void)aw; \
+    fo_fpart_zero(&Q); \
     for (b = 0; b < nb; b++) { \
         _Pragma("GCC unroll 8") \
         for (j = 0; j < (B) / (W); j++) { \
             FO_VECTOR(R, VT, T, lo + (B) * b + (W) * j); \
             if (track) ADD; \
         } \
+        if (track) { END; } \
     } \
     *Lp = L; \
 }
