@@ -65,8 +65,13 @@ def make_plan(mod, rng, n, dtype, slots, used):
     return mod.StepPlan([p], [g], [states + [empty] * (slots - used)], [empty])
 
 
-def fmt(ts):
-    return f"{statistics.median(ts) * 1e3:7.2f} [{min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f}]"
+def report(head, runs, ts):
+    """One line per (build, off/on): median [min-max] ms, and on its "on" line the overhead over its "off"."""
+    for i, (build, _, track) in enumerate(runs):
+        med = statistics.median(ts[i])
+        extra = f" {100 * (med / statistics.median(ts[i - 1]) - 1):+6.1f}%" if track else ""
+        print(f"{head} {build:6s} {'on ' if track else 'off'} {med * 1e3:7.2f} "
+              f"[{min(ts[i]) * 1e3:.2f}-{max(ts[i]) * 1e3:.2f}]{extra}", flush=True)
 
 
 def main(argv=None):
@@ -108,14 +113,9 @@ def main(argv=None):
                 if r:                                    # the first round only warms
                     cpu[i].append(c1 - c0)
                     wall[i].append(w1 - w0)
-        for clock, ts in (("cpu", cpu), ("wall", wall)):
-            if clock == "cpu" and args.threads != 1:
-                continue
-            for i, (b, _, track) in enumerate(runs):
-                off = statistics.median(ts[i - 1 if track else i])
-                extra = f" {100 * (statistics.median(ts[i]) / off - 1):+6.1f}%" if track else ""
-                print(f"{rule:13s} {args.threads}t {dtype} {clock:4s} {b:6s} {'on ' if track else 'off'} "
-                      f"{fmt(ts[i])}{extra}", flush=True)
+        clocks = (("cpu", cpu), ("wall", wall)) if args.threads == 1 else (("wall", wall),)
+        for clock, ts in clocks:
+            report(f"{rule:13s} {args.threads}t {dtype} {clock:4s}", runs, ts)
         del plans
     return 0
 
