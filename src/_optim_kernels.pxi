@@ -98,13 +98,14 @@ cdef inline void _put(floating* param, floating* avg, Py_ssize_t i, floating p, 
 # below) are bitwise independent of the thread count.
 #
 # Update/weight ratio (issue 12), when tracked (_tracked_range): the chunk runs through the rule's
-# tracked core in src/_ratio_fused.h instead: the same formula written in explicit vectors (GCC
-# vector extensions, blocks of 8), whose p_old and p_new, already in registers, go into 8 double
-# lanes of sum p_old^2 and 8 of sum (p_new - p_old)^2 in the same loop (src/_ratio_lanes.h).
-# Element k of a chunk feeds lane k % 8, each lane in element order, and the lanes are added in
-# lane order at the chunk's end: the same bits in the SSE2, AVX2 and AVX-512 builds and for any
-# thread count; the step itself is bitwise the untracked core's (same operations, same order,
-# -ffp-contract=off). One pass over memory, no extra pass over L1.
+# tracked core in src/_ratio_fused.h instead: the same formula written in explicit vectors of the
+# build's width (GCC vector extensions), whose p_old and p_new, already in registers, go into 8
+# double lanes of sum p_old^2 and 8 of sum (p_new - p_old)^2 in the same loop (src/_ratio_lanes.h;
+# float32 first through float partial sums over 8 blocks of 16 elements: relative error of the
+# ratio <= 9 * 2^-24 + n * 2^-53). Element k of a chunk feeds lane k % 8, each lane in element
+# order, and the lanes are added in lane order at the chunk's end: the same bits in the SSE2, AVX2
+# and AVX-512 builds and for any thread count; the step itself is bitwise the untracked core's
+# (same operations, same order, -ffp-contract=off). One pass over memory, no extra pass over L1.
 # Per segment the chunk sums are added in chunk order:
 # ratio = sqrt(sum d^2) / sqrt(sum p_old^2), 0 when p_old is all zeros.
 # Before (branch ratio, third pass): tiles of 128 elements, p_old copied to L1 and summed, the

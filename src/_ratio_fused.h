@@ -1,23 +1,23 @@
-/* The update/weight ratio's two sums in the rule's own loop (issue 12, fourth pass).
+/* The update/weight ratio's two sums in the rule's own loop (issue 12, fourth and fifth passes).
  *
  * The tile path of _optim_kernels.pxi ran each 128-element tile three times (copy p_old and sum
  * p_old^2; the rule's untracked core; sum (p_new - p_old)^2 from L1), and in this memory-bound
  * step the extra passes did not hide under the traffic (+25% to +78% at 16M). Here each rule's
- * core is written once more in explicit vectors (GCC vector extensions, one block of 8 elements per
- * iteration), and the block's p_old and p_new, already in registers, go straight into the lanes of
- * src/_ratio_lanes.h: no copy, no second loop.
+ * core is written once more in explicit vectors of the build's width (GCC vector extensions:
+ * 16 floats / 8 doubles with AVX-512, 8 / 4 with AVX, 4 / 2 in SSE2), and each block's p_old and
+ * p_new, already in registers, go straight into the sums: no copy, no second loop.
  *
  * One driver (FO_TRACKED_RULE) for every rule; a rule declares only its constants, the state
  * arrays it uses and its formula on one vector (FO_<RULE>_CONSTS / _USES / _BODY below), written
- * for either vector type (fo_v8f: 8 floats; fo_v4d: 4 doubles, two per block).
+ * for either vector type (fo_vf: floats; fo_vd: doubles).
  *
  * Bits: each body is the formula of the rule's Cython core (_<rule>_range in _optim_kernels.pxi),
  * the same operations in the same order, parenthesized as Cython emits it; every operation is an
  * IEEE one per lane (+ - * / sqrt, compare-and-select, sign-bit clear), and setup.py compiles with
  * -ffp-contract=off, so no FMA is formed: the parameters and state are bitwise those of the
- * untracked step, in every build (SSE2 lowers a 32-byte vector to two 16-byte ones). The ratio's
- * lanes are those of the tile path: element k of a chunk into lane k % 8, each lane in element
- * order, the same double conversions and subtraction (tests/test_optim2_ratio.py). */
+ * untracked step, in every build. The sums: element k of a chunk into lane k % 8 of double lanes,
+ * each lane in element order (float32 through float partial sums first, fo_fpart below), the same
+ * in every build and for any thread count (tests/test_optim2_ratio.py). */
 #ifndef FASTOPT_RATIO_FUSED_H
 #define FASTOPT_RATIO_FUSED_H
 #include <string.h>
@@ -27,99 +27,138 @@
 #endif
 #include "_ratio_lanes.h"
 
-/* 32-byte vector arguments of inline helpers in the SSE2 build: never an ABI boundary here. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-typedef float fo_v8f __attribute__((vector_size(32)));
-typedef int fo_v8i __attribute__((vector_size(32)));
-typedef long long fo_v4l __attribute__((vector_size(32)));
+/* The build's vectors (src/_ratio_lanes.h: fo_vf, fo_vd of FO_VB bytes) and their compare masks. */
+typedef int fo_vfi __attribute__((vector_size(FO_VB)));
+typedef long long fo_vdl __attribute__((vector_size(FO_VB)));
 
 #define FO_INLINE static inline __attribute__((always_inline))
 
+/* Elements per block: 16 floats in every build (1, 2 or 4 vectors: the float lanes below are the
+ * same everywhere); 8 doubles (FO_NL vectors: lanes 0-7). */
+#define FO_BF 16
+#define FO_BD 8
+
 /* ------------------------------------------------------------------ lane-wise helpers */
-/* sqrt (IEEE, correctly rounded: the bits of sqrtf / sqrt); AVX builds one ymm, SSE2 two xmm. */
-FO_INLINE fo_v8f fo_sqrt_v8f(fo_v8f x) {
-#if defined(__AVX__)
-    return (fo_v8f)_mm256_sqrt_ps((__m256)x);
+/* sqrt (IEEE, correctly rounded: the bits of sqrtf / sqrt), one instruction per vector. */
+FO_INLINE fo_vf fo_sqrt_vf(fo_vf x) {
+#if FO_VB == 64
+    return (fo_vf)_mm512_sqrt_ps((__m512)x);
+#elif FO_VB == 32
+    return (fo_vf)_mm256_sqrt_ps((__m256)x);
 #else
-    __m128 lo = _mm_sqrt_ps((__m128)__builtin_shufflevector(x, x, 0, 1, 2, 3));
-    __m128 hi = _mm_sqrt_ps((__m128)__builtin_shufflevector(x, x, 4, 5, 6, 7));
-    return (fo_v8f)__builtin_shufflevector((fo_v4f)lo, (fo_v4f)hi, 0, 1, 2, 3, 4, 5, 6, 7);
+    return (fo_vf)_mm_sqrt_ps((__m128)x);
 #endif
 }
 
-FO_INLINE fo_v4d fo_sqrt_v4d(fo_v4d x) {
-#if defined(__AVX__)
-    return (fo_v4d)_mm256_sqrt_pd((__m256d)x);
+FO_INLINE fo_vd fo_sqrt_vd(fo_vd x) {
+#if FO_VB == 64
+    return (fo_vd)_mm512_sqrt_pd((__m512d)x);
+#elif FO_VB == 32
+    return (fo_vd)_mm256_sqrt_pd((__m256d)x);
 #else
-    typedef double v2d __attribute__((vector_size(16)));
-    __m128d lo = _mm_sqrt_pd((__m128d)__builtin_shufflevector(x, x, 0, 1));
-    __m128d hi = _mm_sqrt_pd((__m128d)__builtin_shufflevector(x, x, 2, 3));
-    return __builtin_shufflevector((v2d)lo, (v2d)hi, 0, 1, 2, 3);
+    return (fo_vd)_mm_sqrt_pd((__m128d)x);
 #endif
 }
 
 /* f_max of _fastmath.pxd: a if a >= b or a is NaN, else b. */
-FO_INLINE fo_v8f fo_max_v8f(fo_v8f a, fo_v8f b) {
-    fo_v8i m = (a >= b) | (a != a);
-    return (fo_v8f)((m & (fo_v8i)a) | (~m & (fo_v8i)b));
+FO_INLINE fo_vf fo_max_vf(fo_vf a, fo_vf b) {
+    fo_vfi m = (a >= b) | (a != a);
+    return (fo_vf)((m & (fo_vfi)a) | (~m & (fo_vfi)b));
 }
 
-FO_INLINE fo_v4d fo_max_v4d(fo_v4d a, fo_v4d b) {
-    fo_v4l m = (a >= b) | (a != a);
-    return (fo_v4d)((m & (fo_v4l)a) | (~m & (fo_v4l)b));
+FO_INLINE fo_vd fo_max_vd(fo_vd a, fo_vd b) {
+    fo_vdl m = (a >= b) | (a != a);
+    return (fo_vd)((m & (fo_vdl)a) | (~m & (fo_vdl)b));
 }
 
 /* fabs: the sign bit cleared (what fabsf / fabs do). */
-FO_INLINE fo_v8f fo_abs_v8f(fo_v8f x) { return (fo_v8f)((fo_v8i)x & 0x7fffffff); }
-FO_INLINE fo_v4d fo_abs_v4d(fo_v4d x) { return (fo_v4d)((fo_v4l)x & 0x7fffffffffffffffLL); }
+FO_INLINE fo_vf fo_abs_vf(fo_vf x) { return (fo_vf)((fo_vfi)x & 0x7fffffff); }
+FO_INLINE fo_vd fo_abs_vd(fo_vd x) { return (fo_vd)((fo_vdl)x & 0x7fffffffffffffffLL); }
 
 /* _sign of _optim_kernels.pxi: (c > 0) - (c < 0) as floats (a true compare is -1 here, so the
  * subtraction is reversed), c itself when NaN. */
-FO_INLINE fo_v8f fo_sign_v8f(fo_v8f c) {
-    fo_v8i nan = c != c;
-    fo_v8f s = __builtin_convertvector(c < 0, fo_v8f) - __builtin_convertvector(c > 0, fo_v8f);
-    return (fo_v8f)((nan & (fo_v8i)c) | (~nan & (fo_v8i)s));
+FO_INLINE fo_vf fo_sign_vf(fo_vf c) {
+    fo_vfi nan = c != c;
+    fo_vf s = __builtin_convertvector(c < 0, fo_vf) - __builtin_convertvector(c > 0, fo_vf);
+    return (fo_vf)((nan & (fo_vfi)c) | (~nan & (fo_vfi)s));
 }
 
-FO_INLINE fo_v4d fo_sign_v4d(fo_v4d c) {
-    fo_v4l nan = c != c;
-    fo_v4d s = __builtin_convertvector(c < 0, fo_v4d) - __builtin_convertvector(c > 0, fo_v4d);
-    return (fo_v4d)((nan & (fo_v4l)c) | (~nan & (fo_v4l)s));
+FO_INLINE fo_vd fo_sign_vd(fo_vd c) {
+    fo_vdl nan = c != c;
+    fo_vd s = __builtin_convertvector(c < 0, fo_vd) - __builtin_convertvector(c > 0, fo_vd);
+    return (fo_vd)((nan & (fo_vdl)c) | (~nan & (fo_vdl)s));
 }
 
-#define FO_SQRT(x) _Generic((x), fo_v8f: fo_sqrt_v8f, fo_v4d: fo_sqrt_v4d)(x)
-#define FO_MAX(a, b) _Generic((a), fo_v8f: fo_max_v8f, fo_v4d: fo_max_v4d)((a), (b))
-#define FO_ABS(x) _Generic((x), fo_v8f: fo_abs_v8f, fo_v4d: fo_abs_v4d)(x)
-#define FO_SIGN(x) _Generic((x), fo_v8f: fo_sign_v8f, fo_v4d: fo_sign_v4d)(x)
+#define FO_SQRT(x) _Generic((x), fo_vf: fo_sqrt_vf, fo_vd: fo_sqrt_vd)(x)
+#define FO_MAX(a, b) _Generic((a), fo_vf: fo_max_vf, fo_vd: fo_max_vd)((a), (b))
+#define FO_ABS(x) _Generic((x), fo_vf: fo_abs_vf, fo_vd: fo_abs_vd)(x)
+#define FO_SIGN(x) _Generic((x), fo_vf: fo_sign_vf, fo_vd: fo_sign_vd)(x)
 
-/* 8 floats to two vectors of 4 doubles (exact). With AVX, one vcvtps2pd per half: GCC's
- * __builtin_convertvector of a 4-float vector emitted two 2-element conversions and an insert per
- * half (tracked Adam float32 16M, 1 thread, C harness, CPU time: +22-25% over untracked -> +8-16%).
- * SSE2 has only the 2-element conversion: the generic form there. */
-FO_INLINE void fo_cvt_v8f(fo_v8f x, fo_v4d* lo, fo_v4d* hi) {
-#if defined(__AVX__)
-    *lo = (fo_v4d)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)x));
-    *hi = (fo_v4d)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)x, 1));
+/* A float vector's low and high halves as double vectors (exact): one conversion instruction per
+ * half (GCC's __builtin_convertvector of a half emitted two 2-element conversions and an insert
+ * per half with AVX: tracked Adam float32 16M, 1 thread, C harness, CPU time: +22-25% over
+ * untracked -> +8-16%). */
+FO_INLINE void fo_cvt_vf(fo_vf x, fo_vd* lo, fo_vd* hi) {
+#if FO_VB == 64
+    *lo = (fo_vd)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)x));
+    *hi = (fo_vd)_mm512_cvtps_pd((__m256)_mm512_extractf64x4_pd((__m512d)x, 1));
+#elif FO_VB == 32
+    *lo = (fo_vd)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)x));
+    *hi = (fo_vd)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)x, 1));
 #else
-    *lo = __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3), fo_v4d);
-    *hi = __builtin_convertvector(__builtin_shufflevector(x, x, 4, 5, 6, 7), fo_v4d);
+    *lo = (fo_vd)_mm_cvtps_pd((__m128)x);
+    *hi = (fo_vd)_mm_cvtps_pd(_mm_movehl_ps((__m128)x, (__m128)x));
 #endif
 }
 
-/* One block's p_old (o) and p_new (n) into the lanes (lanes 0-3 and 4-7). */
-FO_INLINE void fo_lanes_add_v8f(fo_lanes* L, fo_v8f o, fo_v8f n) {
-    fo_v4d ol, oh, nl, nh, dl, dh;
-    fo_cvt_v8f(o, &ol, &oh);
-    fo_cvt_v8f(n, &nl, &nh);
-    dl = nl - ol; dh = nh - oh;
-    L->s_lo += ol * ol; L->s_hi += oh * oh;
-    L->d_lo += dl * dl; L->d_hi += dh * dh;
+/* float32: the squares are summed in float over FO_KF blocks of 16 elements (16 float lanes:
+ * element k of a chunk into float lane k % 16, FO_BF / FO_NF vectors), then flushed into the double
+ * lanes (float lane i into lane i % 8, lanes 0-7 before 8-15): about a third of the instructions
+ * of converting every element (kernel alone, AVX-512, 16M, 1 thread: Adam +8.7% -> +3.4%, NAdam
+ * +12.8% -> +5.5% over the untracked step, BENCHMARKS.md fifth pass). The float lanes and the flush
+ * order are the same in every build, so the sums still have the same bits everywhere.
+ * Error: a float lane adds FO_KF rounded squares, relative error <= FO_KF * u on the sum of
+ * p_old^2 and <= (FO_KF + 2) * u on that of d^2 (d = p_new - p_old rounded once, often exact by
+ * Sterbenz), u = 2^-24; the double adds after the flush add <= n * 2^-53. The ratio sqrt(D / S) is
+ * then within (FO_KF + 1) * u + n * 2^-53 (FO_KF = 8: 5.4e-7 + n * 1.1e-16) relatively of the exact
+ * one, as long as no square leaves float's normal range (1.1e-19 <= |p_old|, |d| <= 6.5e18 for 8
+ * terms): a diagnostic of order 1e-3 needs far less (tests/test_optim2_ratio.py checks the bound). */
+#define FO_KF 8
+typedef struct {
+    fo_vf s[FO_BF / FO_NF], d[FO_BF / FO_NF];   /* vector j: float lanes FO_NF * j on */
+} fo_fpart;
+
+FO_INLINE void fo_fpart_zero(fo_fpart* Q) {
+    const fo_vf z = {0};
+    int j;
+    for (j = 0; j < FO_BF / FO_NF; j++) { Q->s[j] = z; Q->d[j] = z; }
 }
 
-FO_INLINE void fo_lanes_add_v4d(fo_v4d* s, fo_v4d* d, fo_v4d o, fo_v4d n) {
-    fo_v4d x = n - o;
-    *s += o * o; *d += x * x;
+/* Vector j of a block: its p_old (o) and p_new (n) into float lanes FO_NF * j on. */
+FO_INLINE void fo_fpart_add(fo_fpart* Q, int j, fo_vf o, fo_vf n) {
+    fo_vf x = n - o;
+    Q->s[j] += o * o; Q->d[j] += x * x;
+}
+
+/* The float lanes into the double lanes and zeroed: vector j's low half starts at lane
+ * (FO_NF * j) % 8, its high half FO_ND further (with AVX-512 both halves are lanes 0-7, low first). */
+FO_INLINE void fo_fpart_flush(fo_lanes* L, fo_fpart* Q) {
+    int j;
+    for (j = 0; j < FO_BF / FO_NF; j++) {
+        const int a = (FO_NF * j % 8) / FO_ND, b = ((FO_NF * j + FO_ND) % 8) / FO_ND;
+        fo_vd lo, hi;
+        fo_cvt_vf(Q->s[j], &lo, &hi);
+        L->s[a] += lo; L->s[b] += hi;
+        fo_cvt_vf(Q->d[j], &lo, &hi);
+        L->d[a] += lo; L->d[b] += hi;
+    }
+    fo_fpart_zero(Q);
+}
+
+/* A double vector's p_old and p_new into lanes FO_ND * v on (v = the vector's place in its block). */
+FO_INLINE void fo_lanes_add_vd(fo_lanes* L, int v, fo_vd o, fo_vd n) {
+    fo_vd x = n - o;
+    L->s[v] += o * o; L->d[v] += x * x;
 }
 
 /* ------------------------------------------------------------------ the rules
@@ -282,53 +321,55 @@ FO_INLINE void fo_lanes_add_v4d(fo_v4d* s, fo_v4d* d, fo_v4d o, fo_v4d n) {
         FO_STORE(pp + (i), P); \
         if (u & 8) FO_STORE(ap + (i), A)
 
+
 /* fo_<name>_tracked_f / _d(p, g, s0, s1, s2, avg, lo, hi, c, flags, acc): rule R on elements
- * lo..hi-1 of one tensor (a chunk: lo a multiple of 8 from the chunk's start), acc[0] = sum p_old^2,
- * acc[1] = sum (p_new - p_old)^2. The block loop is always_inline: called once with the flag word
- * `common` as a literal (the rule's default options: one branch-free copy) and once generic. The
- * last k < 8 elements go through one block on a padded copy (zeros; the padded lanes are dropped),
+ * lo..hi-1 of one tensor (a chunk: lo its start), acc[0] = sum p_old^2, acc[1] = sum
+ * (p_new - p_old)^2. The block loop is always_inline: called once with the flag word `common` as
+ * a literal (the rule's default options: one branch-free copy) and once generic. The last
+ * k < block elements go through one block on a padded copy (zeros; the padded lanes are dropped),
  * their lanes one element at a time. */
 #define FO_TRACKED_RULE(R, name, common) \
-FO_INLINE void fo_##name##_blocks_f(float* pp, const float* gp, float* s0, float* s1, float* s2, float* ap, \
-                                    long lo, long nb, const double* c, const int F, fo_lanes* Lp, int track) { \
-    FO_##R##_CONSTS(float); \
-    const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
-    fo_lanes L = *Lp; \
-    long b; \
-    (void)aw; \
-    for (b = 0; b < nb; b++) { \
-        FO_VECTOR(R, fo_v8f, float, lo + 8 * b); \
-        if (track) fo_lanes_add_v8f(&L, O, P); \
-    } \
-    *Lp = L; \
-} \
-FO_INLINE void fo_##name##_blocks_d(double* pp, const double* gp, double* s0, double* s1, double* s2, \
-                                    double* ap, long lo, long nb, const double* c, const int F, fo_lanes* Lp, \
-                                    int track) { \
-    FO_##R##_CONSTS(double); \
-    const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
-    fo_lanes L = *Lp; \
-    long b; \
-    (void)aw; \
-    for (b = 0; b < nb; b++) { \
-        { FO_VECTOR(R, fo_v4d, double, lo + 8 * b); if (track) fo_lanes_add_v4d(&L.s_lo, &L.d_lo, O, P); } \
-        { FO_VECTOR(R, fo_v4d, double, lo + 8 * b + 4); if (track) fo_lanes_add_v4d(&L.s_hi, &L.d_hi, O, P); } \
-    } \
-    *Lp = L; \
-} \
-FO_TRACKED_RANGE(name, float, _f, common) \
-FO_TRACKED_RANGE(name, double, _d, common)
+FO_BLOCKS(R, name, float, _f, fo_vf, FO_NF, FO_BF, fo_fpart_add(&Q, j, O, P), \
+          if ((b + 1) % FO_KF == 0 || b + 1 == nb) fo_fpart_flush(&L, &Q)) \
+FO_BLOCKS(R, name, double, _d, fo_vd, FO_ND, FO_BD, fo_lanes_add_vd(&L, j, O, P), (void)0) \
+FO_TRACKED_RANGE(name, float, _f, FO_BF, common) \
+FO_TRACKED_RANGE(name, double, _d, FO_BD, common)
 
-#define FO_TRACKED_RANGE(name, T, sfx, common) \
+/* fo_<name>_blocks_<f|d>: nb blocks of B elements from lo, W per vector; ADD puts vector j's
+ * p_old (O) and p_new (P) into the lanes (j and the lanes' indices are literals once the inner
+ * loop is unrolled), END closes block b. */
+#define FO_BLOCKS(R, name, T, sfx, VT, W, B, ADD, END) \
+FO_INLINE void fo_##name##_blocks##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long nb, \
+                                       const double* c, const int F, fo_lanes* Lp, int track) { \
+    FO_##R##_CONSTS(T); \
+    const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
+    fo_lanes L = *Lp; \
+    fo_fpart Q; \
+    long b; \
+    int j; \
+    (void)aw; \
+    fo_fpart_zero(&Q); \
+    for (b = 0; b < nb; b++) { \
+        _Pragma("GCC unroll 8") \
+        for (j = 0; j < (B) / (W); j++) { \
+            FO_VECTOR(R, VT, T, lo + (B) * b + (W) * j); \
+            if (track) ADD; \
+        } \
+        if (track) { END; } \
+    } \
+    *Lp = L; \
+}
+
+#define FO_TRACKED_RANGE(name, T, sfx, B, common) \
 static void fo_##name##_tracked##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long hi, \
                                      const double* c, int flags, double* acc) { \
     fo_lanes L; \
-    long nb = (hi - lo) / 8, j, i0 = lo + 8 * nb, k = hi - i0; \
+    long nb = (hi - lo) / (B), j, i0 = lo + (B) * nb, k = hi - i0; \
     fo_lanes_zero(&L); \
     if (flags == (common)) fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, (common), &L, 1); \
     else fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, flags, &L, 1); \
     if (k > 0) { \
-        T P[8] = {0}, G[8] = {0}, X0[8] = {0}, X1[8] = {0}, X2[8] = {0}, A[8] = {0}, O[8]; \
+        T P[B] = {0}, G[B] = {0}, X0[B] = {0}, X1[B] = {0}, X2[B] = {0}, A[B] = {0}, O[B]; \
         fo_lanes Z; \
         fo_lanes_zero(&Z); \
         for (j = 0; j < k; j++) { \
@@ -345,8 +386,7 @@ static void fo_##name##_tracked##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T*
             if (s1) s1[i0 + j] = X1[j]; \
             if (s2) s2[i0 + j] = X2[j]; \
             if (ap) ap[i0 + j] = A[j]; \
-            fo_lanes_s1(&L, (int)j, (double)O[j]); \
-            fo_lanes_d1(&L, (int)j, (double)P[j] - (double)O[j]); \
+            fo_lanes_1(&L, (int)j, (double)O[j], (double)P[j] - (double)O[j]); \
         } \
     } \
     fo_lanes_total(&L, acc); \
