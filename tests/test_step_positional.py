@@ -81,7 +81,7 @@ def test_positional_needs_exactly_the_checked_argument_names():
 
 
 def test_a_rebound_hyperparameter_is_seen_by_the_cached_step():
-    fast, slow = _separate(optim.Adam, dict(lr=1e-2), np.float64), _separate(optim.Adam, dict(lr=1e-2), np.float64)
+    fast, slow = (_separate(optim.Adam, dict(lr=1e-2), np.float64) for _ in range(2))
     grads = arrays(np.float64, seed=1, sizes=SIZES)
     for step, lr in enumerate([1e-2, 1e-2, 3e-3, 3e-3, np.float64(3e-3), 1e-3]):
         fill(grads, step)
@@ -99,8 +99,9 @@ def test_a_rebound_hyperparameter_is_seen_by_the_cached_step():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cls, kw", [(optim.Adam, dict(lr=1e-2, weight_decay=0.01)), (optim.SGD, dict(lr=0.1, momentum=0.9)),
-                                     (optim.Lion, dict(lr=1e-3))], ids=["Adam", "SGD", "Lion"])
+@pytest.mark.parametrize("cls, kw", [(optim.Adam, dict(lr=1e-2, weight_decay=0.01)),
+                                     (optim.SGD, dict(lr=0.1, momentum=0.9)), (optim.Lion, dict(lr=1e-3))],
+                         ids=["Adam", "SGD", "Lion"])
 def test_the_even_thread_split_keeps_the_bits_of_one_thread_and_the_twin(dtype, cls, kw):
     # sizes put the split points inside chunks, at odd places, and past 1M elements
     sizes = [1_000_003, 7, 65_537, 16_383, 100_001]
