@@ -52,9 +52,14 @@ from _contract cimport threads
 #     n=128k Adam 1.28x SGD 1.60x;  n=256k Adam 1.78x SGD 1.71x;  n=1M Adam 1.90x SGD 1.68x.
 #   2-core EPYC family 26 (Zen 5, AVX-512; the avx2 kernels), other jobs paused, min of 7: n=16k Adam 0.84x SGD 0.78x;
 #     n=32k 1.07x / 1.06x;  n=64k 1.15x / 1.18x;  n=128k 1.74x / 1.23x;  n=256k 1.83x / 1.24x.
-# 32k per thread (two threads from 64k elements): Adam-like rules gain from there on both CPUs, SGD
-# from there on Zen 5 (on Zen 1 it lost 10% at 64k). With 64k, 64k-128k tensors stayed on one thread.
-GRAIN = 32768
+# Those splits were by whole 16384-element chunks: below 32k there was ONE chunk, so "2 threads"
+# could not help there. With the even split (_drive), 2-core Intel Xeon under KVM (AVX-512 build),
+# loaded (load 5), wall clock, min of 41 (benchmarks/results/2026-12-02d-step/grain.txt):
+#   Adam f32 n=10k 1.16x, 20k 1.38x, 40k 1.59x, 65k 1.91x;  Adam f64 10k 1.69x, 20k 1.76x;
+#   SGD momentum f32 10k 0.85x, 20k 1.12x, 40k 1.38x;  SGD f64 10k 1.12x, 20k 1.35x.
+# 10240 per thread (two threads from 20480 elements): every rule measured gains from there. Not
+# re-measured on the EPYCs.
+GRAIN = 10240
 
 # The norm pass sums fixed blocks of NORM_BLOCK elements (each in order, in double) and then adds
 # the block sums in order: the partition depends on n only, so the result is bitwise the same for

@@ -22,7 +22,7 @@ from ._contract import threads
 
 # Elements per thread below which a second thread costs more than it saves; the compiled module's
 # value (measured there), mirrored so that both backends expose the same constant.
-GRAIN = 32768
+GRAIN = 10240
 
 
 def _check_sizes(n, what, buf, used):
