@@ -7,19 +7,27 @@ computed once per step in Python (torch's Adam, no weight decay). fastopt is tim
 public API, ``opt.step([g])`` (validation, cached step, kernel); numba through a call of its
 jitted function (compiled before timing). Each cell: median and interquartile range of `repeats`
 timings, each the mean of enough calls to last ~2 ms, the two sides interleaved so that load on a
-shared machine hits both alike. numba is a benchmark-only dependency: absent, the script says so
-and exits 0.
+shared machine hits both alike, and the ratio of the two minima (on a loaded machine the run in
+which both sides had their cores; at 2 threads the medians there mostly measure time slicing).
+numba is a benchmark-only dependency: absent, the script says so and exits 0.
+
+OpenBLAS is limited to one thread unless OPENBLAS_NUM_THREADS is set: neither side calls BLAS, but
+an idle OpenBLAS pool spins for a while after NumPy starts it, and with --clock cpu that time was
+counted against whichever side ran then (perf: ~2% of the samples of a 1-thread step loop).
 """
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")      # before NumPy loads OpenBLAS (see above)
 
-import fastopt
-from fastopt import optim
+import numpy as np  # noqa: E402
+
+import fastopt  # noqa: E402
+from fastopt import optim  # noqa: E402
 
 try:
     import numba
@@ -91,11 +99,11 @@ def measure(size, dtype, threads, repeats, adam_nb):
 def _summary(ts):
     ts = sorted(ts)
     q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-    return statistics.median(ts), q[0], q[2]
+    return statistics.median(ts), q[0], q[2], ts[0]
 
 
 def _fmt(s):
-    med, lo, hi = s
+    med, lo, hi, _ = s
     unit, f = ("us", 1e6) if med < 1e-3 else ("ms", 1e3)
     return f"{med * f:.1f} {unit} [{lo * f:.1f}-{hi * f:.1f}]"
 
@@ -119,15 +127,16 @@ def main(argv=None):
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     print(f"fastopt {fastopt.__version__} ({fastopt._backend.simd_variant('optim')}), numba {numba.__version__}; "
           f"median [IQR] per step, {args.repeats} repeats, {args.clock} clock")
-    print("| dtype | threads | size | fastopt opt.step([g]) | numba parallel loop | numba / fastopt |")
-    print("|---|---|---|---|---|---|")
+    print("| dtype | threads | size | fastopt opt.step([g]) | numba parallel loop | numba / fastopt "
+          "| at the minima |")
+    print("|---|---|---|---|---|---|---|")
     for dtype in args.dtypes.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
             for size in sizes:
                 reps = args.repeats if size < 4_000_000 else max(5, args.repeats // 3)
                 fo, nb = measure(size, np.dtype(dtype), threads, reps, adam_nb)
-                print(f"| {dtype} | {threads} | {size:.0e} | {_fmt(fo)} | {_fmt(nb)} | {nb[0] / fo[0]:.2f}x |",
-                      flush=True)
+                print(f"| {dtype} | {threads} | {size:.0e} | {_fmt(fo)} | {_fmt(nb)} | {nb[0] / fo[0]:.2f}x "
+                      f"| {nb[3] / fo[3]:.2f}x |", flush=True)
     return 0
 
 

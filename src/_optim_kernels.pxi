@@ -52,9 +52,14 @@ from _contract cimport threads
 #     n=128k Adam 1.28x SGD 1.60x;  n=256k Adam 1.78x SGD 1.71x;  n=1M Adam 1.90x SGD 1.68x.
 #   2-core EPYC family 26 (Zen 5, AVX-512; the avx2 kernels), other jobs paused, min of 7: n=16k Adam 0.84x SGD 0.78x;
 #     n=32k 1.07x / 1.06x;  n=64k 1.15x / 1.18x;  n=128k 1.74x / 1.23x;  n=256k 1.83x / 1.24x.
-# 32k per thread (two threads from 64k elements): Adam-like rules gain from there on both CPUs, SGD
-# from there on Zen 5 (on Zen 1 it lost 10% at 64k). With 64k, 64k-128k tensors stayed on one thread.
-GRAIN = 32768
+# Those splits were by whole 16384-element chunks: below 32k there was ONE chunk, so "2 threads"
+# could not help there. With the even split (_drive), 2-core Intel Xeon under KVM (AVX-512 build),
+# loaded (load 5), wall clock, min of 41 (benchmarks/results/2026-12-02d-step/grain.txt):
+#   Adam f32 n=10k 1.16x, 20k 1.38x, 40k 1.59x, 65k 1.91x;  Adam f64 10k 1.69x, 20k 1.76x;
+#   SGD momentum f32 10k 0.85x, 20k 1.12x, 40k 1.38x;  SGD f64 10k 1.12x, 20k 1.35x.
+# 10240 per thread (two threads from 20480 elements): every rule measured gains from there. Not
+# re-measured on the EPYCs.
+GRAIN = 10240
 
 # The norm pass sums fixed blocks of NORM_BLOCK elements (each in order, in double) and then adds
 # the block sums in order: the partition depends on n only, so the result is bitwise the same for
@@ -276,16 +281,57 @@ cdef inline void _run_chunk(floating* dummy, const _Seg* segs, const _Chunk* ch,
         _rule_range(dummy, &segs[ch.seg], ch.lo, ch.hi, rule, c, flags)
 
 
+cdef inline Py_ssize_t _boundary(const _Chunk* chunks, Py_ssize_t nchunk, Py_ssize_t target) noexcept nogil:
+    # Where a thread's share starts: element `target` of the step (chunks in order) rounded down
+    # to a multiple of 16 elements into its chunk (chunks start at multiples of NORM_BLOCK, so that
+    # is a multiple of 16 into its tensor too: whole float32 blocks); the total past the end.
+    cdef Py_ssize_t b, off = 0, size
+    for b in range(nchunk):
+        size = chunks[b].hi - chunks[b].lo
+        if target < off + size:
+            return off + ((target - off) & ~(<Py_ssize_t>15))
+        off += size
+    return off
+
+
+cdef void _run_share(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssize_t nchunk, int rule,
+                     const double* c, int flags, Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+    # Elements begin..end-1 of the step (chunks in order) through the rule, piece by piece.
+    cdef Py_ssize_t b, off = 0, size, lo, hi
+    for b in range(nchunk):
+        if off >= end:
+            break
+        size = chunks[b].hi - chunks[b].lo
+        lo = max(begin, off)
+        hi = min(end, off + size)
+        if lo < hi:
+            _rule_range(dummy, &segs[chunks[b].seg], chunks[b].lo + lo - off, chunks[b].lo + hi - off, rule, c,
+                        flags)
+        off += size
+
+
 cdef void _drive(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssize_t nchunk, int rule,
                  const double* c, int flags, double* sums, int n_threads) noexcept nogil:
     # Every chunk through the rule; with sums (2 per chunk), the ratio's two sums per chunk.
     # At one thread no parallel region: even then prange enters one, and libgomp builds and frees a
     # team per call (malloc/free and futex; perf of an 8-element adam_multi loop put ~25% of the call
     # there). Same chunks, same order, every chunk independent: the same bits either way.
-    cdef Py_ssize_t b
+    # Untracked, several threads: each takes an equal share of the elements (boundaries at whole
+    # blocks), not whole chunks: a prange over 7 chunks (1e5 elements) gave one thread 4 of them
+    # and the other 3 (one short), so two threads were at best 1.5x one. The rules are elementwise:
+    # any split gives the same bits. Tracked, the chunks stay the unit (their sums are the result).
+    cdef Py_ssize_t b, t, total = 0
     if n_threads <= 1:
         for b in range(nchunk):
             _run_chunk(dummy, segs, &chunks[b], rule, c, flags, &sums[2 * b] if sums != NULL else NULL)
+        return
+    if sums == NULL:
+        for b in range(nchunk):
+            total += chunks[b].hi - chunks[b].lo
+        for t in prange(n_threads, schedule='static', num_threads=n_threads):
+            _run_share(dummy, segs, chunks, nchunk, rule, c, flags,
+                       _boundary(chunks, nchunk, total * t // n_threads),
+                       _boundary(chunks, nchunk, total * (t + 1) // n_threads))
         return
     for b in prange(nchunk, schedule='static', num_threads=n_threads):
         _run_chunk(dummy, segs, &chunks[b], rule, c, flags, &sums[2 * b] if sums != NULL else NULL)
@@ -1487,19 +1533,21 @@ def lion_multi(StepPlan plan not None, double lr, double beta1, double beta2, do
 cdef class StepGuard:
     """What a cached optimizer step re-checks on every call, in C (a few ns per tensor).
 
-    StepGuard(params, grads, start, owned, dicts, keys): the parameter arrays; the gradient objects
-    the step was prepared for (they are seq[start:start + len(params)] of check's argument);
-    owned, (dict, key, array) triples: dict[key] must still be that array, and it writeable;
-    dicts, the per-parameter state dicts whose entries `keys` (step counts) must still be the
-    objects commit() last wrote (the values at construction before that).
+    StepGuard(params, grads, start, owned, dicts, keys, bound=None): the parameter arrays; the
+    gradient objects the step was prepared for (they are seq[start:start + len(params)] of check's
+    argument); owned, (dict, key, array) triples: dict[key] must still be that array, and it
+    writeable; dicts, the per-parameter state dicts whose entries `keys` (step counts) must still
+    be the objects commit() last wrote (the values at construction before that); bound, (dict,
+    key, object) triples: dict[key] must still be that very object (a param group's "params" and
+    hyperparameters as last validated: a rebound entry, even to an equal value, fails the check).
     check(seq) -> whether all of it holds (and every param is writeable, every gradient still the
     same object with the param's dtype object, shape, C-contiguous, at the same address)."""
-    cdef tuple _params, _grads, _owned, _dicts, _keys
+    cdef tuple _params, _grads, _owned, _dicts, _keys, _bound
     cdef list _values
     cdef Py_ssize_t start
 
     def __init__(self, list params not None, list grads not None, Py_ssize_t start, list owned not None,
-                 list dicts not None, tuple keys not None):
+                 list dicts not None, tuple keys not None, list bound=None):
         if len(grads) != len(params):
             raise ValueError(f"grads must have one entry per param, got {len(grads)} for {len(params)}")
         for a in params + grads:
@@ -1511,6 +1559,10 @@ cdef class StepGuard:
         for d in dicts:
             if type(d) is not dict:
                 raise TypeError(f"dicts must hold dicts, got {type(d).__name__}")
+        for t in bound or ():
+            if not (isinstance(t, tuple) and len(t) == 3 and type(t[0]) is dict):
+                raise TypeError("bound must hold (dict, key, object) triples")
+        self._bound = tuple(bound or ())
         self._params, self._grads, self._owned = tuple(params), tuple(grads), tuple(owned)
         self._dicts, self._keys, self.start = tuple(dicts), keys, start
         self._values = [dicts[0].get(k) for k in keys] if dicts else []
@@ -1521,6 +1573,9 @@ cdef class StepGuard:
         cdef object d, key
         if not (type(seq) is list or type(seq) is tuple) or len(seq) < self.start + n:
             return False
+        for t in self._bound:
+            if PyDict_GetItem((<tuple>t)[0], (<tuple>t)[1]) != <PyObject*>(<tuple>t)[2]:
+                return False
         for j in range(n):
             obj = seq[self.start + j]
             if obj is not self._grads[j]:

@@ -186,15 +186,44 @@ class _GroupRecord:
 
 class _Fast:
     """The cached step (Optimizer._prepare_fast): valid while the layout version and the kernel
-    module (by name: backend and SIMD variant) are the ones it was made for; per group (record,
-    StepPlan -- or for a flat group without ratio tracking the rule kernel's array keywords, a
-    dict --, StepGuard, group dict, params tuple)."""
-    __slots__ = ("version", "module", "multi", "kernel", "groups", "entries", "extra")
+    module (by name: backend and SIMD variant) are the ones it was made for; per group (entries)
+    its record, its StepPlan -- or for a flat group without ratio tracking the rule kernel's array
+    keywords, a dict --, its StepGuard and its _Call."""
+    __slots__ = ("version", "module", "groups", "n_params", "entries", "extra")
 
-    def __init__(self, version, module, multi, kernel, groups, entries, extra):
-        self.version, self.module, self.multi, self.kernel = version, module, multi, kernel
-        self.groups, self.entries = groups, entries
+    def __init__(self, version, module, groups, n_params, entries, extra):
+        self.version, self.module, self.groups, self.n_params = version, module, groups, n_params
+        self.entries = entries
         self.extra = extra    # the averaging rules' keywords of an unclipped step (avg_weight set per step)
+
+
+class _Call:
+    """How the cached step calls one group's kernel. `fn` is the compiled function the call was
+    checked against: while kernels() hands back that very object, it is called positionally (a
+    Cython def parses 15-19 keywords in ~0.65 us, positional arguments in ~0.05); anything else
+    (another module, a wrapper) gets the keyword call. `arrays` are the leading array arguments
+    in `fn`'s order, `scalars` picks the per-step scalars in its order, a tuple (None: keywords only)."""
+    __slots__ = ("name", "fn", "kwargs", "arrays", "scalars", "n_scalars", "size", "multi")
+
+    def __init__(self, name, fn, kwargs, scalar_names, tail, size, multi):
+        self.name, self.fn, self.kwargs, self.size, self.multi = name, fn, kwargs, size, multi
+        self.n_scalars = len(scalar_names)
+        self.arrays = _positional(fn, kwargs, scalar_names, tail)
+        self.scalars = operator.itemgetter(*scalar_names) if self.arrays is not None else None
+
+
+def _positional(fn, arrays, scalar_names, tail):
+    """`arrays`' values in fn's argument order when fn's parameters are exactly (those arrays'
+    names in some order, scalar_names, tail) -- read from its code object --, else None (also
+    below two scalars: itemgetter of one key gives no tuple)."""
+    code = getattr(fn, "__code__", None)
+    if code is None or len(scalar_names) < 2:
+        return None
+    names = code.co_varnames[:code.co_argcount]
+    k = len(arrays)
+    if sorted(names[:k]) != sorted(arrays) or tuple(names[k:]) != (*scalar_names, *tail):
+        return None
+    return tuple(arrays[n] for n in names[:k])
 
 
 def state_dict_parts(state_dict, label="state_dict"):
@@ -658,10 +687,14 @@ class Optimizer:
     def _prepare_fast(self, k, seq, spans):
         """The cached step for the next calls (see the module doc), or None where one group cannot
         have one (members at different steps, a rule without a multi-tensor kernel off the flat path)."""
+        rule = self._RULE
         multi = self._multi(k)
         keys = self._scalar_keys()
+        extra = dict(grad_scale=1.0, avg_weight=0.0) if rule.averaging else {}
         entries = []
         for g, span in zip(self._groups, spans):
+            if g.raw is None:
+                return None
             first = g.members[0].state
             for rec in g.members:
                 for key in keys:
@@ -672,25 +705,31 @@ class Optimizer:
                 for key in keys:
                     rec.state[key] = first[key]
             lo, hi = g.members[0].index, g.members[-1].index + 1
+            # per_step is pure: called here only for the names (and order) of the step's scalars
+            names = tuple(rule.per_step(g.hyper, first, False)[0])
             if span is not None and not self.track_update_ratio:
-                rule = self._RULE
                 empty = _EMPTY[g.span.dtype]
                 plan = {s.kernel_arg: g.buffers[s.name] if used else empty
                         for s, used in zip(rule.state, rule.used_state(g.hyper))}
                 if rule.averaging:
                     plan[AVG] = g.buffers[AVG] if self.ema is not None else empty
                 plan.update(param=g.span, grad=span)      # the rule's kernel over the buffer
+                call = _Call(rule.kernel, getattr(k, rule.kernel), plan, names, (*extra, "n_threads"),
+                             g.span.size, False)
             elif multi is None or len({rec.array.dtype for rec in g.members}) != 1:
                 return None           # a plan holds one dtype: mixed groups keep per-parameter calls
             else:
                 plan = self._step_plan(k, g.members, seq)
+                call = _Call(rule.kernel.replace("_step", "_multi"), multi, {"plan": plan}, names,
+                             (*extra, "track_ratio", "n_threads"), plan.size, True)
             owned = [(rec.state, key, a) for rec in g.members for key, (a, _) in rec.owned.items()]
+            # the group's parameters and hyperparameters as last validated (identity, as _group_hyper)
+            bound = [(g.dict, "params", g.params)] + [(g.dict, key, v) for key, v in zip(self._keys, g.raw)]
             guard = step_types(k)[1]([rec.array for rec in g.members], list(seq[lo:hi]), lo, owned,
-                                     [rec.state for rec in g.members], keys)
-            entries.append((g, plan, guard, g.dict, g.params))
-        extra = dict(grad_scale=1.0, avg_weight=0.0) if self._RULE.averaging else {}
-        return _Fast(self._version, k.__name__, self._RULE.kernel.replace("_step", "_multi"), self._RULE.kernel,
-                     tuple(self.param_groups), entries, extra)
+                                     [rec.state for rec in g.members], keys, bound)
+            entries.append((g, plan, guard, call))
+        return _Fast(self._version, k.__name__, tuple(self.param_groups), len(self._params), tuple(entries),
+                     extra)
 
     def _fast_step(self, grads):
         """The cached step when every guard passes (True), else False with nothing changed."""
@@ -710,17 +749,11 @@ class Optimizer:
         else:
             return False
         groups = self.param_groups
-        if (len(seq) != len(self._params) or len(groups) != len(fast.groups)
+        if (len(seq) != fast.n_params or len(groups) != len(fast.groups)
                 or not all(map(operator.is_, groups, fast.groups))):
             return False
-        for g, _, guard, group, params in fast.entries:
-            try:
-                raw = self._raw_hyper(group)
-            except KeyError:
-                return False
-            # the hyperparameters as last validated (identity, as _group_hyper), then the guard
-            if (group.get("params") is not params or g.raw is None
-                    or not all(map(operator.is_, raw, g.raw)) or not guard.check(seq)):
+        for entry in fast.entries:
+            if not entry[2].check(seq):
                 return False
         k = _backend.kernels("optim")      # fetched once per step, as on the validated path
         if fast.module != k.__name__:      # the plans belong to that module (backend, SIMD variant)
@@ -730,21 +763,27 @@ class Optimizer:
         track = self._track
         averaging = self.ema is not None
         extra = fast.extra
-        for g, plan, guard, _, _ in fast.entries:
+        grain = k.GRAIN
+        for g, plan, guard, call in fast.entries:
             first = g.members[0].state
             scalars, new = per_step(g.hyper, first, False)
             if averaging:
                 extra["avg_weight"] = self._avg_weight(first[AVG_COUNT])
                 new[AVG_COUNT] = first[AVG_COUNT] + 1
-            if type(plan) is dict:       # a flat group's arrays: the rule's kernel over its buffer
-                getattr(k, fast.kernel)(**plan, **scalars, **extra,
-                                        n_threads=_backend.threads_for(plan["param"].size, k.GRAIN))
+            threads = _backend.threads_for(call.size, grain)
+            fn = getattr(k, call.name)
+            if fn is call.fn and call.scalars is not None and len(scalars) == call.n_scalars:
+                if call.multi:
+                    fn(*call.arrays, *call.scalars(scalars), *extra.values(), track, threads)
+                else:
+                    fn(*call.arrays, *call.scalars(scalars), *extra.values(), threads)
+            elif call.multi:
+                fn(plan=plan, **scalars, **extra, track_ratio=track, n_threads=threads)
             else:
-                getattr(k, fast.multi)(plan=plan, **scalars, **extra, track_ratio=track,
-                                       n_threads=_backend.threads_for(plan.size, k.GRAIN))
+                fn(**plan, **scalars, **extra, n_threads=threads)
             guard.commit(new)
         if track:
-            self._ratios = {self._ratio_key(rec): r for g, plan, _, _, _ in fast.entries
+            self._ratios = {self._ratio_key(rec): r for g, plan, _, _ in fast.entries
                             for rec, r in zip(g.members, plan.ratios())}
         return True
 

@@ -22,7 +22,7 @@ from ._contract import threads
 
 # Elements per thread below which a second thread costs more than it saves; the compiled module's
 # value (measured there), mirrored so that both backends expose the same constant.
-GRAIN = 32768
+GRAIN = 10240
 
 
 def _check_sizes(n, what, buf, used):
@@ -539,9 +539,10 @@ def lion_multi(plan, lr, beta1, beta2, weight_decay, maximize, grad_scale, avg_w
 class StepGuard:
     """The compiled StepGuard's checks in Python (see there)."""
 
-    def __init__(self, params, grads, start, owned, dicts, keys):
+    def __init__(self, params, grads, start, owned, dicts, keys, bound=None):
         if len(grads) != len(params):
             raise ValueError(f"grads must have one entry per param, got {len(grads)} for {len(params)}")
+        self._bound = tuple(bound or ())
         self._params, self._grads, self._owned = tuple(params), tuple(grads), tuple(owned)
         self._dicts, self._keys, self.start = tuple(dicts), tuple(keys), start
         self._values = [dicts[0].get(k) for k in keys] if dicts else []
@@ -549,6 +550,8 @@ class StepGuard:
     def check(self, seq):
         n = len(self._params)
         if type(seq) not in (list, tuple) or len(seq) < self.start + n:
+            return False
+        if any(key not in d or d[key] is not obj for d, key, obj in self._bound):
             return False
         for p, g0, g in zip(self._params, self._grads, seq[self.start:self.start + n]):
             if g is not g0 or not p.flags.writeable or not g.flags.c_contiguous or g.dtype is not p.dtype \
