@@ -131,3 +131,41 @@ def test_an_exploded_diagnosis_records_its_epoch():
         solver.train()
     assert solver.stopped["kind"] == "exploded"
     assert solver.stopped["epoch"] == (solver.stopped["iteration"] - 1) // solver.iterations_per_epoch
+
+
+# LBFGS.__init____mutmut_43: the param group holds the parameters (torch's param_groups[0]['params']).
+def test_lbfgs_param_group_holds_the_parameters():
+    w, v = np.ones(3), np.zeros(2)
+    group = optim.LBFGS([w, v]).param_groups[0]
+    assert len(group["params"]) == 2 and group["params"][0] is w and group["params"][1] is v
+
+
+# LBFGS._parse_params__mutmut_41: a params dict with a key that is not a str is named by its type.
+def test_lbfgs_names_a_params_key_that_is_not_a_str():
+    with pytest.raises(TypeError, match="params keys must be str names"):
+        optim.LBFGS({1: np.ones(3)})
+
+
+# reference.dropout.philox_threshold__mutmut_15: T = floor(p * 2**32) (documented), for a p whose
+# product with 2**32 + 1 floors otherwise.
+def test_philox_threshold_is_the_floor_of_p_times_two_to_the_32():
+    from fastopt.reference.dropout import philox_threshold
+    for p in (0.3, 0.7, 1e-9, 0.999999):
+        assert philox_threshold(p) == math.floor(p * 2.0 ** 32)
+
+
+# reference.mlp.batchnorm_relu_forward__mutmut_16 and reference.norm._check_test__mutmut_16: the twins
+# check the shapes of mean (training) and out (test mode) as the kernels do.
+@pytest.mark.parametrize("name", ["twin", "kernel"])
+def test_batchnorm_twins_and_kernels_name_a_wrongly_shaped_mean_or_out(name):
+    import importlib
+    from fastopt.reference import mlp, norm
+    mlp_mod = mlp if name == "twin" else importlib.import_module("fastopt._mlp_kernels")
+    norm_mod = norm if name == "twin" else importlib.import_module("fastopt._norm_kernels")
+    n, d = 4, 3
+    vec = lambda: np.ones(d)                                           # noqa: E731
+    with pytest.raises(ValueError, match="^mean "):
+        mlp_mod.batchnorm_relu_forward(np.ones((n, d)), vec(), vec(), vec(), 1e-5, 0.9, vec(), vec(),
+                                       np.empty((n, d)), np.empty(d + 1), np.empty(d), 1)
+    with pytest.raises(ValueError, match="^out "):
+        norm_mod.batchnorm_test_forward(np.ones((n, d)), vec(), vec(), vec(), vec(), 1e-5, np.empty((n + 1, d)), 1)
