@@ -166,3 +166,18 @@ def test_batchnorm_twins_and_kernels_name_a_wrongly_shaped_mean_or_out(name):
                                        np.empty((n, d)), np.empty(d + 1), np.empty(d), 1)
     with pytest.raises(ValueError, match="^out "):
         norm_mod.batchnorm_test_forward(np.ones((n, d)), vec(), vec(), vec(), vec(), 1e-5, np.empty((n + 1, d)), 1)
+
+
+# solver._registry.make_optimizer__mutmut_9: track_update_ratio=True is passed on only to an optimizer
+# class that takes it (the Solver asks tracks_update_ratio itself first, so only a direct call shows it).
+class _PlainSGD(optim.SGD):
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, lr=lr)
+
+
+def test_make_optimizer_passes_track_update_ratio_only_where_the_class_takes_it():
+    from fastopt.solver._registry import make_optimizer
+    params = {"w": np.ones(3)}
+    assert make_optimizer(optim.Adam, params, {"learning_rate": 1e-3}, track_update_ratio=True).track_update_ratio
+    plain = make_optimizer(_PlainSGD, params, {"learning_rate": 1e-3}, track_update_ratio=True)
+    assert isinstance(plain, _PlainSGD) and not plain.track_update_ratio
