@@ -181,3 +181,12 @@ def test_make_optimizer_passes_track_update_ratio_only_where_the_class_takes_it(
     assert make_optimizer(optim.Adam, params, {"learning_rate": 1e-3}, track_update_ratio=True).track_update_ratio
     plain = make_optimizer(_PlainSGD, params, {"learning_rate": 1e-3}, track_update_ratio=True)
     assert isinstance(plain, _PlainSGD) and not plain.track_update_ratio
+
+
+# solver._monitor.check_spec__mutmut_140: a probe of one row is a probe (N >= 1); none is refused.
+def test_a_monitor_probe_of_one_row_is_taken_and_of_none_refused():
+    from fastopt.solver import _monitor
+    probe = np.ones((1, 6))
+    assert _monitor.check_spec({"interval": 1, "probe": probe})["probe"] is probe
+    with pytest.raises(TypeError, match="must be a float ndarray of rows"):
+        _monitor.check_spec({"interval": 1, "probe": np.ones((0, 6))})
