@@ -190,3 +190,16 @@ def test_a_monitor_probe_of_one_row_is_taken_and_of_none_refused():
     assert _monitor.check_spec({"interval": 1, "probe": probe})["probe"] is probe
     with pytest.raises(TypeError, match="must be a float ndarray of rows"):
         _monitor.check_spec({"interval": 1, "probe": np.ones((0, 6))})
+
+
+# RuleOptimizer.step__mutmut_98: a user's rule that returns an array of the wrong shape is refused
+# by name (the mutant let a wrongly shaped ndarray through to the copy).
+def test_a_user_rule_returning_the_wrong_shape_is_named():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+
+    def shrink(w, dw, config):
+        return w[:-1] - dw[:-1], config
+
+    opt = RuleOptimizer(shrink, {"w": np.ones(3)}, {"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="update rule 'shrink' returned"):
+        opt.step({"w": np.ones(3)})
