@@ -203,3 +203,18 @@ def test_a_user_rule_returning_the_wrong_shape_is_named():
     opt = RuleOptimizer(shrink, {"w": np.ones(3)}, {"learning_rate": 0.1})
     with pytest.raises(ValueError, match="update rule 'shrink' returned"):
         opt.step({"w": np.ones(3)})
+
+
+# rule_adapter._with_lr__mutmut_1 (default in_place=True): a step that a user's rule makes fail leaves
+# the configs as they were, also a learning rate edited in them by hand.
+def test_a_failed_user_rule_step_leaves_a_hand_edited_config():
+    from fastopt.optim.rule_adapter import RuleOptimizer
+
+    def shrink(w, dw, config):
+        return w[:-1], config
+
+    opt = RuleOptimizer(shrink, {"w": np.ones(3)}, {"learning_rate": 0.1})
+    opt.configs["w"]["learning_rate"] = 0.5
+    with pytest.raises(ValueError, match="update rule 'shrink' returned"):
+        opt.step({"w": np.ones(3)})
+    assert opt.configs["w"] == {"learning_rate": 0.5}
