@@ -218,3 +218,23 @@ def test_a_failed_user_rule_step_leaves_a_hand_edited_config():
     with pytest.raises(ValueError, match="update rule 'shrink' returned"):
         opt.step({"w": np.ones(3)})
     assert opt.configs["w"] == {"learning_rate": 0.5}
+
+
+# layers.normalization._bn_config__mutmut_80: a beta that is the running mean is named.
+def test_batchnorm_names_a_beta_that_is_its_running_mean():
+    from fastopt.layers import batchnorm_forward
+    rm = np.zeros(3)
+    with pytest.raises(ValueError, match="is the same array as"):
+        batchnorm_forward(np.ones((4, 3)), np.ones(3), rm, {"mode": "train", "running_mean": rm})
+
+
+# reference.norm._check_backward__mutmut_5: the backward twin checks dout's shape as the kernel does.
+@pytest.mark.parametrize("name", ["twin", "kernel"])
+def test_batchnorm_backward_twin_and_kernel_name_a_wrongly_shaped_dout(name):
+    import importlib
+    from fastopt.reference import norm
+    mod = norm if name == "twin" else importlib.import_module("fastopt._norm_kernels")
+    vec = lambda: np.ones(3)                                           # noqa: E731
+    with pytest.raises(ValueError, match="^dout must have shape"):
+        mod.batchnorm_backward(np.ones((5, 3)), np.ones((4, 3)), vec(), vec(), vec(), np.empty((4, 3)),
+                               np.empty(3), np.empty(3), 1)
