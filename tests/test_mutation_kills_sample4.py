@@ -238,3 +238,16 @@ def test_batchnorm_backward_twin_and_kernel_name_a_wrongly_shaped_dout(name):
     with pytest.raises(ValueError, match="^dout must have shape"):
         mod.batchnorm_backward(np.ones((5, 3)), np.ones((4, 3)), vec(), vec(), vec(), np.empty((4, 3)),
                                np.empty(3), np.empty(3), 1)
+
+
+# layers.normalization._cache_for__mutmut_20: a cache whose x has the wrong number of dimensions says
+# what its forward saw.
+def test_a_norm_cache_with_an_x_of_other_dimensions_is_named():
+    import copy
+    from fastopt.layers import batchnorm_backward, batchnorm_forward
+    _, cache = batchnorm_forward(np.random.default_rng(0).normal(size=(4, 3)), np.ones(3), np.zeros(3),
+                                 {"mode": "train"})
+    forged = copy.copy(cache)
+    forged.x = np.ones((4, 3, 2))
+    with pytest.raises(ValueError, match="cache.x must be 2-D"):
+        batchnorm_backward(np.ones((4, 3)), forged)
