@@ -251,3 +251,10 @@ def test_a_norm_cache_with_an_x_of_other_dimensions_is_named():
     forged.x = np.ones((4, 3, 2))
     with pytest.raises(ValueError, match="cache.x must be 2-D"):
         batchnorm_backward(np.ones((4, 3)), forged)
+
+
+# reference.optim.StepPlan.__init____mutmut_1: the twin's plan names params that are not a list.
+def test_step_plan_twin_names_params_that_are_not_a_list():
+    from fastopt.reference.optim import StepPlan
+    with pytest.raises(TypeError, match="must be a list, got tuple"):
+        StepPlan((), [], [], [])
