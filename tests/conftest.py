@@ -7,6 +7,9 @@ from hypothesis import HealthCheck, Phase, settings
 import fastopt
 from fastopt import _backend
 
+# Exact error messages of every raises-block against tests/error_messages.json (tests/_messages.py).
+pytest_plugins = ["_messages"]
+
 settings.register_profile("default", deadline=None, max_examples=40,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", deadline=None, max_examples=60, derandomize=True,

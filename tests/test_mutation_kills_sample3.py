@@ -122,11 +122,16 @@ def test_sequential_lr_switches_to_a_step_lr_as_torch():
     opt = SGD([np.zeros(2)], lr=1.0)
     sched = S.SequentialLR(opt, [S.LinearLR(opt, start_factor=0.5, total_iters=3),
                                  S.StepLR(opt, step_size=2, gamma=0.1)], milestones=[3])
+    np.testing.assert_allclose(lr_trace(opt, sched, 7), [0.5, 2 / 3, 5 / 6, 1.0, 1.0, 0.1, 0.1, 0.01], rtol=1e-12)
+
+
+def lr_trace(opt, sched, steps):
+    """The first group's lr before the first and after each of `steps` scheduler steps."""
     seen = [opt.param_groups[0]["lr"]]
-    for _ in range(7):
+    for _ in range(steps):
         sched.step()
         seen.append(opt.param_groups[0]["lr"])
-    np.testing.assert_allclose(seen, [0.5, 2 / 3, 5 / 6, 1.0, 1.0, 0.1, 0.1, 0.01], rtol=1e-12)
+    return seen
 
 
 # lr_scheduler.CosineAnnealingWarmRestarts.__init____mutmut_31 and _check_state__mutmut_18: a bad
