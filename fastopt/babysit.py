@@ -311,12 +311,13 @@ def update_ratios(before, after):
 def _norm_param(model, i, frozen):
     """Hidden layer i's batchnorm call as training makes it: a frozen layer's in test mode on copies of
     its running statistics (mean 0, variance 1 where it has none yet, as the model creates them)."""
+    from .nn.frozen_norm import initial_statistics
     if i not in frozen:
         return {"mode": "train"}
     bn = model.bn_params[i]
-    d = model.params[f"gamma{i + 1}"].shape[0]
-    stats = {key: np.array(bn[key]) if isinstance(bn.get(key), np.ndarray) else fill(d, model.params["W1"].dtype)
-             for key, fill in (("running_mean", np.zeros), ("running_var", np.ones))}
+    initial = initial_statistics(model.params[f"gamma{i + 1}"].shape[0], model.params["W1"].dtype, True)
+    stats = {key: np.array(bn[key]) if isinstance(bn.get(key), np.ndarray) else start
+             for key, start in zip(("running_mean", "running_var"), initial)}
     return {"mode": "test", "eps": bn.get("eps", 1e-5), **stats}
 
 

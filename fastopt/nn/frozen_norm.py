@@ -14,7 +14,7 @@ Both executions (fastopt.nn.run_layers, fastopt.nn.run_fused) take these two fun
 """
 import numpy as np
 
-__all__ = ["runs_inference", "inference_backward"]
+__all__ = ["runs_inference", "inference_backward", "initial_statistics"]
 
 
 def runs_inference(blk, frozen):
@@ -27,3 +27,9 @@ def inference_backward(dout, gamma, running_var, eps, out=None):
     inv_std in float64, then the model's dtype, as the test-mode kernels compute it."""
     scale = gamma * (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(gamma.dtype)
     return np.multiply(dout, scale, out=out)
+
+
+def initial_statistics(d, dtype, frozen):
+    """(running_mean, running_var) of a batchnorm layer that has none yet: CS231n's zeros, except a
+    frozen layer's variance, ones (it normalizes with them at once)."""
+    return np.zeros(d, dtype), (np.ones if frozen else np.zeros)(d, dtype)

@@ -50,6 +50,7 @@ from ..layers.losses import check_soft_targets, is_soft
 from ..layers.normalization import bn_settings, norm_eps
 from . import run_fused, run_layers
 from .blocks import Hidden, activation as _activation, describe, param_specs
+from .frozen_norm import initial_statistics
 from .init import WEIGHT_INITS, init_weight
 from .workspace import WorkspaceCache
 
@@ -141,10 +142,10 @@ class _Call:
         frozen layer's variance ones: it normalizes with them at once (fastopt.nn.frozen_norm)."""
         for i, (eps, momentum, rm, rv) in enumerate(self.norm_state):
             if model.normalization == "batchnorm" and (rm is None or rv is None):
-                p, d = model.bn_params[i], model.hidden_dims[i]
-                rm = p["running_mean"] = np.zeros(d, model.dtype) if rm is None else rm
-                if rv is None:
-                    rv = p["running_var"] = (np.ones if i in self.frozen else np.zeros)(d, model.dtype)
+                p = model.bn_params[i]
+                mean0, var0 = initial_statistics(model.hidden_dims[i], model.dtype, i in self.frozen)
+                rm = p["running_mean"] = mean0 if rm is None else rm
+                rv = p["running_var"] = var0 if rv is None else rv
                 self.norm_state[i] = (eps, momentum, rm, rv)
 
     def returned_grads(self, model):

@@ -157,14 +157,26 @@ def _act_forward(K, blk, call, ws, batch):
     return forward
 
 
+def _act_mask(blk, ws, x):
+    """mask(dr): dr *= f' in place by the activation's compiled kernel, from its input `x` or its
+    output r, as the activation saves."""
+    A, act = _backend.kernels(FAMILY), blk.activation
+    saved = (x if act.spec.saves == "x" else ws.r[blk.index]).reshape(-1)
+    f, value, grain = getattr(A, act.spec.backward_kernel), act.value, A.GRAIN
+
+    def mask(dr):
+        flat = dr.reshape(-1)
+        f(flat, saved, value, flat, _backend.threads_for(dr.size, grain))
+        return dr
+    return mask
+
+
 def _act_backward(K, blk, call, ws, g):
     """dr *= f' in place (from z or r, as the activation saves), then the bias gradient."""
-    A, act, i = _backend.kernels(FAMILY), blk.activation, blk.index
-    saved = ws.z[i] if act.spec.saves == "x" else ws.r[i]
-    f, value, db = getattr(A, act.spec.backward_kernel), act.value, g.get(f"b{blk.k}")
+    mask, db = _act_mask(blk, ws, ws.z[blk.index]), g.get(f"b{blk.k}")
 
     def backward(dr, nt):
-        f(dr.reshape(-1), saved.reshape(-1), value, dr.reshape(-1), _backend.threads_for(dr.size, A.GRAIN))
+        mask(dr)
         if db is not None:
             K.bias_grad(dr, db, nt)
         return dr
@@ -201,14 +213,12 @@ def _norm_act_forward(K, blk, call, ws, batch):
 def _norm_act_backward(K, blk, call, ws, g):
     """dr *= f' in place, then the norm's backward into a buffer other than dr, then the bias gradient."""
     p, i, k = call.params, blk.index, blk.k
-    N, A, act = _backend.kernels("norm"), _backend.kernels(FAMILY), blk.activation
-    saved = ws.tmp[i] if act.spec.saves == "x" else ws.r[i]
-    f, value = getattr(A, act.spec.backward_kernel), act.value
+    N, mask = _backend.kernels("norm"), _act_mask(blk, ws, ws.tmp[i])
     norm_backward = N.layernorm_backward if blk.norm.name == "layernorm" else N.batchnorm_backward
     gamma, dgamma, dbeta, db = p[f"gamma{k}"], g[f"gamma{k}"], g[f"beta{k}"], g[f"b{k}"]
 
     def backward(dr, nt):
-        f(dr.reshape(-1), saved.reshape(-1), value, dr.reshape(-1), _backend.threads_for(dr.size, A.GRAIN))
+        mask(dr)
         dz = ws.tmp[i] if dr is ws.dh[i] else ws.dh[i]   # tmp is free again: f' has read it
         norm_backward(dr, ws.z[i], ws.mean[i], ws.inv_std[i], gamma, dz, dgamma, dbeta,
                       _backend.threads_for(dz.size, N.GRAIN))
@@ -224,18 +234,15 @@ def _frozen_bn_backward(K, blk, call, ws):
     eps, _, _, rv = call.norm_state[i]
     gamma = p[f"gamma{k}"]
     if blk.activation.name == "relu":
-        activation = _plain_backward(K, blk, call, ws, {})      # no bias gradient: the mask only
-    else:
-        A, act = _backend.kernels(FAMILY), blk.activation
-        saved = ws.tmp[i] if act.spec.saves == "x" else ws.r[i]
-        f, value = getattr(A, act.spec.backward_kernel), act.value
+        relu = _plain_backward(K, blk, call, ws, {})            # no bias gradient: the mask only
 
-        def activation(dr, nt):
-            f(dr.reshape(-1), saved.reshape(-1), value, dr.reshape(-1), _backend.threads_for(dr.size, A.GRAIN))
-            return dr
+        def backward(dr, nt):
+            return inference_backward(relu(dr, nt), gamma, rv, eps, out=dr)
+        return backward
+    mask = _act_mask(blk, ws, ws.tmp[i])                         # the norm's output: tmp (_norm_act_forward)
 
     def backward(dr, nt):
-        return inference_backward(activation(dr, nt), gamma, rv, eps, out=dr)
+        return inference_backward(mask(dr), gamma, rv, eps, out=dr)
     return backward
 
 
