@@ -239,3 +239,18 @@ def test_train_cli_refuses_malformed_lr_schedule(argv, fragment, capsys):
     from fastopt.cli import main
     assert main(["train", "--epochs", "2", "--threads", "1", "--quiet", *argv]) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_a_runner_refuses_a_monitor_for_a_scheduler_that_takes_no_metric():
+    # Before, the monitor was kept: after_iteration then never stepped, and after_epoch called
+    # StepLR.step(metric), which takes no argument (a TypeError in the middle of training).
+    opt = _Groups(0.1)
+    step = S.StepLR(opt, 1)
+    with pytest.raises(ValueError, match="monitor is for ReduceLROnPlateau only; StepLR steps per iteration"):
+        S.ScheduleRunner(step, "iteration", "val_acc")
+    assert opt.param_groups[0]["lr"] == 0.1
+    runner = S.ScheduleRunner(step, "iteration")      # the same scheduler, untouched, still usable
+    runner.after_iteration()
+    assert runner.monitor is None and opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    plateau = S.ScheduleRunner(S.ReduceLROnPlateau(_Groups(0.1), mode="min"), "iteration", "loss")
+    assert (plateau.unit, plateau.monitor) == ("epoch", "loss")

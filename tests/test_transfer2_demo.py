@@ -1,5 +1,6 @@
 """benchmarks/transfer_demo.py's study machinery (the numbers are in benchmarks/results/transfer.txt; no
-margin of transfer over training from scratch held on digits, so none is asserted): the preprocessing is
+margin of transfer over training from scratch held on digits, so none is asserted; the margin that did
+hold, fine-tuning over the frozen body, is): the preprocessing is
 fitted on the split it is told to, every method learns the new classes, the pretrained body is what the
 frozen model keeps, --set parses into typed settings, and the knobs of the 2026-12-02 afternoon (L2-SP's
 penalty and gradient, AdaBN's statistics, reusing only the lower layers) do what they say."""
@@ -54,6 +55,17 @@ def test_one_seed_of_the_study_learns_every_method_and_keeps_the_body():
     for m in T.METHODS:
         val, test = run[m]
         assert 0.5 < val <= 1 and 0.5 < test <= 1, (m, run[m])
+
+
+def test_fine_tuning_beats_the_frozen_body_on_every_seed_in_the_issues_setting():
+    # The lecture: with more target data, train more of the network. Digits 0-4 -> 5-9, 20 examples per
+    # class, seeds 0-9 (the README's row; ~2 s): measured +2.8..+11.7 points per seed, +6.3 on average.
+    # The transfer-versus-scratch margin is not asserted: scratch won on average (0.937 vs 0.928).
+    data = T.pixel_digits()
+    runs = [T.transfer_seed(T.Setting(), data, seed) for seed in range(10)]
+    gain = np.array([r["fine-tuned"][1] - r["frozen"][1] for r in runs])
+    assert gain.min() > 0, gain
+    assert gain.mean() > 0.03, gain
 
 
 def test_the_frozen_model_keeps_the_pretrained_body_bitwise():

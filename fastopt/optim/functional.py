@@ -15,7 +15,7 @@ from ._base import empty_like_dtype
 from ._declarations import cs231n_forms
 
 
-def _prepare(w, dw, config, form, rule):
+def _prepare(w, dw, config, form):
     """Validate w, dw and config; return (config, {key: checked value}, [state keys to create]).
 
     Nothing is written to config here; the caller commits after validation.
@@ -94,7 +94,7 @@ def state_arrays(rule, form, config, like):
 def begin_update(w, dw, config, form, rule):
     """(config, kernel scalars) of one CS231n step: everything checked first, then the config's
     scalar entries written and its missing state arrays created; the caller runs the kernel."""
-    config, values, new = _prepare(w, dw, config, form, rule)
+    config, values, new = _prepare(w, dw, config, form)
     scalars, after = kernel_scalars(rule, form, values, bool(new))
     # Validated: now change things.
     config.update(after)

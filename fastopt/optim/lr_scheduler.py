@@ -865,10 +865,13 @@ class ScheduleRunner:
             raise TypeError(f"scheduler must be a fastopt LRScheduler, got {_describe(scheduler)}")
         self.scheduler = scheduler
         self.unit = check_choice("unit", unit, _UNITS)
-        self.monitor = monitor
+        self.monitor = None
         if isinstance(scheduler, ReduceLROnPlateau):
             self.monitor = check_choice("monitor", monitor, tuple(_MONITORS))
             self.unit = "epoch"
+        elif monitor is not None:     # a monitor would route every step through the plateau branch
+            raise ValueError(f"monitor is for ReduceLROnPlateau only; {type(scheduler).__name__} steps per "
+                             f"{self.unit} without a metric: pass monitor=None")
 
     def after_iteration(self):
         if self.unit == "iteration" and self.monitor is None:
