@@ -11,24 +11,21 @@
 # touched. The last argument is always n_threads (the caller picks it with
 # fastopt._backend.threads_for(n, GRAIN)). Elementwise updates: results do not depend on it.
 #
-# Flags are tested inside the loop; they are loop invariant, and GCC -O3 unswitches the loop into
-# one branch-free copy per flag combination before vectorizing it (checked with -fopt-info-vec).
-# `maximize` is a multiply by -1 (bitwise the same as negation) rather than one more branch: with
-# four flags GCC stopped unswitching RMSprop's loop and left it scalar.
+# The rule cores are C (src/_rule_cores.h): each rule's formula once, in explicit vectors of the
+# build's width (GCC vector extensions: 16 floats / 8 doubles with AVX-512, 8 / 4 with AVX, 4 / 2 in
+# SSE2), blocks of 16 floats / 8 doubles with every array's block loaded before any is stored, the
+# block loop unrolled by 8 blocks. The tracked step (update/weight ratio, below) and the untracked
+# step are the same loop, with and without the lane adds: the same parameters and state by
+# construction. The rule's default options run through a branch-free copy; other flag words
+# through a generic copy whose loop-invariant tests GCC unswitches. `maximize` is a multiply by -1
+# (bitwise the same as negation). These cores replaced the Cython per-element loops (branch one,
+# 2026-12-03): untracked steps at 16M float32, 1 thread, 3-7% faster in the same run (BENCHMARKS.md).
 #
 # Layout: NumPy places big arrays at the same offset within a 4 KiB page, so element i of every
 # array shares its low 12 address bits, and a load that follows a store with the same low bits
-# closely waits for it (4K aliasing). With one 16-byte SSE vector per array per iteration, float32
-# Adam at 16M elements ran ~1.3-2x slower on such arrays than on arrays staggered by a few hundred
-# bytes (torch's fused AVX2 kernel suffers less). Float32 Adam therefore works in blocks of 8
-# (_adam_block8): 32 bytes of every array are loaded before any is stored, which recovers most of
-# the loss; measured 18-20 ms vs 23-27 ms for the per-element loop on same-offset arrays, equal on
-# staggered ones. Blocks of 4 doubles compiled to slow code (2x slower), so float64 keeps the
-# per-element loop. Blocks of 16 floats in the AVX2 build measured 2-3x slower than 8 (37 vs
-# 12 ms at 16M, same run; not investigated further), so 8 it is for both builds. The optimizer API
-# also places its state arrays at distinct page offsets (fastopt/optim/_base.py, placed_array):
-# AVX2 16M float32 12-16 ms there vs 19-23 ms with m, v at NumPy's offset. Every loop body also
-# reads element i of every array before writing any of it.
+# closely waits for it (4K aliasing). The block loads above recover most of that loss, and the
+# optimizer API also places its state arrays at distinct page offsets (fastopt/optim/_base.py,
+# placed_array). Every block reads every array before writing any of it.
 #
 # Options shared by every torch-style rule (fastopt/optim/_base.py computes them once per step):
 #   grad_scale  the gradient is read as grad_scale * grad (global-norm clipping's factor, and -1
@@ -42,7 +39,6 @@ from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.math cimport pow as c_pow, fabs as c_fabs, sqrt as c_sqrt, INFINITY
 
-from _fastmath cimport f_sqrt, f_max, f_abs
 from _contract cimport threads
 
 # Elements per thread below which a second thread costs more than it saves; the caller passes
@@ -83,35 +79,22 @@ cdef inline floating* _ptr(floating[::1] a, bint used) noexcept:
     return &a[0] if used and a.shape[0] else NULL
 
 
-cdef inline void _put(floating* param, floating* avg, Py_ssize_t i, floating p, floating w,
-                      bint use_avg) noexcept nogil:
-    # Store the new parameter and move its running average toward it (loaded before the store).
-    cdef floating a
-    if use_avg:
-        a = avg[i]
-        avg[i] = a + w * (p - a)
-    param[i] = p
-
-
 # ------------------------------------------------------------------------------ one pass over many tensors
 # A step runs as chunks: every tensor ("segment": a parameter and its gradient and state) is cut
 # into fixed chunks of NORM_BLOCK elements, and one prange(schedule='static') over the chunks of
-# all segments runs each through the rule's range core (_adam_range, _sgd_range). The single-tensor
+# all segments runs each through the rule's core (_rule_range: fo_<rule>_range_f / _d). The single-tensor
 # kernels (adam_step, sgd_step) are one segment; the multi-tensor kernels (adam_multi, sgd_multi)
 # run every segment of a StepPlan in ONE call: no per-tensor Python, no per-tensor dispatch.
 # Chunk boundaries depend on the sizes only, so per-chunk reductions (the update/weight ratio,
 # below) are bitwise independent of the thread count.
 #
-# Update/weight ratio (issue 12), when tracked (_tracked_range): the chunk runs through the rule's
-# tracked core in src/_ratio_fused.h instead: the same formula written in explicit vectors of the
-# build's width (GCC vector extensions), whose p_old and p_new, already in registers, go into 8
-# double lanes of sum p_old^2 and 8 of sum (p_new - p_old)^2 in the same loop (src/_ratio_lanes.h;
-# float32 first through float partial sums over 8 blocks of 16 elements: relative error of the
-# ratio <= 9 * 2^-24 + n * 2^-53). Element k of a chunk feeds lane k % 8, each lane in element
-# order, and the lanes are added in lane order at the chunk's end: the same bits in the SSE2, AVX2
-# and AVX-512 builds and for any thread count; the step itself is bitwise the untracked core's
-# (same operations, same order, -ffp-contract=off). One pass over memory, no extra pass over L1.
-# Per segment the chunk sums are added in chunk order:
+# Update/weight ratio (issue 12), when tracked: the chunk's p_old and p_new, already in registers
+# in the rule's core, go into 8 double lanes of sum p_old^2 and 8 of sum (p_new - p_old)^2 in the
+# same loop (src/_ratio_lanes.h; float32 first through float partial sums over 8 blocks of 16
+# elements: relative error of the ratio <= 9 * 2^-24 + n * 2^-53). Element k of a chunk feeds lane
+# k % 8, each lane in element order, and the lanes are added in lane order at the chunk's end: the
+# same bits in the SSE2, AVX2 and AVX-512 builds and for any thread count (-ffp-contract=off).
+# One pass over memory. Per segment the chunk sums are added in chunk order:
 # ratio = sqrt(sum d^2) / sqrt(sum p_old^2), 0 when p_old is all zeros.
 # Before (branch ratio, third pass): tiles of 128 elements, p_old copied to L1 and summed, the
 # untracked core, then d^2 from L1: +25% to +78% at 16M. Inside the Cython cores (branch optim2)
@@ -144,120 +127,89 @@ cdef enum:
     _RULE_LION = 9
 
 
-cdef extern from "_ratio_fused.h" nogil:
-    # fo_<rule>_tracked_f / _d: the rule on one chunk with the ratio's two sums (acc[0], acc[1]).
-    void fo_sgd_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+cdef extern from "_rule_cores.h" nogil:
+    # fo_<rule>_range_f / _d: the rule on elements lo..hi-1 of one tensor; with acc (not NULL) also
+    # the ratio's two sums of that chunk (acc[0] = sum p_old^2, acc[1] = sum (p_new - p_old)^2).
+    void fo_sgd_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_sgd_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_sgd_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_velocity_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_velocity_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_velocity_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_velocity_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adagrad_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_adagrad_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adagrad_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_adagrad_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_rmsprop_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_rmsprop_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_rmsprop_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_rmsprop_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_adam_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_adam_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_nadam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_nadam_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_nadam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_nadam_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_radam_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_radam_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_radam_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_radam_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adamax_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_adamax_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adamax_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_adamax_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adadelta_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_adadelta_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_adadelta_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_adadelta_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_lion_tracked_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
+    void fo_lion_range_f(float* p, const float* g, float* s0, float* s1, float* s2, float* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
-    void fo_lion_tracked_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
+    void fo_lion_range_d(double* p, const double* g, double* s0, double* s1, double* s2, double* avg,
                        long lo, long hi, const double* c, int flags, double* acc)
 
+# The rule cores in C take the chunk's pointers and bounds (the float or double ones).
+ctypedef void (*_range_f_t)(float*, const float*, float*, float*, float*, float*, long, long, const double*,
+                            int, double*) noexcept nogil
+ctypedef void (*_range_d_t)(double*, const double*, double*, double*, double*, double*, long, long,
+                            const double*, int, double*) noexcept nogil
 
-# The tracked cores in C take the chunk's pointers and bounds (the float or double ones).
-ctypedef void (*_tracked_f_t)(float*, const float*, float*, float*, float*, float*, long, long, const double*,
-                              int, double*) noexcept nogil
-ctypedef void (*_tracked_d_t)(double*, const double*, double*, double*, double*, double*, long, long,
-                              const double*, int, double*) noexcept nogil
 
-
-cdef inline void _tracked_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,
-                                const double* c, int flags, double* acc) noexcept nogil:
-    # The rule's tracked core on lo..hi-1: its step, and acc[0] = sum p_old^2,
-    # acc[1] = sum (p_new - p_old)^2.
-    cdef _tracked_f_t f = NULL
-    cdef _tracked_d_t d = NULL
+cdef inline void _rule_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,
+                             const double* c, int flags, double* acc) noexcept nogil:
+    # The rule's core on elements lo..hi-1 of one segment (dummy only selects the precision); with
+    # acc, also acc[0] = sum p_old^2, acc[1] = sum (p_new - p_old)^2 (lo then a chunk's start).
+    cdef _range_f_t f = NULL
+    cdef _range_d_t d = NULL
     if rule == _RULE_ADAM:
-        f, d = fo_adam_tracked_f, fo_adam_tracked_d
+        f, d = fo_adam_range_f, fo_adam_range_d
     elif rule == _RULE_SGD:
-        f, d = fo_sgd_tracked_f, fo_sgd_tracked_d
+        f, d = fo_sgd_range_f, fo_sgd_range_d
     elif rule == _RULE_VELOCITY:
-        f, d = fo_velocity_tracked_f, fo_velocity_tracked_d
+        f, d = fo_velocity_range_f, fo_velocity_range_d
     elif rule == _RULE_ADAGRAD:
-        f, d = fo_adagrad_tracked_f, fo_adagrad_tracked_d
+        f, d = fo_adagrad_range_f, fo_adagrad_range_d
     elif rule == _RULE_RMSPROP:
-        f, d = fo_rmsprop_tracked_f, fo_rmsprop_tracked_d
+        f, d = fo_rmsprop_range_f, fo_rmsprop_range_d
     elif rule == _RULE_NADAM:
-        f, d = fo_nadam_tracked_f, fo_nadam_tracked_d
+        f, d = fo_nadam_range_f, fo_nadam_range_d
     elif rule == _RULE_RADAM:
-        f, d = fo_radam_tracked_f, fo_radam_tracked_d
+        f, d = fo_radam_range_f, fo_radam_range_d
     elif rule == _RULE_ADAMAX:
-        f, d = fo_adamax_tracked_f, fo_adamax_tracked_d
+        f, d = fo_adamax_range_f, fo_adamax_range_d
     elif rule == _RULE_ADADELTA:
-        f, d = fo_adadelta_tracked_f, fo_adadelta_tracked_d
+        f, d = fo_adadelta_range_f, fo_adadelta_range_d
     else:
-        f, d = fo_lion_tracked_f, fo_lion_tracked_d
+        f, d = fo_lion_range_f, fo_lion_range_d
     if floating is float:
         f(<float*>s.p, <const float*>s.g, <float*>s.s0, <float*>s.s1, <float*>s.s2, <float*>s.avg, lo, hi, c,
           flags, acc)
     else:
         d(<double*>s.p, <const double*>s.g, <double*>s.s0, <double*>s.s1, <double*>s.s2, <double*>s.avg, lo, hi,
           c, flags, acc)
-
-
-cdef inline void _rule_range(floating* dummy, const _Seg* s, Py_ssize_t lo, Py_ssize_t hi, int rule,
-                             const double* c, int flags) noexcept nogil:
-    # The rule's core on elements lo..hi-1 of one segment (dummy only selects the precision).
-    cdef floating* p = <floating*>s.p
-    cdef const floating* g = <const floating*>s.g
-    cdef floating* s0 = <floating*>s.s0
-    cdef floating* s1 = <floating*>s.s1
-    cdef floating* s2 = <floating*>s.s2
-    cdef floating* a = <floating*>s.avg
-    if rule == _RULE_ADAM:
-        _adam_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_SGD:
-        _sgd_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_VELOCITY:
-        _velocity_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_ADAGRAD:
-        _adagrad_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_RMSPROP:
-        _rmsprop_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_NADAM:
-        _nadam_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_RADAM:
-        _radam_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_ADAMAX:
-        _adamax_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_ADADELTA:
-        _adadelta_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
-    elif rule == _RULE_LION:
-        _lion_range(p, g, s0, s1, s2, a, lo, hi, c, flags)
 
 
 cdef inline void _seg(_Seg* s, floating[::1] param, const floating[::1] grad, floating[::1] s0,
@@ -275,10 +227,7 @@ cdef inline void _seg(_Seg* s, floating[::1] param, const floating[::1] grad, fl
 cdef inline void _run_chunk(floating* dummy, const _Seg* segs, const _Chunk* ch, int rule, const double* c,
                             int flags, double* acc) noexcept nogil:
     # One chunk through the rule; with acc (its 2 slots of the sums), the ratio's two sums too.
-    if acc != NULL:
-        _tracked_range(dummy, &segs[ch.seg], ch.lo, ch.hi, rule, c, flags, acc)
-    else:
-        _rule_range(dummy, &segs[ch.seg], ch.lo, ch.hi, rule, c, flags)
+    _rule_range(dummy, &segs[ch.seg], ch.lo, ch.hi, rule, c, flags, acc)
 
 
 cdef inline Py_ssize_t _boundary(const _Chunk* chunks, Py_ssize_t nchunk, Py_ssize_t target) noexcept nogil:
@@ -306,7 +255,7 @@ cdef void _run_share(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py
         hi = min(end, off + size)
         if lo < hi:
             _rule_range(dummy, &segs[chunks[b].seg], chunks[b].lo + lo - off, chunks[b].lo + hi - off, rule, c,
-                        flags)
+                        flags, NULL)
         off += size
 
 
@@ -365,28 +314,6 @@ cdef int _run_one(_Seg* seg, floating* dummy, int rule, const double* c, int fla
     return 0
 
 
-cdef inline void _sgd_at(floating* param, const floating* grad, floating* buf, floating* avg,
-                         Py_ssize_t i, floating gs, floating lr_, floating wd, floating mom,
-                         floating damp1, floating aw, bint use_wd, bint use_mom, bint first_step,
-                         bint nesterov, bint use_avg) noexcept nogil:
-    # One element of SGD. use_avg is a literal at both call sites, so GCC specializes each copy and
-    # still unswitches the other four flags (with a fifth flag in the loop it left SGD scalar: 2x).
-    cdef floating g = gs * grad[i], p = param[i], b
-    if use_wd:
-        g = g + wd * p
-    if use_mom:
-        if first_step:
-            b = g
-        else:
-            b = mom * buf[i] + damp1 * g
-        buf[i] = b
-        if nesterov:
-            g = g + mom * b
-        else:
-            g = b
-    _put(param, avg, i, p - lr_ * g, aw, use_avg)
-
-
 cdef enum:
     _SGD_WD = 1
     _SGD_MOM = 2
@@ -405,21 +332,6 @@ cdef int _sgd_consts(double* c, double lr, double weight_decay, double momentum,
     c[5] = avg_weight
     return ((_SGD_WD if weight_decay != 0 else 0) | (_SGD_MOM if momentum != 0 else 0)
             | (_SGD_FIRST if first_step else 0) | (_SGD_NESTEROV if nesterov else 0) | (_AVG if use_avg else 0))
-
-
-cdef inline void _sgd_range(floating* pp, const floating* gp, floating* bp, floating* s1, floating* s2,
-                            floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c, int flags) noexcept nogil:
-    cdef floating gs = <floating>c[0], lr_ = <floating>c[1], wd = <floating>c[2], mom = <floating>c[3]
-    cdef floating damp1 = <floating>c[4], aw = <floating>c[5]
-    cdef bint use_wd = (flags & _SGD_WD) != 0, use_mom = (flags & _SGD_MOM) != 0
-    cdef bint first_step = (flags & _SGD_FIRST) != 0, nesterov = (flags & _SGD_NESTEROV) != 0
-    cdef Py_ssize_t i
-    if flags & _AVG:
-        for i in range(lo, hi):
-            _sgd_at(pp, gp, bp, ap, i, gs, lr_, wd, mom, damp1, aw, use_wd, use_mom, first_step, nesterov, True)
-    else:
-        for i in range(lo, hi):
-            _sgd_at(pp, gp, bp, ap, i, gs, lr_, wd, mom, damp1, aw, use_wd, use_mom, first_step, nesterov, False)
 
 
 def sgd_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] momentum_buffer not None,
@@ -453,25 +365,6 @@ cdef int _velocity_consts(double* c, double lr, double mu, bint nesterov) noexce
     return 1 if nesterov else 0
 
 
-cdef inline void _velocity_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                                 floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                                 int flags) noexcept nogil:
-    cdef floating lr_ = <floating>c[0], mu_ = <floating>c[1], mu1 = <floating>c[2]
-    cdef bint nesterov = flags & 1
-    cdef floating g, p, v_prev, v
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        g = gp[i]
-        p = pp[i]
-        v_prev = s0[i]
-        v = mu_ * v_prev - lr_ * g
-        s0[i] = v
-        if nesterov:
-            pp[i] = p - mu_ * v_prev + mu1 * v
-        else:
-            pp[i] = p + v
-
-
 def velocity_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] velocity not None,
                   double lr, double mu, bint nesterov, int n_threads):
     """CS231n momentum (sgd_momentum) step, in place; nesterov uses the lecture-notes form."""
@@ -496,25 +389,6 @@ cdef int _adagrad_consts(double* c, double clr, double weight_decay, double eps,
     return (1 if weight_decay != 0 else 0) | (_AVG if use_avg else 0)
 
 
-cdef inline void _adagrad_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                                floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                                int flags) noexcept nogil:
-    cdef floating gs = <floating>c[0], clr_ = <floating>c[1], wd = <floating>c[2], eps_ = <floating>c[3]
-    cdef floating aw = <floating>c[4]
-    cdef bint use_wd = flags & 1, use_avg = (flags & _AVG) != 0
-    cdef floating g, p, s
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        g = gs * gp[i]
-        p = pp[i]
-        s = s0[i]
-        if use_wd:
-            g = g + wd * p
-        s = s + g * g
-        s0[i] = s
-        _put(pp, ap, i, p - clr_ * g / (f_sqrt(s) + eps_), aw, use_avg)
-
-
 def adagrad_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] state_sum not None,
                  floating[::1] param_avg not None, double clr, double weight_decay, double eps,
                  bint maximize, double grad_scale, double avg_weight, int n_threads):
@@ -532,17 +406,6 @@ def adagrad_step(floating[::1] param not None, const floating[::1] grad not None
     _run_one(&seg, &param[0] if n else NULL, _RULE_ADAGRAD, c, flags, n_threads)
 
 
-cdef inline floating _rmsprop_direction(floating* buf, Py_ssize_t i, floating g, floating avg,
-                                        floating mom, bint use_mom) noexcept nogil:
-    # RMSprop's descent direction: g / avg, or through the momentum buffer (load, then store).
-    cdef floating b
-    if use_mom:
-        b = mom * buf[i] + g / avg
-        buf[i] = b
-        return b
-    return g / avg
-
-
 cdef int _rmsprop_consts(double* c, double lr, double alpha, double eps, double weight_decay, double momentum,
                          bint centered, bint maximize, double grad_scale, double avg_weight,
                          bint use_avg) noexcept:
@@ -556,44 +419,6 @@ cdef int _rmsprop_consts(double* c, double lr, double alpha, double eps, double 
     c[7] = avg_weight
     return ((1 if weight_decay != 0 else 0) | (2 if centered else 0) | (4 if momentum > 0 else 0)
             | (_AVG if use_avg else 0))
-
-
-cdef inline void _rmsprop_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                                floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                                int flags) noexcept nogil:
-    # s0 square_avg, s1 grad_avg (centered), s2 momentum_buffer (momentum > 0).
-    cdef floating gs = <floating>c[0], lr_ = <floating>c[1], alpha_ = <floating>c[2], alpha1 = <floating>c[3]
-    cdef floating eps_ = <floating>c[4], wd = <floating>c[5], mom = <floating>c[6], aw = <floating>c[7]
-    cdef bint use_wd = flags & 1, use_mom = (flags & 4) != 0, use_avg = (flags & _AVG) != 0
-    cdef floating g, p, sq, ga, d
-    cdef Py_ssize_t i
-    # Two loops, one per `centered`: with that branch inside, the body was too big for GCC to
-    # unswitch and the loop stayed scalar. The shared tail is _rmsprop_direction.
-    if flags & 2:
-        for i in range(lo, hi):
-            g = gs * gp[i]
-            p = pp[i]
-            sq = s0[i]
-            ga = s1[i]
-            if use_wd:
-                g = g + wd * p
-            sq = alpha_ * sq + alpha1 * g * g
-            ga = ga + alpha1 * (g - ga)
-            d = _rmsprop_direction(s2, i, g, f_sqrt(sq - ga * ga) + eps_, mom, use_mom)
-            s0[i] = sq
-            s1[i] = ga
-            _put(pp, ap, i, p - lr_ * d, aw, use_avg)
-    else:
-        for i in range(lo, hi):
-            g = gs * gp[i]
-            p = pp[i]
-            sq = s0[i]
-            if use_wd:
-                g = g + wd * p
-            sq = alpha_ * sq + alpha1 * g * g
-            d = _rmsprop_direction(s2, i, g, f_sqrt(sq) + eps_, mom, use_mom)
-            s0[i] = sq
-            _put(pp, ap, i, p - lr_ * d, aw, use_avg)
 
 
 def rmsprop_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] square_avg not None,
@@ -619,121 +444,7 @@ def rmsprop_step(floating[::1] param not None, const floating[::1] grad not None
     _run_one(&seg, &param[0] if n else NULL, _RULE_RMSPROP, c, flags, n_threads)
 
 
-cdef inline void _adam_block8(floating* param, const floating* grad, floating* exp_avg,
-                        floating* exp_avg_sq, floating* max_exp_avg_sq, floating* param_avg,
-                        Py_ssize_t i, floating sign, floating beta1c, floating beta2_,
-                        floating beta2c, floating eps_, floating wd, floating decay, floating step,
-                        floating inv_bc2, floating aw, bint l2, bint amsgrad,
-                        bint use_avg) noexcept nogil:
-    # Adam on elements i..i+7: every array's 32 bytes are loaded before any is stored, so GCC
-    # emits two SSE vectors per array, loads first (see "Layout" above). Same formula and order as
-    # the per-element loop in adam_step, except that AdamW's decay is always applied: decay is 1
-    # unless decoupled, and p * 1 == p exactly. l2, amsgrad and use_avg are literals at every call
-    # site, so each inlined copy is branch-free. `sign` is the gradient factor (grad_scale).
-    cdef floating G[8]
-    cdef floating P[8]
-    cdef floating M[8]
-    cdef floating V[8]
-    cdef floating X[8]
-    cdef floating A[8]
-    cdef floating g, p, m, v
-    cdef int j
-    for j in range(8):
-        G[j] = grad[i + j]
-        P[j] = param[i + j]
-        M[j] = exp_avg[i + j]
-        V[j] = exp_avg_sq[i + j]
-    if amsgrad:
-        for j in range(8):
-            X[j] = max_exp_avg_sq[i + j]
-    if use_avg:
-        for j in range(8):
-            A[j] = param_avg[i + j]
-    for j in range(8):
-        g = sign * G[j]
-        p = P[j] * decay
-        if l2:
-            g = g + wd * p
-        m = M[j]
-        m = m + beta1c * (g - m)
-        v = beta2_ * V[j] + beta2c * g * g
-        M[j] = m
-        V[j] = v
-        if amsgrad:
-            v = f_max(X[j], v)
-            X[j] = v
-        p = p - step * m / (f_sqrt(v) * inv_bc2 + eps_)
-        P[j] = p
-        if use_avg:
-            A[j] = A[j] + aw * (p - A[j])
-    for j in range(8):
-        exp_avg[i + j] = M[j]
-        exp_avg_sq[i + j] = V[j]
-        param[i + j] = P[j]
-    if amsgrad:
-        for j in range(8):
-            max_exp_avg_sq[i + j] = X[j]
-    if use_avg:
-        for j in range(8):
-            param_avg[i + j] = A[j]
-
-
-cdef inline void _adam_tail8(floating* param, const floating* grad, floating* exp_avg,
-                             floating* exp_avg_sq, floating* max_exp_avg_sq, floating* param_avg,
-                             Py_ssize_t i, Py_ssize_t k, floating sign, floating beta1c,
-                             floating beta2_, floating beta2c, floating eps_, floating wd,
-                             floating decay, floating step, floating inv_bc2, floating aw,
-                             bint l2, bint amsgrad, bint use_avg) noexcept nogil:
-    # The last k < 8 elements: through _adam_block8 on a padded copy, so there is one formula.
-    cdef floating P[8]
-    cdef floating G[8]
-    cdef floating M[8]
-    cdef floating V[8]
-    cdef floating X[8]
-    cdef floating A[8]
-    cdef Py_ssize_t j
-    for j in range(8):  # harmless padding: g = 0, v = 1 keeps every operation finite
-        P[j], G[j], M[j], V[j], X[j], A[j] = 0, 0, 0, 1, 1, 0
-    for j in range(k):
-        P[j], G[j], M[j], V[j] = param[i + j], grad[i + j], exp_avg[i + j], exp_avg_sq[i + j]
-        if amsgrad:
-            X[j] = max_exp_avg_sq[i + j]
-        if use_avg:
-            A[j] = param_avg[i + j]
-    _adam_block8(P, G, M, V, X, A, 0, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step, inv_bc2,
-                 aw, l2, amsgrad, use_avg)
-    for j in range(k):
-        param[i + j], exp_avg[i + j], exp_avg_sq[i + j] = P[j], M[j], V[j]
-        if amsgrad:
-            max_exp_avg_sq[i + j] = X[j]
-        if use_avg:
-            param_avg[i + j] = A[j]
-
-
-cdef inline void _adam_at(floating* param, const floating* grad, floating* exp_avg, floating* exp_avg_sq,
-                          floating* max_exp_avg_sq, floating* avg, Py_ssize_t i, floating sign,
-                          floating beta1c, floating beta2_, floating beta2c, floating eps_, floating wd,
-                          floating decay, floating step, floating inv_bc2, floating aw, bint l2,
-                          bint decay_param, bint amsgrad, bint use_avg) noexcept nogil:
-    # One element of Adam (the float64 loop; blocks of 4 doubles compiled to 2x slower code).
-    cdef floating g = sign * grad[i], p = param[i], m = exp_avg[i], v = exp_avg_sq[i], vmax = 0
-    if amsgrad:
-        vmax = max_exp_avg_sq[i]
-    if decay_param:
-        p = p * decay
-    elif l2:
-        g = g + wd * p
-    m = m + beta1c * (g - m)
-    v = beta2_ * v + beta2c * g * g
-    exp_avg[i] = m
-    exp_avg_sq[i] = v
-    if amsgrad:
-        v = f_max(vmax, v)
-        max_exp_avg_sq[i] = v
-    _put(param, avg, i, p - step * m / (f_sqrt(v) * inv_bc2 + eps_), aw, use_avg)
-
-
-# Adam's constants, in double, in the order _adam_range reads them (c[...]), and its flags.
+# Adam's constants, in double, in the order its core reads them (FO_ADAM_CONSTS: c[...]), and its flags.
 cdef enum:
     _ADAM_L2 = 1
     _ADAM_DECAY = 2
@@ -758,66 +469,6 @@ cdef int _adam_consts(double* c, double lr, double beta1, double beta2, double e
     c[9] = avg_weight
     return ((_ADAM_L2 if weight_decay != 0 and not decoupled else 0) | (_ADAM_DECAY if decay_param else 0)
             | (_ADAM_AMSGRAD if amsgrad else 0) | (_AVG if use_avg else 0))
-
-
-cdef inline void _adam_range(floating* pp, const floating* gp, floating* mp, floating* vp, floating* xp,
-                             floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                             int flags) noexcept nogil:
-    # Adam on elements lo..hi-1 (lo a multiple of 8). Constants converted once to the precision.
-    cdef floating sign = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2]
-    cdef floating beta2c = <floating>c[3], eps_ = <floating>c[4], wd = <floating>c[5]
-    cdef floating decay = <floating>c[6], step = <floating>c[7], inv_bc2 = <floating>c[8]
-    cdef floating aw = <floating>c[9]
-    cdef bint l2 = (flags & _ADAM_L2) != 0, amsgrad = (flags & _ADAM_AMSGRAD) != 0
-    cdef bint use_avg = (flags & _AVG) != 0, decay_param = (flags & _ADAM_DECAY) != 0
-    cdef Py_ssize_t i, b, nb = (hi - lo) // 8
-    if floating is float:
-        # Whole blocks of 8 (see "Layout" above), then the < 8 remaining elements. The averaged
-        # variant is one generic copy (flags as variables): the option costs its own traffic.
-        # AdamW's decay is always applied in blocks: decay is 1 unless decoupled (p * 1 == p).
-        if use_avg:
-            for b in range(nb):
-                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay, step, inv_bc2, aw, l2, amsgrad, True)
-        elif amsgrad and l2:
-            for b in range(nb):
-                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay, step, inv_bc2, aw, True, True, False)
-        elif amsgrad:
-            for b in range(nb):
-                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay, step, inv_bc2, aw, False, True, False)
-        elif l2:
-            for b in range(nb):
-                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay, step, inv_bc2, aw, True, False, False)
-        else:
-            for b in range(nb):
-                _adam_block8(pp, gp, mp, vp, xp, ap, lo + 8 * b, sign, beta1c, beta2_, beta2c, eps_, wd,
-                             decay, step, inv_bc2, aw, False, False, False)
-        if hi > lo + 8 * nb:
-            _adam_tail8(pp, gp, mp, vp, xp, ap, lo + 8 * nb, hi - lo - 8 * nb, sign, beta1c, beta2_, beta2c,
-                        eps_, wd, decay, step, inv_bc2, aw, l2, amsgrad, use_avg)
-    elif not (amsgrad or use_avg):
-        # float64 per element, the common flag combinations with literal flags: each copy is
-        # branch-free and vectorizes (with the flags as variables GCC left this loop scalar:
-        # ~4 ns per element, 10x the float32 blocks).
-        if l2:
-            for i in range(lo, hi):
-                _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
-                         inv_bc2, aw, True, False, False, False)
-        elif decay_param:
-            for i in range(lo, hi):
-                _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
-                         inv_bc2, aw, False, True, False, False)
-        else:
-            for i in range(lo, hi):
-                _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
-                         inv_bc2, aw, False, False, False, False)
-    else:
-        for i in range(lo, hi):
-            _adam_at(pp, gp, mp, vp, xp, ap, i, sign, beta1c, beta2_, beta2c, eps_, wd, decay, step,
-                     inv_bc2, aw, l2, decay_param, amsgrad, use_avg)
 
 
 def adam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
@@ -880,34 +531,6 @@ cdef int _nadam_consts(double* c, double lr, double beta1, double beta2, double 
     return _wd_flags(weight_decay, decoupled) | (_AVG if use_avg else 0)
 
 
-cdef inline void _nadam_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                              floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                              int flags) noexcept nogil:
-    cdef floating gs = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2], beta2c = <floating>c[3]
-    cdef floating eps_ = <floating>c[4], wd = <floating>c[5], decay = <floating>c[6], bc2 = <floating>c[7]
-    cdef floating cg = <floating>c[8], cm = <floating>c[9], aw = <floating>c[10]
-    cdef bint l2 = flags & _WD_L2, decay_param = (flags & _WD_DECAY) != 0, use_avg = (flags & _AVG) != 0
-    cdef floating g, p, m, v, d
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        g = gs * gp[i]
-        p = pp[i]
-        m = s0[i]
-        v = s1[i]
-        if decay_param:
-            p = p * decay
-        elif l2:
-            g = g + wd * p
-        m = m + beta1c * (g - m)
-        v = beta2_ * v + beta2c * g * g
-        s0[i] = m
-        s1[i] = v
-        # torch's order. One reciprocal times two products measured 6x slower here (not understood).
-        d = f_sqrt(v / bc2) + eps_
-        p = p + cg * g / d
-        _put(pp, ap, i, p + cm * m / d, aw, use_avg)
-
-
 def nadam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
                floating[::1] exp_avg_sq not None, floating[::1] param_avg not None,
                double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -948,35 +571,6 @@ cdef int _radam_consts(double* c, double lr, double beta1, double beta2, double 
     return _wd_flags(weight_decay, decoupled) | (4 if rectified else 0) | (_AVG if use_avg else 0)
 
 
-cdef inline void _radam_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                              floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                              int flags) noexcept nogil:
-    cdef floating gs = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2], beta2c = <floating>c[3]
-    cdef floating eps_ = <floating>c[4], wd = <floating>c[5], decay = <floating>c[6], step = <floating>c[7]
-    cdef floating rc = <floating>c[8], aw = <floating>c[9]
-    cdef bint l2 = flags & _WD_L2, decay_param = (flags & _WD_DECAY) != 0, use_avg = (flags & _AVG) != 0
-    cdef bint rectified = (flags & 4) != 0
-    cdef floating g, p, m, v, u
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        g = gs * gp[i]
-        p = pp[i]
-        m = s0[i]
-        v = s1[i]
-        if decay_param:
-            p = p * decay
-        elif l2:
-            g = g + wd * p
-        m = m + beta1c * (g - m)
-        v = beta2_ * v + beta2c * g * g
-        s0[i] = m
-        s1[i] = v
-        u = m * step
-        if rectified:
-            u = u * rc / (f_sqrt(v) + eps_)
-        _put(pp, ap, i, p - u, aw, use_avg)
-
-
 def radam_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
                floating[::1] exp_avg_sq not None, floating[::1] param_avg not None,
                double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -1013,28 +607,6 @@ cdef int _adamax_consts(double* c, double clr, double beta1, double beta2, doubl
     return (1 if weight_decay != 0 else 0) | (_AVG if use_avg else 0)
 
 
-cdef inline void _adamax_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                               floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                               int flags) noexcept nogil:
-    cdef floating gs = <floating>c[0], beta1c = <floating>c[1], beta2_ = <floating>c[2], eps_ = <floating>c[3]
-    cdef floating clr_ = <floating>c[4], wd = <floating>c[5], aw = <floating>c[6]
-    cdef bint use_wd = flags & 1, use_avg = (flags & _AVG) != 0
-    cdef floating g, p, m, u
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        g = gs * gp[i]
-        p = pp[i]
-        m = s0[i]
-        u = s1[i]
-        if use_wd:
-            g = g + wd * p
-        m = m + beta1c * (g - m)
-        u = f_max(beta2_ * u, f_abs(g) + eps_)
-        s0[i] = m
-        s1[i] = u
-        _put(pp, ap, i, p - clr_ * m / u, aw, use_avg)
-
-
 def adamax_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,
                 floating[::1] exp_inf not None, floating[::1] param_avg not None,
                 double clr, double beta1, double beta2, double eps, double weight_decay,
@@ -1067,29 +639,6 @@ cdef int _adadelta_consts(double* c, double lr, double rho, double eps, double w
     return (1 if weight_decay != 0 else 0) | (_AVG if use_avg else 0)
 
 
-cdef inline void _adadelta_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                                 floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                                 int flags) noexcept nogil:
-    cdef floating gs = <floating>c[0], rho_ = <floating>c[1], rho1 = <floating>c[2], eps_ = <floating>c[3]
-    cdef floating lr_ = <floating>c[4], wd = <floating>c[5], aw = <floating>c[6]
-    cdef bint use_wd = flags & 1, use_avg = (flags & _AVG) != 0
-    cdef floating g, p, sq, acc, d
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        g = gs * gp[i]
-        p = pp[i]
-        sq = s0[i]
-        acc = s1[i]
-        if use_wd:
-            g = g + wd * p
-        sq = sq * rho_ + rho1 * g * g
-        d = f_sqrt((acc + eps_) / (sq + eps_)) * g   # one root: sqrt(a) / sqrt(b) = sqrt(a / b)
-        acc = acc * rho_ + rho1 * d * d
-        s0[i] = sq
-        s1[i] = acc
-        _put(pp, ap, i, p - lr_ * d, aw, use_avg)
-
-
 def adadelta_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] square_avg not None,
                   floating[::1] acc_delta not None, floating[::1] param_avg not None,
                   double lr, double rho, double eps, double weight_decay,
@@ -1109,13 +658,6 @@ def adadelta_step(floating[::1] param not None, const floating[::1] grad not Non
     _run_one(&seg, &param[0] if n else NULL, _RULE_ADADELTA, c, flags, n_threads)
 
 
-cdef inline floating _sign(floating c) noexcept nogil:
-    # sign(c) as torch.sign: 1, -1, 0, NaN for NaN. Compare-and-subtract plus one select, so the
-    # loop vectorizes (two early returns made it a branchy scalar loop, 10x slower at 16M).
-    cdef floating s = <floating>(c > 0) - <floating>(c < 0)
-    return c if c != c else s
-
-
 cdef int _lion_consts(double* c, double lr, double beta1, double beta2, double weight_decay, bint maximize,
                       double grad_scale, double avg_weight, bint use_avg) noexcept:
     c[0] = -grad_scale if maximize else grad_scale
@@ -1127,23 +669,6 @@ cdef int _lion_consts(double* c, double lr, double beta1, double beta2, double w
     c[6] = 1.0 - lr * weight_decay
     c[7] = avg_weight
     return _AVG if use_avg else 0
-
-
-cdef inline void _lion_range(floating* pp, const floating* gp, floating* s0, floating* s1, floating* s2,
-                             floating* ap, Py_ssize_t lo, Py_ssize_t hi, const double* c,
-                             int flags) noexcept nogil:
-    cdef floating gs = <floating>c[0], b1 = <floating>c[1], b1c = <floating>c[2], b2 = <floating>c[3]
-    cdef floating b2c = <floating>c[4], lr_ = <floating>c[5], decay = <floating>c[6], aw = <floating>c[7]
-    cdef bint use_avg = (flags & _AVG) != 0
-    cdef floating g, p, m, cc
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        g = gs * gp[i]
-        p = pp[i]
-        m = s0[i]
-        cc = b1 * m + b1c * g
-        s0[i] = b2 * m + b2c * g
-        _put(pp, ap, i, p * decay - lr_ * _sign(cc), aw, use_avg)
 
 
 def lion_step(floating[::1] param not None, const floating[::1] grad not None, floating[::1] exp_avg not None,

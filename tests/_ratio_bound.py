@@ -1,4 +1,4 @@
-"""The update/weight ratio's error bound, derived in src/_ratio_fused.h (fo_fpart): float32 squares
+"""The update/weight ratio's error bound, derived in src/_rule_cores.h (fo_fpart): float32 squares
 are summed in float over FO_KF = 8 blocks of 16 elements, then in double, so the ratio's relative
 error is <= (FO_KF + 1) * 2**-24 + n * 2**-53 on a tensor of n elements; float64 sums in double
 lanes, whose n * 2**-53 stays under 1e-10 at the tests' sizes."""

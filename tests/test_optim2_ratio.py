@@ -1,10 +1,10 @@
 """The update/weight ratio in the step's own pass, for every rule (issue 12, branches optim2, ratio).
 
-Tracked, each chunk runs through its rule's tracked core in src/_ratio_fused.h: the rule's formula
-in explicit vectors with p_old^2 and (p_new - p_old)^2 summed from registers in the same loop
-(src/_optim_kernels.pxi). Checked here for every rule and its flag combinations, both dtypes, odd
+Tracked, each chunk runs through its rule's core in src/_rule_cores.h with the lane adds compiled
+in: the rule's formula in explicit vectors with p_old^2 and (p_new - p_old)^2 summed from registers
+in the same loop (src/_optim_kernels.pxi); untracked, the same loop without them. Checked here for every rule and its flag combinations, both dtypes, odd
 sizes and >= 1M elements, on the flat one-call path, the cached StepPlan path and the per-parameter
-path: the step itself (parameters, state, running average) is bitwise what the untracked core
+path: the step itself (parameters, state, running average) is bitwise what the untracked step
 computes; the ratios equal a direct NumPy computation from the same parameters and the NumPy twin's;
 they and the step are bitwise the same for 1, 2 and 3 threads and in every compiled build (SSE2,
 AVX2, AVX-512 when built); a flat group stays one kernel call with tracking on, and a
@@ -109,7 +109,7 @@ def test_tracking_leaves_the_step_bitwise_unchanged_and_ratios_are_right(name, k
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tracking_leaves_a_1m_step_bitwise_unchanged(name, kw, dtype):
-    # >= 1M elements, two threads: whole chunks of the tracked core against the untracked one.
+    # >= 1M elements, two threads: whole chunks of the tracked step against the untracked one.
     ema = EMA.get(name)
     plain, _, _ = run(name, kw, dtype, BIG, track=False, flat=True, steps=2, threads=2, ema=ema)
     tracked, ratios, want = run(name, kw, dtype, BIG, track=True, flat=True, steps=2, threads=2, ema=ema)

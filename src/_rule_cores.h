@@ -1,25 +1,23 @@
-/* The update/weight ratio's two sums in the rule's own loop (issue 12, fourth and fifth passes).
+/* Every optimizer rule's compiled core, and the update/weight ratio's two sums in the same loop
+ * (issue 12).
  *
- * The tile path of _optim_kernels.pxi ran each 128-element tile three times (copy p_old and sum
- * p_old^2; the rule's untracked core; sum (p_new - p_old)^2 from L1), and in this memory-bound
- * step the extra passes did not hide under the traffic (+25% to +78% at 16M). Here each rule's
- * core is written once more in explicit vectors of the build's width (GCC vector extensions:
- * 16 floats / 8 doubles with AVX-512, 8 / 4 with AVX, 4 / 2 in SSE2), and each block's p_old and
- * p_new, already in registers, go straight into the sums: no copy, no second loop.
+ * Each rule's formula is written once, in explicit vectors of the build's width (GCC vector
+ * extensions: 16 floats / 8 doubles with AVX-512, 8 / 4 with AVX, 4 / 2 in SSE2); one driver
+ * (FO_RULE) makes its block loop, and a rule declares only its constants, the state arrays it uses
+ * and its formula on one vector (FO_<RULE>_CONSTS / _USES / _BODY below), written for either vector
+ * type (fo_vf: floats; fo_vd: doubles). Tracked, each block's p_old and p_new, already in
+ * registers, go straight into the ratio's sums: no copy, no second loop. Untracked, the same loop
+ * without the lane adds (the tile path of an earlier pass ran each 128-element tile three times:
+ * +25% to +78% at 16M; the Cython per-element cores these replaced were 3-7% slower at 16M).
  *
- * One driver (FO_TRACKED_RULE) for every rule; a rule declares only its constants, the state
- * arrays it uses and its formula on one vector (FO_<RULE>_CONSTS / _USES / _BODY below), written
- * for either vector type (fo_vf: floats; fo_vd: doubles).
- *
- * Bits: each body is the formula of the rule's Cython core (_<rule>_range in _optim_kernels.pxi),
- * the same operations in the same order, parenthesized as Cython emits it; every operation is an
- * IEEE one per lane (+ - * / sqrt, compare-and-select, sign-bit clear), and setup.py compiles with
- * -ffp-contract=off, so no FMA is formed: the parameters and state are bitwise those of the
- * untracked step, in every build. The sums: element k of a chunk into lane k % 8 of double lanes,
- * each lane in element order (float32 through float partial sums first, fo_fpart below), the same
- * in every build and for any thread count (tests/test_optim2_ratio.py). */
-#ifndef FASTOPT_RATIO_FUSED_H
-#define FASTOPT_RATIO_FUSED_H
+ * Bits: every operation is an IEEE one per lane (+ - * / sqrt, compare-and-select, sign-bit
+ * clear), and setup.py compiles with -ffp-contract=off, so no FMA is formed: the same parameters
+ * and state in every build, tracked or not, for any split across threads. The sums: element k of a
+ * chunk into lane k % 8 of double lanes, each lane in element order (float32 through float partial
+ * sums first, fo_fpart below), the same in every build and for any thread count
+ * (tests/test_optim2_ratio.py). */
+#ifndef FASTOPT_RULE_CORES_H
+#define FASTOPT_RULE_CORES_H
 #include <string.h>
 #include <emmintrin.h>
 #if defined(__AVX__)
@@ -322,18 +320,21 @@ FO_INLINE void fo_lanes_add_vd(fo_lanes* L, int v, fo_vd o, fo_vd n) {
         if (u & 8) FO_STORE(ap + (i), A)
 
 
-/* fo_<name>_tracked_f / _d(p, g, s0, s1, s2, avg, lo, hi, c, flags, acc): rule R on elements
- * lo..hi-1 of one tensor (a chunk: lo its start), acc[0] = sum p_old^2, acc[1] = sum
- * (p_new - p_old)^2. The block loop is always_inline: called once with the flag word `common` as
- * a literal (the rule's default options: one branch-free copy) and once generic. The last
- * k < block elements go through one block on a padded copy (zeros; the padded lanes are dropped),
- * their lanes one element at a time. */
-#define FO_TRACKED_RULE(R, name, common) \
+/* fo_<name>_range_f / _d(p, g, s0, s1, s2, avg, lo, hi, c, flags, acc): rule R on elements lo..hi-1
+ * of one tensor (a chunk, or a thread's share of one); with acc (not NULL) also acc[0] = sum
+ * p_old^2 and acc[1] = sum (p_new - p_old)^2, lo then the chunk's start. This is the rule's only
+ * compiled core: the untracked step is the same block loop with the lane code compiled out
+ * (track a literal 0), so the two give the same parameters and state by construction. The block
+ * loop is always_inline: called with the flag word `common` as a literal (the rule's default
+ * options: one branch-free copy) and once generic, each tracked and untracked. The last k < block
+ * elements go through one block on a padded copy (zeros; the padded lanes are dropped), their
+ * lanes one element at a time. */
+#define FO_RULE(R, name, common) \
 FO_BLOCKS(R, name, float, _f, fo_vf, FO_NF, FO_BF, fo_fpart_add(&Q, j, O, P), \
-          if ((b + 1) % FO_KF == 0 || b + 1 == nb) fo_fpart_flush(&L, &Q)) \
+          fo_fpart_flush(&L, &Q)) \
 FO_BLOCKS(R, name, double, _d, fo_vd, FO_ND, FO_BD, fo_lanes_add_vd(&L, j, O, P), (void)0) \
-FO_TRACKED_RANGE(name, float, _f, FO_BF, common) \
-FO_TRACKED_RANGE(name, double, _d, FO_BD, common)
+FO_RANGE(name, float, _f, FO_BF, common) \
+FO_RANGE(name, double, _d, FO_BD, common)
 
 /* fo_<name>_blocks_<f|d>: nb blocks of B elements from lo, W per vector; ADD puts vector j's
  * p_old (O) and p_new (P) into the lanes (j and the lanes' indices are literals once the inner
@@ -345,61 +346,84 @@ FO_INLINE void fo_##name##_blocks##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, 
     const int u = FO_##R##_USES(F) | ((F) & FO_AVG ? 8 : 0); \
     fo_lanes L = *Lp; \
     fo_fpart Q; \
-    long b; \
+    long b, bb; \
     int j; \
     (void)aw; \
     fo_fpart_zero(&Q); \
-    for (b = 0; b < nb; b++) { \
+    for (b = 0; b + FO_KF <= nb; b += FO_KF) { \
         _Pragma("GCC unroll 8") \
-        for (j = 0; j < (B) / (W); j++) { \
-            FO_VECTOR(R, VT, T, lo + (B) * b + (W) * j); \
-            if (track) ADD; \
+        for (bb = 0; bb < FO_KF; bb++) { \
+            _Pragma("GCC unroll 8") \
+            for (j = 0; j < (B) / (W); j++) { \
+                FO_VECTOR(R, VT, T, lo + (B) * (b + bb) + (W) * j); \
+                if (track) ADD; \
+            } \
+        } \
+        if (track) { END; } \
+    } \
+    if (b < nb) { \
+        const long r = nb - b; \
+        for (bb = 0; bb < r; bb++) { \
+            _Pragma("GCC unroll 8") \
+            for (j = 0; j < (B) / (W); j++) { \
+                FO_VECTOR(R, VT, T, lo + (B) * (b + bb) + (W) * j); \
+                if (track) ADD; \
+            } \
         } \
         if (track) { END; } \
     } \
     *Lp = L; \
 }
 
-#define FO_TRACKED_RANGE(name, T, sfx, B, common) \
-static void fo_##name##_tracked##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long hi, \
-                                     const double* c, int flags, double* acc) { \
-    fo_lanes L; \
-    long nb = (hi - lo) / (B), j, i0 = lo + (B) * nb, k = hi - i0; \
-    fo_lanes_zero(&L); \
-    if (flags == (common)) fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, (common), &L, 1); \
-    else fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, flags, &L, 1); \
-    if (k > 0) { \
-        T P[B] = {0}, G[B] = {0}, X0[B] = {0}, X1[B] = {0}, X2[B] = {0}, A[B] = {0}, O[B]; \
-        fo_lanes Z; \
-        fo_lanes_zero(&Z); \
-        for (j = 0; j < k; j++) { \
-            P[j] = O[j] = pp[i0 + j]; G[j] = gp[i0 + j]; \
-            if (s0) X0[j] = s0[i0 + j]; \
-            if (s1) X1[j] = s1[i0 + j]; \
-            if (s2) X2[j] = s2[i0 + j]; \
-            if (ap) A[j] = ap[i0 + j]; \
-        } \
-        fo_##name##_blocks##sfx(P, G, X0, X1, X2, A, 0, 1, c, flags, &Z, 0); \
-        for (j = 0; j < k; j++) { \
-            pp[i0 + j] = P[j]; \
-            if (s0) s0[i0 + j] = X0[j]; \
-            if (s1) s1[i0 + j] = X1[j]; \
-            if (s2) s2[i0 + j] = X2[j]; \
-            if (ap) ap[i0 + j] = A[j]; \
-            fo_lanes_1(&L, (int)j, (double)O[j], (double)P[j] - (double)O[j]); \
-        } \
+/* The last k < B elements from i0: one block on a padded copy; with L their lanes, element by element. */
+#define FO_RANGE(name, T, sfx, B, common) \
+FO_INLINE void fo_##name##_tail##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long i0, long k, \
+                                     const double* c, int flags, fo_lanes* L) { \
+    T P[B] = {0}, G[B] = {0}, X0[B] = {0}, X1[B] = {0}, X2[B] = {0}, A[B] = {0}, O[B]; \
+    fo_lanes Z; \
+    long j; \
+    fo_lanes_zero(&Z); \
+    for (j = 0; j < k; j++) { \
+        P[j] = O[j] = pp[i0 + j]; G[j] = gp[i0 + j]; \
+        if (s0) X0[j] = s0[i0 + j]; \
+        if (s1) X1[j] = s1[i0 + j]; \
+        if (s2) X2[j] = s2[i0 + j]; \
+        if (ap) A[j] = ap[i0 + j]; \
     } \
-    fo_lanes_total(&L, acc); \
+    fo_##name##_blocks##sfx(P, G, X0, X1, X2, A, 0, 1, c, flags, &Z, 0); \
+    for (j = 0; j < k; j++) { \
+        pp[i0 + j] = P[j]; \
+        if (s0) s0[i0 + j] = X0[j]; \
+        if (s1) s1[i0 + j] = X1[j]; \
+        if (s2) s2[i0 + j] = X2[j]; \
+        if (ap) ap[i0 + j] = A[j]; \
+        if (L) fo_lanes_1(L, (int)j, (double)O[j], (double)P[j] - (double)O[j]); \
+    } \
+} \
+static void fo_##name##_range##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long hi, \
+                                   const double* c, int flags, double* acc) { \
+    fo_lanes L; \
+    long nb = (hi - lo) / (B), i0 = lo + (B) * nb; \
+    fo_lanes_zero(&L); \
+    if (acc) { \
+        if (flags == (common)) fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, (common), &L, 1); \
+        else fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, flags, &L, 1); \
+    } else { \
+        if (flags == (common)) fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, (common), &L, 0); \
+        else fo_##name##_blocks##sfx(pp, gp, s0, s1, s2, ap, lo, nb, c, flags, &L, 0); \
+    } \
+    if (hi > i0) fo_##name##_tail##sfx(pp, gp, s0, s1, s2, ap, i0, hi - i0, c, flags, acc ? &L : NULL); \
+    if (acc) fo_lanes_total(&L, acc); \
 }
 
-FO_TRACKED_RULE(SGD, sgd, 2)
-FO_TRACKED_RULE(VELOCITY, velocity, 0)
-FO_TRACKED_RULE(ADAGRAD, adagrad, 0)
-FO_TRACKED_RULE(RMSPROP, rmsprop, 0)
-FO_TRACKED_RULE(ADAM, adam, 0)
-FO_TRACKED_RULE(NADAM, nadam, 0)
-FO_TRACKED_RULE(RADAM, radam, 4)
-FO_TRACKED_RULE(ADADELTA, adadelta, 0)
-FO_TRACKED_RULE(ADAMAX, adamax, 0)
-FO_TRACKED_RULE(LION, lion, 0)
+FO_RULE(SGD, sgd, 2)
+FO_RULE(VELOCITY, velocity, 0)
+FO_RULE(ADAGRAD, adagrad, 0)
+FO_RULE(RMSPROP, rmsprop, 0)
+FO_RULE(ADAM, adam, 0)
+FO_RULE(NADAM, nadam, 0)
+FO_RULE(RADAM, radam, 4)
+FO_RULE(ADADELTA, adadelta, 0)
+FO_RULE(ADAMAX, adamax, 0)
+FO_RULE(LION, lion, 0)
 #endif
