@@ -18,8 +18,9 @@
 # step are the same loop, with and without the lane adds: the same parameters and state by
 # construction. The rule's default options run through a branch-free copy; other flag words
 # through a generic copy whose loop-invariant tests GCC unswitches. `maximize` is a multiply by -1
-# (bitwise the same as negation). These cores replaced the Cython per-element loops (branch one,
-# 2026-12-03): untracked steps at 16M float32, 1 thread, 3-7% faster in the same run (BENCHMARKS.md).
+# (bitwise the same as negation). These cores replaced the Cython per-element loops (2026-12-03):
+# the untracked step at 16M, 1 thread, kernel alone, one run: float32 -10% to +4% of the old time
+# per rule (AVX-512; SSE2 -9% to 0), float64 -7% to 0 (BENCHMARKS.md, "One core per rule").
 #
 # Layout: NumPy places big arrays at the same offset within a 4 KiB page, so element i of every
 # array shares its low 12 address bits, and a load that follows a store with the same low bits

@@ -8,7 +8,8 @@
  * type (fo_vf: floats; fo_vd: doubles). Tracked, each block's p_old and p_new, already in
  * registers, go straight into the ratio's sums: no copy, no second loop. Untracked, the same loop
  * without the lane adds (the tile path of an earlier pass ran each 128-element tile three times:
- * +25% to +78% at 16M; the Cython per-element cores these replaced were 3-7% slower at 16M).
+ * +25% to +78% at 16M; against the Cython per-element cores these replaced, the untracked step
+ * at 16M float32 takes -10% to +4% of their time per rule: BENCHMARKS.md, "One core per rule").
  *
  * Bits: every operation is an IEEE one per lane (+ - * / sqrt, compare-and-select, sign-bit
  * clear), and setup.py compiles with -ffp-contract=off, so no FMA is formed: the same parameters
