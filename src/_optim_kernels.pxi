@@ -18,7 +18,8 @@
 # step are the same loop, with and without the lane adds: the same parameters and state by
 # construction. The rule's default options run through a branch-free copy; other flag words
 # through a generic copy whose loop-invariant tests GCC unswitches. `maximize` is a multiply by -1
-# (bitwise the same as negation). These cores replaced the Cython per-element loops (2026-12-03):
+# (bitwise the same as negation except for a NaN's sign bit, which the multiply keeps and the NumPy
+# twin's negation flips: NaN either way). These cores replaced the Cython per-element loops (2026-12-03):
 # the untracked step at 16M, 1 thread, kernel alone, one run: float32 -10% to +4% of the old time
 # per rule (AVX-512; SSE2 -9% to 0), float64 -7% to 0 (BENCHMARKS.md, "One core per rule").
 #

@@ -62,9 +62,9 @@ def check_spec(monitor, where="monitor"):
     if isinstance(monitor, numbers.Integral) and not isinstance(monitor, bool):
         given = {"interval": monitor}
     elif isinstance(monitor, Mapping):
-        unknown = sorted(map(repr, set(monitor) - set(DEFAULTS)))
+        unknown = sorted(map(repr, set(monitor) - set(DEFAULTS)))   # repr: a key that is not a str shows as one
         if unknown:
-            raise ValueError(f"{where} has unknown keys {unknown}; accepted: {sorted(DEFAULTS)}")
+            raise ValueError(f"{where} has unknown keys {', '.join(unknown)}; accepted: {sorted(DEFAULTS)}")
         given = dict(monitor)
     elif hasattr(monitor, "interval"):      # fastopt.babysit.Monitor and the like
         given = {"interval": monitor.interval, "probe": getattr(monitor, "X", None)}
