@@ -337,9 +337,24 @@ FO_BLOCKS(R, name, double, _d, fo_vd, FO_ND, FO_BD, fo_lanes_add_vd(&L, j, O, P)
 FO_RANGE(name, float, _f, FO_BF, common) \
 FO_RANGE(name, double, _d, FO_BD, common)
 
+/* Blocks b .. b+n-1 (bb counts them), vector by vector with ADD after each, then END closes the
+ * group: FO_KF blocks at a time (n a literal: GCC unrolls the group, and END, the float32 flush,
+ * runs once per group, not behind a test after every block), the last group shorter. */
+#define FO_GROUP(R, VT, T, W, B, ADD, END, n) do { \
+        _Pragma("GCC unroll 8") \
+        for (bb = 0; bb < (n); bb++) { \
+            _Pragma("GCC unroll 8") \
+            for (j = 0; j < (B) / (W); j++) { \
+                FO_VECTOR(R, VT, T, lo + (B) * (b + bb) + (W) * j); \
+                if (track) ADD; \
+            } \
+        } \
+        if (track) { END; } \
+    } while (0)
+
 /* fo_<name>_blocks_<f|d>: nb blocks of B elements from lo, W per vector; ADD puts vector j's
  * p_old (O) and p_new (P) into the lanes (j and the lanes' indices are literals once the inner
- * loop is unrolled), END closes block b. */
+ * loop is unrolled), END closes a group of blocks. */
 #define FO_BLOCKS(R, name, T, sfx, VT, W, B, ADD, END) \
 FO_INLINE void fo_##name##_blocks##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, T* ap, long lo, long nb, \
                                        const double* c, const int F, fo_lanes* Lp, int track) { \
@@ -351,28 +366,8 @@ FO_INLINE void fo_##name##_blocks##sfx(T* pp, const T* gp, T* s0, T* s1, T* s2, 
     int j; \
     (void)aw; \
     fo_fpart_zero(&Q); \
-    for (b = 0; b + FO_KF <= nb; b += FO_KF) { \
-        _Pragma("GCC unroll 8") \
-        for (bb = 0; bb < FO_KF; bb++) { \
-            _Pragma("GCC unroll 8") \
-            for (j = 0; j < (B) / (W); j++) { \
-                FO_VECTOR(R, VT, T, lo + (B) * (b + bb) + (W) * j); \
-                if (track) ADD; \
-            } \
-        } \
-        if (track) { END; } \
-    } \
-    if (b < nb) { \
-        const long r = nb - b; \
-        for (bb = 0; bb < r; bb++) { \
-            _Pragma("GCC unroll 8") \
-            for (j = 0; j < (B) / (W); j++) { \
-                FO_VECTOR(R, VT, T, lo + (B) * (b + bb) + (W) * j); \
-                if (track) ADD; \
-            } \
-        } \
-        if (track) { END; } \
-    } \
+    for (b = 0; b + FO_KF <= nb; b += FO_KF) FO_GROUP(R, VT, T, W, B, ADD, END, FO_KF); \
+    if (b < nb) FO_GROUP(R, VT, T, W, B, ADD, END, nb - b); \
     *Lp = L; \
 }
 
