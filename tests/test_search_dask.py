@@ -96,7 +96,9 @@ def test_dask_commands_cluster_same_results_through_the_command_line(dask_cluste
 def test_killed_worker_loses_no_finished_trial_and_its_trial_is_retried(dask_cluster, reference):
     address, workers = dask_cluster
     space = search.parse_space(SPACE)
-    long = dict(trials=6, epochs=3, stages=1, seed=11)           # trials of about a second each
+    # Trials of ~0.5 s each here (12 epochs took 45 ms: the search then finished between two polls
+    # below, and no worker was ever seen busy), so a busy worker is there to be killed.
+    long = dict(trials=6, epochs=150, stages=1, seed=11)
     expected = search.random_search(space, _base(), **long)
     seen, errors = [], []
     client = distributed.Client(address, timeout=30, set_as_default=False)
@@ -110,17 +112,23 @@ def test_killed_worker_loses_no_finished_trial_and_its_trial_is_retried(dask_clu
 
         thread = threading.Thread(target=run)
         thread.start()
-        deadline = time.monotonic() + 60
+        # A worker busy with a trial, after >= 1 finished. The deadline is generous: on a loaded machine
+        # (a CI run beside other jobs) the first result once took long enough that a 60 s wait failed.
+        deadline = time.monotonic() + 180
         victim = running = None
-        while time.monotonic() < deadline and victim is None:   # a worker busy with a trial, after >= 1 finished
+        processing = {}
+        while time.monotonic() < deadline and victim is None and thread.is_alive():
             if seen:
-                for addr, keys in client.processing().items():
-                    info = client.scheduler_info()["workers"].get(addr, {})
-                    if keys and info.get("name") in workers:
-                        victim, running = info["name"], list(keys)
+                processing = client.processing()
+                names = {addr: info.get("name") for addr, info in client.scheduler_info()["workers"].items()}
+                for addr, keys in processing.items():
+                    if keys and names.get(addr) in workers:
+                        victim, running = names[addr], list(keys)
                         break
             time.sleep(0.05)
-        assert victim is not None, "no trial was running on a worker after the first result"
+        assert victim is not None, (f"no trial was running on a worker after the first result: {len(seen)} "
+                                    f"results, search {'running' if thread.is_alive() else 'finished'}, "
+                                    f"processing {processing}")
         finished_before = [r["key"] for r in seen]
         workers[victim].send_signal(signal.SIGKILL)
         workers[victim].wait(10)
