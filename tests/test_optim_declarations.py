@@ -139,7 +139,10 @@ def test_flat_group_of_a_million_elements_is_one_kernel_call_with_the_loose_bits
         for k in shapes:
             fp.grads[k][...] = g[k]
         flat_opt.step(dict(fp.grads))
-    assert counts == [rule.kernel] * 2
+    # the validated first step: the rule's kernel over the buffer; the cached second: its multi-tensor
+    # kernel on a plan holding the buffer as ONE tensor
+    assert counts == [rule.kernel, rule.kernel.replace("_step", "_multi")]
+    assert flat_opt._fast.entries[0][1].n_segments == 1
     monkeypatch.undo()
     for g in steps:
         loose_opt.step(g)

@@ -44,8 +44,9 @@ same gradient objects, each with its parameter's dtype and shape, C-contiguous; 
 state array writeable and still bound; equal step counts as the plan left them; hyperparameters
 not rebound; no clipping / skip_nonfinite; the same layout and the same kernel module (backend
 and SIMD variant) -- runs each group as ONE call of the rule's multi-tensor kernel
-(<rule>_multi) over all its tensors, or for a flat group without ratio tracking the rule's kernel
-over the buffer. Anything else takes the validated path, which computes the same bits (the
+(<rule>_multi) over all its tensors -- a flat group without ratio tracking as one tensor, its
+buffer: the plan's pointers spare the call six buffer conversions (~0.8 us of a 1k-element step;
+the segments and chunks are the rule kernel's, so are the bits). Anything else takes the validated path, which computes the same bits (the
 kernels are elementwise).
 
 Aliasing: parameters may not overlap each other (check_distinct at add time); a gradient may not
@@ -187,8 +188,7 @@ class _GroupRecord:
 class _Fast:
     """The cached step (Optimizer._prepare_fast): valid while the layout version and the kernel
     module (by name: backend and SIMD variant) are the ones it was made for; per group (entries)
-    its record, its StepPlan -- or for a flat group without ratio tracking the rule kernel's array
-    keywords, a dict --, its StepGuard and its _Call."""
+    its record, its StepPlan, its StepGuard and its _Call."""
     __slots__ = ("version", "module", "groups", "n_params", "entries", "extra")
 
     def __init__(self, version, module, groups, n_params, entries, extra):
@@ -198,17 +198,18 @@ class _Fast:
 
 
 class _Call:
-    """How the cached step calls one group's kernel. `fn` is the compiled function the call was
-    checked against: while kernels() hands back that very object, it is called positionally (a
-    Cython def parses 15-19 keywords in ~0.65 us, positional arguments in ~0.05); anything else
-    (another module, a wrapper) gets the keyword call. `arrays` are the leading array arguments
-    in `fn`'s order, `scalars` picks the per-step scalars in its order, a tuple (None: keywords only)."""
-    __slots__ = ("name", "fn", "kwargs", "arrays", "scalars", "n_scalars", "size", "multi")
+    """How the cached step calls one group's multi-tensor kernel on its plan. `fn` is the compiled
+    function the call was checked against: while kernels() hands back that very object, it is called
+    positionally (a Cython def parses 15-19 keywords in ~0.65 us, positional arguments in ~0.05);
+    anything else (another module, a wrapper) gets the keyword call. `arrays` is (plan,) when fn's
+    signature is the expected one, `scalars` picks the per-step scalars in its order (None: keywords
+    only)."""
+    __slots__ = ("name", "fn", "plan", "arrays", "scalars", "n_scalars", "size")
 
-    def __init__(self, name, fn, kwargs, scalar_names, tail, size, multi):
-        self.name, self.fn, self.kwargs, self.size, self.multi = name, fn, kwargs, size, multi
+    def __init__(self, name, fn, plan, scalar_names, tail):
+        self.name, self.fn, self.plan, self.size = name, fn, plan, plan.size
         self.n_scalars = len(scalar_names)
-        self.arrays = _positional(fn, kwargs, scalar_names, tail)
+        self.arrays = _positional(fn, {"plan": plan}, scalar_names, tail)
         self.scalars = operator.itemgetter(*scalar_names) if self.arrays is not None else None
 
 
@@ -681,14 +682,24 @@ class Optimizer:
             avgs.append(rec.view(AVG) if self.ema is not None else empty)
         return step_types(k)[0](params, grads, states, avgs)
 
+    def _flat_plan(self, k, g, span):
+        """A one-tensor StepPlan over flat group g's buffers and its gradient span."""
+        rule = self._RULE
+        empty = _EMPTY[g.span.dtype]
+        states = [g.buffers[s.name] if used else empty for s, used in zip(rule.state, rule.used_state(g.hyper))]
+        avg = g.buffers[AVG] if self.ema is not None else empty
+        return step_types(k)[0]([g.span], [span], [states], [avg])
+
     def _scalar_keys(self):
         return tuple(s.name for s in self._RULE.scalars) + ((AVG_COUNT,) if self.ema is not None else ())
 
     def _prepare_fast(self, k, seq, spans):
         """The cached step for the next calls (see the module doc), or None where one group cannot
-        have one (members at different steps, a rule without a multi-tensor kernel off the flat path)."""
+        have one (members at different steps, mixed dtypes, a rule without a multi-tensor kernel)."""
         rule = self._RULE
         multi = self._multi(k)
+        if multi is None:
+            return None
         keys = self._scalar_keys()
         extra = dict(grad_scale=1.0, avg_weight=0.0) if rule.averaging else {}
         entries = []
@@ -708,20 +719,13 @@ class Optimizer:
             # per_step is pure: called here only for the names (and order) of the step's scalars
             names = tuple(rule.per_step(g.hyper, first, False)[0])
             if span is not None and not self.track_update_ratio:
-                empty = _EMPTY[g.span.dtype]
-                plan = {s.kernel_arg: g.buffers[s.name] if used else empty
-                        for s, used in zip(rule.state, rule.used_state(g.hyper))}
-                if rule.averaging:
-                    plan[AVG] = g.buffers[AVG] if self.ema is not None else empty
-                plan.update(param=g.span, grad=span)      # the rule's kernel over the buffer
-                call = _Call(rule.kernel, getattr(k, rule.kernel), plan, names, (*extra, "n_threads"),
-                             g.span.size, False)
-            elif multi is None or len({rec.array.dtype for rec in g.members}) != 1:
+                plan = self._flat_plan(k, g, span)
+            elif len({rec.array.dtype for rec in g.members}) != 1:
                 return None           # a plan holds one dtype: mixed groups keep per-parameter calls
             else:
                 plan = self._step_plan(k, g.members, seq)
-                call = _Call(rule.kernel.replace("_step", "_multi"), multi, {"plan": plan}, names,
-                             (*extra, "track_ratio", "n_threads"), plan.size, True)
+            call = _Call(rule.kernel.replace("_step", "_multi"), multi, plan, names,
+                         (*extra, "track_ratio", "n_threads"))
             owned = [(rec.state, key, a) for rec in g.members for key, (a, _) in rec.owned.items()]
             # the group's parameters and hyperparameters as last validated (identity, as _group_hyper)
             bound = [(g.dict, "params", g.params)] + [(g.dict, key, v) for key, v in zip(self._keys, g.raw)]
@@ -773,14 +777,9 @@ class Optimizer:
             threads = _backend.threads_for(call.size, grain)
             fn = getattr(k, call.name)
             if fn is call.fn and call.scalars is not None and len(scalars) == call.n_scalars:
-                if call.multi:
-                    fn(*call.arrays, *call.scalars(scalars), *extra.values(), track, threads)
-                else:
-                    fn(*call.arrays, *call.scalars(scalars), *extra.values(), threads)
-            elif call.multi:
-                fn(plan=plan, **scalars, **extra, track_ratio=track, n_threads=threads)
+                fn(*call.arrays, *call.scalars(scalars), *extra.values(), track, threads)
             else:
-                fn(**plan, **scalars, **extra, n_threads=threads)
+                fn(plan=plan, **scalars, **extra, track_ratio=track, n_threads=threads)
             guard.commit(new)
         if track:
             self._ratios = {self._ratio_key(rec): r for g, plan, _, _ in fast.entries
