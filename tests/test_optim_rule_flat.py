@@ -39,7 +39,9 @@ def _run(name, shapes, dtype, kernel_calls, steps=3):
             flat.grads[k][...] = g[k]
         kernel_calls.clear()
         opt.step(flat.grads)
-        assert kernel_calls.names("optim") == [KERNEL[name]], kernel_calls.calls   # ONE call, whole model
+        # ONE call, whole model: the rule's multi-tensor kernel on the buffer as one tensor
+        assert kernel_calls.names("optim") == [KERNEL[name].replace("_step", "_multi")], kernel_calls.calls
+        assert opt._flat.one[2].n_segments == 1 and opt._flat.one[2].size == opt._flat.span.size
         for k in shapes:                        # the functional rule per parameter
             RULES[name](loose[k], g[k], loose_cfg[k])
     for k in shapes:
@@ -107,7 +109,7 @@ def test_load_state_dict_keeps_the_one_call_path(kernel_calls):
     _next_grads("rmsprop", flat, loose, loose_cfg, np.float32, seed=3)
     kernel_calls.clear()
     fresh.step(flat.grads)
-    assert kernel_calls.names("optim") == ["rmsprop_step"]
+    assert kernel_calls.names("optim") == ["rmsprop_multi"]
     for k in SMALL:
         assert np.array_equal(bits(flat.params[k]), bits(loose[k])), k
         assert np.array_equal(bits(fresh.configs[k]["cache"]), bits(loose_cfg[k]["cache"])), k

@@ -262,7 +262,7 @@ def test_solver_step_with_a_cs231n_rule_is_one_optimizer_call(rule, hidden, kern
     solver.train()
     iterations = len(solver.loss_history)
     assert iterations == 2
-    assert kernel_calls.names("optim") == [cs231n_forms()[rule][0].kernel] * iterations
+    assert kernel_calls.names("optim") == [multi(cs231n_forms()[rule][0].kernel)] * iterations
 
 
 # ------------------------------------------------------------------------------------------------

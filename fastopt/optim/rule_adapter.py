@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _backend
-from ..flat import tiles_one_buffer
+from ..flat import FlatArrays, tiles_one_buffer
 from .._validation import check_array, check_bool, check_distinct, check_scalar
 from .functional import FORMS, begin_update, config_values, kernel_hypers, kernel_scalars, state_arrays
 
@@ -170,6 +170,7 @@ class _FlatRule:
         self.views = None                  # parameter name -> {config key: view}
         self.grads = None                  # (gradient arrays last seen, their span or None)
         self.plan = None                   # (kernel module, gradient span, StepPlan) of the tracked multi call
+        self.one = None                    # (kernel module, gradient span, StepPlan): the buffer as one tensor
 
     def adopt(self, configs, fill=None):
         """New state buffers (zeros, or the configs' arrays copied in) whose views the configs get."""
@@ -187,7 +188,7 @@ class _FlatRule:
             buffers[target] = buf
         for name, cfg in configs.items():
             dict.update(cfg, views[name])
-        self.buffers, self.views, self.plan, self.kernel = buffers, views, None, None
+        self.buffers, self.views, self.plan, self.kernel, self.one = buffers, views, None, None, None
 
     def grad_span(self, grads):
         """The 1-D span the gradients (in parameter order) tile, or None; checked against the
@@ -252,6 +253,29 @@ class _FlatRule:
         self.plan = (k, gspan, plan)
         return plan
 
+    def _one(self, k, gspan):
+        """A StepPlan holding the buffer as one tensor (the untracked call), cached per gradient span:
+        the multi kernel on it spares the rule kernel's six buffer conversions per call."""
+        from ._base import step_types
+        if self.one is not None and self.one[0] is k and self.one[1] is gspan:
+            return self.one[2]
+        empty = np.empty(0, self.span.dtype)
+        buffers = self.buffers or {}
+        plan = step_types(k)[0]([self.span], [gspan], [[buffers.get(st.name, empty) for st in self.rule.state]],
+                                [empty])
+        self.one = (k, gspan, plan)
+        return plan
+
+    def guard(self, k, grads, gspan):
+        """(seq, StepGuard) of what a repeat of this step with the same FlatArrays of gradients must
+        still find (RuleOptimizer.step; guard.check(seq)): the buffer and every parameter writeable,
+        the span and every gradient view with its parameter's dtype and shape, C-contiguous -- what
+        _prepare's per-step checks read. (The state is the optimizer's own buffers; a config that is
+        changed clears the watch, and an unclean step never repeats.)"""
+        from ._base import step_types
+        seq = [gspan, *map(grads.__getitem__, self.params)]
+        return seq, step_types(k)[1]([self.span, *self.params.values()], seq, 0, [], [], ())
+
     def step(self, configs, lr, gspan, fresh, ratios=None, clean=False):
         rule, form = self.rule, self.form
         first = configs[next(iter(self.params))]
@@ -298,6 +322,8 @@ class _FlatRule:
             old = self.span.copy()
             kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
             ratios.update(_ratios_by_name(self.params, old, self.span))
+        elif multi is not None:
+            multi(plan=self._one(k, gspan), **scalars, track_ratio=False, n_threads=threads)
         else:
             kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
         # The optimizer's own write: the configs stay clean. Clean configs stepped with the same
@@ -392,6 +418,7 @@ class RuleOptimizer:
         self._overlap_ok = None      # (gradients, state arrays) last found not to overlap
         self._grads_as_is = None     # _layout of the last gradients that all passed as they were
         self._flat = None
+        self._repeat = None          # (FlatArrays, seq, StepGuard) of the last flat step: see step()
         if self._in_place:
             span = tiles_one_buffer(list(self.params.values()))
             if span is not None and span.flags.writeable:
@@ -542,13 +569,22 @@ class RuleOptimizer:
             # Nothing but the last flat step touched the configs (nor rebound self.configs): they
             # are valid, agree and hold the flat buffers' views, so nothing of them is re-read.
             clean = watch.clean and self.configs is self._watched
-            lr, grads = self._prepare(grads, clean)
-            flat = self._flat
-            gspan = flat.grad_span(grads) if flat is not None else None
-            if gspan is not None and lr is not None:   # None: per-parameter rates (_config_rates)
-                ready, fresh = (True, False) if clean else flat.ready(self.configs)
+            given, repeat_of, self._repeat = grads, self._repeat, None
+            lr = self.param_groups[0]["lr"]
+            if (clean and repeat_of is not None and grads is repeat_of[0] and lr is self._lr_checked
+                    and type(lr) is float and not self.track_update_ratio and repeat_of[2].check(repeat_of[1])):
+                # The same FlatArrays as the last flat step (its views cannot be rebound), the rate
+                # checked then, and what the checks of _prepare read unchanged (the guard, in C).
+                flat, gspan, ready, fresh = self._flat, repeat_of[1][0], True, False
             else:
-                ready = fresh = False
+                repeat_of = None
+                lr, grads = self._prepare(grads, clean)
+                flat = self._flat
+                gspan = flat.grad_span(grads) if flat is not None else None
+                if gspan is not None and lr is not None:   # None: per-parameter rates (_config_rates)
+                    ready, fresh = (True, False) if clean else flat.ready(self.configs)
+                else:
+                    ready = fresh = False
             ratios = {} if self.track_update_ratio else None
             watch.clean = False          # until this step has completed on the flat path
             if ready:
@@ -585,6 +621,11 @@ class RuleOptimizer:
             # container) is one whose changes clear the watch (a user's own dict is not).
             watch.clean = ready and (clean or self.configs is self._watched and all(
                 type(cfg) is _Watched and cfg._watch is watch for cfg in self.configs.values()))
+            if watch.clean and ratios is None:
+                if repeat_of is None and type(given) is FlatArrays and flat.one is not None \
+                        and flat.one[1] is gspan:
+                    repeat_of = (given, *flat.guard(flat.one[0], given, gspan))
+                self._repeat = repeat_of
             if ratios is not None:
                 self._ratios = ratios
         finally:
