@@ -129,3 +129,35 @@ def test_another_mapping_of_the_same_arrays_takes_the_checked_path(kernel_calls)
         opt.step(bad)
     for k in SHAPES:
         assert np.array_equal(flat.params[k], loose[k]), k
+
+
+def test_a_state_array_made_read_only_in_place_is_refused_and_nothing_changes():
+    # No config write happens (the flag is set on the array), so no watch sees it: the repeat's guard
+    # and _prepare's checks must.
+    _, flat, _, _, opt = _setup()
+    before = _snapshot(flat, opt)
+    opt.configs["W2"]["v"].flags.writeable = False
+    with pytest.raises(ValueError, match=r"configs\['W2'\]\['v'\] must be writeable"):
+        opt.step(flat.grads)
+    _unchanged(before, flat, opt)
+
+
+@pytest.mark.parametrize("rule", ["adam", "sgd_momentum"])
+def test_separate_arrays_with_a_read_only_state_array_are_refused_before_any_parameter_moves(rule):
+    # The per-parameter path: refusing at the second parameter after updating the first would
+    # leave a half-updated model (found by the seed-6 mutation review).
+    rng = np.random.default_rng(0)
+    params = {"b": rng.standard_normal(3), "w": rng.standard_normal((2, 3))}
+    opt = RuleOptimizer(RULES[rule], params, {"learning_rate": 1e-2})
+    grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    opt.step(grads)
+    key = "m" if rule == "adam" else "velocity"
+    opt.configs["w"][key].flags.writeable = False
+    before = {k: v.copy() for k, v in params.items()}
+    state = {k: {c: v.copy() for c, v in cfg.items() if isinstance(v, np.ndarray)} for k, cfg in opt.configs.items()}
+    with pytest.raises(ValueError, match=rf"configs\['w'\]\['{key}'\] must be writeable"):
+        opt.step(grads)
+    for k in params:
+        assert np.array_equal(params[k], before[k]), k
+        for c, v in state[k].items():
+            assert np.array_equal(opt.configs[k][c], v), (k, c)

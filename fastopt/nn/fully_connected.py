@@ -491,9 +491,10 @@ class FullyConnectedNet:
         p = self.dropout_param
         if not isinstance(p, dict):
             raise TypeError(f"dropout_param must be a dict, got {_describe(p)}")
-        # The dropout layer's own validation, run in test mode: it checks p, seed and rng and returns
-        # at once, drawing nothing.
-        self._memo("dropout", [p.get(k) for k in ("p", "seed", "rng")],
+        # The dropout layer's own validation, run in test mode: it checks p, generator, seed, rng and
+        # offset and returns at once, drawing nothing. Keyed by every entry, so that no setting the
+        # layer reads (an offset or generator set after a step) skips this up-front check.
+        self._memo("dropout", [x for item in p.items() if item[0] != "mode" for x in item],
                    lambda: layers.dropout_forward(np.zeros((1, 1), self.dtype), {**p, "mode": "test"}))
         return p
 

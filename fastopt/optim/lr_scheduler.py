@@ -488,6 +488,13 @@ class OneCycleLR(LRScheduler):
                 (p - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
                 (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
             ]
+        # get_lr divides by each phase's length: one of zero steps (torch raises ZeroDivisionError
+        # when a step reaches it) is refused here, naming the two settings that make it.
+        ends = [0.0] + [phase[0] for phase in self._schedule_phases]
+        if any(b - a == 0 for a, b in zip(ends, ends[1:])):
+            raise ValueError(f"pct_start={self.pct_start} with total_steps={self.total_steps} gives a phase of "
+                             f"the cycle zero steps long (phases end at steps {ends[1:]}): choose them so that "
+                             f"every phase has a length")
         last_epoch = check_scalar("last_epoch", last_epoch, low=-1, integer=True)
         if last_epoch == -1:
             for lr, group in zip(max_lrs, optimizer.param_groups):

@@ -168,6 +168,7 @@ class _FlatRule:
         self.values = None                 # (lr and config values, their checked form) of the last step
         self.buffers = None                # state name (rule's) -> 1-D buffer, once allocated
         self.views = None                  # parameter name -> {config key: view}
+        self.state_views = ()              # every view of `views`, in one tuple
         self.grads = None                  # (gradient arrays last seen, their span or None)
         self.plan = None                   # (kernel module, gradient span, StepPlan) of the tracked multi call
         self.one = None                    # (kernel module, gradient span, StepPlan): the buffer as one tensor
@@ -189,6 +190,7 @@ class _FlatRule:
         for name, cfg in configs.items():
             dict.update(cfg, views[name])
         self.buffers, self.views, self.plan, self.kernel, self.one = buffers, views, None, None, None
+        self.state_views = tuple(a for v in views.values() for a in v.values())
 
     def grad_span(self, grads):
         """The 1-D span the gradients (in parameter order) tile, or None; checked against the
@@ -269,12 +271,13 @@ class _FlatRule:
     def guard(self, k, grads, gspan):
         """(seq, StepGuard) of what a repeat of this step with the same FlatArrays of gradients must
         still find (RuleOptimizer.step; guard.check(seq)): the buffer and every parameter writeable,
-        the span and every gradient view with its parameter's dtype and shape, C-contiguous -- what
-        _prepare's per-step checks read. (The state is the optimizer's own buffers; a config that is
-        changed clears the watch, and an unclean step never repeats.)"""
+        the span and every gradient view with its parameter's dtype and shape, C-contiguous, every
+        config's state view writeable -- what _prepare's per-step checks read (a config that is
+        rebound clears the watch, and an unclean step never repeats)."""
         from ._base import step_types
         seq = [gspan, *map(grads.__getitem__, self.params)]
-        return seq, step_types(k)[1]([self.span, *self.params.values()], seq, 0, [], [], ())
+        owned = [(views, key, a) for views in (self.views or {}).values() for key, a in views.items()]
+        return seq, step_types(k)[1]([self.span, *self.params.values()], seq, 0, owned, [], ())
 
     def step(self, configs, lr, gspan, fresh, ratios=None, clean=False):
         rule, form = self.rule, self.form
@@ -503,6 +506,11 @@ class RuleOptimizer:
         # memory is fixed for its lifetime). Shapes, dtypes and writeability are re-checked always.
         known = (cached is not None and len(cached[0]) == len(seen) and len(cached[1]) == len(state)
                  and all(map(operator.is_, seen, cached[0])) and all(map(operator.is_, state, cached[1])))
+        # fastopt's rules update their state arrays in place: a config array made read-only in place
+        # (no config write, so no watch sees it) is refused here, before any parameter moves.
+        # (Clean configs hold the flat buffers' views, made after the last full check.)
+        if self._in_place and not all(map(_WRITEABLE, self._flat.state_views if clean else state)):
+            self._refuse_read_only_state()
         if known and self._grads_as_is is not None and self._grads_as_is == _layout(seen, names.values()):
             out = dict(zip(names, seen))    # the loop below would find the same: every gradient fits as is
         else:
@@ -518,6 +526,13 @@ class RuleOptimizer:
                 dict.__setitem__(self.param_groups[0], "lr", lr)
                 self._lr_checked = lr
         return lr, out
+
+    def _refuse_read_only_state(self):
+        for name, cfg in self.configs.items():
+            for key, a in cfg.items():
+                if isinstance(a, np.ndarray) and not a.flags.writeable:
+                    raise ValueError(f"configs[{name!r}][{key!r}] must be writeable: the update rule "
+                                     f"updates it in place")
 
     def _config_rates(self, lr):
         """(rate of this step, whether the group adopts it). CS231n code sets the rate in the configs
