@@ -381,7 +381,7 @@ cdef void _normalize_tile(const floating* x, Py_ssize_t rows, Py_ssize_t d, cons
     # above), the rest (and every narrow row) one column block at a time (CB_BYTES). Kept in this
     # form rather than x*A + B: for data like 1e4 + N(0, 1) the latter cancels catastrophically in
     # float32.
-    cdef Py_ssize_t j0 = 0, w, i, r0 = 0
+    cdef Py_ssize_t j0 = 0, w, r0 = 0
     if d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES:
         r0 = rows - rows % 4
         if floating is float:
@@ -403,7 +403,7 @@ cdef void _bn_dx_tile(const floating* dout, const floating* x, Py_ssize_t rows, 
                       const floating* mean, const floating* inv_std, const floating* k0,
                       const floating* kb, const floating* kg, floating* dx) noexcept nogil:
     # dx = k0 * dout - kb - kg * ((x - mean) * inv_std) on `rows` rows, walked as _normalize_tile.
-    cdef Py_ssize_t j0 = 0, w, i, r0 = 0
+    cdef Py_ssize_t j0 = 0, w, r0 = 0
     if d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES:
         r0 = rows - rows % 4
         if floating is float:

@@ -255,16 +255,15 @@ class _FlatRule:
         self.plan = (k, gspan, plan)
         return plan
 
-    def _one(self, k, gspan):
-        """A StepPlan holding the buffer as one tensor (the untracked call), cached per gradient span:
-        the multi kernel on it spares the rule kernel's six buffer conversions per call."""
+    def _one(self, k, gspan, arrays):
+        """A StepPlan holding the buffer as one tensor (the untracked call) with the rule kernel's
+        state `arrays` (self.kernel's), cached per gradient span: the multi kernel on it spares the
+        rule kernel's six buffer conversions per call."""
         from ._base import step_types
         if self.one is not None and self.one[0] is k and self.one[1] is gspan:
             return self.one[2]
-        empty = np.empty(0, self.span.dtype)
-        buffers = self.buffers or {}
-        plan = step_types(k)[0]([self.span], [gspan], [[buffers.get(st.name, empty) for st in self.rule.state]],
-                                [empty])
+        plan = step_types(k)[0]([self.span], [gspan], [[arrays[st.kernel_arg] for st in self.rule.state]],
+                                [np.empty(0, self.span.dtype)])
         self.one = (k, gspan, plan)
         return plan
 
@@ -326,7 +325,7 @@ class _FlatRule:
             kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
             ratios.update(_ratios_by_name(self.params, old, self.span))
         elif multi is not None:
-            multi(plan=self._one(k, gspan), **scalars, track_ratio=False, n_threads=threads)
+            multi(plan=self._one(k, gspan, arrays), **scalars, track_ratio=False, n_threads=threads)
         else:
             kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
         # The optimizer's own write: the configs stay clean. Clean configs stepped with the same
