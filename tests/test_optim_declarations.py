@@ -40,6 +40,21 @@ def test_kernel_and_twin_take_exactly_the_declared_arguments(key):
     assert callable(getattr(K, rule.kernel))
 
 
+@pytest.mark.parametrize("key", list(RULES))
+def test_every_rule_has_a_multi_tensor_kernel_taking_its_scalars_in_per_step_order(key):
+    # The optimizers call <rule>_multi without a fallback (cached steps, ratio tracking, the
+    # RuleOptimizer flat step), positionally: the plan, per_step's scalars in the order it returns
+    # them (+ grad_scale, avg_weight), track_ratio, n_threads -- on both backends.
+    rule = RULES[key]
+    h = dict(rule.defaults)
+    scalars, _ = rule.per_step(h, {sc.name: sc.initial for sc in rule.scalars}, False)
+    expected = ["plan", *scalars, *(("grad_scale", "avg_weight") if rule.averaging else ()), "track_ratio",
+                "n_threads"]
+    assert list(inspect.signature(getattr(R, rule.multi_kernel)).parameters) == expected
+    code = getattr(K, rule.multi_kernel).__code__
+    assert list(code.co_varnames[:code.co_argcount]) == expected
+
+
 @pytest.mark.parametrize("rule", CLASS_RULES, ids=IDS)
 def test_class_signature_and_defaults_come_from_the_declaration(rule):
     cls = getattr(optim, rule.class_name)

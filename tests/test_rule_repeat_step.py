@@ -161,3 +161,16 @@ def test_separate_arrays_with_a_read_only_state_array_are_refused_before_any_par
         assert np.array_equal(params[k], before[k]), k
         for c, v in state[k].items():
             assert np.array_equal(opt.configs[k][c], v), (k, c)
+
+
+def test_the_compiled_multi_kernel_is_called_positionally_with_the_functional_bits():
+    # Unwrapped, the flat step finds the compiled kernel's arguments in per_step's order and calls
+    # it positionally (no keyword parsing); the bits stay the functional rule's.
+    rng, flat, loose, cfgs, opt = _setup(steps=2)
+    names, pick = opt._flat.kernel[3:]
+    assert pick is not None and names[:2] == ("lr", "beta1") and names[-2:] == ("grad_scale", "avg_weight")
+    for _ in range(4):
+        _next(rng, flat, loose, cfgs, opt)
+    for k in SHAPES:
+        assert np.array_equal(flat.params[k], loose[k]), k
+        assert np.array_equal(opt.configs[k]["m"], cfgs[k]["m"]) and opt.configs[k]["t"] == cfgs[k]["t"] == 6

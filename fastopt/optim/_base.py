@@ -664,8 +664,9 @@ class Optimizer:
 
     # ------------------------------------------------------------ the cached step
     def _multi(self, k):
-        """The rule's multi-tensor kernel in module k, or None (not every rule has one)."""
-        return getattr(k, self._RULE.kernel.replace("_step", "_multi"), None)
+        """The rule's multi-tensor kernel in module k (every rule has one, on every backend:
+        tests/test_optim_declarations.py)."""
+        return getattr(k, self._RULE.multi_kernel)
 
     def _step_plan(self, k, members, seq):
         """A StepPlan over `members` (their 1-D params, gradients, state views and averages)."""
@@ -695,11 +696,9 @@ class Optimizer:
 
     def _prepare_fast(self, k, seq, spans):
         """The cached step for the next calls (see the module doc), or None where one group cannot
-        have one (members at different steps, mixed dtypes, a rule without a multi-tensor kernel)."""
+        have one (members at different steps, mixed dtypes)."""
         rule = self._RULE
         multi = self._multi(k)
-        if multi is None:
-            return None
         keys = self._scalar_keys()
         extra = dict(grad_scale=1.0, avg_weight=0.0) if rule.averaging else {}
         entries = []
@@ -724,7 +723,7 @@ class Optimizer:
                 return None           # a plan holds one dtype: mixed groups keep per-parameter calls
             else:
                 plan = self._step_plan(k, g.members, seq)
-            call = _Call(rule.kernel.replace("_step", "_multi"), multi, plan, names,
+            call = _Call(rule.multi_kernel, multi, plan, names,
                          (*extra, "track_ratio", "n_threads"))
             owned = [(rec.state, key, a) for rec in g.members for key, (a, _) in rec.owned.items()]
             # the group's parameters and hyperparameters as last validated (identity, as _group_hyper)
@@ -896,25 +895,16 @@ class Optimizer:
 
     def _run(self, k, kernel, members, seq, kwargs, ratios):
         """kernel(**kwargs) over `members`; with `ratios`, through the multi-tensor kernel instead,
-        which also gives each member's update/weight ratio (a rule without one: computed from a
-        copy of the parameters, a second pass)."""
+        which also gives each member's update/weight ratio in the same pass."""
         param = kwargs["param"]
         threads = _backend.threads_for(param.size, k.GRAIN)
         if ratios is None:
             kernel(**kwargs, n_threads=threads)
             return
-        multi = self._multi(k)
-        if multi is not None:
-            plan = self._step_plan(k, members, seq)
-            scalars = {key: v for key, v in kwargs.items() if not isinstance(v, np.ndarray)}
-            multi(plan=plan, **scalars, track_ratio=True, n_threads=threads)
-            got = plan.ratios()
-        else:
-            from ..reference.optim import ratio_of
-            old = [rec.flat.copy() for rec in members]
-            kernel(**kwargs, n_threads=threads)
-            got = [ratio_of(o, rec.flat) for o, rec in zip(old, members)]
-        for rec, r in zip(members, got):
+        plan = self._step_plan(k, members, seq)
+        scalars = {key: v for key, v in kwargs.items() if not isinstance(v, np.ndarray)}
+        self._multi(k)(plan=plan, **scalars, track_ratio=True, n_threads=threads)
+        for rec, r in zip(members, plan.ratios()):
             ratios[self._ratio_key(rec)] = r
 
     # ------------------------------------------------------------ averaging

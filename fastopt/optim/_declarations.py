@@ -186,6 +186,11 @@ class Rule:
         return {h.name: h.default for h in self.hypers}
 
     @property
+    def multi_kernel(self):
+        """The name of the kernel stepping many tensors (a StepPlan) in one call: <rule>_multi."""
+        return self.kernel.replace("_step", "_multi")
+
+    @property
     def bench_case(self):
         return self.bench_name or self.key
 

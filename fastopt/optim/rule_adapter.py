@@ -164,7 +164,7 @@ class _FlatRule:
         self.keys = tuple(key for key, _ in form.state)
         # The config entries every config must agree on (its hyperparameters and step counter).
         self.scalar_keys = tuple(k.name for k in form.config) + ((form.step,) if form.step else ())
-        self.kernel = None                 # (kernels module, its step function, state-array keywords)
+        self.kernel = None                 # (kernels module, state-array keywords, multi kernel, its call order)
         self.values = None                 # (lr and config values, their checked form) of the last step
         self.buffers = None                # state name (rule's) -> 1-D buffer, once allocated
         self.views = None                  # parameter name -> {config key: view}
@@ -310,24 +310,24 @@ class _FlatRule:
             empty = np.empty(0, self.span.dtype)
             arrays = {st.kernel_arg: self.buffers[st.name] if self.buffers and st.name in self.buffers else empty
                       for st in rule.state}
-            if rule.averaging:
-                arrays["param_avg"] = empty
-            cached = self.kernel = (k, getattr(k, rule.kernel), arrays,
-                                    getattr(k, rule.kernel.replace("_step", "_multi"), None))
-        _, kernel, arrays, multi = cached
+            from ._base import _positional
+            multi = getattr(k, rule.multi_kernel)
+            # The scalars' names come in per_step's order (+ grad_scale, avg_weight): where the
+            # kernel takes exactly them, in that order, it is called positionally (_base._Call).
+            names = tuple(scalars)
+            order = _positional(multi, {"plan": None}, names, ("track_ratio", "n_threads"))
+            pick = operator.itemgetter(*names) if order is not None else None
+            cached = self.kernel = (k, arrays, multi, names, pick)
+        _, arrays, multi, names, pick = cached
         threads = _backend.threads_for(self.span.size, k.GRAIN)
-        if ratios is not None and multi is not None:
+        if ratios is not None:
             plan = self._plan(k, gspan)
             multi(plan=plan, **scalars, track_ratio=True, n_threads=threads)
             ratios.update(zip(self.params, plan.ratios()))
-        elif ratios is not None:
-            old = self.span.copy()
-            kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
-            ratios.update(_ratios_by_name(self.params, old, self.span))
-        elif multi is not None:
-            multi(plan=self._one(k, gspan, arrays), **scalars, track_ratio=False, n_threads=threads)
+        elif pick is not None and len(scalars) == len(names):
+            multi(self._one(k, gspan, arrays), *pick(scalars), False, threads)
         else:
-            kernel(param=self.span, grad=gspan, **arrays, **scalars, n_threads=threads)
+            multi(plan=self._one(k, gspan, arrays), **scalars, track_ratio=False, n_threads=threads)
         # The optimizer's own write: the configs stay clean. Clean configs stepped with the same
         # key already hold every other entry of `after` (a step wrote them): only the counter moves.
         if clean and same:
@@ -352,8 +352,8 @@ def _tracked_update(fn, w, dw, config):
     arrays = state_arrays(rule, form, config, w)
     plan = k.StepPlan([w.reshape(-1)], [dw.reshape(-1)], [[arrays[st.kernel_arg] for st in rule.state]],
                       [arrays.get("param_avg", empty_like_dtype(w.dtype))])
-    getattr(k, rule.kernel.replace("_step", "_multi"))(plan=plan, **scalars, track_ratio=True,
-                                                       n_threads=_backend.threads_for(w.size, k.GRAIN))
+    getattr(k, rule.multi_kernel)(plan=plan, **scalars, track_ratio=True,
+                                  n_threads=_backend.threads_for(w.size, k.GRAIN))
     return config, plan.ratios()[0]
 
 
