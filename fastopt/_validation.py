@@ -4,6 +4,7 @@ Convention: a wrong type or dtype raises TypeError, a wrong shape, layout or val
 ValueError, and the message names the argument, what it got and what it expected. Callers check
 everything first and only then touch an array, so a call that raises has changed nothing.
 """
+import copy
 import math
 import numbers
 
@@ -134,11 +135,12 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_rng_state(name, state):
-    """`state` must be a valid `bit_generator.state` of NumPy's default Generator (checked on a probe,
-    so nothing is changed)."""
-    probe = np.random.default_rng()
+def check_rng_state(name, state, like=None):
+    """`state` must be a valid `bit_generator.state` of the bit generator `like` (default: NumPy's
+    default Generator's, PCG64), checked on a probe (a copy of `like`), so nothing is changed; the
+    state's own 'bit_generator' name only has to match like's type: it never picks one."""
+    probe = np.random.default_rng().bit_generator if like is None else copy.deepcopy(like)
     try:
-        probe.bit_generator.state = state
+        probe.state = state
     except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{name} is not a valid {type(probe.bit_generator).__name__} state: {exc}") from exc
+        raise ValueError(f"{name} is not a valid {type(probe).__name__} state: {exc}") from exc

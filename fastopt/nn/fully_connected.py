@@ -650,7 +650,7 @@ class FullyConnectedNet:
             if self.rng is None:
                 raise ValueError("model state holds an rng stream, but this model draws from NumPy's "
                                  "global state or a fixed seed (build it with rng=... to restore one)")
-            check_rng_state("model state rng", rng_state)
+            check_rng_state("model state rng", rng_state, like=self.rng.bit_generator)
         return params, bn, rng_state
 
     def load_state_dict(self, state):
