@@ -142,7 +142,7 @@ cdef extern from *:
                 q[j] = k0[j] * e[j] - kb[j] - kg[j] * ((p[j] - m[j]) * a[j]);                       \\
         }                                                                                           \\
     }                                                                                               \\
-    /* Layernorm backward, four rows (per-row m, a, kb, kg): dx of each row as _ln_dx_row and the   \\
+    /* Layernorm backward, four rows (per-row m, a, kb, kg): dx of each row (_ln_row_coefs) and the \\
        chunk's column sums of _ln_backward_chunk, in one loop sharing the loads of dout, x and the \\
        xhat of both (same operations in the same order, so the same bits). Wide rows only: at     \\
        8192x512 it was slower than the separate loops (backward 2.2-2.3 -> 2.6-2.9 ms). */       \\
@@ -167,6 +167,122 @@ cdef extern from *:
             sb[j] += (double)((d0 + d1) + (d2 + d3));                                               \\
             sg[j] += (double)((d0 * h0 + d1 * h1) + (d2 * h2 + d3 * h3));                           \\
         }                                                                                           \\
+    }                                                                                               \\
+    /* Layernorm backward, one row: fo_ln_coefs_sums_row1 computes the row's kb, kg exactly as      \\
+       _ln_row_coefs (the same lane sums, _lane_grads_scaled's terms and _lane_total's tree) and,     \\
+       in the same loop, adds the row's terms of the chunk's column sums to the double accumulators  \\
+       one by one: sb[j] += dout, sg[j] += dout * xhat (xhat = (x - m) * a, as in the other sums);   \\
+       fo_ln_dx_row1 then writes its dx (formula: _ln_row_coefs) while the row is in L1. Narrow rows \\
+       and the rows after the last four of wide ones. Measured (C copies, float32, AVX-512, one      \\
+       thread, CPU time, 8192x512 backward): dx row by row then the sums of 4 rows in a second loop  \\
+       (until this session) 2.4-2.7 ms; dx and the sums fused in one loop after the coefficients     \\
+       1.6-1.8 ms; the sums in the coefficients' loop, which waits on memory anyway, and dx alone     \\
+       1.3-1.5 ms. (The 4-row sum loop cost 0.25 ms on data in L1 alone but 0.9-1.4 ms in the       \\
+       kernel; 2- and 4-row fused dx+sum loops were slower still at 512 columns, 3-4 ms. At 1024x4096 \\
+       this path is slower than the wide rows' fo_ln_bwd_rows4: 3.3-3.6 against 2.9-3.0 ms.)        \\
+       dx at 256 bits (FO_VEC: 1.6-1.7 -> 1.1-1.3 ms for coefficients + dx in C); the lane loop at  \\
+       the build's width, as _lane_grads_scaled. Each 64-element block prefetches the same block two\\
+       rows on in both arrays (see fo_ln_forward_row1): in the kernel (one thread, CPU time, separate\\
+       processes) backward 1.78-1.89 -> 1.51-1.59 ms; prefetching the two rows whole before the row \\
+       was slower (2.75-2.84). A prefetch never faults, also past the arrays' end. */               \\
+    static void fo_ln_coefs_sums_row1_##S(const T *restrict dp, const T *restrict p,               \\
+            const T *restrict g, Py_ssize_t d, T m, T a, double *restrict sb, double *restrict sg,  \\
+            T *restrict kb, T *restrict kg) {                                                       \\
+        double lb[32], lg[32];                                                                      \\
+        Py_ssize_t k = 0, l, w;                                                                     \\
+        for (l = 0; l < 32; l++) { lb[l] = 0.0; lg[l] = 0.0; }                                      \\
+        while (k + 64 <= d) {                                                                       \\
+            for (Py_ssize_t o = 0; o < 64 * (Py_ssize_t)sizeof(T); o += 64) {                       \\
+                __builtin_prefetch((const char *)(dp + 2 * d + k) + o, 0, 3);                       \\
+                __builtin_prefetch((const char *)(p + 2 * d + k) + o, 0, 3);                        \\
+            }                                                                                       \\
+            for (l = 0; l < 32; l++) {                                                              \\
+                T e0 = dp[k + l], e1 = dp[k + 32 + l];                                              \\
+                T t0 = p[k + l] - m, t1 = p[k + 32 + l] - m;                                        \\
+                T u = e0 * g[k + l], v = e1 * g[k + 32 + l];                                        \\
+                lb[l] += (double)(u + v);                                                           \\
+                lg[l] += (double)(u * t0 + v * t1);                                                 \\
+                sb[k + l] += (double)e0;                                                            \\
+                sb[k + 32 + l] += (double)e1;                                                       \\
+                sg[k + l] += (double)(e0 * (t0 * a));                                               \\
+                sg[k + 32 + l] += (double)(e1 * (t1 * a));                                          \\
+            }                                                                                       \\
+            k += 64;                                                                                \\
+        }                                                                                           \\
+        while (k < d) {                                                                             \\
+            w = d - k < 32 ? d - k : 32;                                                            \\
+            for (l = 0; l < w; l++) {                                                               \\
+                T e0 = dp[k + l], t0 = p[k + l] - m;                                                \\
+                T u = e0 * g[k + l];                                                                \\
+                lb[l] += (double)u;                                                                 \\
+                lg[l] += (double)(u * t0);                                                          \\
+                sb[k + l] += (double)e0;                                                            \\
+                sg[k + l] += (double)(e0 * (t0 * a));                                               \\
+            }                                                                                       \\
+            k += w;                                                                                 \\
+        }                                                                                           \\
+        for (l = 0; l < 16; l++) { lb[l] = lb[l] + lb[l + 16]; lg[l] = lg[l] + lg[l + 16]; }        \\
+        for (l = 0; l < 8; l++) { lb[l] = lb[l] + lb[l + 8]; lg[l] = lg[l] + lg[l + 8]; }           \\
+        for (l = 0; l < 4; l++) { lb[l] = lb[l] + lb[l + 4]; lg[l] = lg[l] + lg[l + 4]; }           \\
+        for (l = 0; l < 2; l++) { lb[l] = lb[l] + lb[l + 2]; lg[l] = lg[l] + lg[l + 2]; }           \\
+        double s1 = lb[0] + lb[1], s2 = lg[0] + lg[1];                                              \\
+        *kb = (T)((double)a * s1 / (double)d);                                                      \\
+        *kg = (T)((double)a * (double)a * s2 / (double)d);                                          \\
+    }                                                                                               \\
+    static FO_VEC void fo_ln_dx_row1_##S(const T *restrict dout, const T *restrict x, Py_ssize_t d, \\
+            T m, T a, T kb, T kg, const T *restrict g, T *restrict dx) {                            \\
+        for (Py_ssize_t j = 0; j < d; j++)                                                          \\
+            dx[j] = a * (dout[j] * g[j]) - kb - kg * ((x[j] - m) * a);                              \\
+    }                                                                                               \\
+    /* Layernorm forward, one narrow row: _ln_row_stats (the same lane sums, _lane_stats' terms and \\
+       _lane_total's tree, the same double arithmetic) and then the row's normalize while it is in  \\
+       L1, as _ln_forward_rows did in Cython: the same operations, so the same bits. Each 64-element\\
+       block of the lane loop prefetches the block two rows on (at 512 float32 columns 4 KB on: a   \\
+       row is half a 4 KB page; our guess is that the hardware prefetchers restart at every page). \\
+       Measured in the kernel (float32 8192x512 forward, AVX-512, one thread, CPU time, separate    \\
+       processes):                                                                                  \\
+       the Cython row loop 0.90-1.05 ms in the previous build but 1.1-1.5 in this one with the same \\
+       instructions at other addresses (code placement; not understood), this helper without the    \\
+       prefetch 1.1-1.4, prefetching the whole row two rows on before it 0.80-0.83, per block       \\
+       0.71-0.80. */                                                                                \\
+    static void fo_ln_forward_row1_##S(const T *restrict p, Py_ssize_t d, double eps,              \\
+            const T *restrict g, const T *restrict b, T *restrict q, T *restrict mean,              \\
+            T *restrict inv_std) {                                                                  \\
+        double l1[32], l2[32];                                                                      \\
+        Py_ssize_t k = 0, l, w;                                                                     \\
+        T m = p[0];                                                                                 \\
+        for (l = 0; l < 32; l++) { l1[l] = 0.0; l2[l] = 0.0; }                                      \\
+        while (k + 64 <= d) {                                                                       \\
+            for (Py_ssize_t o = 0; o < 64 * (Py_ssize_t)sizeof(T); o += 64)                         \\
+                __builtin_prefetch((const char *)(p + 2 * d + k) + o, 0, 3);                        \\
+            for (l = 0; l < 32; l++) {                                                              \\
+                T u = p[k + l] - m, v = p[k + 32 + l] - m;                                          \\
+                l1[l] += (double)(u + v);                                                           \\
+                l2[l] += (double)(u * u + v * v);                                                   \\
+            }                                                                                       \\
+            k += 64;                                                                                \\
+        }                                                                                           \\
+        while (k < d) {                                                                             \\
+            w = d - k < 32 ? d - k : 32;                                                            \\
+            for (l = 0; l < w; l++) {                                                               \\
+                T u = p[k + l] - m;                                                                 \\
+                l1[l] += (double)u;                                                                 \\
+                l2[l] += (double)(u * u);                                                           \\
+            }                                                                                       \\
+            k += w;                                                                                 \\
+        }                                                                                           \\
+        for (l = 0; l < 16; l++) { l1[l] = l1[l] + l1[l + 16]; l2[l] = l2[l] + l2[l + 16]; }        \\
+        for (l = 0; l < 8; l++) { l1[l] = l1[l] + l1[l + 8]; l2[l] = l2[l] + l2[l + 8]; }           \\
+        for (l = 0; l < 4; l++) { l1[l] = l1[l] + l1[l + 4]; l2[l] = l2[l] + l2[l + 4]; }           \\
+        for (l = 0; l < 2; l++) { l1[l] = l1[l] + l1[l + 2]; l2[l] = l2[l] + l2[l + 2]; }           \\
+        double s1 = l1[0] + l1[1], s2 = l2[0] + l2[1];                                              \\
+        double mu = s1 / (double)d, var = s2 / (double)d - mu * mu;                                 \\
+        if (var < 0.0) var = 0.0;                                                                   \\
+        T mm = (T)(mu + (double)m), a = (T)(1.0 / sqrt(var + eps));                                 \\
+        *mean = mm;                                                                                 \\
+        *inv_std = a;                                                                               \\
+        for (Py_ssize_t j = 0; j < d; j++)                                                          \\
+            q[j] = g[j] * ((p[j] - mm) * a) + b[j];                                                 \\
     }
     FO_NORM_ROWS4(float, f)
     FO_NORM_ROWS4(double, d)
@@ -201,7 +317,28 @@ cdef extern from *:
     void fo_ln_bwd_rows4_d(const double* dout, const double* x, Py_ssize_t d, const double* m,
                            const double* a, const double* kb, const double* kg, const double* g,
                            double* dx, double* sb, double* sg) noexcept nogil
+    void fo_ln_coefs_sums_row1_f(const float* dp, const float* p, const float* g, Py_ssize_t d, float m,
+                                 float a, double* sb, double* sg, float* kb, float* kg) noexcept nogil
+    void fo_ln_coefs_sums_row1_d(const double* dp, const double* p, const double* g, Py_ssize_t d, double m,
+                                 double a, double* sb, double* sg, double* kb, double* kg) noexcept nogil
+    void fo_ln_forward_row1_f(const float* p, Py_ssize_t d, double eps, const float* g, const float* b, float* q,
+                              float* mean, float* inv_std) noexcept nogil
+    void fo_ln_forward_row1_d(const double* p, Py_ssize_t d, double eps, const double* g, const double* b,
+                              double* q, double* mean, double* inv_std) noexcept nogil
+    void fo_ln_dx_row1_f(const float* dout, const float* x, Py_ssize_t d, float m, float a, float kb, float kg,
+                         const float* g, float* dx) noexcept nogil
+    void fo_ln_dx_row1_d(const double* dout, const double* x, Py_ssize_t d, double m, double a, double kb,
+                         double kg, const double* g, double* dx) noexcept nogil
 
+
+cdef extern from *:
+    """
+    /* A read prefetch into all cache levels (layernorm's row passes, see fo_ln_forward_row1; never
+       faults). Tried in batchnorm's four-row passes (1024x4096, the next four rows' line in every
+       64-byte step): forward 1.59-1.64 -> 1.96-2.04 ms, backward 2.70-2.74 -> 3.39-3.44; left out. */
+    #define FO_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    """
+    void FO_PREFETCH(const void* p) noexcept nogil
 
 cdef enum:
     # Row chunks for the sums over rows: at most MAX_CHUNKS (so at most that many threads share a
@@ -554,12 +691,20 @@ def batchnorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
 
 
 cdef inline void _lane_stats(const floating* p, Py_ssize_t length, floating m, double* l1,
-                             double* l2) noexcept nogil:
+                             double* l2, Py_ssize_t ahead) noexcept nogil:
     # l1[l] += sum(p[k] - m), l2[l] += sum((p[k] - m)^2) over the k of lane l (k % LANES == l after
     # the run's start); the terms of PAIR consecutive blocks are added in the array's precision.
-    cdef Py_ssize_t k = 0, l, w
+    # ahead > 0: each block also prefetches the block `ahead` elements on (layernorm's wide rows:
+    # two rows on, as the narrow rows' C helpers do; 1024x4096 float32, one thread, CPU time:
+    # forward 1.49-1.58 -> 1.29-1.35 ms, backward 2.26-2.60 -> 2.18-2.30); 0 for none (spatial).
+    cdef Py_ssize_t k = 0, l, w, o
     cdef floating a, b
     while k + PAIR * LANES <= length:
+        if ahead:
+            o = 0
+            while o < PAIR * LANES:
+                FO_PREFETCH(p + ahead + k + o)
+                o += <Py_ssize_t>(64 // sizeof(floating))
         for l in range(LANES):
             a = p[k + l] - m
             b = p[k + LANES + l] - m
@@ -596,11 +741,19 @@ cdef inline void _lane_grads(const floating* dp, const floating* p, Py_ssize_t l
 
 
 cdef inline void _lane_grads_scaled(const floating* dp, const floating* p, const floating* gamma,
-                                    Py_ssize_t length, floating m, double* lb, double* lg) noexcept nogil:
+                                    Py_ssize_t length, floating m, double* lb, double* lg,
+                                    Py_ssize_t ahead) noexcept nogil:
     # _lane_grads of g = dp * gamma (layernorm's dxhat): lb += sum(g), lg += sum(g * (p - m)).
-    cdef Py_ssize_t k = 0, l, w
+    # ahead: as _lane_stats (both dp and p).
+    cdef Py_ssize_t k = 0, l, w, o
     cdef floating a, b
     while k + PAIR * LANES <= length:
+        if ahead:
+            o = 0
+            while o < PAIR * LANES:
+                FO_PREFETCH(dp + ahead + k + o)
+                FO_PREFETCH(p + ahead + k + o)
+                o += <Py_ssize_t>(64 // sizeof(floating))
         for l in range(LANES):
             a = dp[k + l] * gamma[k + l]
             b = dp[k + LANES + l] * gamma[k + LANES + l]
@@ -657,7 +810,7 @@ cdef void _sbn_train_channel(const floating* x, Py_ssize_t n, Py_ssize_t nc, Py_
     cdef floating m, a
     _zero_lanes(l1, l2)
     for i in range(n):                              # pass 1: read x
-        _lane_stats(x + (i * nc + c) * s, s, shift, l1, l2)
+        _lane_stats(x + (i * nc + c) * s, s, shift, l1, l2, 0)
     s1 = _lane_total(l1)
     s2 = _lane_total(l2)
     mu = s1 / cnt
@@ -789,13 +942,13 @@ def spatial_batchnorm_backward(const floating[:, :, ::1] dout, const floating[:,
 
 
 cdef inline void _ln_row_stats(const floating* x, Py_ssize_t d, double eps, floating* mean,
-                               floating* inv_std) noexcept nogil:
+                               floating* inv_std, Py_ssize_t ahead) noexcept nogil:
     cdef double l1[LANES]
     cdef double l2[LANES]
     cdef double s1, s2, mu, var
     cdef floating shift = x[0]
     _zero_lanes(l1, l2)
-    _lane_stats(x, d, shift, l1, l2)
+    _lane_stats(x, d, shift, l1, l2, ahead)
     s1 = _lane_total(l1)
     s2 = _lane_total(l2)
     mu = s1 / d
@@ -812,26 +965,25 @@ cdef void _ln_forward_rows(const floating* x, Py_ssize_t rows, Py_ssize_t d, con
     # `rows` (<= LN_ROWS) consecutive rows. Narrow rows are normalized one by one while each is in
     # L1; LN_ROWS wide rows (WIDE_ROW_BYTES) together, sharing the loads of gamma and beta
     # (fo_ln_norm_rows4), whose 2 x 16 KB at D = 4096 no longer stay in L1 beside the row.
-    cdef Py_ssize_t i, k
-    cdef floating m, a
+    cdef Py_ssize_t i
     if rows == LN_ROWS and d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES:
         for i in range(rows):
-            _ln_row_stats(x + i * d, d, eps, mean + i, inv_std + i)
+            _ln_row_stats(x + i * d, d, eps, mean + i, inv_std + i, 2 * d)
         if floating is float:
             fo_ln_norm_rows4_f(x, d, mean, inv_std, gamma, beta, out)
         else:
             fo_ln_norm_rows4_d(x, d, mean, inv_std, gamma, beta, out)
         return
-    for i in range(rows):
-        _ln_row_stats(x + i * d, d, eps, mean + i, inv_std + i)
-        m = mean[i]
-        a = inv_std[i]
-        for k in range(d):                          # the row is still in cache
-            out[i * d + k] = gamma[k] * ((x[i * d + k] - m) * a) + beta[k]
+    for i in range(rows):                           # stats, then normalize while the row is in cache
+        if floating is float:
+            fo_ln_forward_row1_f(x + i * d, d, eps, gamma, beta, out + i * d, mean + i, inv_std + i)
+        else:
+            fo_ln_forward_row1_d(x + i * d, d, eps, gamma, beta, out + i * d, mean + i, inv_std + i)
 
 
 cdef inline void _ln_row_coefs(const floating* dout, const floating* x, Py_ssize_t d, floating m,
-                               floating a, const floating* gamma, floating* kb, floating* kg) noexcept nogil:
+                               floating a, const floating* gamma, floating* kb, floating* kg,
+                               Py_ssize_t ahead) noexcept nogil:
     # The row's dx = a * dxhat - kb - kg * xhat, dxhat = dout * gamma:
     # dx = inv_std/D * (D*dxhat - sum(dxhat) - xhat*sum(dxhat*xhat)), sum(dxhat*xhat) = a*sg.
     # dxhat and dxhat * (x - mean) in the array's precision (the module's policy for backward sums),
@@ -840,36 +992,27 @@ cdef inline void _ln_row_coefs(const floating* dout, const floating* x, Py_ssize
     cdef double lg[LANES]
     cdef double sb, sg
     _zero_lanes(lb, lg)
-    _lane_grads_scaled(dout, x, gamma, d, m, lb, lg)
+    _lane_grads_scaled(dout, x, gamma, d, m, lb, lg, ahead)
     sb = _lane_total(lb)
     sg = _lane_total(lg)
     kb[0] = <floating>(a * sb / d)
     kg[0] = <floating>(<double>a * a * sg / d)
 
 
-cdef inline void _ln_dx_row(const floating* dout, const floating* x, Py_ssize_t d, floating m,
-                            floating a, const floating* gamma, floating* dx) noexcept nogil:
-    cdef floating kb, kg
-    cdef Py_ssize_t k
-    _ln_row_coefs(dout, x, d, m, a, gamma, &kb, &kg)
-    for k in range(d):                              # the row is still in cache
-        dx[k] = a * (dout[k] * gamma[k]) - kb - kg * ((x[k] - m) * a)
-
-
 cdef void _ln_backward_chunk(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
                              const floating* mean, const floating* inv_std, const floating* gamma,
                              floating* dx, double* sb, double* sg) noexcept nogil:
     # One row chunk: dx row by row, and the chunk's partial dbeta = sum(dout) and
-    # dgamma = sum(dout * xhat) from the same rows while they are in cache, LN_ROWS rows at a time
-    # (products and the LN_ROWS-term group in the array's precision, as in batchnorm's backward).
-    # Wide rows (WIDE_ROW_BYTES): the coefficients of LN_ROWS rows first, then their dx and the
-    # column sums in one C loop (fo_ln_bwd_rows4, restrict; fused in Cython, GCC found too many
-    # possible aliases to vectorize it: backward 4.3 -> 15.5 ms at 1024x4096). Narrow rows: dx row
-    # by row, then the column sums of the LN_ROWS rows (the fused loop was slower there).
+    # dgamma = sum(dout * xhat) from the same rows while they are in cache (products in the array's
+    # precision, as in batchnorm's backward). Wide rows (WIDE_ROW_BYTES): the coefficients of
+    # LN_ROWS rows first, then their dx and the column sums in one C loop (fo_ln_bwd_rows4, restrict;
+    # the LN_ROWS-term group added in the array's precision; fused in Cython, GCC found too many
+    # possible aliases to vectorize it: backward 4.3 -> 15.5 ms at 1024x4096). Narrow rows (and the
+    # rows after the last LN_ROWS): a row's coefficients and its terms of the column sums (each
+    # added to the double accumulators alone) in one C loop, then its dx (fo_ln_coefs_sums_row1,
+    # fo_ln_dx_row1). (Until this session narrow rows took dx row by row and then a separate loop
+    # summing LN_ROWS rows: 2.4-2.7 ms against 1.3-1.5 at 8192x512, see the helpers.)
     cdef Py_ssize_t i, j, r
-    cdef const floating* xr
-    cdef const floating* dr
-    cdef floating m0, m1, m2, m3, a0, a1, a2, a3
     cdef floating kb4[LN_ROWS]
     cdef floating kg4[LN_ROWS]
     for j in range(d):
@@ -879,7 +1022,7 @@ cdef void _ln_backward_chunk(const floating* dout, const floating* x, Py_ssize_t
     while d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES and i + LN_ROWS <= n:
         for r in range(LN_ROWS):
             _ln_row_coefs(dout + (i + r) * d, x + (i + r) * d, d, mean[i + r], inv_std[i + r], gamma,
-                          &kb4[r], &kg4[r])
+                          &kb4[r], &kg4[r], 2 * d)
         if floating is float:
             fo_ln_bwd_rows4_f(dout + i * d, x + i * d, d, mean + i, inv_std + i, kb4, kg4, gamma,
                               dx + i * d, sb, sg)
@@ -887,28 +1030,17 @@ cdef void _ln_backward_chunk(const floating* dout, const floating* x, Py_ssize_t
             fo_ln_bwd_rows4_d(dout + i * d, x + i * d, d, mean + i, inv_std + i, kb4, kg4, gamma,
                               dx + i * d, sb, sg)
         i += LN_ROWS
-    while i + LN_ROWS <= n:
-        for r in range(i, i + LN_ROWS):
-            _ln_dx_row(dout + r * d, x + r * d, d, mean[r], inv_std[r], gamma, dx + r * d)
-        xr = x + i * d
-        dr = dout + i * d
-        m0, m1, m2, m3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
-        a0, a1, a2, a3 = inv_std[i], inv_std[i + 1], inv_std[i + 2], inv_std[i + 3]
-        for j in range(d):
-            sb[j] += <double>((dr[j] + dr[j + d]) + (dr[j + 2 * d] + dr[j + 3 * d]))
-            sg[j] += <double>((dr[j] * ((xr[j] - m0) * a0) + dr[j + d] * ((xr[j + d] - m1) * a1))
-                              + (dr[j + 2 * d] * ((xr[j + 2 * d] - m2) * a2)
-                                 + dr[j + 3 * d] * ((xr[j + 3 * d] - m3) * a3)))
-        i += LN_ROWS
-    while i < n:
-        _ln_dx_row(dout + i * d, x + i * d, d, mean[i], inv_std[i], gamma, dx + i * d)
-        xr = x + i * d
-        dr = dout + i * d
-        m0 = mean[i]
-        a0 = inv_std[i]
-        for j in range(d):
-            sb[j] += <double>dr[j]
-            sg[j] += <double>(dr[j] * ((xr[j] - m0) * a0))
+    while i < n:                                    # narrow rows, and the rows after the last LN_ROWS
+        if floating is float:
+            fo_ln_coefs_sums_row1_f(dout + i * d, x + i * d, gamma, d, mean[i], inv_std[i], sb, sg,
+                                    &kb4[0], &kg4[0])
+            fo_ln_dx_row1_f(dout + i * d, x + i * d, d, mean[i], inv_std[i], kb4[0], kg4[0], gamma,
+                            dx + i * d)
+        else:
+            fo_ln_coefs_sums_row1_d(dout + i * d, x + i * d, gamma, d, mean[i], inv_std[i], sb, sg,
+                                    &kb4[0], &kg4[0])
+            fo_ln_dx_row1_d(dout + i * d, x + i * d, d, mean[i], inv_std[i], kb4[0], kg4[0], gamma,
+                            dx + i * d)
         i += 1
 
 
