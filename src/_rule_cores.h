@@ -347,8 +347,8 @@ FO_RANGE(name, double, _d, FO_BD, common)
  * memory, the hardware prefetcher falling behind in a way that depends on the exact code (a first
  * fix by pointer increments cured Adagrad and made NAdam's tracked loop +26-39% instead). With the
  * explicit prefetches every rule's tracked loop measured -3.7% to +1.4% of its untracked one
- * (Adagrad -3.4 / -0.8% at 1 thread, +1.4% at 2), and the untracked step at 16M got 2-21% faster
- * (BENCHMARKS.md, "Zen 5, late evening"). A prefetch changes no value (no bits change) and never
+ * (Adagrad -3.4 / -0.8% at 1 thread, +1.4% at 2), and the untracked step at 16M took 0-7% less
+ * time (BENCHMARKS.md, "Zen 5, late evening"). A prefetch changes no value (no bits change) and never
  * faults, also past an array's end.
  * The untracked step prefetches only from element FO_PF_FROM of a tensor on (a separate copy of
  * the loop without it below): in cache the extra instructions cost (Adam 1e5 float32 untracked,
