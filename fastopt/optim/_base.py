@@ -209,8 +209,16 @@ class _Call:
     def __init__(self, name, fn, plan, scalar_names, tail):
         self.name, self.fn, self.plan, self.size = name, fn, plan, plan.size
         self.n_scalars = len(scalar_names)
-        self.arrays = _positional(fn, {"plan": plan}, scalar_names, tail)
-        self.scalars = operator.itemgetter(*scalar_names) if self.arrays is not None else None
+        self.scalars = positional_scalars(fn, scalar_names, tail)
+        self.arrays = (plan,) if self.scalars is not None else None
+
+
+def positional_scalars(fn, scalar_names, tail):
+    """An itemgetter of scalar_names (their values in order, from the step's scalar dict) when the
+    multi kernel fn takes (plan, *scalar_names, *tail) positionally, else None: keywords only."""
+    if _positional(fn, {"plan": None}, scalar_names, tail) is None:
+        return None
+    return operator.itemgetter(*scalar_names)
 
 
 def _positional(fn, arrays, scalar_names, tail):

@@ -310,13 +310,12 @@ class _FlatRule:
             empty = np.empty(0, self.span.dtype)
             arrays = {st.kernel_arg: self.buffers[st.name] if self.buffers and st.name in self.buffers else empty
                       for st in rule.state}
-            from ._base import _positional
+            from ._base import positional_scalars
             multi = getattr(k, rule.multi_kernel)
             # The scalars' names come in per_step's order (+ grad_scale, avg_weight): where the
-            # kernel takes exactly them, in that order, it is called positionally (_base._Call).
+            # kernel takes exactly them, in that order, it is called positionally (as _base._Call).
             names = tuple(scalars)
-            order = _positional(multi, {"plan": None}, names, ("track_ratio", "n_threads"))
-            pick = operator.itemgetter(*names) if order is not None else None
+            pick = positional_scalars(multi, names, ("track_ratio", "n_threads"))
             cached = self.kernel = (k, arrays, multi, names, pick)
         _, arrays, multi, names, pick = cached
         threads = _backend.threads_for(self.span.size, k.GRAIN)
