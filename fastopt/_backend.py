@@ -6,9 +6,9 @@ asks :func:`kernels` for the family's module at call time, so ``set_backend`` ta
 
 SIMD variants: a family may also be compiled with AVX2+FMA as ``fastopt._<family>_kernels_avx2``
 and with AVX-512 as ``fastopt._<family>_kernels_avx512`` (same code, same functions, same bits; see
-setup.py). :func:`kernels` returns the widest variant that was built AND that the CPU runs, unless
-``FASTOPT_SIMD`` (or :func:`set_simd`) names one: "sse2" (the portable baseline), "avx2" (at most
-AVX2) or "avx512".
+setup.py). :func:`kernels` returns the widest variant that was built AND that the CPU runs (on an
+Intel CPU the optimizer family's AVX2 one: see _AVX2_ON_INTEL), unless ``FASTOPT_SIMD`` (or
+:func:`set_simd`) names one: "sse2" (the portable baseline), "avx2" (at most AVX2) or "avx512".
 """
 import contextlib
 import importlib
@@ -108,7 +108,8 @@ def _check_simd(name, what):
 
 
 def simd():
-    """The requested kernel variant: "auto" (the widest built and supported), "sse2", "avx2" or "avx512"."""
+    """The requested kernel variant: "auto" (the widest built and supported, per family:
+    auto_variants), "sse2", "avx2" or "avx512"."""
     if _state["simd"] is None:
         _state["simd"] = _check_simd(os.environ.get("FASTOPT_SIMD", ""), "FASTOPT_SIMD")
     return _state["simd"]
@@ -129,6 +130,24 @@ def set_simd(name):
 
 
 _CPU_NEEDS = {"avx2": "AVX2 and FMA", "avx512": "AVX-512 F/BW/DQ/VL"}
+
+# Families whose "auto" choice on an Intel CPU stops at the AVX2 (256-bit) variant although AVX-512
+# runs. Why optim: a rule's divides and square roots cost as much per element at 512 bits as at 256
+# on Intel's cores (a 512-bit divide or square root issues as two 256-bit halves and a shuffle), and
+# the rest of the loop does not win it back: on an Intel Xeon (family 6 model 167, KVM) every rule
+# with a divide or a square root ran 7-9% faster in the AVX2 build, float32 and float64, from 1e4
+# elements in cache to 1e6 (SGD with momentum: -5% in cache float32, +-1% from 1e6; BENCHMARKS.md,
+# "Intel Xeon, 2026-12-04"). On AMD's Zen 5 the AVX-512 build is the faster one. Both compute the
+# same bits; set_simd("avx512") / FASTOPT_SIMD=avx512 still asks for the wide one.
+_AVX2_ON_INTEL = frozenset({"optim"})
+
+
+def auto_variants(family):
+    """The variants "auto" may choose for `family`, widest first (see _AVX2_ON_INTEL)."""
+    if family in _AVX2_ON_INTEL and _compiled_available() \
+            and importlib.import_module("fastopt._openmp").cpu_is_intel():
+        return ("avx2",)
+    return _VARIANTS
 
 
 def variant_supported(name):
@@ -168,9 +187,11 @@ def avx2_supported():
 
 
 def _variant_module(family, requested):
-    """The module of the widest variant allowed by `requested` that was built and that the CPU
-    runs: fastopt._<family>_kernels_<variant>, else the baseline fastopt._<family>_kernels."""
-    allowed = {"sse2": (), "avx2": ("avx2",), "avx512": _VARIANTS, "auto": _VARIANTS}[requested]
+    """The module of the widest variant allowed by `requested` ("auto": auto_variants(family))
+    that was built and that the CPU runs: fastopt._<family>_kernels_<variant>, else the baseline
+    fastopt._<family>_kernels."""
+    allowed = auto_variants(family) if requested == "auto" else {"sse2": (), "avx2": ("avx2",),
+                                                                    "avx512": _VARIANTS}[requested]
     if requested in _VARIANTS and not variant_supported(requested):
         raise ImportError(f"FASTOPT_SIMD={requested} but this CPU lacks {_CPU_NEEDS[requested]} "
                           f"or the core is not built")

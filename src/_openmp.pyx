@@ -46,9 +46,19 @@ cdef extern from *:
         return 0;
     #endif
     }
+    /* Whether the CPU is Intel's (fastopt._backend's "auto" choice of vector width per family). */
+    static int fo_cpu_is_intel(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_is("intel");
+    #else
+        return 0;
+    #endif
+    }
     """
     int fo_openmp_enabled() nogil
     int fo_cpu_has_avx2_fma() nogil
+    int fo_cpu_is_intel() nogil
     int fo_omp_max_threads() nogil
     const char *fo_simd_flags() nogil
 
@@ -66,6 +76,11 @@ def omp_max_threads():
 def cpu_has_avx2_fma():
     """True when this CPU (and OS) can run AVX2 and FMA instructions."""
     return bool(fo_cpu_has_avx2_fma())
+
+
+def cpu_is_intel():
+    """True when this is an Intel x86 CPU (CPUID vendor GenuineIntel)."""
+    return bool(fo_cpu_is_intel())
 
 
 def simd_flags():

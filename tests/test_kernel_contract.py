@@ -191,7 +191,7 @@ REGISTRY["mlp"]["bias_softmax_soft_loss_grad"] = dict(
     scores=_f(ND), b=_f(D_), targets=_f(ND, P), dscores=_f(ND, E), db=_f(D_, E), n_threads=T)
 
 # Build facts, not kernels: no buffers, no twin. They take no arguments.
-FACTS = {"_openmp": {"openmp_enabled", "omp_max_threads", "cpu_has_avx2_fma", "simd_flags"}}
+FACTS = {"_openmp": {"openmp_enabled", "omp_max_threads", "cpu_has_avx2_fma", "cpu_is_intel", "simd_flags"}}
 
 # Known contract gaps, as (family, "n_threads"): their cases run only with gaps=True. None today; the
 # optimizer kernels' unchecked n_threads (-1 made libgomp exit the process, 100000 segfaulted) was the

@@ -11,6 +11,8 @@ from fastopt import _backend, _openmp
 
 HAS_AVX2 = _openmp.cpu_has_avx2_fma()
 HAS_AVX512 = _backend.variant_supported("avx512")
+# "auto" gives the optimizer family its AVX2 variant on Intel CPUs (fastopt._backend._AVX2_ON_INTEL)
+OPTIM_AUTO = "avx2" if HAS_AVX512 and _openmp.cpu_is_intel() else "avx512" if HAS_AVX512 else "avx2"
 
 
 # The child runs where this process's fastopt lives (site-packages, or the in-place build), so that
@@ -43,7 +45,7 @@ def test_default_picks_the_widest_variant_on_this_cpu():
     code = ("from fastopt import _backend as b; print(b.simd_variant('optim'), b.simd_variant('norm'), "
             "b.simd_variant('dropout'), b.simd_variant('mlp'))")
     widest = "avx512" if HAS_AVX512 else "avx2"
-    assert in_subprocess(code, FASTOPT_SIMD="").split() == [widest] * 4
+    assert in_subprocess(code, FASTOPT_SIMD="").split() == [OPTIM_AUTO] + [widest] * 3
     assert in_subprocess(code, FASTOPT_SIMD="avx2").split() == ["avx2", "avx2", "avx2", "avx2"]
 
 
@@ -89,7 +91,22 @@ def test_set_simd_switches_at_once():
     _backend.set_simd("sse2")
     assert _backend.kernels("optim").SIMD_VARIANT == "sse2"
     _backend.set_simd("auto")
-    assert _backend.simd_variant("optim") == ("avx512" if HAS_AVX512 else "avx2" if HAS_AVX2 else "sse2")
+    assert _backend.simd_variant("optim") == (OPTIM_AUTO if HAS_AVX2 else "sse2")
+
+
+@pytest.mark.skipif(not HAS_AVX512, reason="CPU without AVX-512")
+@pytest.mark.parametrize("intel", [True, False], ids=["intel", "other"])
+def test_auto_gives_the_optimizer_family_avx2_on_intel_only(monkeypatch, intel):
+    monkeypatch.setattr(_openmp, "cpu_is_intel", lambda: intel)
+    monkeypatch.setattr(_backend, "_modules", {})       # forget the modules resolved for this CPU
+    with _backend.preserved():
+        _backend.set_backend("cython")
+        _backend.set_simd("auto")
+        assert _backend.auto_variants("optim") == (("avx2",) if intel else ("avx512", "avx2"))
+        assert _backend.simd_variant("optim") == ("avx2" if intel else "avx512")
+        assert [_backend.simd_variant(f) for f in ("norm", "dropout", "mlp")] == ["avx512"] * 3
+        _backend.set_simd("avx512")                      # asked for by name: the wide one everywhere
+        assert _backend.simd_variant("optim") == "avx512"
 
 
 def test_bad_simd_names_are_refused():
