@@ -136,9 +136,10 @@ _CPU_NEEDS = {"avx2": "AVX2 and FMA", "avx512": "AVX-512 F/BW/DQ/VL"}
 # on Intel's cores (a 512-bit divide or square root issues as two 256-bit halves and a shuffle), and
 # the rest of the loop does not win it back: on an Intel Xeon (family 6 model 167, KVM) every rule
 # with a divide or a square root ran 7-9% faster in the AVX2 build, float32 and float64, from 1e4
-# elements in cache to 1e6 (SGD with momentum: -5% in cache float32, +-1% from 1e6; BENCHMARKS.md,
-# "Intel Xeon, 2026-12-04"). On AMD's Zen 5 the AVX-512 build is the faster one. Both compute the
-# same bits; set_simd("avx512") / FASTOPT_SIMD=avx512 still asks for the wide one.
+# elements in cache to 1e6, 1 and 2 threads (benchmarks/optim_variants.py; SGD with momentum, which
+# has neither, -8% to +7%; BENCHMARKS.md, "Intel Xeon, 2026-12-04"). On AMD's Zen 5 the AVX-512
+# build was the faster one. Both compute the same bits; set_simd("avx512") / FASTOPT_SIMD=avx512
+# still asks for the wide one.
 _AVX2_ON_INTEL = frozenset({"optim"})
 
 
