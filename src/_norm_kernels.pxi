@@ -12,7 +12,7 @@
 # 1e4 + N(0, 1); one pass over x suffices (a two-pass scheme would read x three times in the forward).
 # The terms of every sum are formed in the array's precision: t = x - K (exact for x within a factor 2
 # of K, else one rounding), t * t, and in the backward sums dout * (x - mean), as xhat itself is. A
-# small fixed group of them (ROWS rows, a fixed stride apart: _group_stride; or PAIR consecutive lane
+# small fixed group of them (ROWS rows, a fixed stride apart: _group_stride; or FO_PAIR consecutive lane
 # blocks) is added in that precision
 # before the double accumulator: float32 rounding like that already present in xhat, at half the
 # double-precision work (float32 data: twice the vector width, half the conversions). The groups are
@@ -25,8 +25,8 @@
 #     partial sums, which are then added in chunk order. The element-wise passes split rows freely.
 #     (Splitting columns between threads instead made 2 threads slower than 1: each core's prefetcher
 #     streams on into the other thread's half of every row, doubling the memory traffic.)
-#   * spatial batchnorm: threads own channels; a channel's S-long runs are summed into LANES partial
-#     sums (element k goes to lane k % LANES) combined in lane order at the end.
+#   * spatial batchnorm: threads own channels; a channel's S-long runs are summed into FO_LANES
+#     partial sums (element k goes to lane k % FO_LANES) combined in a fixed tree at the end.
 #   * layernorm statistics: threads own rows, summed with the same lanes.
 from cython cimport floating
 from cython.parallel cimport prange
@@ -41,6 +41,169 @@ from _contract cimport check_1d, check_2d, check_3d, check_nonempty, threads
 # ~0.9-1.0x at 16K, 1.2x at 32K, 1.5x at 128K; layernorm ~1.0x at 8K, 1.2x at 16K, 1.3-1.5x at 32K.
 # 2**14 splits from 32K elements on.
 GRAIN = 1 << 14
+
+# Lane sums along a contiguous run (layernorm's rows, spatial batchnorm's channel runs), in C once for
+# every caller: layernorm's narrow-row helpers below and the Cython wide-row and spatial paths.
+cdef extern from *:
+    """
+    /* Element k of a run goes to lane k % FO_LANES (k counted from the run's start), each lane a
+       double accumulator in element order: vector accumulators without reassociation (no
+       -ffast-math). With 8 lanes GCC fully unrolled the lane loop into scalar code; 32 keeps it a
+       vectorized loop: layernorm forward 1024x4096 float32 4.3 -> 3.3 ms, spatial forward
+       32x64x32x32 2.1 -> 1.9 ms (64 was no better). The terms of FO_PAIR consecutive lane blocks are
+       added in the array's precision before the lanes (module header; 4 instead of 2 made no
+       difference above the loaded machine's noise).
+       ahead > 0: each block of FO_PAIR * FO_LANES elements first prefetches the block `ahead`
+       elements on (layernorm: 2 * d, two rows on; 1024x4096 float32, one thread, CPU time: forward
+       1.49-1.58 -> 1.29-1.35 ms, backward 2.26-2.60 -> 2.18-2.30; narrow rows: fo_ln_forward_row1);
+       0 for none (spatial). A prefetch never faults, also past the arrays' end. Tried in
+       batchnorm's four-row passes (1024x4096, the next four rows' line in every 64-byte step):
+       forward 1.59-1.64 -> 1.96-2.04 ms, backward 2.70-2.74 -> 3.39-3.44; left out there.
+       Always inlined: the callers' lanes are local arrays and the flags below literal constants. */
+    #define FO_LANES 32             /* fo_lane_total's tree is written for 32 */
+    #define FO_PAIR 2
+    #define FO_BLOCK (FO_PAIR * FO_LANES)
+    #define FO_LANE_INLINE static inline __attribute__((always_inline))
+
+    FO_LANE_INLINE void fo_lanes_zero(double *restrict a, double *restrict b) {
+        for (int l = 0; l < FO_LANES; l++) { a[l] = 0.0; b[l] = 0.0; }
+    }
+    /* The lanes summed in a fixed tree, a[l] += a[l + h] for h = 16, 8, 4, 2, 1 (overwrites a): each
+       level is independent adds, so vectorized and scalar code add the same pairs (same bits), and
+       its latency is 5 adds, not 31 (estimated ~30% of a 512-column layernorm row's time; not
+       measured alone). */
+    FO_LANE_INLINE double fo_lane_total(double *a) {
+        int l;
+        for (l = 0; l < 16; l++) a[l] = a[l] + a[l + 16];
+        for (l = 0; l < 8; l++) a[l] = a[l] + a[l + 8];
+        for (l = 0; l < 4; l++) a[l] = a[l] + a[l + 4];
+        for (l = 0; l < 2; l++) a[l] = a[l] + a[l + 2];
+        return a[0] + a[1];
+    }
+    #define FO_NORM_LANES(T, S)                                                                     \\
+    /* l1[l] += sum(p[k] - m), l2[l] += sum((p[k] - m)^2) over the k of lane l. */                 \\
+    FO_LANE_INLINE void fo_lane_stats_##S(const T *restrict p, Py_ssize_t length, T m,             \\
+            double *restrict l1, double *restrict l2, Py_ssize_t ahead) {                          \\
+        Py_ssize_t k = 0, l, w, o;                                                                  \\
+        while (k + FO_BLOCK <= length) {                                                            \\
+            if (ahead)                                                                              \\
+                for (o = 0; o < FO_BLOCK * (Py_ssize_t)sizeof(T); o += 64)                          \\
+                    __builtin_prefetch((const char *)(p + ahead + k) + o, 0, 3);                    \\
+            for (l = 0; l < FO_LANES; l++) {                                                        \\
+                T u = p[k + l] - m, v = p[k + FO_LANES + l] - m;                                    \\
+                l1[l] += (double)(u + v);                                                           \\
+                l2[l] += (double)(u * u + v * v);                                                   \\
+            }                                                                                       \\
+            k += FO_BLOCK;                                                                          \\
+        }                                                                                           \\
+        while (k < length) {                                                                        \\
+            w = length - k < FO_LANES ? length - k : FO_LANES;                                      \\
+            for (l = 0; l < w; l++) {                                                               \\
+                T u = p[k + l] - m;                                                                 \\
+                l1[l] += (double)u;                                                                 \\
+                l2[l] += (double)(u * u);                                                           \\
+            }                                                                                       \\
+            k += w;                                                                                 \\
+        }                                                                                           \\
+    }                                                                                               \\
+    /* lb[l] += sum(e), lg[l] += sum(e * (p[k] - m)) with e = dp[k] * g[k] when `scaled` (layernorm's \\
+       dxhat), else dp[k] (spatial). `sums`: in the same loop also add each element's terms of the    \\
+       column sums, sb[k] += dp[k], sg[k] += dp[k] * ((p[k] - m) * a) (layernorm's narrow rows, see  \\
+       fo_ln_coefs_sums_row1). Products in the array's precision, as xhat is. */                  \\
+    FO_LANE_INLINE void fo_lane_grads_##S(const T *restrict dp, const T *restrict p,               \\
+            const T *restrict g, Py_ssize_t length, T m, double *restrict lb, double *restrict lg,  \\
+            Py_ssize_t ahead, T a, double *restrict sb, double *restrict sg, const int scaled,     \\
+            const int sums) {                                                                       \\
+        Py_ssize_t k = 0, l, w, o;                                                                  \\
+        while (k + FO_BLOCK <= length) {                                                            \\
+            if (ahead)                                                                              \\
+                for (o = 0; o < FO_BLOCK * (Py_ssize_t)sizeof(T); o += 64) {                        \\
+                    __builtin_prefetch((const char *)(dp + ahead + k) + o, 0, 3);                   \\
+                    __builtin_prefetch((const char *)(p + ahead + k) + o, 0, 3);                    \\
+                }                                                                                   \\
+            for (l = 0; l < FO_LANES; l++) {                                                        \\
+                T e0 = dp[k + l], e1 = dp[k + FO_LANES + l];                                        \\
+                T t0 = p[k + l] - m, t1 = p[k + FO_LANES + l] - m;                                  \\
+                T u = scaled ? e0 * g[k + l] : e0, v = scaled ? e1 * g[k + FO_LANES + l] : e1;      \\
+                lb[l] += (double)(u + v);                                                           \\
+                lg[l] += (double)(u * t0 + v * t1);                                                 \\
+                if (sums) {                                                                         \\
+                    sb[k + l] += (double)e0;                                                        \\
+                    sb[k + FO_LANES + l] += (double)e1;                                             \\
+                    sg[k + l] += (double)(e0 * (t0 * a));                                           \\
+                    sg[k + FO_LANES + l] += (double)(e1 * (t1 * a));                                \\
+                }                                                                                   \\
+            }                                                                                       \\
+            k += FO_BLOCK;                                                                          \\
+        }                                                                                           \\
+        while (k < length) {                                                                        \\
+            w = length - k < FO_LANES ? length - k : FO_LANES;                                      \\
+            for (l = 0; l < w; l++) {                                                               \\
+                T e0 = dp[k + l], t0 = p[k + l] - m;                                                \\
+                T u = scaled ? e0 * g[k + l] : e0;                                                  \\
+                lb[l] += (double)u;                                                                 \\
+                lg[l] += (double)(u * t0);                                                          \\
+                if (sums) {                                                                         \\
+                    sb[k + l] += (double)e0;                                                        \\
+                    sg[k + l] += (double)(e0 * (t0 * a));                                           \\
+                }                                                                                   \\
+            }                                                                                       \\
+            k += w;                                                                                 \\
+        }                                                                                           \\
+    }                                                                                               \\
+    /* A layernorm row's mean and inv_std (biased variance), its sums shifted by its first value. */\\
+    FO_LANE_INLINE void fo_ln_row_stats_##S(const T *restrict p, Py_ssize_t d, double eps,         \\
+            T *restrict mean, T *restrict inv_std, Py_ssize_t ahead) {                             \\
+        double l1[FO_LANES], l2[FO_LANES];                                                          \\
+        T m = p[0];                                                                                 \\
+        fo_lanes_zero(l1, l2);                                                                      \\
+        fo_lane_stats_##S(p, d, m, l1, l2, ahead);                                                  \\
+        double s1 = fo_lane_total(l1), s2 = fo_lane_total(l2);                                      \\
+        double mu = s1 / (double)d, var = s2 / (double)d - mu * mu;                                 \\
+        if (var < 0.0) var = 0.0;                                                                   \\
+        *mean = (T)(mu + (double)m);                                                                \\
+        *inv_std = (T)(1.0 / sqrt(var + eps));                                                      \\
+    }                                                                                               \\
+    /* A layernorm row's dx = a * dxhat - kb - kg * xhat, dxhat = dout * gamma:                     \\
+       dx = inv_std/D * (D*dxhat - sum(dxhat) - xhat*sum(dxhat*xhat)), sum(dxhat*xhat) = a*sg, so   \\
+       kb = a * sb / D, kg = a^2 * sg / D. `sums`: fo_lane_grads' column sums too. */             \\
+    FO_LANE_INLINE void fo_ln_row_coefs_##S(const T *restrict dp, const T *restrict p,             \\
+            const T *restrict g, Py_ssize_t d, T m, T a, T *restrict kb, T *restrict kg,            \\
+            Py_ssize_t ahead, double *restrict sb, double *restrict sg, const int sums) {          \\
+        double lb[FO_LANES], lg[FO_LANES];                                                          \\
+        fo_lanes_zero(lb, lg);                                                                      \\
+        fo_lane_grads_##S(dp, p, g, d, m, lb, lg, ahead, a, sb, sg, 1, sums);                       \\
+        double s1 = fo_lane_total(lb), s2 = fo_lane_total(lg);                                      \\
+        *kb = (T)((double)a * s1 / (double)d);                                                      \\
+        *kg = (T)((double)a * (double)a * s2 / (double)d);                                          \\
+    }
+    FO_NORM_LANES(float, f)
+    FO_NORM_LANES(double, d)
+    """
+    enum: FO_LANES
+    void fo_lanes_zero(double* a, double* b) noexcept nogil
+    double fo_lane_total(double* a) noexcept nogil
+    void fo_lane_stats_f(const float* p, Py_ssize_t length, float m, double* l1, double* l2,
+                         Py_ssize_t ahead) noexcept nogil
+    void fo_lane_stats_d(const double* p, Py_ssize_t length, double m, double* l1, double* l2,
+                         Py_ssize_t ahead) noexcept nogil
+    void fo_lane_grads_f(const float* dp, const float* p, const float* g, Py_ssize_t length, float m,
+                         double* lb, double* lg, Py_ssize_t ahead, float a, double* sb, double* sg,
+                         int scaled, int sums) noexcept nogil
+    void fo_lane_grads_d(const double* dp, const double* p, const double* g, Py_ssize_t length, double m,
+                         double* lb, double* lg, Py_ssize_t ahead, double a, double* sb, double* sg,
+                         int scaled, int sums) noexcept nogil
+    void fo_ln_row_stats_f(const float* p, Py_ssize_t d, double eps, float* mean, float* inv_std,
+                           Py_ssize_t ahead) noexcept nogil
+    void fo_ln_row_stats_d(const double* p, Py_ssize_t d, double eps, double* mean, double* inv_std,
+                           Py_ssize_t ahead) noexcept nogil
+    void fo_ln_row_coefs_f(const float* dp, const float* p, const float* g, Py_ssize_t d, float m, float a,
+                           float* kb, float* kg, Py_ssize_t ahead, double* sb, double* sg,
+                           int sums) noexcept nogil
+    void fo_ln_row_coefs_d(const double* dp, const double* p, const double* g, Py_ssize_t d, double m,
+                           double a, double* kb, double* kg, Py_ssize_t ahead, double* sb, double* sg,
+                           int sums) noexcept nogil
+
 
 # Element-wise passes over wide rows, in C for `restrict`: four rows at a time share each load of the
 # per-column vectors (batchnorm's mean, inv_std, gamma, beta or k0, kb, kg; layernorm's gamma, beta).
@@ -142,7 +305,7 @@ cdef extern from *:
                 q[j] = k0[j] * e[j] - kb[j] - kg[j] * ((p[j] - m[j]) * a[j]);                       \\
         }                                                                                           \\
     }                                                                                               \\
-    /* Layernorm backward, four rows (per-row m, a, kb, kg): dx of each row (_ln_row_coefs) and the \\
+    /* Layernorm backward, four rows (per-row m, a, kb, kg): dx of each row (fo_ln_row_coefs) and the \\
        chunk's column sums of _ln_backward_chunk, in one loop sharing the loads of dout, x and the \\
        xhat of both (same operations in the same order, so the same bits). Wide rows only: at     \\
        8192x512 it was slower than the separate loops (backward 2.2-2.3 -> 2.6-2.9 ms). */       \\
@@ -168,11 +331,10 @@ cdef extern from *:
             sg[j] += (double)((d0 * h0 + d1 * h1) + (d2 * h2 + d3 * h3));                           \\
         }                                                                                           \\
     }                                                                                               \\
-    /* Layernorm backward, one row: fo_ln_coefs_sums_row1 computes the row's kb, kg exactly as      \\
-       _ln_row_coefs (the same lane sums, _lane_grads_scaled's terms and _lane_total's tree) and,     \\
-       in the same loop, adds the row's terms of the chunk's column sums to the double accumulators  \\
-       one by one: sb[j] += dout, sg[j] += dout * xhat (xhat = (x - m) * a, as in the other sums);   \\
-       fo_ln_dx_row1 then writes its dx (formula: _ln_row_coefs) while the row is in L1. Narrow rows \\
+    /* Layernorm backward, one row: fo_ln_coefs_sums_row1 computes the row's kb, kg (fo_ln_row_coefs, \\
+       as the wide rows) and, in the same loop, adds the row's terms of the chunk's column sums to   \\
+       the double accumulators one by one: sb[j] += dout, sg[j] += dout * xhat (xhat = (x - m) * a,  \\
+       as in the other sums); fo_ln_dx_row1 then writes its dx while the row is in L1. Narrow rows   \\
        and the rows after the last four of wide ones. Measured (C copies, float32, AVX-512, one      \\
        thread, CPU time, 8192x512 backward): dx row by row then the sums of 4 rows in a second loop  \\
        (until this session) 2.4-2.7 ms; dx and the sums fused in one loop after the coefficients     \\
@@ -181,66 +343,24 @@ cdef extern from *:
        kernel; 2- and 4-row fused dx+sum loops were slower still at 512 columns, 3-4 ms. At 1024x4096 \\
        this path is slower than the wide rows' fo_ln_bwd_rows4: 3.3-3.6 against 2.9-3.0 ms.)        \\
        dx at 256 bits (FO_VEC: 1.6-1.7 -> 1.1-1.3 ms for coefficients + dx in C); the lane loop at  \\
-       the build's width, as _lane_grads_scaled. Each 64-element block prefetches the same block two\\
-       rows on in both arrays (see fo_ln_forward_row1): in the kernel (one thread, CPU time, separate\\
-       processes) backward 1.78-1.89 -> 1.51-1.59 ms; prefetching the two rows whole before the row \\
-       was slower (2.75-2.84). A prefetch never faults, also past the arrays' end. */               \\
+       the build's width. The lane loop prefetches two rows on in both arrays (fo_lane_grads): in   \\
+       the kernel (one thread, CPU time, separate processes) backward 1.78-1.89 -> 1.51-1.59 ms;     \\
+       prefetching the two rows whole before the row was slower (2.75-2.84). */                     \\
     static void fo_ln_coefs_sums_row1_##S(const T *restrict dp, const T *restrict p,               \\
             const T *restrict g, Py_ssize_t d, T m, T a, double *restrict sb, double *restrict sg,  \\
             T *restrict kb, T *restrict kg) {                                                       \\
-        double lb[32], lg[32];                                                                      \\
-        Py_ssize_t k = 0, l, w;                                                                     \\
-        for (l = 0; l < 32; l++) { lb[l] = 0.0; lg[l] = 0.0; }                                      \\
-        while (k + 64 <= d) {                                                                       \\
-            for (Py_ssize_t o = 0; o < 64 * (Py_ssize_t)sizeof(T); o += 64) {                       \\
-                __builtin_prefetch((const char *)(dp + 2 * d + k) + o, 0, 3);                       \\
-                __builtin_prefetch((const char *)(p + 2 * d + k) + o, 0, 3);                        \\
-            }                                                                                       \\
-            for (l = 0; l < 32; l++) {                                                              \\
-                T e0 = dp[k + l], e1 = dp[k + 32 + l];                                              \\
-                T t0 = p[k + l] - m, t1 = p[k + 32 + l] - m;                                        \\
-                T u = e0 * g[k + l], v = e1 * g[k + 32 + l];                                        \\
-                lb[l] += (double)(u + v);                                                           \\
-                lg[l] += (double)(u * t0 + v * t1);                                                 \\
-                sb[k + l] += (double)e0;                                                            \\
-                sb[k + 32 + l] += (double)e1;                                                       \\
-                sg[k + l] += (double)(e0 * (t0 * a));                                               \\
-                sg[k + 32 + l] += (double)(e1 * (t1 * a));                                          \\
-            }                                                                                       \\
-            k += 64;                                                                                \\
-        }                                                                                           \\
-        while (k < d) {                                                                             \\
-            w = d - k < 32 ? d - k : 32;                                                            \\
-            for (l = 0; l < w; l++) {                                                               \\
-                T e0 = dp[k + l], t0 = p[k + l] - m;                                                \\
-                T u = e0 * g[k + l];                                                                \\
-                lb[l] += (double)u;                                                                 \\
-                lg[l] += (double)(u * t0);                                                          \\
-                sb[k + l] += (double)e0;                                                            \\
-                sg[k + l] += (double)(e0 * (t0 * a));                                               \\
-            }                                                                                       \\
-            k += w;                                                                                 \\
-        }                                                                                           \\
-        for (l = 0; l < 16; l++) { lb[l] = lb[l] + lb[l + 16]; lg[l] = lg[l] + lg[l + 16]; }        \\
-        for (l = 0; l < 8; l++) { lb[l] = lb[l] + lb[l + 8]; lg[l] = lg[l] + lg[l + 8]; }           \\
-        for (l = 0; l < 4; l++) { lb[l] = lb[l] + lb[l + 4]; lg[l] = lg[l] + lg[l + 4]; }           \\
-        for (l = 0; l < 2; l++) { lb[l] = lb[l] + lb[l + 2]; lg[l] = lg[l] + lg[l + 2]; }           \\
-        double s1 = lb[0] + lb[1], s2 = lg[0] + lg[1];                                              \\
-        *kb = (T)((double)a * s1 / (double)d);                                                      \\
-        *kg = (T)((double)a * (double)a * s2 / (double)d);                                          \\
+        fo_ln_row_coefs_##S(dp, p, g, d, m, a, kb, kg, 2 * d, sb, sg, 1);                           \\
     }                                                                                               \\
     static FO_VEC void fo_ln_dx_row1_##S(const T *restrict dout, const T *restrict x, Py_ssize_t d, \\
             T m, T a, T kb, T kg, const T *restrict g, T *restrict dx) {                            \\
         for (Py_ssize_t j = 0; j < d; j++)                                                          \\
             dx[j] = a * (dout[j] * g[j]) - kb - kg * ((x[j] - m) * a);                              \\
     }                                                                                               \\
-    /* Layernorm forward, one narrow row: _ln_row_stats (the same lane sums, _lane_stats' terms and \\
-       _lane_total's tree, the same double arithmetic) and then the row's normalize while it is in  \\
-       L1, as _ln_forward_rows did in Cython: the same operations, so the same bits. Each 64-element\\
-       block of the lane loop prefetches the block two rows on (at 512 float32 columns 4 KB on: a   \\
-       row is half a 4 KB page; our guess is that the hardware prefetchers restart at every page). \\
-       Measured in the kernel (float32 8192x512 forward, AVX-512, one thread, CPU time, separate    \\
-       processes):                                                                                  \\
+    /* Layernorm forward, one narrow row: its statistics (fo_ln_row_stats, as the wide rows) and    \\
+       then its normalize while it is in L1. Each 64-element block of the lane loop prefetches the  \\
+       block two rows on (fo_lane_stats; at 512 float32 columns 4 KB on: a row is half a 4 KB page; \\
+       our guess is that the hardware prefetchers restart at every page). Measured in the kernel    \\
+       (float32 8192x512 forward, AVX-512, one thread, CPU time, separate processes):               \\
        the Cython row loop 0.90-1.05 ms in the previous build but 1.1-1.5 in this one with the same \\
        instructions at other addresses (code placement; not understood), this helper without the    \\
        prefetch 1.1-1.4, prefetching the whole row two rows on before it 0.80-0.83, per block       \\
@@ -248,37 +368,8 @@ cdef extern from *:
     static void fo_ln_forward_row1_##S(const T *restrict p, Py_ssize_t d, double eps,              \\
             const T *restrict g, const T *restrict b, T *restrict q, T *restrict mean,              \\
             T *restrict inv_std) {                                                                  \\
-        double l1[32], l2[32];                                                                      \\
-        Py_ssize_t k = 0, l, w;                                                                     \\
-        T m = p[0];                                                                                 \\
-        for (l = 0; l < 32; l++) { l1[l] = 0.0; l2[l] = 0.0; }                                      \\
-        while (k + 64 <= d) {                                                                       \\
-            for (Py_ssize_t o = 0; o < 64 * (Py_ssize_t)sizeof(T); o += 64)                         \\
-                __builtin_prefetch((const char *)(p + 2 * d + k) + o, 0, 3);                        \\
-            for (l = 0; l < 32; l++) {                                                              \\
-                T u = p[k + l] - m, v = p[k + 32 + l] - m;                                          \\
-                l1[l] += (double)(u + v);                                                           \\
-                l2[l] += (double)(u * u + v * v);                                                   \\
-            }                                                                                       \\
-            k += 64;                                                                                \\
-        }                                                                                           \\
-        while (k < d) {                                                                             \\
-            w = d - k < 32 ? d - k : 32;                                                            \\
-            for (l = 0; l < w; l++) {                                                               \\
-                T u = p[k + l] - m;                                                                 \\
-                l1[l] += (double)u;                                                                 \\
-                l2[l] += (double)(u * u);                                                           \\
-            }                                                                                       \\
-            k += w;                                                                                 \\
-        }                                                                                           \\
-        for (l = 0; l < 16; l++) { l1[l] = l1[l] + l1[l + 16]; l2[l] = l2[l] + l2[l + 16]; }        \\
-        for (l = 0; l < 8; l++) { l1[l] = l1[l] + l1[l + 8]; l2[l] = l2[l] + l2[l + 8]; }           \\
-        for (l = 0; l < 4; l++) { l1[l] = l1[l] + l1[l + 4]; l2[l] = l2[l] + l2[l + 4]; }           \\
-        for (l = 0; l < 2; l++) { l1[l] = l1[l] + l1[l + 2]; l2[l] = l2[l] + l2[l + 2]; }           \\
-        double s1 = l1[0] + l1[1], s2 = l2[0] + l2[1];                                              \\
-        double mu = s1 / (double)d, var = s2 / (double)d - mu * mu;                                 \\
-        if (var < 0.0) var = 0.0;                                                                   \\
-        T mm = (T)(mu + (double)m), a = (T)(1.0 / sqrt(var + eps));                                 \\
+        T mm, a;                                                                                    \\
+        fo_ln_row_stats_##S(p, d, eps, &mm, &a, 2 * d);                                             \\
         *mean = mm;                                                                                 \\
         *inv_std = a;                                                                               \\
         for (Py_ssize_t j = 0; j < d; j++)                                                          \\
@@ -331,15 +422,6 @@ cdef extern from *:
                          double kg, const double* g, double* dx) noexcept nogil
 
 
-cdef extern from *:
-    """
-    /* A read prefetch into all cache levels (layernorm's row passes, see fo_ln_forward_row1; never
-       faults). Tried in batchnorm's four-row passes (1024x4096, the next four rows' line in every
-       64-byte step): forward 1.59-1.64 -> 1.96-2.04 ms, backward 2.70-2.74 -> 3.39-3.44; left out. */
-    #define FO_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
-    """
-    void FO_PREFETCH(const void* p) noexcept nogil
-
 cdef enum:
     # Row chunks for the sums over rows: at most MAX_CHUNKS (so at most that many threads share a
     # reduction), each at least MIN_CHUNK_ROWS rows, a multiple of ROWS.
@@ -369,14 +451,6 @@ cdef enum:
     ROWS = 8
     MAX_STRIDE = 8           # _group_stride's cap: a block of ROWS * MAX_STRIDE = MIN_CHUNK_ROWS rows
     LN_ROWS = 4              # fo_ln_norm_rows4 is written for 4
-    # Independent partial sums for reductions along a contiguous run (element k goes to lane
-    # k % LANES): vector accumulators without reassociation (no -ffast-math). With 8 lanes GCC fully
-    # unrolled the lane loop into scalar code; 32 keeps it a vectorized loop: layernorm forward
-    # 1024x4096 float32 4.3 -> 3.3 ms, spatial forward 32x64x32x32 2.1 -> 1.9 ms (64 was no better).
-    LANES = 32               # _lane_total's tree is written for 32
-    # Lane blocks whose terms are added (in the array's precision) before the lane accumulators.
-    # (4 instead of 2 was tried this session: no difference above the loaded machine's noise.)
-    PAIR = 2
 
 
 cdef inline Py_ssize_t _chunk_rows(Py_ssize_t n) noexcept nogil:
@@ -687,112 +761,6 @@ def batchnorm_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
 
 
 # ---------------------------------------------------------------------------------------------------
-# lane sums along a contiguous run (spatial batchnorm's channel runs, layernorm's rows)
-
-
-cdef inline void _lane_stats(const floating* p, Py_ssize_t length, floating m, double* l1,
-                             double* l2, Py_ssize_t ahead) noexcept nogil:
-    # l1[l] += sum(p[k] - m), l2[l] += sum((p[k] - m)^2) over the k of lane l (k % LANES == l after
-    # the run's start); the terms of PAIR consecutive blocks are added in the array's precision.
-    # ahead > 0: each block also prefetches the block `ahead` elements on (layernorm's wide rows:
-    # two rows on, as the narrow rows' C helpers do; 1024x4096 float32, one thread, CPU time:
-    # forward 1.49-1.58 -> 1.29-1.35 ms, backward 2.26-2.60 -> 2.18-2.30); 0 for none (spatial).
-    cdef Py_ssize_t k = 0, l, w, o
-    cdef floating a, b
-    while k + PAIR * LANES <= length:
-        if ahead:
-            o = 0
-            while o < PAIR * LANES:
-                FO_PREFETCH(p + ahead + k + o)
-                o += <Py_ssize_t>(64 // sizeof(floating))
-        for l in range(LANES):
-            a = p[k + l] - m
-            b = p[k + LANES + l] - m
-            l1[l] += <double>(a + b)
-            l2[l] += <double>(a * a + b * b)
-        k += PAIR * LANES
-    while k < length:
-        w = min(<Py_ssize_t>LANES, length - k)
-        for l in range(w):
-            a = p[k + l] - m
-            l1[l] += <double>a
-            l2[l] += <double>(a * a)
-        k += w
-
-
-cdef inline void _lane_grads(const floating* dp, const floating* p, Py_ssize_t length, floating m,
-                             double* lb, double* lg) noexcept nogil:
-    # lb[l] += sum(dp[k]), lg[l] += sum(dp[k] * (p[k] - m)), grouped as _lane_stats.
-    cdef Py_ssize_t k = 0, l, w
-    cdef floating a, b
-    while k + PAIR * LANES <= length:
-        for l in range(LANES):
-            a = dp[k + l]
-            b = dp[k + LANES + l]
-            lb[l] += <double>(a + b)
-            lg[l] += <double>(a * (p[k + l] - m) + b * (p[k + LANES + l] - m))
-        k += PAIR * LANES
-    while k < length:
-        w = min(<Py_ssize_t>LANES, length - k)
-        for l in range(w):
-            lb[l] += <double>dp[k + l]
-            lg[l] += <double>(dp[k + l] * (p[k + l] - m))
-        k += w
-
-
-cdef inline void _lane_grads_scaled(const floating* dp, const floating* p, const floating* gamma,
-                                    Py_ssize_t length, floating m, double* lb, double* lg,
-                                    Py_ssize_t ahead) noexcept nogil:
-    # _lane_grads of g = dp * gamma (layernorm's dxhat): lb += sum(g), lg += sum(g * (p - m)).
-    # ahead: as _lane_stats (both dp and p).
-    cdef Py_ssize_t k = 0, l, w, o
-    cdef floating a, b
-    while k + PAIR * LANES <= length:
-        if ahead:
-            o = 0
-            while o < PAIR * LANES:
-                FO_PREFETCH(dp + ahead + k + o)
-                FO_PREFETCH(p + ahead + k + o)
-                o += <Py_ssize_t>(64 // sizeof(floating))
-        for l in range(LANES):
-            a = dp[k + l] * gamma[k + l]
-            b = dp[k + LANES + l] * gamma[k + LANES + l]
-            lb[l] += <double>(a + b)
-            lg[l] += <double>(a * (p[k + l] - m) + b * (p[k + LANES + l] - m))
-        k += PAIR * LANES
-    while k < length:
-        w = min(<Py_ssize_t>LANES, length - k)
-        for l in range(w):
-            a = dp[k + l] * gamma[k + l]
-            lb[l] += <double>a
-            lg[l] += <double>(a * (p[k + l] - m))
-        k += w
-
-
-cdef inline void _zero_lanes(double* a, double* b) noexcept nogil:
-    cdef Py_ssize_t l
-    for l in range(LANES):
-        a[l] = 0.0
-        b[l] = 0.0
-
-
-cdef inline double _lane_total(double* a) noexcept nogil:
-    # The lanes summed in a fixed tree, a[l] += a[l + h] for h = 16, 8, 4, 2, 1 (overwrites a): each
-    # level is independent adds, so vectorized and scalar code add the same pairs (same bits), and
-    # its latency is 5 adds, not 31 (estimated ~30% of a 512-column layernorm row's time; not measured alone).
-    cdef Py_ssize_t l
-    for l in range(16):
-        a[l] = a[l] + a[l + 16]
-    for l in range(8):
-        a[l] = a[l] + a[l + 8]
-    for l in range(4):
-        a[l] = a[l] + a[l + 4]
-    for l in range(2):
-        a[l] = a[l] + a[l + 2]
-    return a[0] + a[1]
-
-
-# ---------------------------------------------------------------------------------------------------
 # spatial batchnorm on (N, C, S), S = H*W: one channel per task, N runs of S contiguous elements
 
 
@@ -800,19 +768,22 @@ cdef void _sbn_train_channel(const floating* x, Py_ssize_t n, Py_ssize_t nc, Py_
                              floating gamma, floating beta, double eps, double momentum,
                              floating* out, floating* mean, floating* inv_std,
                              floating* running_mean, floating* running_var) noexcept nogil:
-    cdef double l1[LANES]
-    cdef double l2[LANES]
+    cdef double l1[FO_LANES]
+    cdef double l2[FO_LANES]
     cdef double s1, s2, mu, var, cnt = <double>n * s
     cdef floating shift = x[c * s]
     cdef Py_ssize_t i, k
     cdef const floating* p
     cdef floating* q
     cdef floating m, a
-    _zero_lanes(l1, l2)
+    fo_lanes_zero(l1, l2)
     for i in range(n):                              # pass 1: read x
-        _lane_stats(x + (i * nc + c) * s, s, shift, l1, l2, 0)
-    s1 = _lane_total(l1)
-    s2 = _lane_total(l2)
+        if floating is float:
+            fo_lane_stats_f(x + (i * nc + c) * s, s, shift, l1, l2, 0)
+        else:
+            fo_lane_stats_d(x + (i * nc + c) * s, s, shift, l1, l2, 0)
+    s1 = fo_lane_total(l1)
+    s2 = fo_lane_total(l2)
     mu = s1 / cnt
     var = s2 / cnt - mu * mu
     if var < 0.0:
@@ -845,20 +816,25 @@ cdef void _sbn_test_channel(const floating* x, Py_ssize_t n, Py_ssize_t nc, Py_s
 cdef void _sbn_backward_channel(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t nc,
                                 Py_ssize_t s, Py_ssize_t c, floating m, floating a, floating gamma,
                                 floating* dx, floating* dgamma, floating* dbeta) noexcept nogil:
-    cdef double lb[LANES]
-    cdef double lg[LANES]
+    cdef double lb[FO_LANES]
+    cdef double lg[FO_LANES]
     cdef double sb, sg, cnt = <double>n * s, scale
     cdef Py_ssize_t i, k
     cdef const floating* p
     cdef const floating* dp
     cdef floating* q
     cdef floating k0, kb, kg
-    _zero_lanes(lb, lg)
+    fo_lanes_zero(lb, lg)
     # Pass 1: read dout, x. Products dout * (x - mean) in the array's precision, as in batchnorm.
     for i in range(n):
-        _lane_grads(dout + (i * nc + c) * s, x + (i * nc + c) * s, s, m, lb, lg)
-    sb = _lane_total(lb)
-    sg = _lane_total(lg)
+        if floating is float:
+            fo_lane_grads_f(dout + (i * nc + c) * s, x + (i * nc + c) * s, NULL, s, m, lb, lg, 0, 0, NULL,
+                            NULL, 0, 0)
+        else:
+            fo_lane_grads_d(dout + (i * nc + c) * s, x + (i * nc + c) * s, NULL, s, m, lb, lg, 0, 0, NULL,
+                            NULL, 0, 0)
+    sb = fo_lane_total(lb)
+    sg = fo_lane_total(lg)
     sg = sg * a                                     # sum(dout * xhat)
     dbeta[c] = <floating>sb
     dgamma[c] = <floating>sg
@@ -942,21 +918,23 @@ def spatial_batchnorm_backward(const floating[:, :, ::1] dout, const floating[:,
 
 
 cdef inline void _ln_row_stats(const floating* x, Py_ssize_t d, double eps, floating* mean,
-                               floating* inv_std, Py_ssize_t ahead) noexcept nogil:
-    cdef double l1[LANES]
-    cdef double l2[LANES]
-    cdef double s1, s2, mu, var
-    cdef floating shift = x[0]
-    _zero_lanes(l1, l2)
-    _lane_stats(x, d, shift, l1, l2, ahead)
-    s1 = _lane_total(l1)
-    s2 = _lane_total(l2)
-    mu = s1 / d
-    var = s2 / d - mu * mu
-    if var < 0.0:
-        var = 0.0
-    mean[0] = <floating>(mu + shift)
-    inv_std[0] = <floating>(1.0 / sqrt(var + eps))
+                               floating* inv_std) noexcept nogil:
+    # A wide row's statistics, prefetching two rows on. Left to GCC's inliner (it keeps this and
+    # _ln_row_coefs out of line); forced inline into the row loops (C, always_inline), the SSE2
+    # build's backward at 1024x4096 was 4-6% slower (float32, one thread, CPU time).
+    if floating is float:
+        fo_ln_row_stats_f(x, d, eps, mean, inv_std, 2 * d)
+    else:
+        fo_ln_row_stats_d(x, d, eps, mean, inv_std, 2 * d)
+
+
+cdef inline void _ln_row_coefs(const floating* dout, const floating* x, const floating* gamma, Py_ssize_t d,
+                               floating m, floating a, floating* kb, floating* kg) noexcept nogil:
+    # A wide row's dx coefficients (no column sums: fo_ln_bwd_rows4 adds them), prefetching two rows on.
+    if floating is float:
+        fo_ln_row_coefs_f(dout, x, gamma, d, m, a, kb, kg, 2 * d, NULL, NULL, 0)
+    else:
+        fo_ln_row_coefs_d(dout, x, gamma, d, m, a, kb, kg, 2 * d, NULL, NULL, 0)
 
 
 cdef void _ln_forward_rows(const floating* x, Py_ssize_t rows, Py_ssize_t d, const floating* gamma,
@@ -968,7 +946,7 @@ cdef void _ln_forward_rows(const floating* x, Py_ssize_t rows, Py_ssize_t d, con
     cdef Py_ssize_t i
     if rows == LN_ROWS and d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES:
         for i in range(rows):
-            _ln_row_stats(x + i * d, d, eps, mean + i, inv_std + i, 2 * d)
+            _ln_row_stats(x + i * d, d, eps, mean + i, inv_std + i)
         if floating is float:
             fo_ln_norm_rows4_f(x, d, mean, inv_std, gamma, beta, out)
         else:
@@ -979,24 +957,6 @@ cdef void _ln_forward_rows(const floating* x, Py_ssize_t rows, Py_ssize_t d, con
             fo_ln_forward_row1_f(x + i * d, d, eps, gamma, beta, out + i * d, mean + i, inv_std + i)
         else:
             fo_ln_forward_row1_d(x + i * d, d, eps, gamma, beta, out + i * d, mean + i, inv_std + i)
-
-
-cdef inline void _ln_row_coefs(const floating* dout, const floating* x, Py_ssize_t d, floating m,
-                               floating a, const floating* gamma, floating* kb, floating* kg,
-                               Py_ssize_t ahead) noexcept nogil:
-    # The row's dx = a * dxhat - kb - kg * xhat, dxhat = dout * gamma:
-    # dx = inv_std/D * (D*dxhat - sum(dxhat) - xhat*sum(dxhat*xhat)), sum(dxhat*xhat) = a*sg.
-    # dxhat and dxhat * (x - mean) in the array's precision (the module's policy for backward sums),
-    # accumulated in double lanes.
-    cdef double lb[LANES]
-    cdef double lg[LANES]
-    cdef double sb, sg
-    _zero_lanes(lb, lg)
-    _lane_grads_scaled(dout, x, gamma, d, m, lb, lg, ahead)
-    sb = _lane_total(lb)
-    sg = _lane_total(lg)
-    kb[0] = <floating>(a * sb / d)
-    kg[0] = <floating>(<double>a * a * sg / d)
 
 
 cdef void _ln_backward_chunk(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
@@ -1021,8 +981,8 @@ cdef void _ln_backward_chunk(const floating* dout, const floating* x, Py_ssize_t
     i = 0
     while d * <Py_ssize_t>sizeof(floating) >= WIDE_ROW_BYTES and i + LN_ROWS <= n:
         for r in range(LN_ROWS):
-            _ln_row_coefs(dout + (i + r) * d, x + (i + r) * d, d, mean[i + r], inv_std[i + r], gamma,
-                          &kb4[r], &kg4[r], 2 * d)
+            _ln_row_coefs(dout + (i + r) * d, x + (i + r) * d, gamma, d, mean[i + r], inv_std[i + r],
+                          &kb4[r], &kg4[r])
         if floating is float:
             fo_ln_bwd_rows4_f(dout + i * d, x + i * d, d, mean + i, inv_std + i, kb4, kg4, gamma,
                               dx + i * d, sb, sg)
