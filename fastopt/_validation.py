@@ -144,3 +144,20 @@ def check_rng_state(name, state, like=None):
         probe.state = state
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{name} is not a valid {type(probe).__name__} state: {exc}") from exc
+    # NumPy's setter reads the keys it knows and ignores the rest: a key it does not have is refused
+    # here, so that what loads is exactly a state (and a file cannot smuggle data through it).
+    extra = _extra_keys(state, probe.state)
+    if extra:
+        raise ValueError(f"{name} is not a valid {type(probe).__name__} state: unexpected keys {', '.join(extra)}")
+
+
+def _extra_keys(got, want, path=""):
+    """The keys of dict `got` (and of its dict values, by path) that `want` does not have."""
+    out = []
+    for key, value in got.items():
+        where = f"{path}[{key!r}]"
+        if key not in want:
+            out.append(where)
+        elif isinstance(value, dict) and isinstance(want[key], dict):
+            out.extend(_extra_keys(value, want[key], where))
+    return out

@@ -147,6 +147,8 @@ def test_solver_rejects_foreign_or_tampered_checkpoints(tmp_path):
         ("iteration", 999, "loss_history has"),
         ("version", 7, "version"),
         ("rng", {"batch": {"bit_generator": "MT19937"}, "eval": {}}, "rng"),
+        # a state NumPy's setter would take (it ignores keys it does not read), with one key more
+        ("rng", dict(state["rng"], batch=dict(state["rng"]["batch"], extra=1)), "unexpected keys"),
         ("best_params", {"W1": np.zeros((2, 2))}, "best_params"),
     ]
     for key, value, fragment in tampered:

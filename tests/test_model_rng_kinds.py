@@ -44,3 +44,17 @@ def test_a_state_of_another_generator_kind_is_refused_with_nothing_changed():
     after = target.state_dict()
     assert _same(after["rng"], before["rng"])
     assert all(np.array_equal(after["params"][k], before["params"][k]) for k in before["params"])
+
+
+@pytest.mark.parametrize("where", ["top", "nested"])
+def test_a_state_with_keys_its_generator_does_not_have_is_refused_with_nothing_changed(where):
+    # NumPy's state setter ignores keys it does not read; the model refuses them (nothing changed).
+    saved = _model(np.random.PCG64(1)).state_dict()
+    (saved["rng"] if where == "top" else saved["rng"]["state"])["note"] = [1, 2]
+    target = _model(np.random.PCG64(2))
+    before = target.state_dict()
+    with pytest.raises(ValueError, match="model state rng is not a valid PCG64 state: unexpected keys"):
+        target.load_state_dict(saved)
+    after = target.state_dict()
+    assert _same(after["rng"], before["rng"])
+    assert all(np.array_equal(after["params"][k], before["params"][k]) for k in before["params"])
