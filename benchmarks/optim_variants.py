@@ -32,7 +32,7 @@ def main(argv=None):
     names = [v for v in ("avx512", "avx2", "sse2") if v in mods]
     rng = np.random.default_rng(0)
     print(f"optim multi kernels, {args.threads} thread(s), min of {args.repeats}, us per call; "
-          f"auto picks {_backend.auto_variants('optim')[0]} here")
+          f"auto picks {_backend.simd_variant('optim')} here")
     print("| dtype | size | rule | " + " | ".join(names) + " | " +
           " | ".join(f"{v}/avx512" for v in names[1:]) + " |")
     print("|---" * (3 + 2 * len(names) - 1) + "|")

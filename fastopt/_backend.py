@@ -144,10 +144,11 @@ _AVX2_ON_INTEL = frozenset({"optim"})
 
 
 def auto_variants(family):
-    """The variants "auto" may choose for `family`, widest first (see _AVX2_ON_INTEL)."""
+    """The variants "auto" tries for `family`, in order (see _AVX2_ON_INTEL): the widest first,
+    or on Intel for those families AVX2 first (AVX-512 where a build has no AVX2 variant)."""
     if family in _AVX2_ON_INTEL and _compiled_available() \
             and importlib.import_module("fastopt._openmp").cpu_is_intel():
-        return ("avx2",)
+        return tuple(reversed(_VARIANTS))
     return _VARIANTS
 
 
