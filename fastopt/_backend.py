@@ -261,16 +261,24 @@ def threads_for(work, grain):
     """Threads for a kernel over `work` items: one below `grain` items per thread.
 
     `grain` is each kernel family's benchmarked size under which splitting costs more than it saves.
+    (The optimizers' compiled run_cached applies the same rule to thread_budget() in C.)
     """
-    threads = get_num_threads()
-    if threads == 1 or work < 2 * grain:
+    if work < 2 * grain:
         return 1
-    if getattr(_beside_blas, "depth", 0):
+    threads = thread_budget()
+    return 1 if threads == 1 else min(threads, work // grain)
+
+
+def thread_budget():
+    """The most threads a kernel may use now: get_num_threads(), or 1 inside beside_blas() while
+    BLAS runs threads of its own."""
+    threads = get_num_threads()
+    if threads > 1 and getattr(_beside_blas, "depth", 0):
         from ._blas import blas_num_threads
         blas = blas_num_threads()
         if blas is not None and blas > 1:
             return 1
-    return min(threads, work // grain)
+    return threads
 
 
 class _BesideBlas:

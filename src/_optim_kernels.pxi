@@ -38,7 +38,7 @@
 # Every loop reads element i of every array before writing any of it.
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.math cimport pow as c_pow, fabs as c_fabs, sqrt as c_sqrt, INFINITY
 
 from _contract cimport threads
@@ -1095,6 +1095,9 @@ cdef class StepGuard:
         self._values = [dicts[0].get(k) for k in keys] if dicts else []
 
     def check(self, seq):
+        return self._ok(seq)
+
+    cdef bint _ok(self, object seq) except -1:
         cdef Py_ssize_t j, n = len(self._params)
         cdef cnp.ndarray p, g
         cdef object d, key
@@ -1137,3 +1140,264 @@ cdef class StepGuard:
             for key, value in items:
                 (<dict>d)[key] = value
         self._values = [self._dicts[0].get(k) for k in self._keys] if self._dicts else []
+
+    cdef int _commit_keys(self, list values) except -1:
+        # commit() for values of exactly self._keys, in that order (the cached step's form).
+        cdef Py_ssize_t j, n = len(self._keys)
+        for d in self._dicts:
+            for j in range(n):
+                (<dict>d)[self._keys[j]] = values[j]
+        self._values = values
+        return 0
+
+
+# ------------------------------------------------------------------------------ the cached step in C
+# A cached optimizer step (fastopt/optim/_base.py, Optimizer._fast_step) is ONE call of
+# run_cached: the guards of every group, each group's per-step scalars, its multi-tensor pass and
+# the new step counts written back, without Python in between (the Python loop cost ~2.5 us a step:
+# issue 11's numba comparison at 1e3..1e5 elements). The per-step scalars are each rule's per_step
+# of fastopt/optim/_declarations.py (the twin) in C, the same double operations in the same order:
+# Python's float ** is C pow for the finite positive bases here, math.sqrt is sqrt, x ** 0.5 stays
+# pow. tests/test_cached_step.py compares the constants both ways bit for bit.
+cdef struct _Hyp:
+    # One group's validated hyperparameters (an absent one is 0 / False: the rule does not read it).
+    double lr, beta1, beta2, eps, weight_decay, momentum, dampening, lr_decay, alpha, rho, momentum_decay
+    bint nesterov, maximize, amsgrad, decoupled, centered
+
+cdef dict _MULTI_RULE = {"sgd_multi": _RULE_SGD, "adam_multi": _RULE_ADAM, "adagrad_multi": _RULE_ADAGRAD,
+                         "rmsprop_multi": _RULE_RMSPROP, "nadam_multi": _RULE_NADAM,
+                         "radam_multi": _RULE_RADAM, "adamax_multi": _RULE_ADAMAX,
+                         "adadelta_multi": _RULE_ADADELTA, "lion_multi": _RULE_LION}
+# The rules whose step counts steps (their per_step returns {"step": t}); NAdam also mu_product.
+cdef frozenset _COUNTS_STEPS = frozenset([_RULE_ADAM, _RULE_ADAGRAD, _RULE_RMSPROP, _RULE_NADAM, _RULE_RADAM,
+                                          _RULE_ADAMAX, _RULE_ADADELTA])
+
+
+cdef int _hyp_from(_Hyp* h, dict d) except -1:
+    h.lr = d.get("lr", 0.0)
+    h.beta1, h.beta2 = d.get("betas", (0.0, 0.0))
+    h.eps = d.get("eps", 0.0)
+    h.weight_decay = d.get("weight_decay", 0.0)
+    h.momentum = d.get("momentum", 0.0)
+    h.dampening = d.get("dampening", 0.0)
+    h.lr_decay = d.get("lr_decay", 0.0)
+    h.alpha = d.get("alpha", 0.0)
+    h.rho = d.get("rho", 0.0)
+    h.momentum_decay = d.get("momentum_decay", 0.0)
+    h.nesterov = d.get("nesterov", False)
+    h.maximize = d.get("maximize", False)
+    h.amsgrad = d.get("amsgrad", False)
+    h.decoupled = d.get("decoupled_weight_decay", False)
+    h.centered = d.get("centered", False)
+    return 0
+
+
+cdef inline double _nadam_mu(double beta1, double momentum_decay, double t) noexcept nogil:
+    return beta1 * (1.0 - 0.5 * c_pow(0.96, t * momentum_decay))
+
+
+# The scalars per_step derives from the step count, by rule, in the order _derive fills them.
+cdef dict _DERIVED = {_RULE_ADAM: ("step_size", "bias_correction2_sqrt"), _RULE_ADAGRAD: ("clr",),
+                      _RULE_NADAM: ("bias_correction2", "grad_coef", "exp_avg_coef"),
+                      _RULE_RADAM: ("bias_correction1", "bias_correction2_sqrt", "rect", "rectified"),
+                      _RULE_ADAMAX: ("clr",)}
+
+
+cdef void _derive(int rule, const _Hyp* h, double t, double* mu_product, double* d) noexcept:
+    # per_step's step-dependent scalars of step t (t already incremented, as per_step's t) into d;
+    # NAdam's mu_product is updated in place.
+    cdef double b2t, bc2, rho_inf, rho_t, mu, mu_next
+    if rule == _RULE_ADAM:
+        d[0] = h.lr / (1 - c_pow(h.beta1, t))
+        d[1] = c_sqrt(1 - c_pow(h.beta2, t))
+    elif rule == _RULE_ADAGRAD:
+        d[0] = h.lr / (1 + (t - 1) * h.lr_decay)
+    elif rule == _RULE_NADAM:
+        mu = _nadam_mu(h.beta1, h.momentum_decay, t)
+        mu_next = _nadam_mu(h.beta1, h.momentum_decay, t + 1)
+        mu_product[0] = mu_product[0] * mu
+        d[0] = 1 - c_pow(h.beta2, t)
+        d[1] = -h.lr * (1.0 - mu) / (1.0 - mu_product[0])
+        d[2] = (-h.lr * mu_next) / (1.0 - mu_product[0] * mu_next)
+    elif rule == _RULE_RADAM:
+        d[0] = 1 - c_pow(h.beta1, t)
+        b2t = c_pow(h.beta2, t)
+        bc2 = 1 - b2t
+        rho_inf = 2 / (1 - h.beta2) - 1
+        rho_t = rho_inf - 2 * t * b2t / bc2
+        d[1] = c_pow(bc2, 0.5)
+        d[3] = rho_t > 5.0
+        d[2] = c_pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5) \
+            if d[3] else 1.0
+    elif rule == _RULE_ADAMAX:
+        d[0] = h.lr / (1 - c_pow(h.beta1, t))
+
+
+cdef int _step_consts(int rule, const _Hyp* h, double t, double* mu_product, double avg_weight, bint use_avg,
+                      double* c) noexcept:
+    # Step t's kernel constants with grad_scale 1 (a cached step never clips); returns the flags.
+    cdef double d[4]
+    d[0] = d[1] = d[2] = d[3] = 0      # the rules without step-dependent scalars leave them
+    _derive(rule, h, t, mu_product, d)
+    if rule == _RULE_SGD:
+        return _sgd_consts(c, h.lr, h.weight_decay, h.momentum, h.dampening, h.nesterov, h.maximize, False,
+                           1.0, avg_weight, use_avg)
+    if rule == _RULE_ADAM:
+        return _adam_consts(c, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, d[0], d[1], h.decoupled, h.amsgrad,
+                            h.maximize, 1.0, avg_weight, use_avg)
+    if rule == _RULE_ADAGRAD:
+        return _adagrad_consts(c, d[0], h.weight_decay, h.eps, h.maximize, 1.0, avg_weight, use_avg)
+    if rule == _RULE_RMSPROP:
+        return _rmsprop_consts(c, h.lr, h.alpha, h.eps, h.weight_decay, h.momentum, h.centered, h.maximize, 1.0,
+                               avg_weight, use_avg)
+    if rule == _RULE_NADAM:
+        return _nadam_consts(c, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, d[0], d[1], d[2], h.decoupled,
+                             h.maximize, 1.0, avg_weight, use_avg)
+    if rule == _RULE_RADAM:
+        return _radam_consts(c, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, d[0], d[1], d[2], d[3] != 0,
+                             h.decoupled, h.maximize, 1.0, avg_weight, use_avg)
+    if rule == _RULE_ADAMAX:
+        return _adamax_consts(c, d[0], h.beta1, h.beta2, h.eps, h.weight_decay, h.maximize, 1.0, avg_weight,
+                              use_avg)
+    if rule == _RULE_ADADELTA:
+        return _adadelta_consts(c, h.lr, h.rho, h.eps, h.weight_decay, h.maximize, 1.0, avg_weight, use_avg)
+    return _lion_consts(c, h.lr, h.beta1, h.beta2, h.weight_decay, h.maximize, 1.0, avg_weight, use_avg)
+
+
+cdef class CachedStep:
+    """The prepared form of an optimizer's cached step (see run_cached).
+
+    CachedStep(kernel, groups, entries, keys, ema, per_step): kernel, the rule's multi-tensor kernel
+    name (adam_multi, ...); groups, the param_groups (a tuple) the step was prepared for;
+    entries, per group (StepPlan, StepGuard, validated hyperparameters with the class's fixed ones);
+    keys, the per-parameter scalar entries each step advances, in the guards' order: "step" for
+    the rules that count steps, NAdam's "mu_product", "avg_count" with an average; ema, None, a
+    decay in [0, 1) or "polyak"; per_step, the rule's declaration (the NumPy backend's twin calls
+    it; here it is computed in C)."""
+    cdef readonly str kernel
+    cdef readonly tuple groups, entries
+    cdef readonly Py_ssize_t n_params
+    cdef int rule, n_keys, mu_key, avg_key
+    cdef bint counts, averaging
+    cdef double ema
+    cdef _Hyp* hyps
+    cdef int* threads_used
+
+    def __cinit__(self):
+        self.hyps, self.threads_used = NULL, NULL
+
+    def __dealloc__(self):
+        free(self.hyps)
+        free(self.threads_used)
+
+    @property
+    def last_threads(self):
+        """The thread count of each group's pass in the last step that ran (0: none yet)."""
+        return tuple(self.threads_used[i] for i in range(len(self.entries)))
+
+    def __init__(self, str kernel not None, tuple groups not None, list entries not None, tuple keys not None,
+                 ema, per_step):
+        if kernel not in _MULTI_RULE:
+            raise ValueError(f"kernel must be one of {sorted(_MULTI_RULE)}, got {kernel!r}")
+        self.rule = _MULTI_RULE[kernel]
+        self.kernel, self.groups = kernel, groups
+        self.counts = self.rule in _COUNTS_STEPS
+        want = (("step",) if self.counts else ()) + (("mu_product",) if self.rule == _RULE_NADAM else ())
+        self.averaging = ema is not None
+        if keys != want + (("avg_count",) if self.averaging else ()):
+            raise ValueError(f"keys must be {want + (('avg_count',) if self.averaging else ())}, got {keys}")
+        self.n_keys, self.mu_key, self.avg_key = len(keys), len(want) - 1, len(want)
+        if not (ema is None or ema == "polyak" or isinstance(ema, float) and 0.0 <= ema < 1.0):
+            raise ValueError(f"ema must be None, 'polyak' or a decay in [0, 1), got {ema!r}")
+        self.ema = -1.0 if ema == "polyak" else (0.0 if ema is None else ema)
+        self.entries = ()
+        self.hyps = <_Hyp*>malloc(max(len(entries), 1) * sizeof(_Hyp))
+        self.threads_used = <int*>calloc(max(len(entries), 1), sizeof(int))
+        if self.hyps == NULL or self.threads_used == NULL:
+            raise MemoryError()
+        n = 0
+        for i, entry in enumerate(entries):
+            if not (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], StepPlan)
+                    and isinstance(entry[1], StepGuard) and type(entry[2]) is dict):
+                raise TypeError("entries must hold (StepPlan, StepGuard, dict) triples")
+            if not (<StepGuard>entry[1])._dicts:
+                raise ValueError(f"entries[{i}] has no parameters")
+            if (<StepGuard>entry[1])._keys != keys:
+                raise ValueError(f"entries[{i}]'s guard advances {(<StepGuard>entry[1])._keys}, not {keys}")
+            _hyp_from(&self.hyps[i], entry[2])
+            n += len((<StepGuard>entry[1])._params)
+        self.entries, self.n_params = tuple(entries), n
+
+    cdef bint _run(self, object seq, object groups, int budget, bint track) except -1:
+        cdef Py_ssize_t i, j, ng = len(self.entries)
+        cdef StepPlan plan
+        cdef StepGuard guard
+        cdef double c[_MAX_CONSTS]
+        cdef double t = 0, mu = 0, avg_weight = 0
+        cdef int flags, n_threads
+        cdef list values
+        if not (type(groups) is list or type(groups) is tuple) or len(groups) != len(self.groups):
+            return False
+        for i in range(len(self.groups)):
+            if groups[i] is not self.groups[i]:
+                return False
+        if len(seq) != self.n_params:
+            return False
+        for i in range(ng):
+            if not (<StepGuard>(<tuple>self.entries[i])[1])._ok(seq):
+                return False
+        # Checked: now change things.
+        for i in range(ng):
+            plan = <StepPlan>(<tuple>self.entries[i])[0]
+            guard = <StepGuard>(<tuple>self.entries[i])[1]
+            values = list(guard._values)
+            if self.counts:
+                values[0] = values[0] + 1           # per_step's t = s["step"] + 1, of the same type
+                t = values[0]
+            if self.rule == _RULE_NADAM:
+                mu = values[self.mu_key]
+            if self.averaging:
+                count = values[self.avg_key]
+                avg_weight = 1.0 / (count + 2) if self.ema < 0 else 1.0 - self.ema
+                values[self.avg_key] = count + 1
+            flags = _step_consts(self.rule, &self.hyps[i], t, &mu, avg_weight, self.averaging, c)
+            if self.rule == _RULE_NADAM:
+                values[self.mu_key] = mu
+            n_threads = 1 if budget <= 1 or plan.size < 2 * GRAIN else <int>min(<Py_ssize_t>budget, plan.size // GRAIN)
+            plan.run(self.rule, c, flags, track, n_threads)
+            self.threads_used[i] = n_threads
+            guard._commit_keys(values)
+        return True
+
+
+def run_cached(CachedStep step not None, seq, groups, int budget, bint track):
+    """One cached optimizer step: False, with nothing changed, unless `seq` (the gradients, a list
+    or tuple in parameter order) and `groups` (the optimizer's param_groups) pass every check the
+    step was prepared with (StepGuard.check per group); else every group's step -- per-step
+    scalars, one multi-tensor pass over its plan (threads: fastopt._backend.threads_for's rule with
+    GRAIN, at most `budget`; with `track` the update/weight ratios, plan.ratios()), the new step
+    counts written to its state dicts -- and True."""
+    if not (type(seq) is list or type(seq) is tuple):
+        return False
+    return step._run(seq, groups, budget, track)
+
+
+def step_scalars(str kernel not None, dict hyper not None, t, double mu_product=1.0):
+    """{name: value} of the step-dependent scalars run_cached derives for `kernel`'s step t from the
+    validated hyperparameters (and NAdam's mu_product before the step, returned after it): the
+    names and values of the rule's per_step, which tests/test_cached_step.py compares bit for bit."""
+    cdef _Hyp h
+    cdef double d[4]
+    d[0] = d[1] = d[2] = d[3] = 0
+    if kernel not in _MULTI_RULE:
+        raise ValueError(f"kernel must be one of {sorted(_MULTI_RULE)}, got {kernel!r}")
+    rule = _MULTI_RULE[kernel]
+    _hyp_from(&h, hyper)
+    _derive(rule, &h, t, &mu_product, d)
+    names = _DERIVED.get(rule, ())
+    out = {name: d[j] for j, name in enumerate(names)}
+    if "rectified" in out:
+        out["rectified"] = out["rectified"] != 0
+    if rule == _RULE_NADAM:
+        out["mu_product"] = mu_product
+    return out

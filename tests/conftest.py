@@ -5,6 +5,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 import fastopt
+from _kernel_calls import record_cached
 from fastopt import _backend
 
 # Exact error messages of every raises-block against tests/error_messages.json (tests/_messages.py).
@@ -49,7 +50,9 @@ class KernelCalls:
     """Every kernel call made through fastopt._backend.kernels(family), in order.
 
     `calls` holds (family, function name, n_threads) tuples; n_threads is the `n_threads` keyword,
-    else the last positional argument when it is an int (the kernel convention), else None.
+    else the last positional argument when it is an int (the kernel convention), else None. An
+    optimizer's cached step (one run_cached call) is recorded as the multi-tensor pass it ran per
+    group, with that pass's thread count.
     """
 
     def __init__(self):
@@ -75,6 +78,8 @@ class _CountingModule:
             return value
 
         def counted(*args, **kwargs):
+            if name == "run_cached":
+                return record_cached(self._record.calls, value, args, lambda kernel, n: (self._family, kernel, n))
             last = kwargs["n_threads"] if "n_threads" in kwargs else (args[-1] if args else None)
             n = last if isinstance(last, int) and not isinstance(last, bool) else None
             self._record.calls.append((self._family, name, n))

@@ -175,8 +175,10 @@ REGISTRY = {
 # Branch optim (issue 11): the multi-tensor step kernels take a StepPlan (a compiled object holding
 # the checked pointers of many tensors), not buffers, so the buffer-spec machinery above cannot
 # build their arguments; tests/test_optim_small_step.py holds their contract tests (sizes, types,
-# n_threads, twin equality). Listed here so that every public name stays accounted for.
-PLANNED = {"optim": {"StepPlan", "StepGuard", *(f"{r}_multi" for r in (
+# n_threads, twin equality). The cached step (CachedStep, run_cached, and step_scalars, its
+# per-step scalars) runs them on a prepared program: tests/test_cached_step.py. Listed here so that
+# every public name stays accounted for.
+PLANNED = {"optim": {"StepPlan", "StepGuard", "CachedStep", "run_cached", "step_scalars", *(f"{r}_multi" for r in (
     "sgd", "velocity", "adagrad", "rmsprop", "adam", "nadam", "radam", "adamax", "adadelta", "lion"))}}
 
 # branch norm: the counter-based (Philox4x32-10) dropout kernel; seed above 2**32 and an offset not a

@@ -436,7 +436,8 @@ def test_rules_registry():
 
 def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
     """The kernel module is looked up per step (so set_backend takes effect at once) and each call
-    gets n_threads = threads_for(size, GRAIN)."""
+    gets n_threads = threads_for(size, GRAIN) (the cached step's pass too, chosen in C)."""
+    from _kernel_calls import record_cached
     real = kernels("optim")
     calls = []
 
@@ -446,6 +447,9 @@ def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
 
         def __getattr__(self, name):
             def call(*args, **kwargs):
+                if name == "run_cached":    # one compiled call: record the pass it ran per group
+                    return record_cached(calls, getattr(real, name), args,
+                                         lambda kernel, n: (kernel, args[0].entries[0][0].size, n))
                 assert not args, "kernels are called with keywords only"
                 size = kwargs["param"].size if "param" in kwargs else kwargs["plan"].size
                 calls.append((name, size, kwargs["n_threads"]))
@@ -465,7 +469,9 @@ def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
     opt.step([np.ones(3), np.ones_like(big)])
     opt.step([np.ones(3), np.ones_like(big)])
     optim.adam(np.zeros(4), np.ones(4))
-    assert fetched == ["optim"] * 3
+    # step 1: the validated path; step 2: the cached step (it declines: new gradient objects), then
+    # the validated path; the functional rule: once
+    assert fetched == ["optim"] * 4
     expected_threads = fastopt._backend.threads_for(big.size, real.GRAIN)
     assert calls == [("sgd_step", 3, 1), ("sgd_step", big.size, expected_threads)] * 2 + [("adam_step", 4, 1)]
     grads = [np.ones(3), np.ones_like(big)]

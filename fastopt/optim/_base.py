@@ -39,15 +39,18 @@ Options of every optimizer (keyword-only, not per group):
 
 Cached steps (issue 11): after a step that ran through the validated path, the optimizer prepares
 per group a compiled StepPlan (pointers and sizes of every parameter, gradient and state array)
-and a StepGuard (what must hold for the plan to be valid). A later step whose guard passes -- the
-same gradient objects, each with its parameter's dtype and shape, C-contiguous; every parameter and
-state array writeable and still bound; equal step counts as the plan left them; hyperparameters
-not rebound; no clipping / skip_nonfinite; the same layout and the same kernel module (backend
-and SIMD variant) -- runs each group as ONE call of the rule's multi-tensor kernel
-(<rule>_multi) over all its tensors -- a flat group without ratio tracking as one tensor, its
-buffer: the plan's pointers spare the call six buffer conversions (~0.8 us of a 1k-element step;
-the segments and chunks are the rule kernel's, so are the bits). Anything else takes the validated path, which computes the same bits (the
-kernels are elementwise).
+and a StepGuard (what must hold for the plan to be valid), gathered in the kernel module's
+CachedStep. A later step whose guard passes -- the same gradient objects, each with its
+parameter's dtype and shape, C-contiguous; every parameter and state array writeable and still
+bound; equal step counts as the plan left them; hyperparameters not rebound; no clipping /
+skip_nonfinite; the same layout and the same kernel module (backend and SIMD variant) -- is ONE
+compiled call, run_cached: every guard, then per group the rule's per-step scalars (per_step's
+formulas in C, compared bit for bit with it in tests/test_cached_step.py), one pass of the
+rule's multi-tensor kernel over all its tensors (a flat group without ratio tracking as one
+tensor, its buffer) and the new step counts written to the state dicts. No Python runs between
+the checks and the kernel: a 1k-element Adam step takes ~1.3 us instead of the ~3.3 us of the
+Python loop it replaced (BENCHMARKS.md). Anything else takes the validated path, which computes
+the same bits (the kernels are elementwise).
 
 Aliasing: parameters may not overlap each other (check_distinct at add time); a gradient may not
 overlap a parameter or a state array. Every array involved is C-contiguous, so its memory is exactly
@@ -78,7 +81,7 @@ import numpy as np
 from .. import _backend
 from ..flat import tiles_one_buffer
 from .._validation import check_array, check_bool, check_distinct, check_like
-from ._declarations import StateScalar, real
+from ._declarations import AVG, AVG_COUNT, StateScalar, avg_weight, real
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
@@ -92,8 +95,6 @@ _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): n
 _PLACE_MIN_BYTES = 1 << 16
 _PLACE_STRIDE = 1024
 _PAGE = 4096
-AVG = "param_avg"          # the state key of the running average (option `ema`)
-AVG_COUNT = "avg_count"    # steps averaged so far (Polyak's weight at the next: 1 / (count + 2))
 
 
 def placed_array(shape, dtype, slot, fill=None):
@@ -118,10 +119,10 @@ def is_placed(a, slot):
 
 
 def step_types(k):
-    """(StepPlan, StepGuard) of kernel module `k`. They are not kernels: taken from the module
-    itself (by its name), so a wrapper that records kernel calls does not see them as calls."""
+    """(StepPlan, StepGuard, CachedStep) of kernel module `k`. They are not kernels: taken from the
+    module itself (by its name), so a wrapper that records kernel calls does not see them as calls."""
     module = sys.modules[k.__name__]
-    return module.StepPlan, module.StepGuard
+    return module.StepPlan, module.StepGuard, module.CachedStep
 
 
 def empty_like_dtype(dtype):
@@ -187,30 +188,13 @@ class _GroupRecord:
 
 class _Fast:
     """The cached step (Optimizer._prepare_fast): valid while the layout version and the kernel
-    module (by name: backend and SIMD variant) are the ones it was made for; per group (entries)
-    its record, its StepPlan, its StepGuard and its _Call."""
-    __slots__ = ("version", "module", "groups", "n_params", "entries", "extra")
+    module (by name: backend and SIMD variant) are the ones it was made for. `program` is that
+    module's CachedStep (everything run_cached needs); `entries` per group its record, StepPlan
+    and StepGuard."""
+    __slots__ = ("version", "module", "program", "entries")
 
-    def __init__(self, version, module, groups, n_params, entries, extra):
-        self.version, self.module, self.groups, self.n_params = version, module, groups, n_params
-        self.entries = entries
-        self.extra = extra    # the averaging rules' keywords of an unclipped step (avg_weight set per step)
-
-
-class _Call:
-    """How the cached step calls one group's multi-tensor kernel on its plan. `fn` is the compiled
-    function the call was checked against: while kernels() hands back that very object, it is called
-    positionally (a Cython def parses 15-19 keywords in ~0.65 us, positional arguments in ~0.05);
-    anything else (another module, a wrapper) gets the keyword call. `arrays` is (plan,) when fn's
-    signature is the expected one, `scalars` picks the per-step scalars in its order (None: keywords
-    only)."""
-    __slots__ = ("name", "fn", "plan", "arrays", "scalars", "n_scalars", "size")
-
-    def __init__(self, name, fn, plan, scalar_names, tail):
-        self.name, self.fn, self.plan, self.size = name, fn, plan, plan.size
-        self.n_scalars = len(scalar_names)
-        self.scalars = positional_scalars(fn, scalar_names, tail)
-        self.arrays = (plan,) if self.scalars is not None else None
+    def __init__(self, version, module, program, entries):
+        self.version, self.module, self.program, self.entries = version, module, program, entries
 
 
 def positional_scalars(fn, scalar_names, tail):
@@ -706,10 +690,8 @@ class Optimizer:
         """The cached step for the next calls (see the module doc), or None where one group cannot
         have one (members at different steps, mixed dtypes)."""
         rule = self._RULE
-        multi = self._multi(k)
         keys = self._scalar_keys()
-        extra = dict(grad_scale=1.0, avg_weight=0.0) if rule.averaging else {}
-        entries = []
+        entries, programs = [], []
         for g, span in zip(self._groups, spans):
             if g.raw is None:
                 return None
@@ -723,24 +705,22 @@ class Optimizer:
                 for key in keys:
                     rec.state[key] = first[key]
             lo, hi = g.members[0].index, g.members[-1].index + 1
-            # per_step is pure: called here only for the names (and order) of the step's scalars
-            names = tuple(rule.per_step(g.hyper, first, False)[0])
             if span is not None and not self.track_update_ratio:
                 plan = self._flat_plan(k, g, span)
             elif len({rec.array.dtype for rec in g.members}) != 1:
                 return None           # a plan holds one dtype: mixed groups keep per-parameter calls
             else:
                 plan = self._step_plan(k, g.members, seq)
-            call = _Call(rule.multi_kernel, multi, plan, names,
-                         (*extra, "track_ratio", "n_threads"))
             owned = [(rec.state, key, a) for rec in g.members for key, (a, _) in rec.owned.items()]
             # the group's parameters and hyperparameters as last validated (identity, as _group_hyper)
             bound = [(g.dict, "params", g.params)] + [(g.dict, key, v) for key, v in zip(self._keys, g.raw)]
             guard = step_types(k)[1]([rec.array for rec in g.members], list(seq[lo:hi]), lo, owned,
                                      [rec.state for rec in g.members], keys, bound)
-            entries.append((g, plan, guard, call))
-        return _Fast(self._version, k.__name__, tuple(self.param_groups), len(self._params), tuple(entries),
-                     extra)
+            entries.append((g, plan, guard))
+            programs.append((plan, guard, {**g.hyper, **rule.fixed}))
+        program = step_types(k)[2](rule.multi_kernel, tuple(self.param_groups), programs, keys, self.ema,
+                                   rule.per_step)
+        return _Fast(self._version, k.__name__, program, tuple(entries))
 
     def _fast_step(self, grads):
         """The cached step when every guard passes (True), else False with nothing changed."""
@@ -759,37 +739,13 @@ class Optimizer:
                 return False
         else:
             return False
-        groups = self.param_groups
-        if (len(seq) != fast.n_params or len(groups) != len(fast.groups)
-                or not all(map(operator.is_, groups, fast.groups))):
-            return False
-        for entry in fast.entries:
-            if not entry[2].check(seq):
-                return False
         k = _backend.kernels("optim")      # fetched once per step, as on the validated path
         if fast.module != k.__name__:      # the plans belong to that module (backend, SIMD variant)
             return False
-        # Checked: now change things.
-        per_step = self._RULE.per_step
-        track = self._track
-        averaging = self.ema is not None
-        extra = fast.extra
-        grain = k.GRAIN
-        for g, plan, guard, call in fast.entries:
-            first = g.members[0].state
-            scalars, new = per_step(g.hyper, first, False)
-            if averaging:
-                extra["avg_weight"] = self._avg_weight(first[AVG_COUNT])
-                new[AVG_COUNT] = first[AVG_COUNT] + 1
-            threads = _backend.threads_for(call.size, grain)
-            fn = getattr(k, call.name)
-            if fn is call.fn and call.scalars is not None and len(scalars) == call.n_scalars:
-                fn(*call.arrays, *call.scalars(scalars), *extra.values(), track, threads)
-            else:
-                fn(plan=plan, **scalars, **extra, track_ratio=track, n_threads=threads)
-            guard.commit(new)
-        if track:
-            self._ratios = {self._ratio_key(rec): r for g, plan, _, _ in fast.entries
+        if not k.run_cached(fast.program, seq, self.param_groups, _backend.thread_budget(), self._track):
+            return False
+        if self._track:
+            self._ratios = {self._ratio_key(rec): r for g, plan, _ in fast.entries
                             for rec, r in zip(g.members, plan.ratios())}
         return True
 
@@ -845,8 +801,7 @@ class Optimizer:
         return fresh
 
     def _avg_weight(self, count):
-        # Polyak: the mean of p_0 (the average starts as a copy of it) .. p_t after `count` steps.
-        return 1.0 / (count + 2) if self.ema == "polyak" else 1.0 - self.ema
+        return avg_weight(self.ema, count)
 
     def _step_group(self, k, g, seq, plan, h, scale, ratios=None):
         """One kernel call over the group's buffers when planned flat, else one per parameter.

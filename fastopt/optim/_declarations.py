@@ -291,6 +291,17 @@ def _lion_step(h, s, fresh):
     return dict(lr=h["lr"], beta1=b1, beta2=b2, weight_decay=h["weight_decay"], maximize=h["maximize"]), {}
 
 
+AVG = "param_avg"          # the state key of the running average (option `ema`)
+AVG_COUNT = "avg_count"    # steps averaged so far (its weight at the next step: avg_weight)
+
+
+def avg_weight(ema, count):
+    """The running average's weight at the next step after `count` averaged steps (option `ema`):
+    Polyak's 1 / (count + 2) -- the mean of p_0 (the average starts as a copy of it) .. p_t --,
+    else 1 - decay."""
+    return 1.0 / (count + 2) if ema == "polyak" else 1.0 - ema
+
+
 def _nesterov_check(h):
     if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
         return (f"nesterov momentum requires momentum > 0 and dampening == 0, "

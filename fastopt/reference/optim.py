@@ -566,3 +566,64 @@ class StepGuard:
         for d in self._dicts:
             d.update(values)
         self._values = [self._dicts[0].get(k) for k in self._keys] if self._dicts else []
+
+
+# ------------------------------------------------------------------ the cached step
+class CachedStep:
+    """The compiled CachedStep's contents (see there for the contract); here the per-step scalars
+    are the rule's per_step itself."""
+
+    def __init__(self, kernel, groups, entries, keys, ema, per_step):
+        if kernel not in _MULTI:
+            raise ValueError(f"kernel must be one of {sorted(_MULTI)}, got {kernel!r}")
+        want = _MULTI[kernel] + (("avg_count",) if ema is not None else ())
+        if tuple(keys) != want:
+            raise ValueError(f"keys must be {want}, got {keys}")
+        if not (ema is None or ema == "polyak" or isinstance(ema, float) and 0.0 <= ema < 1.0):
+            raise ValueError(f"ema must be None, 'polyak' or a decay in [0, 1), got {ema!r}")
+        for i, entry in enumerate(entries):
+            if not (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], StepPlan)
+                    and isinstance(entry[1], StepGuard) and type(entry[2]) is dict):
+                raise TypeError("entries must hold (StepPlan, StepGuard, dict) triples")
+            if not entry[1]._dicts:
+                raise ValueError(f"entries[{i}] has no parameters")
+            if entry[1]._keys != tuple(keys):
+                raise ValueError(f"entries[{i}]'s guard advances {entry[1]._keys}, not {keys}")
+        self.kernel, self.groups, self.entries = kernel, tuple(groups), tuple(entries)
+        self.keys, self.ema, self.per_step = tuple(keys), ema, per_step
+        self.n_params = sum(len(guard._params) for _, guard, _ in self.entries)
+        self.last_threads = (0,) * len(self.entries)
+
+
+# The multi kernels a cached step runs, each with the per-parameter scalars its step advances.
+_MULTI = {"sgd_multi": (), "adam_multi": ("step",), "adagrad_multi": ("step",), "rmsprop_multi": ("step",),
+          "nadam_multi": ("step", "mu_product"), "radam_multi": ("step",), "adamax_multi": ("step",),
+          "adadelta_multi": ("step",), "lion_multi": ()}
+
+
+def run_cached(step, seq, groups, budget, track):
+    """The compiled run_cached in Python (see there): the guards, then per group its per_step,
+    its multi kernel and the new step counts."""
+    from ..optim._declarations import AVG_COUNT, avg_weight
+
+    if type(seq) not in (list, tuple) or type(groups) not in (list, tuple) or len(seq) != step.n_params:
+        return False
+    if len(groups) != len(step.groups) or any(a is not b for a, b in zip(groups, step.groups)):
+        return False
+    if not all(guard.check(seq) for _, guard, _ in step.entries):
+        return False
+    kernel = globals()[step.kernel]
+    used = []
+    for plan, guard, hyper in step.entries:
+        first = guard._dicts[0]
+        scalars, new = step.per_step(hyper, first, False)
+        weight = 0.0
+        if step.ema is not None:
+            weight = avg_weight(step.ema, first[AVG_COUNT])
+            new[AVG_COUNT] = first[AVG_COUNT] + 1
+        n = 1 if budget <= 1 or plan.size < 2 * GRAIN else min(budget, plan.size // GRAIN)
+        kernel(plan, **scalars, grad_scale=1.0, avg_weight=weight, track_ratio=track, n_threads=n)
+        guard.commit(new)
+        used.append(n)
+    step.last_threads = tuple(used)
+    return True
