@@ -26,7 +26,7 @@ def tensors(seed, n=N_TENSORS, size=SIZE, dtype=np.float32):
     return [rng.standard_normal(size).astype(dtype) for _ in range(n)]
 
 
-def run_cached(cls=optim.Adam, **kw):
+def cached_step(cls=optim.Adam, **kw):
     opt, grads = cls(tensors(0), **kw), tensors(1)
     opt.step(grads)
     return lambda: opt.step(grads)
@@ -63,10 +63,10 @@ def functional_loop(name="adam"):
 
 
 CASES = {
-    "Adam 20x1k cached": run_cached,
+    "Adam 20x1k cached": cached_step,
     "Adam 20x1k validated (before)": validated_step,
-    "SGD-momentum 20x1k cached": lambda: run_cached(optim.SGD, lr=1e-2, momentum=0.9),
-    "Adam 20x1k ratio tracked": lambda: run_cached(track_update_ratio=True),
+    "SGD-momentum 20x1k cached": lambda: cached_step(optim.SGD, lr=1e-2, momentum=0.9),
+    "Adam 20x1k ratio tracked": lambda: cached_step(track_update_ratio=True),
     "RuleOptimizer adam, flat MLP": rule_step,
     "RuleOptimizer adam, separate arrays": lambda: rule_step(flat=False),
     "functional adam per param (CS231n loop)": functional_loop,
