@@ -9,7 +9,7 @@
 # Per-step scalars (Adam's bias corrections, Adagrad's decayed lr) are computed by the caller, once
 # per step, in double. A state buffer that the configuration does not use is passed EMPTY and never
 # touched. The last argument is always n_threads (the caller picks it with
-# fastopt._backend.threads_for(n, GRAIN)). Elementwise updates: results do not depend on it.
+# fastopt._backend.threads_for(n, the rule's STEP_GRAIN)). Elementwise updates: results do not depend on it.
 #
 # The rule cores are C (src/_rule_cores.h): each rule's formula once, in explicit vectors of the
 # build's width (GCC vector extensions: 16 floats / 8 doubles with AVX-512, 8 / 4 with AVX, 4 / 2 in
@@ -56,8 +56,21 @@ from _contract cimport threads
 #   Adam f32 n=10k 1.16x, 20k 1.38x, 40k 1.59x, 65k 1.91x;  Adam f64 10k 1.69x, 20k 1.76x;
 #   SGD momentum f32 10k 0.85x, 20k 1.12x, 40k 1.38x;  SGD f64 10k 1.12x, 20k 1.35x.
 # 10240 per thread (two threads from 20480 elements): every rule measured gains from there. Not
-# re-measured on the EPYCs.
+# re-measured on the EPYCs. GRAIN stays the grain of norm_partial and scale_.
 GRAIN = 10240
+
+# The update kernels' grains, per rule (its <rule>_step name) and dtype: (float32, float64) elements
+# per thread. A second thread costs a fixed ~1.2-2.2 us here (fork and join), so it pays from a
+# size inversely proportional to the rule's cost per element: SGD's few flops need ~30k float32
+# elements, NAdam's ~8k, and float64 (half the lanes) about a third of float32's. Measured on the
+# 2-core Xeon (KVM), multi kernel alone, 1 thread over 2, min of 9 (benchmarks/optim_grain.py;
+# benchmarks/results/2026-12-04b-intel/grain.txt): each grain is half the size where the ratio
+# passed 1, so that no rule splits where it is slower. At 10k float64 elements Adam went 1.40x
+# faster by it; at 20k float32 SGD momentum had been 0.86x with the single GRAIN.
+STEP_GRAIN = {"sgd_step": (16384, 7168), "velocity_step": (16384, 7168), "adagrad_step": (6144, 2048),
+              "rmsprop_step": (6144, 2048), "adam_step": (6656, 2048), "nadam_step": (4096, 1536),
+              "radam_step": (10240, 6144), "adamax_step": (10240, 5120), "adadelta_step": (6144, 2048),
+              "lion_step": (9216, 1536)}
 
 # The norm pass sums fixed blocks of NORM_BLOCK elements (each in order, in double) and then adds
 # the block sums in order: the partition depends on n only, so the result is bitwise the same for
@@ -1282,13 +1295,15 @@ cdef class CachedStep:
     cdef double ema
     cdef _Hyp* hyps
     cdef int* threads_used
+    cdef Py_ssize_t* grains
 
     def __cinit__(self):
-        self.hyps, self.threads_used = NULL, NULL
+        self.hyps, self.threads_used, self.grains = NULL, NULL, NULL
 
     def __dealloc__(self):
         free(self.hyps)
         free(self.threads_used)
+        free(self.grains)
 
     @property
     def last_threads(self):
@@ -1313,8 +1328,10 @@ cdef class CachedStep:
         self.entries = ()
         self.hyps = <_Hyp*>malloc(max(len(entries), 1) * sizeof(_Hyp))
         self.threads_used = <int*>calloc(max(len(entries), 1), sizeof(int))
-        if self.hyps == NULL or self.threads_used == NULL:
+        self.grains = <Py_ssize_t*>malloc(max(len(entries), 1) * sizeof(Py_ssize_t))
+        if self.hyps == NULL or self.threads_used == NULL or self.grains == NULL:
             raise MemoryError()
+        grain = STEP_GRAIN[kernel.replace("_multi", "_step")]
         n = 0
         for i, entry in enumerate(entries):
             if not (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], StepPlan)
@@ -1325,6 +1342,7 @@ cdef class CachedStep:
             if (<StepGuard>entry[1])._keys != keys:
                 raise ValueError(f"entries[{i}]'s guard advances {(<StepGuard>entry[1])._keys}, not {keys}")
             _hyp_from(&self.hyps[i], entry[2])
+            self.grains[i] = grain[1] if (<StepPlan>entry[0]).is_double else grain[0]
             n += len((<StepGuard>entry[1])._params)
         self.entries, self.n_params = tuple(entries), n
 
@@ -1335,6 +1353,7 @@ cdef class CachedStep:
         cdef double c[_MAX_CONSTS]
         cdef double t = 0, mu = 0, avg_weight = 0
         cdef int flags, n_threads
+        cdef Py_ssize_t grain
         cdef list values
         if not (type(groups) is list or type(groups) is tuple) or len(groups) != len(self.groups):
             return False
@@ -1363,7 +1382,8 @@ cdef class CachedStep:
             flags = _step_consts(self.rule, &self.hyps[i], t, &mu, avg_weight, self.averaging, c)
             if self.rule == _RULE_NADAM:
                 values[self.mu_key] = mu
-            n_threads = 1 if budget <= 1 or plan.size < 2 * GRAIN else <int>min(<Py_ssize_t>budget, plan.size // GRAIN)
+            grain = self.grains[i]
+            n_threads = 1 if budget <= 1 or plan.size < 2 * grain else <int>min(<Py_ssize_t>budget, plan.size // grain)
             plan.run(self.rule, c, flags, track, n_threads)
             self.threads_used[i] = n_threads
             guard._commit_keys(values)
@@ -1374,9 +1394,10 @@ def run_cached(CachedStep step not None, seq, groups, int budget, bint track):
     """One cached optimizer step: False, with nothing changed, unless `seq` (the gradients, a list
     or tuple in parameter order) and `groups` (the optimizer's param_groups) pass every check the
     step was prepared with (StepGuard.check per group); else every group's step -- per-step
-    scalars, one multi-tensor pass over its plan (threads: fastopt._backend.threads_for's rule with
-    GRAIN, at most `budget`; with `track` the update/weight ratios, plan.ratios()), the new step
-    counts written to its state dicts -- and True."""
+    scalars, one multi-tensor pass over its plan (threads: fastopt._backend.threads_for's rule
+    with the rule's STEP_GRAIN for the plan's dtype, at most `budget`; with `track` the
+    update/weight ratios, plan.ratios()), the new step counts written to its state dicts -- and
+    True."""
     if not (type(seq) is list or type(seq) is tuple):
         return False
     return step._run(seq, groups, budget, track)

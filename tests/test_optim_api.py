@@ -436,13 +436,13 @@ def test_rules_registry():
 
 def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
     """The kernel module is looked up per step (so set_backend takes effect at once) and each call
-    gets n_threads = threads_for(size, GRAIN) (the cached step's pass too, chosen in C)."""
+    gets n_threads = threads_for(size, the rule's STEP_GRAIN) (the cached step's pass too, chosen in C)."""
     from _kernel_calls import record_cached
     real = kernels("optim")
     calls = []
 
     class Spy:
-        GRAIN = real.GRAIN
+        GRAIN, STEP_GRAIN = real.GRAIN, real.STEP_GRAIN
         __name__ = real.__name__       # the cached step takes StepPlan/StepGuard from the module by name
 
         def __getattr__(self, name):
@@ -472,7 +472,7 @@ def test_kernels_fetched_at_each_call_with_threads_for(monkeypatch):
     # step 1: the validated path; step 2: the cached step (it declines: new gradient objects), then
     # the validated path; the functional rule: once
     assert fetched == ["optim"] * 4
-    expected_threads = fastopt._backend.threads_for(big.size, real.GRAIN)
+    expected_threads = fastopt._backend.threads_for(big.size, real.STEP_GRAIN["sgd_step"][1])
     assert calls == [("sgd_step", 3, 1), ("sgd_step", big.size, expected_threads)] * 2 + [("adam_step", 4, 1)]
     grads = [np.ones(3), np.ones_like(big)]
     calls.clear()

@@ -377,6 +377,7 @@ def test_wrong_state_size_is_refused_before_any_change(mod, dtype):
 def test_both_modules_expose_the_same_grain():
     assert K.GRAIN == R.GRAIN and isinstance(K.GRAIN, int) and K.GRAIN > 0
     assert all(m.GRAIN == K.GRAIN for m in VARIANTS)
+    assert K.STEP_GRAIN == R.STEP_GRAIN and all(m.STEP_GRAIN == K.STEP_GRAIN for m in VARIANTS)
 
 
 def test_variants_hold_the_same_functions():

@@ -167,7 +167,7 @@ def test_the_compiled_multi_kernel_is_called_positionally_with_the_functional_bi
     # Unwrapped, the flat step finds the compiled kernel's arguments in per_step's order and calls
     # it positionally (no keyword parsing); the bits stay the functional rule's.
     rng, flat, loose, cfgs, opt = _setup(steps=2)
-    names, pick = opt._flat.kernel[3:]
+    names, pick = opt._flat.kernel[3:5]
     assert pick is not None and names[:2] == ("lr", "beta1") and names[-2:] == ("grad_scale", "avg_weight")
     for _ in range(4):
         _next(rng, flat, loose, cfgs, opt)

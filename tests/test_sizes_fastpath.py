@@ -105,7 +105,7 @@ def test_flat_group_is_one_kernel_call_at_every_size(cls, opts, kernel, n, kerne
         opt_flat.step(flat.grads)
         # ONE call over the whole buffer, on the threads its size asks for (state >= 64 KiB too).
         assert kernel_calls.names("optim") == one_call(kernel, step), (step, kernel_calls.calls)
-        assert kernel_calls.threads("optim") == [expected_threads(n, _optim_kernels.GRAIN, 2)]
+        assert kernel_calls.threads("optim") == [expected_threads(n, _optim_kernels.STEP_GRAIN[kernel][0], 2)]
         kernel_calls.clear()
         opt_loose.step(g)
         assert kernel_calls.names("optim") == [kernel] * len(shapes)     # new gradient objects: validated
@@ -115,6 +115,29 @@ def test_flat_group_is_one_kernel_call_at_every_size(cls, opts, kernel, n, kerne
         for key, v in sf.items():
             if isinstance(v, np.ndarray):
                 assert np.array_equal(bits(v), bits(sl[key])), key
+
+
+@pytest.mark.parametrize("cls, opts, kernel", OPT_CASES, ids=OPT_IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_each_rule_splits_from_two_of_its_grains(cls, opts, kernel, dtype, kernel_calls):
+    # STEP_GRAIN: per rule and dtype, on the validated and the cached step alike
+    grain = _optim_kernels.STEP_GRAIN[kernel][dtype == np.float64]
+    fastopt.set_num_threads(2)
+    for n in (2 * grain - 1, 2 * grain, 3 * grain + 5):
+        p = np.random.default_rng(n).standard_normal(n).astype(dtype)
+        g = np.random.default_rng(n + 1).standard_normal(n).astype(dtype)
+        opt = cls([p], **opts)
+        kernel_calls.clear()
+        for _ in range(3):
+            opt.step([g])
+        assert kernel_calls.names("optim") == [kernel] + [multi(kernel)] * 2
+        assert kernel_calls.threads("optim") == [expected_threads(n, grain, 2)] * 3, n
+
+
+def test_every_update_kernel_has_a_grain_per_dtype():
+    assert set(_optim_kernels.STEP_GRAIN) == {n for n in dir(_optim_kernels) if n.endswith("_step")}
+    assert all(len(g) == 2 and all(isinstance(x, int) and x > 0 for x in g)
+               for g in _optim_kernels.STEP_GRAIN.values())
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
@@ -154,7 +177,7 @@ def test_state_loaded_into_a_large_flat_group_keeps_the_one_call_path(kernel_cal
     opt_b.step(b.grads)
     # a: its second step, cached; b: its first after the load, validated. One call over the buffer each.
     assert kernel_calls.names("optim") == ["adam_multi", "adam_step"]
-    assert kernel_calls.threads("optim") == [expected_threads(70001, _optim_kernels.GRAIN,
+    assert kernel_calls.threads("optim") == [expected_threads(70001, _optim_kernels.STEP_GRAIN["adam_step"][0],
                                                               fastopt.get_num_threads())] * 2
     assert opt_a._fast.entries[0][1].n_segments == 1
     assert np.array_equal(bits(a.params.buffer(np.float32)), bits(b.params.buffer(np.float32)))

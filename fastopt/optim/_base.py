@@ -125,6 +125,12 @@ def step_types(k):
     return module.StepPlan, module.StepGuard, module.CachedStep
 
 
+def update_grain(k, kernel, dtype):
+    """The grain of module k's update kernel `kernel` (<rule>_step) over arrays of `dtype`: its
+    STEP_GRAIN entry (src/_optim_kernels.pxi says why; the cached step applies the same in C)."""
+    return k.STEP_GRAIN[kernel][dtype == np.float64]
+
+
 def empty_like_dtype(dtype):
     """The shared size-0 array the kernels take in place of a buffer an option does not use."""
     return _EMPTY[np.dtype(dtype)]
@@ -860,7 +866,7 @@ class Optimizer:
         """kernel(**kwargs) over `members`; with `ratios`, through the multi-tensor kernel instead,
         which also gives each member's update/weight ratio in the same pass."""
         param = kwargs["param"]
-        threads = _backend.threads_for(param.size, k.GRAIN)
+        threads = _backend.threads_for(param.size, update_grain(k, self._RULE.kernel, param.dtype))
         if ratios is None:
             kernel(**kwargs, n_threads=threads)
             return

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _backend
 from .._validation import check_array, check_distinct, check_like, check_scalar
-from ._base import empty_like_dtype
+from ._base import empty_like_dtype, update_grain
 from ._declarations import cs231n_forms
 
 
@@ -110,7 +110,7 @@ def make_function(rule, form):
         config, scalars = begin_update(w, dw, config, form, rule)
         k = _backend.kernels("optim")
         getattr(k, rule.kernel)(param=w.reshape(-1), grad=dw.reshape(-1), **state_arrays(rule, form, config, w),
-                                **scalars, n_threads=_backend.threads_for(w.size, k.GRAIN))
+                                **scalars, n_threads=_backend.threads_for(w.size, update_grain(k, rule.kernel, w.dtype)))
         return w, config
 
     keys = ", ".join(f"{k.name} ({k.default:g})" for k in form.config)

@@ -164,7 +164,7 @@ class _FlatRule:
         self.keys = tuple(key for key, _ in form.state)
         # The config entries every config must agree on (its hyperparameters and step counter).
         self.scalar_keys = tuple(k.name for k in form.config) + ((form.step,) if form.step else ())
-        self.kernel = None                 # (kernels module, state-array keywords, multi kernel, its call order)
+        self.kernel = None                 # (kernels module, state-array keywords, multi kernel, its call order, grain)
         self.values = None                 # (lr and config values, their checked form) of the last step
         self.buffers = None                # state name (rule's) -> 1-D buffer, once allocated
         self.views = None                  # parameter name -> {config key: view}
@@ -310,15 +310,16 @@ class _FlatRule:
             empty = np.empty(0, self.span.dtype)
             arrays = {st.kernel_arg: self.buffers[st.name] if self.buffers and st.name in self.buffers else empty
                       for st in rule.state}
-            from ._base import positional_scalars
+            from ._base import positional_scalars, update_grain
             multi = getattr(k, rule.multi_kernel)
             # The scalars' names come in per_step's order (+ grad_scale, avg_weight): where the
-            # kernel takes exactly them, in that order, it is called positionally (as _base._Call).
+            # kernel takes exactly them, in that order, it is called positionally (a Cython def
+            # parses keywords in ~0.65 us, positional arguments in ~0.05).
             names = tuple(scalars)
             pick = positional_scalars(multi, names, ("track_ratio", "n_threads"))
-            cached = self.kernel = (k, arrays, multi, names, pick)
-        _, arrays, multi, names, pick = cached
-        threads = _backend.threads_for(self.span.size, k.GRAIN)
+            cached = self.kernel = (k, arrays, multi, names, pick, update_grain(k, rule.kernel, self.span.dtype))
+        _, arrays, multi, names, pick, grain = cached
+        threads = _backend.threads_for(self.span.size, grain)
         if ratios is not None:
             plan = self._plan(k, gspan)
             multi(plan=plan, **scalars, track_ratio=True, n_threads=threads)
@@ -344,15 +345,15 @@ def _tracked_update(fn, w, dw, config):
     the same step as fn(w, dw, config) (checks, state creation, scalars: functional.begin_update),
     run through the rule's multi-tensor kernel on a one-tensor StepPlan so that the ratio comes from
     the step's own pass (a copy and a NumPy pass cost ~10x the 16M step)."""
-    from ._base import empty_like_dtype
+    from ._base import empty_like_dtype, update_grain
     rule, form = FORMS[fn]
     config, scalars = begin_update(w, dw, config, form, rule)
     k = _backend.kernels("optim")
     arrays = state_arrays(rule, form, config, w)
     plan = k.StepPlan([w.reshape(-1)], [dw.reshape(-1)], [[arrays[st.kernel_arg] for st in rule.state]],
                       [arrays.get("param_avg", empty_like_dtype(w.dtype))])
-    getattr(k, rule.multi_kernel)(plan=plan, **scalars, track_ratio=True,
-                                  n_threads=_backend.threads_for(w.size, k.GRAIN))
+    threads = _backend.threads_for(w.size, update_grain(k, rule.kernel, w.dtype))
+    getattr(k, rule.multi_kernel)(plan=plan, **scalars, track_ratio=True, n_threads=threads)
     return config, plan.ratios()[0]
 
 

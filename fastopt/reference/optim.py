@@ -23,6 +23,10 @@ from ._contract import threads
 # Elements per thread below which a second thread costs more than it saves; the compiled module's
 # value (measured there), mirrored so that both backends expose the same constant.
 GRAIN = 10240
+STEP_GRAIN = {"sgd_step": (16384, 7168), "velocity_step": (16384, 7168), "adagrad_step": (6144, 2048),
+              "rmsprop_step": (6144, 2048), "adam_step": (6656, 2048), "nadam_step": (4096, 1536),
+              "radam_step": (10240, 6144), "adamax_step": (10240, 5120), "adadelta_step": (6144, 2048),
+              "lion_step": (9216, 1536)}
 
 
 def _check_sizes(n, what, buf, used):
@@ -621,7 +625,8 @@ def run_cached(step, seq, groups, budget, track):
         if step.ema is not None:
             weight = avg_weight(step.ema, first[AVG_COUNT])
             new[AVG_COUNT] = first[AVG_COUNT] + 1
-        n = 1 if budget <= 1 or plan.size < 2 * GRAIN else min(budget, plan.size // GRAIN)
+        grain = STEP_GRAIN[step.kernel.replace("_multi", "_step")][plan.is_double]
+        n = 1 if budget <= 1 or plan.size < 2 * grain else min(budget, plan.size // grain)
         kernel(plan, **scalars, grad_scale=1.0, avg_weight=weight, track_ratio=track, n_threads=n)
         guard.commit(new)
         used.append(n)
