@@ -28,7 +28,14 @@ _VARIANTS = ("avx512", "avx2")
 _state = {"backend": None, "threads": None, "simd": None}
 _modules = {}
 _active = {}    # family -> kernels(family) under the current backend and SIMD choice (cleared when they change)
-_beside_blas = threading.local()
+class _BlasDepth(threading.local):
+    # Per thread, how many beside_blas() blocks are open. A class attribute, not getattr(...,
+    # default): a missing attribute of a threading.local raises and catches AttributeError, which
+    # cost every multi-threaded step ~0.3 us (measured: thread_budget() 0.38 us, 0.06 with this).
+    depth = 0
+
+
+_beside_blas = _BlasDepth()
 
 
 def _compiled_available():
@@ -273,7 +280,7 @@ def thread_budget():
     """The most threads a kernel may use now: get_num_threads(), or 1 inside beside_blas() while
     BLAS runs threads of its own."""
     threads = get_num_threads()
-    if threads > 1 and getattr(_beside_blas, "depth", 0):
+    if threads > 1 and _beside_blas.depth:
         from ._blas import blas_num_threads
         blas = blas_num_threads()
         if blas is not None and blas > 1:
@@ -287,7 +294,7 @@ class _BesideBlas:
     __slots__ = ()
 
     def __enter__(self):
-        _beside_blas.depth = getattr(_beside_blas, "depth", 0) + 1
+        _beside_blas.depth += 1
 
     def __exit__(self, *exc):
         _beside_blas.depth -= 1
