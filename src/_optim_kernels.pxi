@@ -1339,6 +1339,10 @@ cdef class CachedStep:
                 raise TypeError("entries must hold (StepPlan, StepGuard, dict) triples")
             if not (<StepGuard>entry[1])._dicts:
                 raise ValueError(f"entries[{i}] has no parameters")
+            # checked here so that no group's pass can fail after an earlier group's has run
+            if len((<StepPlan>entry[0]).used) != _RULE_STATE[self.rule] + 1:
+                raise ValueError(f"entries[{i}]'s plan holds {len((<StepPlan>entry[0]).used) - 1} state arrays "
+                                 f"per tensor, {kernel} takes {_RULE_STATE[self.rule]}")
             if (<StepGuard>entry[1])._keys != keys:
                 raise ValueError(f"entries[{i}]'s guard advances {(<StepGuard>entry[1])._keys}, not {keys}")
             _hyp_from(&self.hyps[i], entry[2])

@@ -107,6 +107,8 @@ def test_a_cached_step_program_refuses_wrong_parts(backend):
         CachedStep("nadam_multi", groups, parts, ("step", "mu_product", "avg_count"), 1.5, None)
     with pytest.raises(TypeError, match="entries must hold"):
         CachedStep("nadam_multi", groups, [parts[0][:2]], ("step", "mu_product", "avg_count"), 0.5, None)
+    with pytest.raises(ValueError, match="plan holds 2 state arrays per tensor, adam_multi takes 3"):
+        CachedStep("adam_multi", groups, parts, ("step", "avg_count"), 0.5, None)
     # and a step that does not match what the program was made for declines, changing nothing
     snap = snapshot(opt)
     k = _backend.kernels("optim")

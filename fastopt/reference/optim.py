@@ -591,6 +591,10 @@ class CachedStep:
                 raise TypeError("entries must hold (StepPlan, StepGuard, dict) triples")
             if not entry[1]._dicts:
                 raise ValueError(f"entries[{i}] has no parameters")
+            n_state = len(_STATE_ARGS[kernel.replace("_multi", "_step")])
+            if len(entry[0].used) != n_state + 1:
+                raise ValueError(f"entries[{i}]'s plan holds {len(entry[0].used) - 1} state arrays per tensor, "
+                                 f"{kernel} takes {n_state}")
             if entry[1]._keys != tuple(keys):
                 raise ValueError(f"entries[{i}]'s guard advances {entry[1]._keys}, not {keys}")
         self.kernel, self.groups, self.entries = kernel, tuple(groups), tuple(entries)
