@@ -1,12 +1,12 @@
-"""Where a second thread starts to pay for each optimizer rule's step, per dtype (GRAIN, GRAIN_DOUBLE).
+"""Where a second thread starts to pay for each optimizer rule's step, per dtype (STEP_GRAIN).
 
     PYTHONPATH=. python benchmarks/optim_grain.py [--sizes 4000,6000,...] [--repeats 9]
 
 Per rule (its `fastopt bench` hyperparameters), dtype and size: the rule's multi-tensor kernel on
 the optimizer's own cached plan of one tensor, called with n_threads=1 and n_threads=2 (the same
 call otherwise, so the Python call costs cancel), timings interleaved; printed is the ratio of the
-minima, 1 thread over 2: above 1 the second thread pays. The kernel modules split from
-2 * GRAIN float32 or 2 * GRAIN_DOUBLE float64 elements (src/_optim_kernels.pxi).
+minima, 1 thread over 2: above 1 the second thread pays. A rule's step splits from twice its
+STEP_GRAIN entry for the dtype (src/_optim_kernels.pxi), the last column.
 """
 import argparse
 import timeit
@@ -47,14 +47,15 @@ def main(argv=None):
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     fastopt.set_num_threads(2)
     k = _backend.kernels("optim")
-    print(f"fastopt {fastopt.__version__} ({_backend.simd_variant('optim')}); GRAIN {k.GRAIN}, "
-          f"GRAIN_DOUBLE {k.GRAIN_DOUBLE}; 1 thread / 2 threads, ratio of the minima of {args.repeats}")
-    print("| dtype | rule | " + " | ".join(f"{n}" for n in sizes) + " |")
-    print("|---|---|" + "---|" * len(sizes))
+    print(f"fastopt {fastopt.__version__} ({_backend.simd_variant('optim')}); 1 thread / 2 threads, "
+          f"ratio of the minima of {args.repeats}")
+    print("| dtype | rule | " + " | ".join(f"{n}" for n in sizes) + " | splits from |")
+    print("|---|---|" + "---|" * (len(sizes) + 1))
     for dtype in (np.float32, np.float64):
         for rule in class_rules():
             cells = [f"{ratio(rule, dtype, n, args.repeats):.2f}" for n in sizes]
-            print(f"| {dtype.__name__} | {rule.bench_case} | " + " | ".join(cells) + " |", flush=True)
+            split = 2 * k.STEP_GRAIN[rule.kernel][dtype == np.float64]
+            print(f"| {dtype.__name__} | {rule.bench_case} | " + " | ".join(cells) + f" | {split} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@
 #               the same pass: avg += avg_weight * (p_new - avg); empty (never touched) when off.
 # Every loop reads element i of every array before writing any of it.
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, calloc, free
 from libc.math cimport pow as c_pow, fabs as c_fabs, sqrt as c_sqrt, INFINITY
 
@@ -60,17 +60,19 @@ from _contract cimport threads
 GRAIN = 10240
 
 # The update kernels' grains, per rule (its <rule>_step name) and dtype: (float32, float64) elements
-# per thread. A second thread costs a fixed ~1.2-2.2 us here (fork and join), so it pays from a
-# size inversely proportional to the rule's cost per element: SGD's few flops need ~30k float32
-# elements, NAdam's ~8k, and float64 (half the lanes) about a third of float32's. Measured on the
+# per thread. A second thread costs a fixed ~0.8-2 us here (fork and join), so it pays from a
+# size inversely proportional to the rule's cost per element: SGD's few flops need ~20k float32
+# elements, NAdam's ~4k, and float64 (half the lanes) about a third of float32's. Measured on the
 # 2-core Xeon (KVM), multi kernel alone, 1 thread over 2, min of 9 (benchmarks/optim_grain.py;
-# benchmarks/results/2026-12-04b-intel/grain.txt): each grain is half the size where the ratio
-# passed 1, so that no rule splits where it is slower. At 10k float64 elements Adam went 1.40x
-# faster by it; at 20k float32 SGD momentum had been 0.86x with the single GRAIN.
-STEP_GRAIN = {"sgd_step": (16384, 7168), "velocity_step": (16384, 7168), "adagrad_step": (6144, 2048),
-              "rmsprop_step": (6144, 2048), "adam_step": (6656, 2048), "nadam_step": (4096, 1536),
-              "radam_step": (10240, 6144), "adamax_step": (10240, 5120), "adadelta_step": (6144, 2048),
-              "lion_step": (9216, 1536)}
+# benchmarks/results/2026-12-04b-intel/grain.txt and grain_run2.txt): each grain is half the size
+# from which the ratio was >= 1 in both runs (they differ by up to ~0.1 near the crossing), so that
+# no rule splits where it is slower. At 10k float64 elements Adam ran 1.5x faster on two threads;
+# the single GRAIN of before kept it on one (and split float32 SGD at 20k: 0.86x). Other machines
+# will want other numbers; the rule of a fixed launch cost over a per-element cost holds.
+STEP_GRAIN = {"sgd_step": (12288, 6144), "velocity_step": (12288, 6144), "adagrad_step": (6144, 1536),
+              "rmsprop_step": (6656, 1536), "adam_step": (6656, 2048), "nadam_step": (3072, 1024),
+              "radam_step": (8192, 5632), "adamax_step": (8704, 4608), "adadelta_step": (6144, 2048),
+              "lion_step": (6656, 1024)}
 
 # The norm pass sums fixed blocks of NORM_BLOCK elements (each in order, in double) and then adds
 # the block sums in order: the partition depends on n only, so the result is bitwise the same for
@@ -96,8 +98,8 @@ cdef inline floating* _ptr(floating[::1] a, bint used) noexcept:
 
 # ------------------------------------------------------------------------------ one pass over many tensors
 # A step runs as chunks: every tensor ("segment": a parameter and its gradient and state) is cut
-# into fixed chunks of NORM_BLOCK elements, and one prange(schedule='static') over the chunks of
-# all segments runs each through the rule's core (_rule_range: fo_<rule>_range_f / _d). The single-tensor
+# into fixed chunks of NORM_BLOCK elements, and one parallel region over the chunks of all
+# segments (_drive) runs each through the rule's core (_rule_range: fo_<rule>_range_f / _d). The single-tensor
 # kernels (adam_step, sgd_step) are one segment; the multi-tensor kernels (adam_multi, sgd_multi)
 # run every segment of a StepPlan in ONE call: no per-tensor Python, no per-tensor dispatch.
 # Chunk boundaries depend on the sizes only, so per-chunk reductions (the update/weight ratio,
@@ -140,6 +142,18 @@ cdef enum:
     _RULE_ADAMAX = 7
     _RULE_ADADELTA = 8
     _RULE_LION = 9
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static inline int fo_team_size(void) { return omp_get_num_threads(); }
+    #else
+    static inline int fo_team_size(void) { return 1; }
+    #endif
+    """
+    int fo_team_size() noexcept nogil    # threads in the current parallel region (1 outside one)
 
 
 cdef extern from "_rule_cores.h" nogil:
@@ -284,7 +298,11 @@ cdef void _drive(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssi
     # blocks), not whole chunks: a prange over 7 chunks (1e5 elements) gave one thread 4 of them
     # and the other 3 (one short), so two threads were at best 1.5x one. The rules are elementwise:
     # any split gives the same bits. Tracked, the chunks stay the unit (their sums are the result).
-    cdef Py_ssize_t b, t, total = 0
+    # One parallel region, each thread its share by thread number, not a prange: the prange's
+    # worksharing loop adds a barrier of its own before the region's, and on the 2-vCPU Xeon a
+    # region over 64 elements cost 1.28 us over one thread as a prange, 0.78 us so (the size-1e4
+    # float64 Adam step: 9.1 -> 8.3 us at 2 threads).
+    cdef Py_ssize_t b, t = 0, nt = 1, total = 0
     if n_threads <= 1:
         for b in range(nchunk):
             _run_chunk(dummy, segs, &chunks[b], rule, c, flags, &sums[2 * b] if sums != NULL else NULL)
@@ -292,13 +310,25 @@ cdef void _drive(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssi
     if sums == NULL:
         for b in range(nchunk):
             total += chunks[b].hi - chunks[b].lo
-        for t in prange(n_threads, schedule='static', num_threads=n_threads):
+        with parallel(num_threads=n_threads):
+            t = threadid()
+            nt = fo_team_size()
             _run_share(dummy, segs, chunks, nchunk, rule, c, flags,
-                       _boundary(chunks, nchunk, total * t // n_threads),
-                       _boundary(chunks, nchunk, total * (t + 1) // n_threads))
+                       _boundary(chunks, nchunk, total * t // nt),
+                       _boundary(chunks, nchunk, total * (t + 1) // nt))
         return
-    for b in prange(nchunk, schedule='static', num_threads=n_threads):
-        _run_chunk(dummy, segs, &chunks[b], rule, c, flags, &sums[2 * b] if sums != NULL else NULL)
+    with parallel(num_threads=n_threads):
+        t = threadid()
+        nt = fo_team_size()
+        _run_chunks(dummy, segs, chunks, nchunk * t // nt, nchunk * (t + 1) // nt, rule, c, flags, sums)
+
+
+cdef inline void _run_chunks(floating* dummy, const _Seg* segs, const _Chunk* chunks, Py_ssize_t lo, Py_ssize_t hi,
+                             int rule, const double* c, int flags, double* sums) noexcept nogil:
+    # chunks lo..hi-1 in order, each with its two ratio sums
+    cdef Py_ssize_t b
+    for b in range(lo, hi):
+        _run_chunk(dummy, segs, &chunks[b], rule, c, flags, &sums[2 * b])
 
 
 cdef int _chunk_table(const _Seg* segs, Py_ssize_t nseg, _Chunk** out) except -1:

@@ -23,10 +23,10 @@ from ._contract import threads
 # Elements per thread below which a second thread costs more than it saves; the compiled module's
 # value (measured there), mirrored so that both backends expose the same constant.
 GRAIN = 10240
-STEP_GRAIN = {"sgd_step": (16384, 7168), "velocity_step": (16384, 7168), "adagrad_step": (6144, 2048),
-              "rmsprop_step": (6144, 2048), "adam_step": (6656, 2048), "nadam_step": (4096, 1536),
-              "radam_step": (10240, 6144), "adamax_step": (10240, 5120), "adadelta_step": (6144, 2048),
-              "lion_step": (9216, 1536)}
+STEP_GRAIN = {"sgd_step": (12288, 6144), "velocity_step": (12288, 6144), "adagrad_step": (6144, 1536),
+              "rmsprop_step": (6656, 1536), "adam_step": (6656, 2048), "nadam_step": (3072, 1024),
+              "radam_step": (8192, 5632), "adamax_step": (8704, 4608), "adadelta_step": (6144, 2048),
+              "lion_step": (6656, 1024)}
 
 
 def _check_sizes(n, what, buf, used):
