@@ -980,6 +980,20 @@ cdef class StepPlan:
         return out
 
 
+cdef tuple _needs(int rule, double momentum, bint amsgrad, bint centered, bint use_avg):
+    # The state arrays (and average) <rule>_multi reads and writes with these options, in the form
+    # of plan.used: the compiled form of the declaration's Rule.used_state (+ the average).
+    if rule == _RULE_SGD:
+        return (momentum != 0, use_avg)
+    if rule == _RULE_ADAM:
+        return (True, True, amsgrad, use_avg)
+    if rule == _RULE_RMSPROP:
+        return (True, centered, momentum > 0, use_avg)
+    if rule == _RULE_VELOCITY:
+        return (True, False)
+    return (True,) * _RULE_STATE[rule] + (use_avg,)
+
+
 cdef int _check_used(StepPlan plan, tuple want) except -1:
     if plan.used != want:
         raise ValueError(f"plan's used state arrays (and average) are {plan.used}; these "
@@ -993,7 +1007,7 @@ def adam_multi(StepPlan plan not None, double lr, double beta1, double beta2, do
     """adam_step on every tensor of `plan` in one call (its states: exp_avg, exp_avg_sq,
     max_exp_avg_sq); with track_ratio the update/weight ratios (plan.ratios()) in the same pass."""
     cdef bint use_avg = plan.used[3]
-    _check_used(plan, (True, True, bool(amsgrad), use_avg))
+    _check_used(plan, _needs(_RULE_ADAM, 0, amsgrad, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _adam_consts(c, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
                                   decoupled, amsgrad, maximize, grad_scale, avg_weight, use_avg)
@@ -1006,7 +1020,7 @@ def sgd_multi(StepPlan plan not None, double lr, double weight_decay, double mom
     """sgd_step on every tensor of `plan` in one call (its state: momentum_buffer); with
     track_ratio the update/weight ratios (plan.ratios()) in the same pass."""
     cdef bint use_avg = plan.used[1]
-    _check_used(plan, (momentum != 0, use_avg))
+    _check_used(plan, _needs(_RULE_SGD, momentum, False, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _sgd_consts(c, lr, weight_decay, momentum, dampening, nesterov, maximize, first_step,
                                  grad_scale, avg_weight, use_avg)
@@ -1015,7 +1029,7 @@ def sgd_multi(StepPlan plan not None, double lr, double weight_decay, double mom
 
 def velocity_multi(StepPlan plan not None, double lr, double mu, bint nesterov, bint track_ratio, int n_threads):
     """velocity_step on every tensor of `plan` (state: velocity; no average)."""
-    _check_used(plan, (True, False))
+    _check_used(plan, _needs(_RULE_VELOCITY, 0, False, False, False))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _velocity_consts(c, lr, mu, nesterov)
     plan.run(_RULE_VELOCITY, c, flags, track_ratio, n_threads)
@@ -1025,7 +1039,7 @@ def adagrad_multi(StepPlan plan not None, double clr, double weight_decay, doubl
                   double grad_scale, double avg_weight, bint track_ratio, int n_threads):
     """adagrad_step on every tensor of `plan` (state: state_sum)."""
     cdef bint use_avg = plan.used[len(plan.used) - 1]
-    _check_used(plan, (True, use_avg))
+    _check_used(plan, _needs(_RULE_ADAGRAD, 0, False, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _adagrad_consts(c, clr, weight_decay, eps, maximize, grad_scale, avg_weight, use_avg)
     plan.run(_RULE_ADAGRAD, c, flags, track_ratio, n_threads)
@@ -1036,7 +1050,7 @@ def rmsprop_multi(StepPlan plan not None, double lr, double alpha, double eps, d
                   bint track_ratio, int n_threads):
     """rmsprop_step on every tensor of `plan` (states: square_avg, grad_avg, momentum_buffer)."""
     cdef bint use_avg = plan.used[len(plan.used) - 1]
-    _check_used(plan, (True, bool(centered), momentum > 0, use_avg))
+    _check_used(plan, _needs(_RULE_RMSPROP, momentum, False, centered, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _rmsprop_consts(c, lr, alpha, eps, weight_decay, momentum, centered, maximize, grad_scale,
                                      avg_weight, use_avg)
@@ -1048,7 +1062,7 @@ def nadam_multi(StepPlan plan not None, double lr, double beta1, double beta2, d
                 double grad_scale, double avg_weight, bint track_ratio, int n_threads):
     """nadam_step on every tensor of `plan` (states: exp_avg, exp_avg_sq)."""
     cdef bint use_avg = plan.used[len(plan.used) - 1]
-    _check_used(plan, (True, True, use_avg))
+    _check_used(plan, _needs(_RULE_NADAM, 0, False, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _nadam_consts(c, lr, beta1, beta2, eps, weight_decay, bias_correction2, grad_coef,
                                    exp_avg_coef, decoupled, maximize, grad_scale, avg_weight, use_avg)
@@ -1061,7 +1075,7 @@ def radam_multi(StepPlan plan not None, double lr, double beta1, double beta2, d
                 int n_threads):
     """radam_step on every tensor of `plan` (states: exp_avg, exp_avg_sq)."""
     cdef bint use_avg = plan.used[len(plan.used) - 1]
-    _check_used(plan, (True, True, use_avg))
+    _check_used(plan, _needs(_RULE_RADAM, 0, False, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _radam_consts(c, lr, beta1, beta2, eps, weight_decay, bias_correction1,
                                    bias_correction2_sqrt, rect, rectified, decoupled, maximize, grad_scale,
@@ -1073,7 +1087,7 @@ def adamax_multi(StepPlan plan not None, double clr, double beta1, double beta2,
                  bint maximize, double grad_scale, double avg_weight, bint track_ratio, int n_threads):
     """adamax_step on every tensor of `plan` (states: exp_avg, exp_inf)."""
     cdef bint use_avg = plan.used[len(plan.used) - 1]
-    _check_used(plan, (True, True, use_avg))
+    _check_used(plan, _needs(_RULE_ADAMAX, 0, False, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _adamax_consts(c, clr, beta1, beta2, eps, weight_decay, maximize, grad_scale, avg_weight,
                                     use_avg)
@@ -1084,7 +1098,7 @@ def adadelta_multi(StepPlan plan not None, double lr, double rho, double eps, do
                    double grad_scale, double avg_weight, bint track_ratio, int n_threads):
     """adadelta_step on every tensor of `plan` (states: square_avg, acc_delta)."""
     cdef bint use_avg = plan.used[len(plan.used) - 1]
-    _check_used(plan, (True, True, use_avg))
+    _check_used(plan, _needs(_RULE_ADADELTA, 0, False, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _adadelta_consts(c, lr, rho, eps, weight_decay, maximize, grad_scale, avg_weight, use_avg)
     plan.run(_RULE_ADADELTA, c, flags, track_ratio, n_threads)
@@ -1094,7 +1108,7 @@ def lion_multi(StepPlan plan not None, double lr, double beta1, double beta2, do
                double grad_scale, double avg_weight, bint track_ratio, int n_threads):
     """lion_step on every tensor of `plan` (state: exp_avg)."""
     cdef bint use_avg = plan.used[len(plan.used) - 1]
-    _check_used(plan, (True, use_avg))
+    _check_used(plan, _needs(_RULE_LION, 0, False, False, use_avg))
     cdef double c[_MAX_CONSTS]
     cdef int flags = _lion_consts(c, lr, beta1, beta2, weight_decay, maximize, grad_scale, avg_weight, use_avg)
     plan.run(_RULE_LION, c, flags, track_ratio, n_threads)
@@ -1369,13 +1383,13 @@ cdef class CachedStep:
                 raise TypeError("entries must hold (StepPlan, StepGuard, dict) triples")
             if not (<StepGuard>entry[1])._dicts:
                 raise ValueError(f"entries[{i}] has no parameters")
-            # checked here so that no group's pass can fail after an earlier group's has run
-            if len((<StepPlan>entry[0]).used) != _RULE_STATE[self.rule] + 1:
-                raise ValueError(f"entries[{i}]'s plan holds {len((<StepPlan>entry[0]).used) - 1} state arrays "
-                                 f"per tensor, {kernel} takes {_RULE_STATE[self.rule]}")
+            _hyp_from(&self.hyps[i], entry[2])
+            # the arrays the pass will touch: checked here, so that no group's pass can fail (or
+            # read an array the plan does not hold) after an earlier group's has run
+            _check_used(<StepPlan>entry[0], _needs(self.rule, self.hyps[i].momentum, self.hyps[i].amsgrad,
+                                                   self.hyps[i].centered, self.averaging))
             if (<StepGuard>entry[1])._keys != keys:
                 raise ValueError(f"entries[{i}]'s guard advances {(<StepGuard>entry[1])._keys}, not {keys}")
-            _hyp_from(&self.hyps[i], entry[2])
             self.grains[i] = grain[1] if (<StepPlan>entry[0]).is_double else grain[0]
             n += len((<StepGuard>entry[1])._params)
         self.entries, self.n_params = tuple(entries), n

@@ -591,10 +591,7 @@ class CachedStep:
                 raise TypeError("entries must hold (StepPlan, StepGuard, dict) triples")
             if not entry[1]._dicts:
                 raise ValueError(f"entries[{i}] has no parameters")
-            n_state = len(_STATE_ARGS[kernel.replace("_multi", "_step")])
-            if len(entry[0].used) != n_state + 1:
-                raise ValueError(f"entries[{i}]'s plan holds {len(entry[0].used) - 1} state arrays per tensor, "
-                                 f"{kernel} takes {n_state}")
+            _check_used(entry[0], _used_state(kernel, entry[2]) + (ema is not None,))
             if entry[1]._keys != tuple(keys):
                 raise ValueError(f"entries[{i}]'s guard advances {entry[1]._keys}, not {keys}")
         self.kernel, self.groups, self.entries = kernel, tuple(groups), tuple(entries)
@@ -607,6 +604,12 @@ class CachedStep:
 _MULTI = {"sgd_multi": (), "adam_multi": ("step",), "adagrad_multi": ("step",), "rmsprop_multi": ("step",),
           "nadam_multi": ("step", "mu_product"), "radam_multi": ("step",), "adamax_multi": ("step",),
           "adadelta_multi": ("step",), "lion_multi": ()}
+
+
+def _used_state(kernel, hyper):
+    # the declaration's Rule.used_state of the rule whose multi kernel this is
+    from ..optim._declarations import RULES
+    return next(r for r in RULES.values() if r.multi_kernel == kernel).used_state(hyper)
 
 
 def run_cached(step, seq, groups, budget, track):
