@@ -27,3 +27,23 @@ for cls, kw, size, dtype, number in ((optim.SGD, dict(lr=1e-2), 64, np.float32, 
     t = {n: min(timeit.repeat(lambda: run(n), number=number, repeat=5)) / number * 1e6 for n in (1, 2, 1, 2)}
     print(f"{cls.__name__} {size} {np.dtype(dtype).name}: 1 thread {t[1]:.2f} us, 2 threads {t[2]:.2f} us, "
           f"difference {t[2] - t[1]:+.2f} us")
+
+try:                                    # numba's parallel loop over the same 64 elements, for comparison
+    import numba
+    from numba import njit, prange
+except ImportError:
+    numba = None
+if numba is not None:
+    @njit(parallel=True)
+    def add_one(a):
+        for i in prange(a.shape[0]):
+            a[i] += 1
+
+    a = np.zeros(64, np.float32)
+    t = {}
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        add_one(a)
+        t[n] = min(timeit.repeat(lambda: add_one(a), number=20000, repeat=5)) / 20000 * 1e6
+    print(f"numba prange over 64 float32 ({numba.threading_layer()}): 1 thread {t[1]:.2f} us, 2 threads {t[2]:.2f} us, "
+          f"difference {t[2] - t[1]:+.2f} us")
