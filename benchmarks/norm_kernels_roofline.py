@@ -16,7 +16,8 @@ measures what the memory system delivers for that pattern now. "/roof" = roof ti
 
 Rows: "roof" the stream loop; "kernel <variant>" each compiled SIMD variant this CPU runs
 (fastopt._norm_kernels[_avx2|_avx512]) on preallocated outputs; "fastopt" the public layer
-functions (validation, output allocation, the dispatched variant); "torch" F.batch_norm /
+functions (validation, output allocation, the dispatched variant), "fastopt nocache" the same
+with its outputs from NumPy's allocator instead of the block cache (fastopt._buffers); "torch" F.batch_norm /
 F.layer_norm forward + autograd backward (torch allocates too). Every figure: median of the
 interleaved repeats, with [min, max]; the machine is shared (2 cores, several engineers), so
 compare within a run.
@@ -32,6 +33,7 @@ import numpy as np
 
 import fastopt
 from fastopt import _backend
+from fastopt.layers import _operands as O
 from fastopt.layers import normalization as L
 
 STREAM_C = r"""
@@ -213,6 +215,17 @@ def public_case(kind, x, dout):
     return lambda: bw(dout, f(x, g, b, p)[1])
 
 
+def uncached(fn):
+    """fn with the layers' outputs from NumPy's allocator, not the block cache (an A/B of the cache)."""
+    def run():
+        saved, O.CACHED_OUTPUT_BYTES = O.CACHED_OUTPUT_BYTES, 1 << 62
+        try:
+            return fn()
+        finally:
+            O.CACHED_OUTPUT_BYTES = saved
+    return run
+
+
 def torch_case(torch, kind, x, dout):
     F = torch.nn.functional
     xt = torch.from_numpy(x).requires_grad_(True)
@@ -277,6 +290,7 @@ def table(threads, repeats, only):
             for v, K in mods.items():
                 fns[f"kernel {v}"] = kernel_case(K, kind, x, dout, t)
             fns["fastopt"] = public_case(kind, x, dout)
+            fns["fastopt nocache"] = uncached(public_case(kind, x, dout))
             if torch is not None:
                 fns["torch"] = torch_case(torch, kind, x, dout)
             res = interleaved(fns, repeats)
@@ -284,7 +298,7 @@ def table(threads, repeats, only):
             print(f"{name:22} {t} thread{'s' if t > 1 else ' '}")
             for k, ts in res.items():
                 extra = ""
-                if k.startswith("kernel") or k == "fastopt":
+                if k.startswith(("kernel", "fastopt")):
                     extra = f"  /roof {roof / np.median(ts):5.2f}"
                 if k == "fastopt" and "torch" in res:
                     extra += f"  torch/fastopt {np.median(res['torch']) / np.median(ts):5.2f}"

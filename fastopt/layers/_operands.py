@@ -2,11 +2,12 @@
 
 The rule (every layer function of fastopt.layers follows it): arrays a layer only READS may be of
 any real dtype and are converted as NumPy's promotion would (``compute_dtype``); ``as_operand``
-makes the converted, C-contiguous operand. fastopt.layers.core re-exports both.
+makes the converted, C-contiguous operand. fastopt.layers.core re-exports both. Arrays a layer
+WRITES and returns come from ``output``.
 """
 import numpy as np
 
-from .._validation import FLOAT_DTYPES, _describe
+from .._validation import FLOAT_DTYPES, _describe, check_scalar
 
 
 def compute_dtype(*named):
@@ -37,3 +38,37 @@ def compute_dtype(*named):
 def as_operand(a, dtype):
     """A read-only operand in `dtype`, C-contiguous (a copy only when needed; never written)."""
     return np.asarray(a, dtype=dtype, order="C")     # keeps a 0-d shape (ascontiguousarray makes it 1-d)
+
+
+try:                                    # absent when the compiled core is not built
+    from .. import _buffers
+except ImportError:                     # a source checkout without the build: NumPy's allocator
+    _buffers = None
+
+# Outputs of at least this many bytes come from the block cache (fastopt._buffers: why, and how it
+# bounds what it keeps); smaller ones NumPy's allocator serves without a page fault anyway.
+CACHED_OUTPUT_BYTES = 1 << 20
+
+
+def output(shape, dtype):
+    """A new C-contiguous array for a layer's result (uninitialized, like np.empty)."""
+    dtype = np.dtype(dtype)
+    if _buffers is not None and int(np.prod(shape, dtype=np.int64)) * dtype.itemsize >= CACHED_OUTPUT_BYTES:
+        return _buffers.empty(shape, dtype)
+    return np.empty(shape, dtype)
+
+
+def set_output_cache_limit(nbytes):
+    """Keep at most `nbytes` of freed large layer outputs for reuse (256 MiB by default; 0 keeps
+    none, and blocks held over the new limit are freed now)."""
+    nbytes = check_scalar("nbytes", nbytes, low=0, integer=True)
+    if _buffers is not None:
+        _buffers.set_limit(nbytes)
+
+
+def output_cache_stats():
+    """{'hits', 'misses', 'blocks', 'bytes', 'limit'} of the output cache: allocations it served and
+    did not, the freed blocks and bytes it holds now, its limit (all 0 without the compiled core)."""
+    if _buffers is None:
+        return dict.fromkeys(("hits", "misses", "blocks", "bytes", "limit"), 0)
+    return _buffers.stats()

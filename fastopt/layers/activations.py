@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _backend
 from .._validation import _describe, check_array, check_scalar
-from ._operands import as_operand, compute_dtype
+from ._operands import as_operand, compute_dtype, output
 
 FAMILY = "activation"            # fastopt._activation_kernels / fastopt.reference.activations
 
@@ -108,7 +108,7 @@ def activation_forward(name, x, param=None):
 def _run(kernel, a, value, saved=None):
     """The activation kernel `kernel` on the C-contiguous array a (and saved): a new array like a."""
     flat = a.reshape(-1)
-    res = np.empty_like(flat)
+    res = output(flat.shape, flat.dtype)
     K = _backend.kernels(FAMILY)
     n_threads = _backend.threads_for(flat.shape[0], K.GRAIN)
     if saved is None:

@@ -37,25 +37,16 @@ have any real dtype; an integer or float16 array is converted (to float64 / floa
 have the converted dtype. A float32/float64 x is used as it is (test mode returns it itself).
 """
 import numbers
-import sys
-import threading
 
 import numpy as np
 
 from .. import _backend
 from .._validation import _describe, check_choice, check_scalar
-from ._operands import as_operand, compute_dtype
+from ._operands import as_operand, compute_dtype, output
 
 __all__ = ["dropout_forward", "dropout_backward"]
 
 _MODES = ("train", "test")
-# The last train call's flat (out, mask) of each thread. The next call of the same size and dtype
-# writes into them again when nobody else holds them or a view of them (their only references are
-# this record's): no allocation, no page faults of fresh memory (at 16M elements the faults cost
-# more than the kernel). Returned arrays therefore never alias anything the caller still holds.
-_spare = threading.local()
-# The reuse reads CPython's reference counts; elsewhere every call gets fresh arrays.
-_REUSE = sys.implementation.name == "cpython"
 _GENERATORS = ("numpy", "philox")
 
 
@@ -124,16 +115,16 @@ def dropout_forward(x, dropout_param):
     x: a real array of any shape (module docstring). dropout_param: dict with 'p' in (0, 1]
     (probability of keeping a unit), 'mode' ('train' or 'test'), optional 'seed' or 'rng',
     'generator' ('numpy' or 'philox') and, with 'philox', 'offset' (module docstring).
-    Train: out = x * mask / p, an array of x's shape that nothing else references (this thread's
-    last out and mask are written again when their previous results and every view of them were
-    dropped: no allocation). Test: out is x itself (converted when x is not float32/float64).
+    Train: out = x * mask / p, a new array of x's shape (large ones, and the mask, from the block
+    cache of fastopt.layers._operands.output: a loop's freed results are reused, without page
+    faults). Test: out is x itself (converted when x is not float32/float64).
     """
     p, mode, generator = _check_param(dropout_param)
     dt = compute_dtype(("x", x))
     if mode == "test":
         return np.asarray(x, dtype=dt), ({"p": p, "mode": mode}, None)
     x_flat = as_operand(x, dt).reshape(-1)  # read only: a copy is harmless for an input
-    out, mask = _buffers(x_flat.shape[0], dt)
+    out, mask = output(x_flat.shape, dt), output(x_flat.shape, np.uint8)
     k = _backend.kernels("dropout")
     if generator == "philox":
         k.dropout_train_philox(x_flat, p, 1.0 / p, int(dropout_param["seed"]), int(dropout_param.get("offset", 0)),
@@ -142,19 +133,6 @@ def dropout_forward(x, dropout_param):
         k.dropout_train(x_flat, p, 1.0 / p, _bit_generator(dropout_param), mask, out, n_threads=1)
     # A snapshot of p and mode: later edits of dropout_param (say mode='test') cannot desync backward.
     return out.reshape(x.shape), ({"p": p, "mode": mode}, mask.reshape(x.shape))
-
-
-def _buffers(n, dt):
-    """(out, mask): this thread's spare pair when it fits and nobody else holds either array, else
-    new arrays (then kept as the spare pair)."""
-    spare = getattr(_spare, "arrays", None)
-    # sys.getrefcount(spare[i]) is 2 when only the tuple holds it (the argument is the other one).
-    if not _REUSE or spare is None or spare[0].shape[0] != n or spare[0].dtype != dt:
-        spare = None
-    out = spare[0] if spare is not None and sys.getrefcount(spare[0]) == 2 else np.empty(n, dt)
-    mask = spare[1] if spare is not None and sys.getrefcount(spare[1]) == 2 else np.empty(n, np.uint8)
-    _spare.arrays = (out, mask)
-    return out, mask
 
 
 def _check_cache(cache):
@@ -188,7 +166,7 @@ def dropout_backward(dout, cache):
     if dout.shape != mask.shape:
         raise ValueError(f"dout must have shape {mask.shape} (the x of dropout_forward), got {dout.shape}")
     dout_flat = as_operand(dout, dt).reshape(-1)
-    dx = np.empty_like(dout_flat)
+    dx = output(dout_flat.shape, dout_flat.dtype)
     k = _backend.kernels("dropout")
     k.dropout_apply(dout_flat, np.ascontiguousarray(mask).reshape(-1), 1.0 / p, dx,
                     n_threads=_backend.threads_for(dx.shape[0], k.GRAIN))

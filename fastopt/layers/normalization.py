@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import _backend
 from .._validation import check_array, check_choice, check_distinct, check_scalar
-from .core import as_operand, compute_dtype
+from ._operands import as_operand, compute_dtype, output
 
 __all__ = [
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
@@ -202,7 +202,7 @@ def _backward(kind, dout, cache):
     converted with the cache (fastopt.layers.core.compute_dtype).
     """
     cache, dout, x, gamma, mean, inv_std = _backward_operands(kind, dout, cache)
-    dx = np.empty_like(x)
+    dx = output(x.shape, x.dtype)
     spatial = x.ndim == 4
     shape3 = (x.shape[0], x.shape[1], -1) if spatial else x.shape
     k = _backend.kernels("norm")
@@ -227,7 +227,7 @@ def _batchnorm(kind, x, gamma, beta, bn_param, size, shape_k):
     wm, wv = running.work
     k = _backend.kernels("norm")
     n_threads = _backend.threads_for(x.size, k.GRAIN)
-    out = np.empty_like(x)
+    out = output(x.shape, x.dtype)
     xk, outk = x.reshape(shape_k), out.reshape(shape_k)
     if mode == "train":
         mean, inv_std = np.empty(size, dt), np.empty(size, dt)
@@ -325,7 +325,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     x, g, b = (as_operand(a, dt) for a in (x, gamma, beta))
     g, b = g.reshape(c), b.reshape(c)
     k = _backend.kernels("norm")
-    out = np.empty_like(x)
+    out = output(x.shape, x.dtype)
     mean, inv_std = np.empty(n * G, dt), np.empty(n * G, dt)
     k.spatial_groupnorm_forward(x.reshape(n, c, h * w), g, b, G, eps, out.reshape(n, c, h * w), mean,
                                 inv_std, _backend.threads_for(x.size, k.GRAIN))
@@ -358,7 +358,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     x, gamma, beta = (as_operand(a, dt) for a in (x, gamma, beta))
     k = _backend.kernels("norm")
     n_threads = _backend.threads_for(x.size, k.GRAIN)
-    out = np.empty_like(x)
+    out = output(x.shape, x.dtype)
     mean, inv_std = np.empty(n, dt), np.empty(n, dt)
     k.layernorm_forward(x, gamma, beta, eps, out, mean, inv_std, n_threads)
     return out, NormCache("layernorm", "train", x, gamma, mean, inv_std)
