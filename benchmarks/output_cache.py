@@ -6,7 +6,9 @@ Each case is a CS231n-style call pair whose large results are dropped at once, a
 drops them: batchnorm and layernorm fwd+bwd, dropout fwd+bwd (Philox), relu fwd, float32 but
 where named. glibc serves blocks above 32 MiB (its largest mmap threshold) with fresh pages every
 time; below that, whether a freed block is reused depends on what else the process allocated. "cache" is the
-default; "numpy" the same call with layers._operands.output sending every size to np.empty.
+default; "numpy" the same call with layers._operands.output sending every size to np.empty. The
+cache takes outputs of 32 MiB and more (CACHED_OUTPUT_BYTES): the 16 MiB rows are controls, the same
+path on both sides.
 Minor page faults per call (getrusage) say whether fresh pages were faulted in. Times: median
 [min, max] of interleaved repeats, ms, wall clock.
 """

@@ -5,16 +5,17 @@
 # (always above 32 MiB, its largest mmap threshold; below, when the heap's top is trimmed), so a new
 # one is fresh pages that the kernel zeroes on first touch. Measured on a Zen 5, one thread
 # (benchmarks/output_cache.py): float64 batchnorm fwd+bwd at 1024x4096, 1056 page faults per call
-# and 19.1 ms, against 11.8 ms with the outputs from here. Blocks kept here come back without faults.
+# and 19.7 ms, against 14.6 ms with the outputs from here. Blocks kept here come back without faults.
 #
-# How: a NumPy memory handler (NEP 49). fastopt.layers._operands.output_like allocates through it;
-# every array remembers the handler that allocated it and frees its data through it, so a block
-# returns here when its last array dies, wherever that is. Arrays made this way are ordinary
-# arrays that own their data. Nothing else in the process uses this handler.
+# How: a NumPy memory handler (NEP 49). fastopt.layers._operands.output allocates outputs of 32 MiB
+# and more through it (why that size: its CACHED_OUTPUT_BYTES); every array remembers the handler
+# that allocated it and frees its data through it, so a block returns here when its last array
+# dies, wherever that is. Arrays made this way are ordinary arrays that own their data. Nothing
+# else in the process uses this handler.
 #
 # Blocks start 64 bytes into their allocation (a header holds the capacity), so their data is
 # 64-byte aligned: a 512-bit load of an aligned row then touches one cache line, not two.
-# The cache holds at most SLOTS blocks and `limit` bytes; a free that does not fit evicts the
+# The cache holds at most FO_SLOTS blocks and `limit` bytes; a free that does not fit evicts the
 # oldest blocks first (the newest are the likeliest to be asked for again). All state is behind
 # one lock: the handler's functions may run on any thread, with or without the GIL.
 from cpython.pycapsule cimport PyCapsule_New

@@ -46,8 +46,12 @@ except ImportError:                     # a source checkout without the build: N
     _buffers = None
 
 # Outputs of at least this many bytes come from the block cache (fastopt._buffers: why, and how it
-# bounds what it keeps); smaller ones NumPy's allocator serves without a page fault anyway.
-CACHED_OUTPUT_BYTES = 1 << 20
+# bounds what it keeps). 32 MiB is glibc's largest mmap threshold: every block this big is fresh pages
+# from the kernel, so the cache only catches what the allocator never reuses. Below it, glibc reuses
+# freed blocks in a steady loop, and a cache there only moved the faults: holding fastopt's 16 MiB
+# outputs made the caller's own 16 MiB np.empty fault instead (benchmarks/results/2026-12-04c-zen5/
+# fresh_outputs_probe.txt).
+CACHED_OUTPUT_BYTES = 32 << 20
 
 
 def output(shape, dtype):
