@@ -52,6 +52,29 @@ __attribute__((noinline)) void g_pairs(const T *restrict dout, const T *restrict
             ab[j] += (double)(Ab[j] + (Bb[j] + (d0[j] + d1[j])));
             ag[j] += (double)(Ag[j] + (Bg[j] + (d0[j]*(x0[j]-m) + d1[j]*(x1[j]-m)))); }
       } } } }
+/* one row at a time (2 streams): the 8-row tree ((v0+v1)+(v2+v3))+((v4+v5)+(v6+v7)) built in per-column
+   temporaries: A = v0; A += v1; B = v2; B += v3; A += B; B = v4; B += v5; C = v6; C += v7; B += C; acc += A + B */
+__attribute__((noinline)) void g_rows(const T *restrict dout, const T *restrict x, long n, long d, const T *restrict mean, double *restrict sb, double *restrict sg) {
+  static float t[6][RCB] __attribute__((aligned(64)));
+  float *restrict Ab = t[0], *restrict Bb = t[1], *restrict Cb = t[2], *restrict Ag = t[3], *restrict Bg = t[4], *restrict Cg = t[5];
+  for (long j = 0; j < d; j++) { sb[j] = 0; sg[j] = 0; }
+  for (long j0 = 0; j0 < d; j0 += RCB) { long w = RCB < d - j0 ? RCB : d - j0;
+    const T *restrict mm = mean + j0; double *restrict ab = sb + j0, *restrict ag = sg + j0;
+    for (long i = 0; i + 8 <= n; i += 8) {
+      for (int q = 0; q < 8; q++) {
+        const T *restrict xr = x + (i + q) * d + j0, *restrict dr = dout + (i + q) * d + j0;
+        switch (q) {
+        case 0: for (long j = 0; j < w; j++) { Ab[j] = dr[j]; Ag[j] = dr[j] * (xr[j] - mm[j]); } break;
+        case 1: for (long j = 0; j < w; j++) { Ab[j] = Ab[j] + dr[j]; Ag[j] = Ag[j] + dr[j] * (xr[j] - mm[j]); } break;
+        case 2: for (long j = 0; j < w; j++) { Bb[j] = dr[j]; Bg[j] = dr[j] * (xr[j] - mm[j]); } break;
+        case 3: for (long j = 0; j < w; j++) { Ab[j] = Ab[j] + (Bb[j] + dr[j]); Ag[j] = Ag[j] + (Bg[j] + dr[j] * (xr[j] - mm[j])); } break;
+        case 4: for (long j = 0; j < w; j++) { Bb[j] = dr[j]; Bg[j] = dr[j] * (xr[j] - mm[j]); } break;
+        case 5: for (long j = 0; j < w; j++) { Bb[j] = Bb[j] + dr[j]; Bg[j] = Bg[j] + dr[j] * (xr[j] - mm[j]); } break;
+        case 6: for (long j = 0; j < w; j++) { Cb[j] = dr[j]; Cg[j] = dr[j] * (xr[j] - mm[j]); } break;
+        default: for (long j = 0; j < w; j++) {
+            ab[j] += (double)(Ab[j] + (Bb[j] + (Cb[j] + dr[j])));
+            ag[j] += (double)(Ag[j] + (Bg[j] + (Cg[j] + dr[j] * (xr[j] - mm[j])))); }
+        } } } } }
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 typedef void (*F)(const T*, const T*, long, long, const T*, double*, double*);
 int main(int argc, char **argv) {
@@ -60,14 +83,14 @@ int main(int argc, char **argv) {
   T *mean = aligned_alloc(64, d * 4); double *sb = aligned_alloc(64, d * 8), *sg = aligned_alloc(64, d * 8);
   for (long i = 0; i < n*d; i++) { x[i] = (i % 97) * 0.01f; dout[i] = (i % 89) * 0.02f; }
   for (long j = 0; j < d; j++) mean[j] = 0.5f;
-  F fs[] = {(F)roof, (F)roof16, g_orig, g_pairs}; const char *names[] = {"roof", "roof16", "kernel", "pairs"};
-  double v[4][31];
-  for (int r = 0; r < 31; r++) for (int k = 0; k < 4; k++) { double t = now(); fs[k](dout, x, n, d, mean, sb, sg); v[k][r] = now() - t; }
-  for (int k = 0; k < 4; k++) { double *a = v[k]; for (int i = 0; i < 31; i++) for (int j = i+1; j < 31; j++) if (a[j] < a[i]) { double s = a[i]; a[i] = a[j]; a[j] = s; }
+  F fs[] = {(F)roof, (F)roof16, g_orig, g_pairs, g_rows}; const char *names[] = {"roof", "roof16", "kernel", "pairs", "rows"};
+  double v[5][31];
+  for (int r = 0; r < 31; r++) for (int k = 0; k < 5; k++) { double t = now(); fs[k](dout, x, n, d, mean, sb, sg); v[k][r] = now() - t; }
+  for (int k = 0; k < 5; k++) { double *a = v[k]; for (int i = 0; i < 31; i++) for (int j = i+1; j < 31; j++) if (a[j] < a[i]) { double s = a[i]; a[i] = a[j]; a[j] = s; }
     printf("%-9s %.3f ms (min %.3f)\n", names[k], a[15] * 1e3, a[0] * 1e3); }
   /* bitwise check */
   double *b1 = malloc(d*8), *b2 = malloc(d*8), *b3 = malloc(d*8), *b4 = malloc(d*8);
-  g_orig(dout, x, n, d, mean, b1, b2); g_pairs(dout, x, n, d, mean, b3, b4);
+  g_orig(dout, x, n, d, mean, b1, b2); g_rows(dout, x, n, d, mean, b3, b4);
   long bad = 0; for (long j = 0; j < d; j++) bad += (b1[j] != b3[j]) + (b2[j] != b4[j]);
   printf("mismatches %ld\n", bad);
 }
