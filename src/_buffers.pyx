@@ -17,8 +17,12 @@
 # 64-byte aligned: a 512-bit load of an aligned row then touches one cache line, not two.
 # The cache holds at most FO_SLOTS blocks and `limit` bytes; a free that does not fit evicts the
 # oldest blocks first (the newest are the likeliest to be asked for again). All state is behind
-# one lock: the handler's functions may run on any thread, with or without the GIL.
+# one lock: the handler's functions may run on any thread, with or without the GIL; a child made by
+# fork() gets a new lock (the old one may be held by a thread the child does not have).
 from cpython.pycapsule cimport PyCapsule_New
+
+import contextlib
+import os
 
 import numpy as np
 
@@ -52,6 +56,13 @@ cdef extern from *:
         if (fo_lock == NULL) fo_lock = PyThread_allocate_lock();
         return fo_lock != NULL;
     }
+    /* In a child made by fork() the lock may be held by a thread that no longer exists there:
+       the child starts with a new one (the cached blocks are the child's copies, still valid). */
+    static void fo_reinit_after_fork(void) {
+        PyThread_type_lock fresh = PyThread_allocate_lock();
+        if (fresh != NULL) fo_lock = fresh;
+    }
+    static int fo_try_acquire(void) { return PyThread_acquire_lock(fo_lock, NOWAIT_LOCK); }
     static void fo_acquire(void) { PyThread_acquire_lock(fo_lock, WAIT_LOCK); }
     static void fo_release(void) { PyThread_release_lock(fo_lock); }
 
@@ -186,11 +197,33 @@ cdef extern from *:
         pass
     PyDataMem_Handler fo_handler
     int fo_init()
+    void fo_reinit_after_fork()
+    int fo_try_acquire()
+    void fo_release()
     void fo_set_limit(size_t limit)
     void fo_stats(size_t* out)
 
 if not fo_init():
     raise MemoryError("fastopt._buffers: cannot allocate its lock")
+
+
+def _after_fork_in_child():
+    fo_reinit_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextlib.contextmanager
+def _holding_lock():
+    """Tests only: hold the cache's lock, as another thread inside malloc or free would."""
+    if not fo_try_acquire():
+        raise RuntimeError("the buffer cache's lock is held")
+    try:
+        yield
+    finally:
+        fo_release()
 
 # Lives as long as the module; every array allocated through it holds a reference too.
 _HANDLER = PyCapsule_New(&fo_handler, "mem_handler", NULL)

@@ -1,5 +1,8 @@
 """The block cache behind large layer outputs (fastopt._buffers, fastopt.layers._operands.output)."""
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -167,3 +170,32 @@ def test_public_limit_and_stats(fresh_cache):
     with pytest.raises(TypeError, match="nbytes"):
         fastopt.set_output_cache_limit(2.5)
     assert fastopt.output_cache_stats()["limit"] == 5 * MB
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_inherit_a_held_lock():
+    # Fork while the lock is held (as when another thread is inside the handler's malloc or free):
+    # the child must still allocate large outputs. Without a new lock it would wait forever.
+    with B._holding_lock():
+        pid = os.fork()
+        if pid == 0:                                    # the child: allocate, free, exit
+            try:
+                a = B.empty((MB,), np.float32)
+                a.fill(1.0)
+                del a
+                code = 0
+            except BaseException:
+                code = 1
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung allocating from the buffer cache")
+        time.sleep(0.01)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    B.empty((MB,), np.uint8)                            # the parent's lock was released
