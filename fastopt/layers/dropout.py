@@ -115,9 +115,10 @@ def dropout_forward(x, dropout_param):
     x: a real array of any shape (module docstring). dropout_param: dict with 'p' in (0, 1]
     (probability of keeping a unit), 'mode' ('train' or 'test'), optional 'seed' or 'rng',
     'generator' ('numpy' or 'philox') and, with 'philox', 'offset' (module docstring).
-    Train: out = x * mask / p, a new array of x's shape (large ones, and the mask, from the block
-    cache of fastopt.layers._operands.output: a loop's freed results are reused, without page
-    faults). Test: out is x itself (converted when x is not float32/float64).
+    Train: out = x * mask / p, a new array of x's shape (out and the mask from
+    fastopt.layers._operands.output: those of 32 MiB and more come from its block cache, so a loop's
+    freed results are reused without page faults). Test: out is x itself (converted when x is not
+    float32/float64).
     """
     p, mode, generator = _check_param(dropout_param)
     dt = compute_dtype(("x", x))
