@@ -12,7 +12,7 @@
 # 1e4 + N(0, 1); one pass over x suffices (a two-pass scheme would read x three times in the forward).
 # The terms of every sum are formed in the array's precision: t = x - K (exact for x within a factor 2
 # of K, else one rounding), t * t, and in the backward sums dout * (x - mean), as xhat itself is. A
-# small fixed group of them (ROWS rows, a fixed stride apart: _group_stride; or FO_PAIR consecutive lane
+# small fixed group of them (FO_BN_ROWS rows, a fixed stride apart: _group_stride; or FO_PAIR consecutive lane
 # blocks) is added in that precision
 # before the double accumulator: float32 rounding like that already present in xhat, at half the
 # double-precision work (float32 data: twice the vector width, half the conversions). The groups are
@@ -424,7 +424,7 @@ cdef extern from *:
 
 cdef enum:
     # Row chunks for the sums over rows: at most MAX_CHUNKS (so at most that many threads share a
-    # reduction), each at least MIN_CHUNK_ROWS rows, a multiple of ROWS.
+    # reduction), each at least MIN_CHUNK_ROWS rows, a multiple of FO_BN_ROWS.
     MAX_CHUNKS = 8
     MIN_CHUNK_ROWS = 64
     # Column blocks, in bytes of one row's slice (1024 float32 or 512 float64 columns): the sums over
@@ -445,11 +445,9 @@ cdef enum:
     WIDE_ROW_BYTES = 4096
     # Rows per task of the element-wise passes (each task walks its rows block by block).
     TILE = 16
-    # Rows handled together in batchnorm's sums over rows: their terms are added together before
-    # they reach the accumulators in memory (L2 at D = 4096), ROWS times fewer accumulator loads,
-    # stores and conversions. Layernorm's dgamma/dbeta pass re-reads rows from cache: LN_ROWS.
-    ROWS = 8
-    MAX_STRIDE = 8           # _group_stride's cap: a block of ROWS * MAX_STRIDE = MIN_CHUNK_ROWS rows
+    # Batchnorm's sums over rows take FO_BN_ROWS = 8 rows together (their C helpers below).
+    # Layernorm's dgamma/dbeta pass re-reads rows from cache: LN_ROWS.
+    MAX_STRIDE = 8           # _group_stride's cap: a block of FO_BN_ROWS * MAX_STRIDE = MIN_CHUNK_ROWS rows
     LN_ROWS = 4              # fo_ln_norm_rows4 is written for 4
 
 
@@ -457,7 +455,7 @@ cdef inline Py_ssize_t _chunk_rows(Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t r = (n + MAX_CHUNKS - 1) // MAX_CHUNKS
     if r < MIN_CHUNK_ROWS:
         r = MIN_CHUNK_ROWS
-    return ((r + ROWS - 1) // ROWS) * ROWS
+    return ((r + FO_BN_ROWS - 1) // FO_BN_ROWS) * FO_BN_ROWS
 
 
 cdef double* _workspace(Py_ssize_t count) except NULL:
@@ -487,7 +485,7 @@ cdef int _check_x3(str name, Py_ssize_t n, Py_ssize_t c, Py_ssize_t s) except -1
 
 
 cdef inline Py_ssize_t _group_stride(Py_ssize_t d, Py_ssize_t itemsize) noexcept nogil:
-    # Rows between the members of a ROWS-row group in batchnorm's sums over rows: narrow rows are
+    # Rows between the members of a FO_BN_ROWS-row group in batchnorm's sums over rows: narrow rows are
     # grouped across pages (row i with i + st, i + 2 st, ...; st rows span >= 4 KB, st <= MAX_STRIDE).
     # With two rows of one group in the same page (8192x512 float32: 2 KB rows) the interleaved
     # walk defeated the hardware prefetchers: statistics 1.3 -> 0.9 ms (C, one thread, CPU time).
@@ -497,92 +495,120 @@ cdef inline Py_ssize_t _group_stride(Py_ssize_t d, Py_ssize_t itemsize) noexcept
     return st
 
 
-cdef void _bn_chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t d, const floating* shift,
-                          double* s1, double* s2) noexcept nogil:
-    # s1[j] = sum(x[i, j] - shift[j]), s2[j] = sum((x[i, j] - shift[j])^2) over this chunk's n rows;
-    # the ROWS terms of a row group added in the array's precision (module header). Blocks of
-    # ROWS * st rows hold st groups (_group_stride); the rows after the last block one by one.
-    cdef Py_ssize_t i, j, j0, w, p, st = _group_stride(d, sizeof(floating))
-    cdef Py_ssize_t D = st * d
-    cdef const floating* r
-    cdef floating t0, t1, t2, t3, t4, t5, t6, t7, sh
-    for j in range(d):
-        s1[j] = 0.0
-        s2[j] = 0.0
-    j0 = 0
-    while j0 < d:
-        w = min(<Py_ssize_t>(CB_BYTES // sizeof(floating)), d - j0)
-        i = 0
-        while i + ROWS * st <= n:
-            for p in range(st):
-                r = x + (i + p) * d + j0
-                for j in range(w):
-                    sh = shift[j0 + j]
-                    t0 = r[j] - sh
-                    t1 = r[j + D] - sh
-                    t2 = r[j + 2 * D] - sh
-                    t3 = r[j + 3 * D] - sh
-                    t4 = r[j + 4 * D] - sh
-                    t5 = r[j + 5 * D] - sh
-                    t6 = r[j + 6 * D] - sh
-                    t7 = r[j + 7 * D] - sh
-                    s1[j0 + j] += <double>(((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7)))
-                    s2[j0 + j] += <double>(((t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3))
-                                           + ((t4 * t4 + t5 * t5) + (t6 * t6 + t7 * t7)))
-            i += ROWS * st
-        while i < n:
-            r = x + i * d + j0
-            for j in range(w):
-                t0 = r[j] - shift[j0 + j]
-                s1[j0 + j] += <double>t0
-                s2[j0 + j] += <double>(t0 * t0)
-            i += 1
-        j0 += w
+# Batchnorm's sums over rows, in C: one chunk's n rows, column block by column block (cb elements), the
+# rows of a group FO_BN_ROWS = 8 of them st rows apart (_group_stride); blocks of 8 * st rows hold st
+# groups, the rows after the last block are added one by one. Each group's terms are added in the
+# array's precision (module header) before they reach the double accumulators in memory (L2 at
+# D = 4096): 8 times fewer accumulator loads, stores and conversions.
+cdef extern from *:
+    """
+    /* The trees below are written for 8 rows. RS: the pointers' qualifier, `restrict` in float64
+       only. Against the Cython loops these replace (the same sums in the same order, so the same
+       bits: checked in every SIMD variant at 1 and 2 threads; AVX-512, Zen 5, forward and backward
+       timed apart, interleaved, two runs; benchmarks/results/2026-12-04d-zen5/bn_sums_ab_final.txt):
+       float64 forward 1.07-1.28x, backward 1.08-1.39x; float32 0.92-1.05x (its backward on thread
+       CPU time 0.98-1.03x). Without restrict, float64 gained nothing (0.99-1.01x); with it in
+       float32 too, float32's backward read 0.94-0.98x (CPU time 0.96-0.99x), and so it did with
+       restrict in both and one helper call per column block (0.92-1.02x). The same operations
+       each time: GCC's register and addressing choices for the 16 row streams differ. */
+    #define FO_BN_ROWS 8
+    #define FO_BN_SUMS(T, S, RS)                                                                    \\
+    /* s1[j] = sum(x[i, j] - shift[j]), s2[j] = sum((x[i, j] - shift[j])^2) over the n rows. */     \\
+    static void fo_bn_chunk_stats_##S(const T *RS x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t st,    \\
+            Py_ssize_t cb, const T *RS shift, double *RS s1, double *RS s2) {                       \\
+        const Py_ssize_t D = st * d;                                                                \\
+        Py_ssize_t i, j, j0, w, p;                                                                  \\
+        for (j = 0; j < d; j++) { s1[j] = 0.0; s2[j] = 0.0; }                                       \\
+        for (j0 = 0; j0 < d; j0 += w) {                                                             \\
+            w = cb < d - j0 ? cb : d - j0;                                                          \\
+            for (i = 0; i + FO_BN_ROWS * st <= n; i += FO_BN_ROWS * st)                             \\
+                for (p = 0; p < st; p++) {                                                          \\
+                    const T *RS r = x + (i + p) * d + j0;                                           \\
+                    for (j = 0; j < w; j++) {                                                       \\
+                        T sh = shift[j0 + j];                                                       \\
+                        T t0 = r[j] - sh, t1 = r[j + D] - sh, t2 = r[j + 2 * D] - sh,               \\
+                            t3 = r[j + 3 * D] - sh, t4 = r[j + 4 * D] - sh, t5 = r[j + 5 * D] - sh, \\
+                            t6 = r[j + 6 * D] - sh, t7 = r[j + 7 * D] - sh;                         \\
+                        s1[j0 + j] += (double)(((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7)));  \\
+                        s2[j0 + j] += (double)(((t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3))          \\
+                                               + ((t4 * t4 + t5 * t5) + (t6 * t6 + t7 * t7)));     \\
+                    }                                                                               \\
+                }                                                                                   \\
+            for (; i < n; i++) {                                                                    \\
+                const T *RS r = x + i * d + j0;                                                     \\
+                for (j = 0; j < w; j++) {                                                           \\
+                    T t0 = r[j] - shift[j0 + j];                                                    \\
+                    s1[j0 + j] += (double)t0;                                                       \\
+                    s2[j0 + j] += (double)(t0 * t0);                                                \\
+                }                                                                                   \\
+            }                                                                                       \\
+        }                                                                                           \\
+    }                                                                                               \\
+    /* sb[j] = sum(dout), sg[j] = sum(dout * (x - m)) over the n rows (times inv_std later). The     \\
+       products are formed in the array's precision, as xhat is; forming them in double made this  \\
+       pass 2x slower (conversions, half-width vectors) for no gain: x - m is already rounded in    \\
+       xhat. */                                                                                     \\
+    static void fo_bn_chunk_grads_##S(const T *RS dout, const T *RS x, Py_ssize_t n, Py_ssize_t d, \\
+            Py_ssize_t st, Py_ssize_t cb, const T *RS m, double *RS sb, double *RS sg) {            \\
+        const Py_ssize_t D = st * d;                                                                \\
+        Py_ssize_t i, j, j0, w, p;                                                                  \\
+        for (j = 0; j < d; j++) { sb[j] = 0.0; sg[j] = 0.0; }                                       \\
+        for (j0 = 0; j0 < d; j0 += w) {                                                             \\
+            w = cb < d - j0 ? cb : d - j0;                                                          \\
+            for (i = 0; i + FO_BN_ROWS * st <= n; i += FO_BN_ROWS * st)                             \\
+                for (p = 0; p < st; p++) {                                                          \\
+                    const T *RS xr = x + (i + p) * d + j0, *RS dr = dout + (i + p) * d + j0;        \\
+                    for (j = 0; j < w; j++) {                                                       \\
+                        T mj = m[j0 + j];                                                           \\
+                        sb[j0 + j] += (double)(((dr[j] + dr[j + D]) + (dr[j + 2 * D] + dr[j + 3 * D])) \\
+                            + ((dr[j + 4 * D] + dr[j + 5 * D]) + (dr[j + 6 * D] + dr[j + 7 * D])));  \\
+                        sg[j0 + j] += (double)(((dr[j] * (xr[j] - mj) + dr[j + D] * (xr[j + D] - mj)) \\
+                                + (dr[j + 2 * D] * (xr[j + 2 * D] - mj)                             \\
+                                   + dr[j + 3 * D] * (xr[j + 3 * D] - mj)))                         \\
+                            + ((dr[j + 4 * D] * (xr[j + 4 * D] - mj) + dr[j + 5 * D] * (xr[j + 5 * D] - mj)) \\
+                               + (dr[j + 6 * D] * (xr[j + 6 * D] - mj)                              \\
+                                  + dr[j + 7 * D] * (xr[j + 7 * D] - mj))));                        \\
+                    }                                                                               \\
+                }                                                                                   \\
+            for (; i < n; i++) {                                                                    \\
+                const T *RS xr = x + i * d + j0, *RS dr = dout + i * d + j0;                        \\
+                for (j = 0; j < w; j++) {                                                           \\
+                    sb[j0 + j] += (double)dr[j];                                                    \\
+                    sg[j0 + j] += (double)(dr[j] * (xr[j] - m[j0 + j]));                            \\
+                }                                                                                   \\
+            }                                                                                       \\
+        }                                                                                           \\
+    }
+    FO_BN_SUMS(float, f, )
+    FO_BN_SUMS(double, d, restrict)
+    """
+    enum: FO_BN_ROWS
+    void fo_bn_chunk_stats_f(const float* x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t st, Py_ssize_t cb,
+                             const float* shift, double* s1, double* s2) noexcept nogil
+    void fo_bn_chunk_stats_d(const double* x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t st, Py_ssize_t cb,
+                             const double* shift, double* s1, double* s2) noexcept nogil
+    void fo_bn_chunk_grads_f(const float* dout, const float* x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t st,
+                             Py_ssize_t cb, const float* m, double* sb, double* sg) noexcept nogil
+    void fo_bn_chunk_grads_d(const double* dout, const double* x, Py_ssize_t n, Py_ssize_t d, Py_ssize_t st,
+                             Py_ssize_t cb, const double* m, double* sb, double* sg) noexcept nogil
 
 
-cdef void _bn_chunk_grads(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
-                          const floating* mean, double* sb, double* sg) noexcept nogil:
-    # sb[j] = sum(dout), sg[j] = sum(dout * (x - mean)) over this chunk's n rows (times inv_std later),
-    # in the row groups of _bn_chunk_stats. The products are formed in the array's precision, as
-    # xhat is, and a group of ROWS of them is added in that precision before the double accumulator;
-    # forming them in double made this pass 2x slower (conversions, half-width vectors) for no gain:
-    # x - mean is already rounded in xhat.
-    cdef Py_ssize_t i, j, j0, w, p, st = _group_stride(d, sizeof(floating))
-    cdef Py_ssize_t D = st * d
-    cdef const floating* xr
-    cdef const floating* dr
-    cdef floating mj
-    for j in range(d):
-        sb[j] = 0.0
-        sg[j] = 0.0
-    j0 = 0
-    while j0 < d:
-        w = min(<Py_ssize_t>(CB_BYTES // sizeof(floating)), d - j0)
-        i = 0
-        while i + ROWS * st <= n:
-            for p in range(st):
-                xr = x + (i + p) * d + j0
-                dr = dout + (i + p) * d + j0
-                for j in range(w):
-                    mj = mean[j0 + j]
-                    sb[j0 + j] += <double>(((dr[j] + dr[j + D]) + (dr[j + 2 * D] + dr[j + 3 * D]))
-                                           + ((dr[j + 4 * D] + dr[j + 5 * D]) + (dr[j + 6 * D] + dr[j + 7 * D])))
-                    sg[j0 + j] += <double>(((dr[j] * (xr[j] - mj) + dr[j + D] * (xr[j + D] - mj))
-                                            + (dr[j + 2 * D] * (xr[j + 2 * D] - mj)
-                                               + dr[j + 3 * D] * (xr[j + 3 * D] - mj)))
-                                           + ((dr[j + 4 * D] * (xr[j + 4 * D] - mj)
-                                               + dr[j + 5 * D] * (xr[j + 5 * D] - mj))
-                                              + (dr[j + 6 * D] * (xr[j + 6 * D] - mj)
-                                                 + dr[j + 7 * D] * (xr[j + 7 * D] - mj))))
-            i += ROWS * st
-        while i < n:
-            xr = x + i * d + j0
-            dr = dout + i * d + j0
-            for j in range(w):
-                sb[j0 + j] += <double>dr[j]
-                sg[j0 + j] += <double>(dr[j] * (xr[j] - mean[j0 + j]))
-            i += 1
-        j0 += w
+cdef inline void _bn_chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t d, const floating* shift,
+                                 double* s1, double* s2) noexcept nogil:
+    cdef Py_ssize_t st = _group_stride(d, sizeof(floating)), cb = CB_BYTES // sizeof(floating)
+    if floating is float:
+        fo_bn_chunk_stats_f(x, n, d, st, cb, shift, s1, s2)
+    else:
+        fo_bn_chunk_stats_d(x, n, d, st, cb, shift, s1, s2)
+
+
+cdef inline void _bn_chunk_grads(const floating* dout, const floating* x, Py_ssize_t n, Py_ssize_t d,
+                                 const floating* mean, double* sb, double* sg) noexcept nogil:
+    cdef Py_ssize_t st = _group_stride(d, sizeof(floating)), cb = CB_BYTES // sizeof(floating)
+    if floating is float:
+        fo_bn_chunk_grads_f(dout, x, n, d, st, cb, mean, sb, sg)
+    else:
+        fo_bn_chunk_grads_d(dout, x, n, d, st, cb, mean, sb, sg)
 
 
 cdef void _normalize_tile(const floating* x, Py_ssize_t rows, Py_ssize_t d, const floating* mean,

@@ -3,9 +3,9 @@ bitwise across thread counts and SIMD variants:
 
 * wide rows (D * itemsize >= WIDE_ROW_BYTES = 4096): batchnorm's normalize and dx passes and
   layernorm's forward take four rows at a time (C helpers), the remaining N % 4 rows one at a time;
-* narrow rows: batchnorm's sums over rows group ROWS = 8 rows a stride apart (_group_stride: the
-  smallest power of two st <= 8 with st * D * itemsize >= 4096), the rows after the last block of
-  8 * st one by one.
+* narrow rows: batchnorm's sums over rows (C helpers, restrict in float64 only) group FO_BN_ROWS = 8
+  rows a stride apart (_group_stride: the smallest power of two st <= 8 with st * D * itemsize >=
+  4096), the rows after the last block of 8 * st one by one.
 
 The shapes straddle both thresholds for both dtypes, leave remainders (N % 4, N % (8 * st), chunk
 bounds), and include realistic sizes (>= 1M elements).
